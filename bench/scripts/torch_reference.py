@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""PyTorch reference for the side-by-side benchmarks.
+
+Trains the same `cnn` as adasync (conv5x5-32, ReLU, pool2, conv5x5-64, ReLU,
+pool2, fc-1024, ReLU, fc-10, "same" padding) on Fashion-MNIST with the same
+data normalisation, batch size and optimizer (SGD, momentum), and prints one
+JSON object: samples/s over the timed steps and the test accuracy.
+
+  --device cpu|cuda   where to train; data is resident on that device
+  --threads N         CPU threads (torch.set_num_threads)
+  --steps N           timed training steps (after --warmup steps)
+  --epochs E          or: train E epochs (timed as a whole) and report accuracy
+"""
+import argparse
+import gzip
+import json
+import os
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def read_idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    magic, = struct.unpack(">I", data[:4])
+    ndim = magic & 0xFF
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load(dir_):
+    def f(name):
+        p = os.path.join(dir_, name)
+        return p + ".gz" if os.path.exists(p + ".gz") else p
+    xtr = read_idx(f("train-images-idx3-ubyte")).astype(np.float32) / 255.0
+    ytr = read_idx(f("train-labels-idx1-ubyte")).astype(np.int64)
+    xte = read_idx(f("t10k-images-idx3-ubyte")).astype(np.float32) / 255.0
+    yte = read_idx(f("t10k-labels-idx1-ubyte")).astype(np.int64)
+    mean, std = xtr.mean(dtype=np.float64), xtr.std(dtype=np.float64)
+    xtr = ((xtr - mean) / std).astype(np.float32)[:, None]
+    xte = ((xte - mean) / std).astype(np.float32)[:, None]
+    return xtr, ytr, xte, yte
+
+
+class Cnn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 32, 5, padding=2)
+        self.c2 = nn.Conv2d(32, 64, 5, padding=2)
+        self.f1 = nn.Linear(64 * 7 * 7, 1024)
+        self.f2 = nn.Linear(1024, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.c1(x)), 2)
+        x = F.max_pool2d(F.relu(self.c2(x)), 2)
+        x = F.relu(self.f1(x.flatten(1)))
+        return self.f2(x)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--steps", type=int, default=0)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--epochs", type=float, default=0)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    dev = torch.device(a.device)
+    xtr, ytr, xte, yte = load(a.data_dir)
+    xtr, ytr = torch.from_numpy(xtr).to(dev), torch.from_numpy(ytr).to(dev)
+    xte, yte = torch.from_numpy(xte).to(dev), torch.from_numpy(yte).to(dev)
+    model = Cnn().to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum)
+    gen = torch.Generator(device="cpu").manual_seed(a.seed)
+    n = xtr.shape[0]
+
+    def batches():
+        while True:
+            perm = torch.randperm(n, generator=gen).to(dev)
+            for i in range(0, n - a.batch + 1, a.batch):
+                yield perm[i:i + a.batch]
+
+    it = batches()
+
+    def step():
+        idx = next(it)
+        loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(a.warmup):
+        step()
+    sync()
+    steps = a.steps if a.steps > 0 else int(a.epochs * n / a.batch)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+        loss.item()  # as adasync reads each step's loss
+    sync()
+    dt = time.perf_counter() - t0
+
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, xte.shape[0], 1000):
+            correct += (model(xte[i:i + 1000]).argmax(1) == yte[i:i + 1000]).sum().item()
+    print(json.dumps({"framework": "pytorch " + torch.__version__, "device": a.device, "threads": a.threads,
+                      "batch": a.batch, "steps": steps, "seconds": dt, "samples_per_s": steps * a.batch / dt,
+                      "test_accuracy": correct / xte.shape[0]}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

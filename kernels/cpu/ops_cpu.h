@@ -1,0 +1,55 @@
+// CPU twins of every op in kernels/ops.h: the CPU backend and the test oracle.
+// Same contracts as ops.h; templated on float and double (the finite-difference
+// gradient checks run in double). Loops split over ctx.pool() when it has
+// threads; results do not depend on the thread count (each output element is
+// produced by one thread in a fixed order), except GEMM, which follows OpenBLAS.
+#pragma once
+
+#include "kernels/ops.h"
+
+namespace adasync::cpu {
+
+// Threads OpenBLAS may use per call (process-wide setting).
+void set_blas_threads(int threads);
+int blas_threads();
+
+template <typename T>
+void gemm(Context& ctx, bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, int lda,
+          const T* b, int ldb, T beta, T* c, int ldc);
+template <typename T>
+void bias_add(Context& ctx, T* y, const T* b, int rows, int cols);
+template <typename T>
+void bias_grad(Context& ctx, const T* dy, T* db, int rows, int cols);
+template <typename T>
+void conv2d_forward(Context& ctx, const ConvShape& s, const T* x, const T* w, const T* b, T* y);
+template <typename T>
+void conv2d_backward_data(Context& ctx, const ConvShape& s, const T* dy, const T* w, T* dx);
+template <typename T>
+void conv2d_backward_filter(Context& ctx, const ConvShape& s, const T* x, const T* dy, T* dw, T* db);
+template <typename T>
+void maxpool2d_forward(Context& ctx, const PoolShape& s, const T* x, T* y, int32_t* argmax, bool relu);
+template <typename T>
+void maxpool2d_backward(Context& ctx, const PoolShape& s, const T* dy, const int32_t* argmax, T* dx);
+template <typename T>
+void relu_forward(Context& ctx, const T* x, T* y, size_t n);
+template <typename T>
+void relu_backward(Context& ctx, const T* y, const T* dy, T* dx, size_t n);
+template <typename T>
+void softmax_xent(Context& ctx, const T* logits, const int32_t* labels, int rows, int classes, T* loss,
+                  T* dlogits);
+template <typename T>
+void count_correct(Context& ctx, const T* logits, const int32_t* labels, int rows, int classes,
+                   int32_t* correct);
+void sgd_update(Context& ctx, float* w, const float* g, float* velocity, size_t n, float lr, float mu,
+                float weight_decay, bool nesterov);
+void gather_rows(Context& ctx, const float* rows, const int32_t* labels, const int32_t* idx, int count,
+                 size_t dim, float* out, int32_t* out_labels);
+void count_nonfinite(Context& ctx, const float* x, size_t n, int32_t* count);
+template <typename T>
+void fill(Context& ctx, T* x, T value, size_t n);
+template <typename T>
+void axpy(Context& ctx, T a, const T* x, T* y, size_t n);
+template <typename T>
+void scale(Context& ctx, T a, const T* x, T* y, size_t n);
+
+}  // namespace adasync::cpu

@@ -1,0 +1,37 @@
+// CUDA implementations of kernels/ops.h (float only). Each enqueues work on
+// ctx.stream() and returns at once: no host synchronisation, no default
+// stream. Declared without CUDA headers so the dispatcher compiles anywhere.
+#pragma once
+
+#include "kernels/ops.h"
+
+namespace adasync::cuda {
+
+void gemm(Context& ctx, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc);
+void bias_add(Context& ctx, float* y, const float* b, int rows, int cols);
+void bias_grad(Context& ctx, const float* dy, float* db, int rows, int cols);
+void conv2d_forward(Context& ctx, const ConvShape& s, const float* x, const float* w, const float* b, float* y);
+void conv2d_backward_data(Context& ctx, const ConvShape& s, const float* dy, const float* w, float* dx);
+void conv2d_backward_filter(Context& ctx, const ConvShape& s, const float* x, const float* dy, float* dw,
+                            float* db);
+void maxpool2d_forward(Context& ctx, const PoolShape& s, const float* x, float* y, int32_t* argmax, bool relu);
+void maxpool2d_backward(Context& ctx, const PoolShape& s, const float* dy, const int32_t* argmax, float* dx);
+void relu_forward(Context& ctx, const float* x, float* y, size_t n);
+void relu_backward(Context& ctx, const float* y, const float* dy, float* dx, size_t n);
+void softmax_xent(Context& ctx, const float* logits, const int32_t* labels, int rows, int classes, float* loss,
+                  float* dlogits);
+void count_correct(Context& ctx, const float* logits, const int32_t* labels, int rows, int classes,
+                   int32_t* correct);
+void sgd_update(Context& ctx, float* w, const float* g, float* velocity, size_t n, float lr, float mu,
+                float weight_decay, bool nesterov);
+void gather_rows(Context& ctx, const float* rows, const int32_t* labels, const int32_t* idx, int count,
+                 size_t dim, float* out, int32_t* out_labels);
+void fill(Context& ctx, float* x, float value, size_t n);
+void axpy(Context& ctx, float a, const float* x, float* y, size_t n);
+void scale(Context& ctx, float a, const float* x, float* y, size_t n);
+
+void count_nonfinite(Context& ctx, const float* x, size_t n, int32_t* count);
+void spin_delay(Context& ctx, double seconds, const volatile uint32_t* cancel, uint32_t gen);
+
+}  // namespace adasync::cuda

@@ -1,0 +1,122 @@
+// The tensor ops, dispatched on the Context's device.
+//
+// Every op has a CPU implementation (kernels/cpu, templated on float and
+// double: the fallback and the test oracle) and a CUDA one (kernels/cuda,
+// float only, asynchronous on the context's stream). Pointers must live in the
+// context's memory kind. Layouts are row-major; images are NCHW. Scalar
+// results (loss, correct count) are written to memory of that kind too, so a
+// CUDA step never synchronises; read them after the stream is done.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/context.h"
+
+namespace adasync {
+
+struct ConvShape {
+  int n = 1, c = 1, h = 1, w = 1;  // input
+  int k = 1;                        // output channels
+  int r = 1, s = 1;                 // kernel height, width
+  int pad_h = 0, pad_w = 0;
+  int stride_h = 1, stride_w = 1;
+  int out_h() const { return (h + 2 * pad_h - r) / stride_h + 1; }
+  int out_w() const { return (w + 2 * pad_w - s) / stride_w + 1; }
+  size_t x_size() const { return size_t(n) * c * h * w; }
+  size_t y_size() const { return size_t(n) * k * out_h() * out_w(); }
+  size_t w_size() const { return size_t(k) * c * r * s; }
+};
+
+struct PoolShape {
+  int n = 1, c = 1, h = 1, w = 1;
+  int size = 2, stride = 2;
+  int out_h() const { return (h - size) / stride + 1; }
+  int out_w() const { return (w - size) / stride + 1; }
+  size_t x_size() const { return size_t(n) * c * h * w; }
+  size_t y_size() const { return size_t(n) * c * out_h() * out_w(); }
+};
+
+namespace ops {
+
+// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C (row-major; lda etc.
+// are row strides of the stored matrices).
+template <typename T>
+void gemm(Context& ctx, bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, int lda,
+          const T* b, int ldb, T beta, T* c, int ldc);
+
+// y[r, :] += b for each of `rows` rows of `cols` columns.
+template <typename T>
+void bias_add(Context& ctx, T* y, const T* b, int rows, int cols);
+// db = sum over rows of dy[r, :] (overwrites db).
+template <typename T>
+void bias_grad(Context& ctx, const T* dy, T* db, int rows, int cols);
+
+// y = conv(x, w) + b; b may be null.
+template <typename T>
+void conv2d_forward(Context& ctx, const ConvShape& s, const T* x, const T* w, const T* b, T* y);
+// dx = conv_transpose(dy, w) (overwrites dx).
+template <typename T>
+void conv2d_backward_data(Context& ctx, const ConvShape& s, const T* dy, const T* w, T* dx);
+// dw = correlation of x and dy; db = per-channel sums of dy (db may be null). Overwrites.
+template <typename T>
+void conv2d_backward_filter(Context& ctx, const ConvShape& s, const T* x, const T* dy, T* dw, T* db);
+
+// Max pooling; argmax[i] is the flat input index (within its (n, c) plane) of
+// output i (first maximum in row-major window order). With relu, the op is
+// maxpool(relu(x)) = relu(maxpool(x)): outputs are clamped at 0 and argmax is
+// -1 where the window maximum is <= 0, so backward passes no gradient there.
+template <typename T>
+void maxpool2d_forward(Context& ctx, const PoolShape& s, const T* x, T* y, int32_t* argmax, bool relu = false);
+// dx (overwritten) = dy scattered to the argmax positions (none where argmax < 0).
+template <typename T>
+void maxpool2d_backward(Context& ctx, const PoolShape& s, const T* dy, const int32_t* argmax, T* dx);
+
+template <typename T>
+void relu_forward(Context& ctx, const T* x, T* y, size_t n);
+// dx = dy where y > 0, else 0.
+template <typename T>
+void relu_backward(Context& ctx, const T* y, const T* dy, T* dx, size_t n);
+
+// Mean softmax cross-entropy of `rows` rows of logits against labels:
+// *loss = mean_r -log softmax(logits[r])[label[r]]; dlogits (if non-null) =
+// (softmax - onehot) / rows. Labels must be in [0, classes).
+template <typename T>
+void softmax_xent(Context& ctx, const T* logits, const int32_t* labels, int rows, int classes, T* loss,
+                  T* dlogits);
+// *correct = number of rows whose arg-max logit equals the label (ties: lowest index).
+template <typename T>
+void count_correct(Context& ctx, const T* logits, const int32_t* labels, int rows, int classes,
+                   int32_t* correct);
+
+// Plain SGD with momentum on the context's device (used when the update runs
+// on the device: one worker, or NCCL all-reduce):
+//   g' = g + wd * w; v = mu * v + g'; w -= lr * (nesterov ? g' + mu * v : v).
+// velocity may be null when mu == 0.
+void sgd_update(Context& ctx, float* w, const float* g, float* velocity, size_t n, float lr, float mu,
+                float weight_decay, bool nesterov);
+
+// out[i, :] = rows[idx[i], :] for i < count, row length `dim`; labels likewise.
+void gather_rows(Context& ctx, const float* rows, const int32_t* labels, const int32_t* idx, int count,
+                 size_t dim, float* out, int32_t* out_labels);
+
+// *count = number of non-finite (NaN or infinite) values in x[0, n).
+void count_nonfinite(Context& ctx, const float* x, size_t n, int32_t* count);
+
+// An injected straggler delay in the context's own time: CPU contexts sleep
+// on the host; CUDA contexts enqueue a kernel that spins for `seconds` and
+// stops early once the host-mapped word *cancel differs from `gen` (so a
+// cancelled worker frees its stream at once). Returns without waiting on CUDA.
+void spin_delay(Context& ctx, double seconds, const volatile uint32_t* cancel, uint32_t gen);
+
+template <typename T>
+void fill(Context& ctx, T* x, T value, size_t n);
+// y = a * x + y
+template <typename T>
+void axpy(Context& ctx, T a, const T* x, T* y, size_t n);
+// y = a * x
+template <typename T>
+void scale(Context& ctx, T a, const T* x, T* y, size_t n);
+
+}  // namespace ops
+}  // namespace adasync

@@ -1,0 +1,97 @@
+#include "kernels/thread_pool.h"
+
+#include <algorithm>
+
+namespace adasync {
+
+ThreadPool::ThreadPool(int threads) : threads_(std::max(1, threads)) {
+  for (int i = 1; i < threads_; ++i) helpers_.emplace_back([this, i] { helper_loop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  start_cv_.notify_all();
+  for (auto& t : helpers_) t.join();
+}
+
+int ThreadPool::chunks_for(size_t n, size_t grain) const {
+  if (n == 0) return 0;
+  size_t by_grain = (n + std::max<size_t>(grain, 1) - 1) / std::max<size_t>(grain, 1);
+  return static_cast<int>(std::min<size_t>(by_grain, static_cast<size_t>(threads_)));
+}
+
+void ThreadPool::parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& f) {
+  parallel_chunks(n, grain, [&f](int, size_t b, size_t e) { f(b, e); });
+}
+
+void ThreadPool::parallel_chunks(size_t n, size_t grain, const std::function<void(int, size_t, size_t)>& f) {
+  int chunks = chunks_for(n, grain);
+  if (chunks == 0) return;
+  if (chunks == 1) {
+    f(0, 0, n);
+    return;
+  }
+  std::lock_guard<std::mutex> call(call_mu_);
+  run(chunks, n, f);
+}
+
+void ThreadPool::run(int chunks, size_t n, const std::function<void(int, size_t, size_t)>& f) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    job_ = &f;
+    job_n_ = n;
+    job_chunks_ = chunks;
+    next_chunk_ = 0;
+    pending_ = chunks;
+    ++generation_;
+  }
+  start_cv_.notify_all();
+  // The caller works too, taking chunks until none are left.
+  for (;;) {
+    int c;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (next_chunk_ >= job_chunks_) break;
+      c = next_chunk_++;
+    }
+    f(c, chunk_begin(n, chunks, c), chunk_begin(n, chunks, c + 1));
+    std::lock_guard<std::mutex> lk(mu_);
+    if (--pending_ == 0) done_cv_.notify_all();
+  }
+  std::unique_lock<std::mutex> lk(mu_);
+  done_cv_.wait(lk, [this] { return pending_ == 0; });
+  job_ = nullptr;
+}
+
+void ThreadPool::helper_loop(int) {
+  unsigned long seen = 0;
+  std::unique_lock<std::mutex> lk(mu_);
+  for (;;) {
+    start_cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
+    if (stop_) return;
+    seen = generation_;
+    while (job_ != nullptr && next_chunk_ < job_chunks_) {
+      int c = next_chunk_++;
+      const auto* f = job_;
+      size_t n = job_n_;
+      int chunks = job_chunks_;
+      lk.unlock();
+      (*f)(c, chunk_begin(n, chunks, c), chunk_begin(n, chunks, c + 1));
+      lk.lock();
+      if (--pending_ == 0) done_cv_.notify_all();
+    }
+  }
+}
+
+void parallel_for(ThreadPool* pool, size_t n, size_t grain, const std::function<void(size_t, size_t)>& f) {
+  if (pool != nullptr && pool->size() > 1) {
+    pool->parallel_for(n, grain, f);
+  } else if (n > 0) {
+    f(0, n);
+  }
+}
+
+}  // namespace adasync

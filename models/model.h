@@ -1,0 +1,87 @@
+// Model: one replica of a network on one Context.
+//
+// The replica owns one contiguous parameter buffer and one gradient buffer in
+// its context's memory; layers hold views into them. use_params/use_grads
+// rebind every layer to external buffers of the same memory kind, which is
+// how a CPU worker computes straight from a published snapshot into its push
+// slot with no copy. Activations are sized for max_batch once, so a CUDA step
+// allocates nothing and can be captured in a graph.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/layers.h"
+
+namespace adasync {
+
+template <typename T>
+class Model {
+ public:
+  Model(Context& ctx, const std::string& arch, Shape input, int classes, int max_batch);
+
+  const std::string& arch() const { return arch_; }
+  size_t num_params() const { return num_params_; }
+  int max_batch() const { return max_batch_; }
+  Shape input_shape() const { return input_; }
+  int classes() const { return classes_; }
+  Context& context() { return ctx_; }
+  // One line per layer: kind, output shape, parameter count.
+  std::string summary() const;
+
+  // Deterministic initial parameters for `seed`, written to host memory.
+  void init_params(T* host, uint64_t seed) const;
+
+  T* params() { return params_ext_ != nullptr ? const_cast<T*>(params_ext_) : params_.data(); }
+  T* grads() { return grads_ext_ != nullptr ? grads_ext_ : grads_.data(); }
+  T* own_params() { return params_.data(); }
+  void use_params(const T* p);  // nullptr: back to the owned buffer
+  void use_grads(T* g);
+
+  // logits for n <= max_batch inputs.
+  void forward(const T* x, int n);
+  const T* logits() const { return acts_.back().data(); }
+  // Forward and mean softmax cross-entropy (to loss_ptr()), keeping what
+  // backward needs. On CPU contexts `cancelled` is polled between layers;
+  // returns false if it fired.
+  bool forward_loss(const T* x, const int32_t* y, int n, const std::function<bool()>& cancelled = {});
+  // Backward of the last forward_loss (gradients overwritten), same polling.
+  bool backward(const T* x, int n, const std::function<bool()>& cancelled = {});
+  bool forward_backward(const T* x, const int32_t* y, int n, const std::function<bool()>& cancelled = {}) {
+    return forward_loss(x, y, n, cancelled) && backward(x, n, cancelled);
+  }
+  T* loss_ptr() { return scalars_.data(); }
+  // Forward, then mean loss to loss_ptr() and the number of correct arg-max
+  // predictions (ties: lowest class) to correct_ptr().
+  void evaluate_batch(const T* x, const int32_t* y, int n);
+  int32_t* correct_ptr() { return correct_.data(); }
+
+ private:
+  void bind_all();
+
+  Context& ctx_;
+  std::string arch_;
+  Shape input_;
+  int classes_;
+  int max_batch_;
+  std::vector<std::unique_ptr<Layer<T>>> layers_;
+  std::vector<size_t> offsets_;  // parameter offset of each layer
+  size_t num_params_ = 0;
+  Buffer<T> params_, grads_;
+  const T* params_ext_ = nullptr;
+  T* grads_ext_ = nullptr;
+  std::vector<Buffer<T>> acts_;   // output of each layer
+  std::vector<Buffer<T>> dacts_;  // gradient w.r.t. each layer's output
+  Buffer<T> scalars_;
+  Buffer<int32_t> correct_;
+};
+
+// The layer stack of a named architecture for the given input and classes.
+template <typename T>
+std::vector<std::unique_ptr<Layer<T>>> build_layers(const std::string& arch, Shape input, int classes);
+// Names accepted by build_layers / the --model flag.
+const std::vector<std::string>& model_names();
+
+}  // namespace adasync

@@ -1,0 +1,137 @@
+// Command-line interface of the trainer (CLI11, GNU-style flags).
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+
+#include "models/model.h"
+#include "runtime/trainer.h"
+
+namespace adasync {
+
+namespace {
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+}  // namespace
+
+int trainer_main(int argc, char** argv) {
+  TrainConfig c;
+  CLI::App app{
+      "adasync trainer: asynchronous multi-worker SGD with a parameter server (sync, k-sync, k-batch-sync,\n"
+      "async, k-async, k-batch-async), on CUDA GPUs or CPU workers, with a real or a virtual clock.\n"
+      "With no flags it trains the cnn on Fashion-MNIST for one epoch."};
+  app.get_formatter()->column_width(34);
+  std::string time_budget, base_time;
+
+  auto* g_data = "Model and data";
+  app.add_option("--model", c.model, "Network: " + join(model_names()))->capture_default_str()->group(g_data);
+  app.add_option("--dataset", c.dataset, "fashion-mnist, mnist, cifar10, gaussian or teacher")
+      ->capture_default_str()->group(g_data);
+  app.add_option("--data-dir", c.data_dir,
+                 "Directory of the dataset files (default for fashion-mnist: /usr/share/datasets/fashion-mnist)")
+      ->group(g_data);
+  app.add_option("--batch", c.batch, "Mini-batch size per worker")->capture_default_str()->group(g_data);
+  app.add_flag("--shard", c.shard, "Give each worker a disjoint shard of the training set")->group(g_data);
+
+  auto* g_opt = "Optimization";
+  app.add_option("--optimizer", c.opt.name, "sgd (momentum via --momentum), momentum, adam or amsgrad")
+      ->capture_default_str()->group(g_opt);
+  app.add_option("--lr", c.lr, "Learning rate")->capture_default_str()->group(g_opt);
+  app.add_option("--momentum", c.opt.momentum, "SGD momentum (0: plain SGD)")->capture_default_str()->group(g_opt);
+  app.add_flag("--nesterov", c.opt.nesterov, "Nesterov momentum")->group(g_opt);
+  app.add_option("--weight-decay", c.opt.weight_decay, "L2 weight decay")->capture_default_str()->group(g_opt);
+  app.add_option("--beta1", c.opt.beta1, "Adam/AMSGrad first-moment decay")->capture_default_str()->group(g_opt);
+  app.add_option("--beta2", c.opt.beta2, "Adam/AMSGrad second-moment decay")->capture_default_str()->group(g_opt);
+  app.add_option("--eps", c.opt.eps, "Adam/AMSGrad epsilon")->capture_default_str()->group(g_opt);
+  bool no_bias_correction = false;
+  app.add_flag("--no-bias-correction", no_bias_correction, "Adam/AMSGrad without bias correction")->group(g_opt);
+
+  auto* g_len = "Run length and evaluation";
+  app.add_option("--epochs", c.epochs, "Stop after this many epochs of counted samples (default 1 when no other limit)")
+      ->group(g_len);
+  app.add_option("--max-updates", c.max_updates, "Stop after this many parameter-server updates")->group(g_len);
+  app.add_option("--time-budget", time_budget, "Stop after this much clock time, e.g. 60s, 5min (virtual seconds with --clock virtual)")
+      ->group(g_len);
+  app.add_option("--eval-every", c.eval_every, "Evaluate every N updates, or every duration such as 10s; 0: only at the end")
+      ->capture_default_str()->group(g_len);
+  app.add_option("--eval-samples", c.eval_samples, "Test samples per intermediate evaluation (0: all; the final one uses all)")
+      ->capture_default_str()->group(g_len);
+
+  auto* g_eng = "Asynchronous engine";
+  app.add_option("--workers", c.workers, "Number of workers P")->capture_default_str()->group(g_eng);
+  app.add_option("--variant", c.variant, "sync, k-sync, k-batch-sync, async, k-async or k-batch-async")
+      ->capture_default_str()->group(g_eng);
+  app.add_option("--k", c.k, "Synchronicity K (gradients per update) for the k-variants")->capture_default_str()->group(g_eng);
+  app.add_option("--clock", c.clock, "real (threads, wall time) or virtual (deterministic discrete-event simulation)")
+      ->capture_default_str()->group(g_eng);
+  app.add_option("--straggler", c.straggler,
+                 "Compute-time model: none, const:value=T, exp:mean=T, shifted-exp:shift=T,mean=T, pareto:scale=T,shape=A, "
+                 "uniform:min=T,max=T, trace:path=FILE (T: 20ms, 0.5, 2s)")
+      ->capture_default_str()->group(g_eng);
+  app.add_option("--slowdown", c.slowdown, "Per-worker slow-down factors, e.g. 1,1,2,4 (last repeats)")->group(g_eng);
+  app.add_option("--base-time", base_time, "Virtual clock: fixed compute time added to every draw (default 1ms when the straggler model is none)")
+      ->group(g_eng);
+  app.add_option("--max-staleness", c.max_staleness, "Drop gradients more than this many versions old (async variants; -1: no bound)")
+      ->capture_default_str()->group(g_eng);
+  app.add_option("--devices", c.devices, "auto (GPU if usable), cpu or cuda")->capture_default_str()->group(g_eng);
+  app.add_flag("--deterministic", c.deterministic, "CUDA: deterministic cuDNN algorithms and no CUDA graphs")->group(g_eng);
+
+  auto* g_out = "Output and reproducibility";
+  app.add_option("--seed", c.seed, "Seed of initialisation, sampling and straggler draws")->capture_default_str()->group(g_out);
+  app.add_option("--threads", c.threads, "CPU threads (0: all)")->capture_default_str()->group(g_out);
+  app.add_option("--metrics", c.metrics, "Write JSON Lines metrics to FILE (one object per evaluation)")->group(g_out);
+  app.add_option("--trace", c.trace, "Record every applied gradient to FILE (JSON Lines)")->group(g_out);
+  app.add_option("--replay", c.replay, "Re-apply a recorded trace and print the final parameters' checksum")->group(g_out);
+  app.add_option("--progress", c.progress, "auto (live line on a terminal), plain or none")->capture_default_str()->group(g_out);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::Error& e) {
+    std::fprintf(stderr, "trainer: %s\n(run trainer --help for the flags)\n", e.what());
+    return 2;
+  }
+
+  try {
+    c.opt.bias_correction = !no_bias_correction;
+    if (c.opt.name == "momentum") c.opt.name = "sgd";
+    if (!time_budget.empty()) c.time_budget = parse_seconds(time_budget, "--time-budget");
+    if (!base_time.empty()) c.base_time = parse_seconds(base_time, "--base-time");
+    Trainer trainer(c);
+    const RunSummary s = trainer.run();
+    if (c.progress != "none" || !c.replay.empty()) {
+      if (!c.replay.empty()) {
+        std::printf("replayed %lld updates: test accuracy %.2f%%, test loss %.4f\n", static_cast<long long>(s.updates),
+                    100 * s.final_eval.accuracy, s.final_eval.loss);
+      } else {
+        const double stale = s.stats.counted ? s.stats.staleness_sum / double(s.stats.counted) : 0;
+        std::printf("done: %lld updates, %lld samples in %.2f s %s(%.0f samples/s, wall %.2f s)\n",
+                    static_cast<long long>(s.updates), static_cast<long long>(s.samples), s.time,
+                    c.clock == "virtual" ? "virtual " : "", s.time > 0 ? double(s.samples) / s.time : 0.0, s.wall);
+        std::printf("test accuracy %.2f%%, test loss %.4f\n", 100 * s.final_eval.accuracy, s.final_eval.loss);
+        std::printf("staleness mean %.2f max %lld; dropped %lld (stale %lld, over bound %lld, non-finite %lld); cancelled %lld\n",
+                    stale, static_cast<long long>(s.stats.staleness_max), static_cast<long long>(s.stats.dropped()),
+                    static_cast<long long>(s.stats.dropped_stale), static_cast<long long>(s.stats.dropped_bound),
+                    static_cast<long long>(s.stats.dropped_nonfinite), static_cast<long long>(s.stats.cancelled));
+      }
+      std::printf("params checksum %s\n", checksum_hex(s.checksum).c_str());
+    }
+    return 0;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "trainer: %s\n", e.what());
+    return 2;
+  } catch (const DataError& e) {
+    std::fprintf(stderr, "trainer: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "trainer: error: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace adasync

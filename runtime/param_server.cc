@@ -1,0 +1,103 @@
+#include "runtime/param_server.h"
+
+#include <cstring>
+
+namespace adasync {
+
+ParamServer::ParamServer(size_t n, const float* init, std::unique_ptr<HostOptimizer> optimizer, int slots)
+    : n_(n), opt_(std::move(optimizer)), alive_(std::make_shared<bool>(true)) {
+  EXPECTS(opt_ != nullptr && opt_->size() == n, "optimizer sized for " << (opt_ ? opt_->size() : 0) << " of " << n);
+  EXPECTS(slots >= 1, "slots " << slots);
+  for (int i = 0; i < slots; ++i) {
+    slots_.emplace_back(MemKind::Pinned, n);
+    kind_ = slots_.back().kind();
+    free_slots_.push_back(i);
+  }
+  reset(init, 0);
+}
+
+ParamServer::~ParamServer() {
+  // Every other holder is gone by now (workers are joined first); snapshots
+  // released later must not touch the pool.
+  *alive_ = false;
+  current_.reset();
+}
+
+float* ParamServer::take_buffer() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (free_buffers_.empty()) {
+    buffers_.emplace_back(MemKind::Pinned, n_);
+    kind_ = buffers_.back().kind();
+    return buffers_.back().data();
+  }
+  float* p = free_buffers_.back();
+  free_buffers_.pop_back();
+  return p;
+}
+
+void ParamServer::give_buffer(float* p) {
+  std::lock_guard<std::mutex> lk(mu_);
+  free_buffers_.push_back(p);
+}
+
+SnapshotPtr ParamServer::wrap(float* buf, int64_t version) {
+  std::shared_ptr<bool> alive = alive_;
+  return SnapshotPtr(new Snapshot{version, buf, n_}, [this, alive](const Snapshot* p) {
+    if (*alive) give_buffer(const_cast<float*>(p->data));
+    delete p;
+  });
+}
+
+void ParamServer::reset(const float* params, int64_t version) {
+  float* buf = take_buffer();
+  std::memcpy(buf, params, n_ * sizeof(float));
+  SnapshotPtr s = wrap(buf, version);
+  std::lock_guard<std::mutex> lk(mu_);
+  current_ = std::move(s);
+}
+
+SnapshotPtr ParamServer::latest() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return current_;
+}
+
+int64_t ParamServer::version() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return current_->version;
+}
+
+SnapshotPtr ParamServer::apply(const std::vector<const float*>& grads, const std::vector<float>& c, float lr) {
+  ADASYNC_RANGE("ps/apply");
+  EXPECTS(grads.size() == c.size() && !grads.empty(), grads.size() << " gradients, " << c.size() << " weights");
+  SnapshotPtr cur = latest();
+  float* out = take_buffer();
+  opt_->step(cur->data, out, grads.data(), c.data(), int(grads.size()), lr);
+  SnapshotPtr next = wrap(out, cur->version + 1);
+  std::lock_guard<std::mutex> lk(mu_);
+  current_ = next;
+  return next;
+}
+
+Slot ParamServer::acquire_slot() {
+  std::unique_lock<std::mutex> lk(slot_mu_);
+  slot_cv_.wait(lk, [this] { return !free_slots_.empty(); });
+  const int i = free_slots_.back();
+  free_slots_.pop_back();
+  return Slot{slots_[size_t(i)].data(), i};
+}
+
+void ParamServer::release_slot(const Slot& s) {
+  if (s.index < 0) return;
+  {
+    std::lock_guard<std::mutex> lk(slot_mu_);
+    free_slots_.push_back(s.index);
+  }
+  slot_cv_.notify_one();
+}
+
+int ParamServer::free_slots() const {
+  std::lock_guard<std::mutex> lk(slot_mu_);
+  return int(free_slots_.size());
+}
+
+}  // namespace adasync

@@ -1,0 +1,93 @@
+// ParamServer: the host copy of the parameters, its version, published
+// snapshots and the gradient slots workers push into.
+//
+// Ownership. Parameters live only in snapshots: version j is one buffer of n
+// floats (pinned when a GPU is usable, so a pull is one H2D copy). An update
+// reads the current snapshot and writes version j+1 into a fresh buffer, then
+// publishes it; a pull never sees a half-applied update and never waits for
+// one. A snapshot is reference counted (shared_ptr); when the last holder
+// lets go, its buffer returns to the pool for reuse. Workers hold the snapshot
+// they computed on until they push, so the pool grows to at most P + 2
+// buffers.
+//
+// Slots are the push targets: each holds one gradient of n floats. A worker
+// takes a free slot, fills it, and hands it to the PS with its tag; the PS
+// releases it once the gradient is applied or dropped. 2P slots mean a worker
+// never waits for one (at most P in flight plus K - 1 <= P - 1 counted).
+//
+// Thread safety: latest(), acquire_slot() and release_slot() may be called
+// from any thread; apply() and the setters only from the PS thread.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "kernels/context.h"
+#include "runtime/optimizer.h"
+
+namespace adasync {
+
+struct Snapshot {
+  int64_t version = 0;
+  const float* data = nullptr;
+  size_t size = 0;
+};
+using SnapshotPtr = std::shared_ptr<const Snapshot>;
+
+struct Slot {
+  float* data = nullptr;
+  int index = -1;
+};
+
+class ParamServer {
+ public:
+  // init: n initial parameters (host memory), published as version 0.
+  ParamServer(size_t n, const float* init, std::unique_ptr<HostOptimizer> optimizer, int slots);
+  ~ParamServer();
+  ParamServer(const ParamServer&) = delete;
+  ParamServer& operator=(const ParamServer&) = delete;
+
+  size_t size() const { return n_; }
+  SnapshotPtr latest() const;
+  int64_t version() const;
+  HostOptimizer& optimizer() { return *opt_; }
+
+  // One update: w_{j+1} = optimizer(w_j, sum_l c[l] grads[l]) at rate lr,
+  // published as version j+1. Returns the new snapshot.
+  SnapshotPtr apply(const std::vector<const float*>& grads, const std::vector<float>& c, float lr);
+  // Publishes `params` as version `version` (resume and replay).
+  void reset(const float* params, int64_t version);
+
+  Slot acquire_slot();            // blocks while none is free
+  void release_slot(const Slot& s);
+  int free_slots() const;
+
+  // Memory kind of snapshot and slot buffers (pinned when a GPU is usable).
+  MemKind memory_kind() const { return kind_; }
+
+ private:
+  SnapshotPtr wrap(float* buf, int64_t version);
+  float* take_buffer();
+  void give_buffer(float* p);
+
+  size_t n_;
+  std::unique_ptr<HostOptimizer> opt_;
+  MemKind kind_ = MemKind::Pinned;
+
+  mutable std::mutex mu_;  // guards current_, free_buffers_
+  SnapshotPtr current_;
+  std::vector<float*> free_buffers_;
+  std::vector<Buffer<float>> buffers_;  // owns every snapshot buffer
+
+  mutable std::mutex slot_mu_;
+  std::condition_variable slot_cv_;
+  std::vector<Buffer<float>> slots_;
+  std::vector<int> free_slots_;
+  // Outstanding snapshots point back here; this flag catches a PS destroyed first.
+  std::shared_ptr<bool> alive_;
+};
+
+}  // namespace adasync

@@ -1,0 +1,476 @@
+#include "runtime/trainer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <thread>
+
+
+namespace adasync {
+
+void validate(const TrainConfig& c) {
+  auto bad = [](const std::string& flag, const std::string& expected, const std::string& found) {
+    throw UsageError(flag + ": expected " + expected + ", found " + found);
+  };
+  if (c.batch < 1) bad("--batch", "a positive batch size", std::to_string(c.batch));
+  if (!(c.lr > 0) || !std::isfinite(c.lr)) bad("--lr", "a positive learning rate", std::to_string(c.lr));
+  if (c.epochs < 0) bad("--epochs", "a non-negative number", std::to_string(c.epochs));
+  if (c.max_updates < 0) bad("--max-updates", "a non-negative count", std::to_string(c.max_updates));
+  if (c.time_budget < 0) bad("--time-budget", "a non-negative duration", std::to_string(c.time_budget));
+  if (c.workers < 1 || c.workers > 1024) bad("--workers", "a count in [1, 1024]", std::to_string(c.workers));
+  const Variant v = parse_variant(c.variant);
+  if (has_k(v) && (c.k < 1 || c.k > c.workers))
+    bad("--k", "a value in [1, --workers = " + std::to_string(c.workers) + "]", std::to_string(c.k));
+  if (c.clock != "real" && c.clock != "virtual") bad("--clock", "real or virtual", "'" + c.clock + "'");
+  if (c.devices != "auto" && c.devices != "cpu" && c.devices != "cuda")
+    bad("--devices", "auto, cpu or cuda", "'" + c.devices + "'");
+  if (c.progress != "auto" && c.progress != "plain" && c.progress != "none")
+    bad("--progress", "auto, plain or none", "'" + c.progress + "'");
+  if (c.threads < 0) bad("--threads", "a non-negative count (0: all)", std::to_string(c.threads));
+  if (c.base_time < 0) bad("--base-time", "a non-negative duration", std::to_string(c.base_time));
+  if (c.max_staleness < -1) bad("--max-staleness", "a non-negative bound (or -1: none)", std::to_string(c.max_staleness));
+  if (c.max_staleness >= 0 && is_synchronous(v))
+    throw UsageError("--max-staleness: " + c.variant + " applies only fresh gradients; a staleness bound needs async, k-async or k-batch-async");
+  if (c.eval_every.empty()) bad("--eval-every", "N updates or a duration such as 5s", "''");
+  validate(c.opt);
+  parse_straggler(c.straggler);
+  if (!c.slowdown.empty()) parse_slowdown(c.slowdown);
+}
+
+namespace {
+// "200" -> 200 updates; "5s", "500ms" -> seconds.
+void parse_eval_every(const std::string& s, int64_t* updates, double* seconds) {
+  *updates = 0;
+  *seconds = 0;
+  const bool has_unit = s.find_first_not_of("0123456789") != std::string::npos;
+  if (!has_unit) {
+    *updates = std::stoll(s);
+    return;
+  }
+  *seconds = parse_seconds(s, "--eval-every");
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+}  // namespace
+
+Trainer::Trainer(TrainConfig cfg, std::shared_ptr<const DataSplit> data) : cfg_(std::move(cfg)), data_(std::move(data)) {
+  validate(cfg_);
+}
+
+Trainer::~Trainer() = default;
+
+std::string Trainer::device_description() const {
+  if (!use_cuda_) return "cpu (" + std::to_string(threads_) + " threads)";
+  return "cuda (" + std::to_string(cuda_device_count()) + " device(s))";
+}
+
+nlohmann::json Trainer::header_json() const {
+  return nlohmann::json{{"model", cfg_.model},
+                        {"dataset", cfg_.dataset},
+                        {"data_dir", cfg_.data_dir},
+                        {"seed", cfg_.seed},
+                        {"batch", cfg_.batch},
+                        {"workers", cfg_.workers},
+                        {"shard", cfg_.shard},
+                        {"variant", cfg_.variant},
+                        {"k", cfg_.k},
+                        {"clock", cfg_.clock},
+                        {"straggler", cfg_.straggler},
+                        {"lr", cfg_.lr},
+                        {"optimizer",
+                         {{"name", cfg_.opt.name},
+                          {"momentum", cfg_.opt.momentum},
+                          {"nesterov", cfg_.opt.nesterov},
+                          {"beta1", cfg_.opt.beta1},
+                          {"beta2", cfg_.opt.beta2},
+                          {"eps", cfg_.opt.eps},
+                          {"bias_correction", cfg_.opt.bias_correction},
+                          {"weight_decay", cfg_.opt.weight_decay}}},
+                        {"devices", use_cuda_ ? "cuda" : "cpu"}};
+}
+
+void Trainer::setup() {
+  if (!data_) data_ = std::make_shared<const DataSplit>(load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.seed));
+  const DataSplit& d = *data_;
+  EXPECTS(d.train.size() > 0 && d.test.size() > 0, "empty dataset");
+  if (size_t(cfg_.batch) > d.train.size() / size_t(cfg_.shard ? cfg_.workers : 1))
+    throw UsageError("--batch: " + std::to_string(cfg_.batch) + " is larger than a worker's share of the " +
+                     std::to_string(d.train.size()) + " training samples");
+
+  virtual_clock_ = cfg_.clock == "virtual";
+  threads_ = cfg_.threads > 0 ? cfg_.threads : std::max(1u, std::thread::hardware_concurrency());
+  const int gpus = cuda_device_count();
+  if (cfg_.devices == "cuda") {
+    if (gpus == 0) throw UsageError("--devices cuda: no usable GPU: " + cuda_unavailable_reason());
+    use_cuda_ = true;
+  } else if (cfg_.devices == "auto") {
+    use_cuda_ = gpus > 0;
+    if (!use_cuda_ && cfg_.progress != "none")
+      std::printf("note: no GPU (%s); training on CPU workers\n", cuda_unavailable_reason().c_str());
+  }
+
+  const int P = cfg_.workers;
+  // CPU threads: several concurrent real-time workers each compute serially;
+  // otherwise the one computing replica gets every thread.
+  const bool parallel_workers = !use_cuda_ && !virtual_clock_ && P > 1;
+  compute_pool_ = std::make_unique<ThreadPool>(parallel_workers ? 1 : threads_);
+  apply_pool_ = std::make_unique<ThreadPool>(threads_);
+
+  const int replicas = virtual_clock_ ? 1 : P;
+  for (int w = 0; w < replicas; ++w) {
+    if (use_cuda_) {
+      contexts_.push_back(Context::cuda(w % gpus, "w" + std::to_string(w)));
+      contexts_.back()->deterministic = cfg_.deterministic;
+    } else {
+      contexts_.push_back(Context::cpu(parallel_workers ? nullptr : compute_pool_.get()));
+    }
+    replicas_.push_back(std::make_unique<ModelWorker>(w, *contexts_.back(), cfg_.model, d.train, cfg_.batch));
+  }
+  eval_ctx_ = use_cuda_ ? Context::cuda(0, "eval") : Context::cpu(compute_pool_.get());
+  evaluator_ = std::make_unique<Evaluator>(*eval_ctx_, cfg_.model, d.test);
+
+  const size_t n = replicas_[0]->num_params();
+  std::vector<float> init(n);
+  replicas_[0]->model().init_params(init.data(), cfg_.seed);
+  ps_ = std::make_unique<ParamServer>(n, init.data(), std::make_unique<HostOptimizer>(cfg_.opt, n, apply_pool_.get()),
+                                      2 * P);
+  AggregatorConfig ac;
+  ac.variant = parse_variant(cfg_.variant);
+  ac.workers = P;
+  ac.k = cfg_.k;
+  ac.max_staleness = cfg_.max_staleness;
+  agg_ = std::make_unique<Aggregator>(ac, *ps_);
+  straggler_ = std::make_unique<Straggler>(parse_straggler(cfg_.straggler),
+                                           cfg_.slowdown.empty() ? std::vector<double>{} : parse_slowdown(cfg_.slowdown),
+                                           P, cfg_.seed);
+  for (int w = 0; w < P; ++w)
+    samplers_.emplace_back(d.train.size(), cfg_.batch, cfg_.seed * 1000003ULL + 17 * uint64_t(w) + 1,
+                           cfg_.shard ? w : 0, cfg_.shard ? P : 1);
+
+  parse_eval_every(cfg_.eval_every, &eval_every_updates_, &eval_every_seconds_);
+  next_eval_update_ = eval_every_updates_;
+  next_eval_time_ = eval_every_seconds_;
+  double epochs = cfg_.epochs;
+  if (epochs == 0 && cfg_.max_updates == 0 && cfg_.time_budget == 0) epochs = 1;
+  max_samples_ = epochs > 0 ? int64_t(std::ceil(epochs * double(d.train.size()))) : 0;
+  tty_ = cfg_.progress == "auto" && isatty(fileno(stdout));
+
+  if (!cfg_.metrics.empty()) metrics_ = std::make_unique<AtomicLines>(cfg_.metrics);
+  if (!cfg_.trace.empty()) {
+    trace_ = std::make_unique<AtomicLines>(cfg_.trace);
+    nlohmann::json h = header_json();
+    h["trace"] = 1;
+    trace_->write(h);
+  }
+  if (metrics_) {
+    nlohmann::json h = header_json();
+    h["event"] = "start";
+    h["params"] = n;
+    metrics_->write(h);
+  }
+}
+
+UpdateRates Trainer::rates(const Aggregator&, double) {
+  UpdateRates r;
+  r.lr = float(cfg_.lr);
+  return r;
+}
+
+void Trainer::on_push(const Push& p, const Aggregator::PushResult& r, double) {
+  if (!r.counted) return;
+  std::lock_guard<std::mutex> lk(mu_);
+  win_loss_sum_ += p.loss;
+  ++win_loss_n_;
+}
+
+void Trainer::on_update(Aggregator& agg, const Aggregator::UpdateResult& u, double now) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    now_ = now;
+    for (const Applied& a : u.applied) {
+      win_stale_sum_ += double(a.staleness);
+      ++win_stale_n_;
+      win_stale_max_ = std::max(win_stale_max_, a.staleness);
+    }
+  }
+  if (trace_) {
+    for (const Applied& a : u.applied) {
+      TraceEntry e{a.time, a.worker, a.tau, u.snapshot->version, a.staleness, a.batch, a.weight, float(cfg_.lr)};
+      trace_->write(to_json(e));
+    }
+  }
+  if (virtual_clock_ && eval_every_updates_ > 0 && agg.version() >= next_eval_update_) {
+    next_eval_update_ += eval_every_updates_;
+    evaluate_and_report(u.snapshot, now, false);
+  }
+  progress_tick(now, false);
+}
+
+void Trainer::on_cancelled(int n) {
+  std::lock_guard<std::mutex> lk(mu_);
+  cancelled_ += n;
+}
+
+bool Trainer::on_time(double now) {
+  if (cfg_.time_budget > 0 && now >= cfg_.time_budget) return false;
+  if (virtual_clock_) {
+    while (eval_every_seconds_ > 0 && now >= next_eval_time_) {
+      const double t = next_eval_time_;
+      next_eval_time_ += eval_every_seconds_;
+      evaluate_and_report(ps_->latest(), t, false);
+    }
+  } else {
+    progress_tick(now, false);
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  return !stop_requested_;
+}
+
+bool Trainer::keep_going(const Aggregator& agg, double) {
+  if (cfg_.max_updates > 0 && agg.version() >= cfg_.max_updates) return false;
+  if (max_samples_ > 0 && agg.stats().counted * cfg_.batch >= max_samples_) return false;
+  return true;
+}
+
+void Trainer::progress_tick(double now, bool force) {
+  if (!tty_) return;
+  const double wall = wall_.seconds();
+  if (!force && wall - last_progress_wall_ < 0.25) return;
+  last_progress_wall_ = wall;
+  std::lock_guard<std::mutex> lk(mu_);
+  const int64_t updates = agg_->stats().updates;
+  const int64_t samples = agg_->stats().counted * cfg_.batch;
+  const double loss = win_loss_n_ ? win_loss_sum_ / double(win_loss_n_) : last_loss_;
+  std::printf("\r[%8.2fs] upd %7lld  %8.0f samp/s  K %d  loss %.4f  acc %s  stale %.2f   ", now,
+              static_cast<long long>(updates), now > 0 ? double(samples) / now : 0.0, agg_->k(), loss,
+              last_acc_ < 0 ? "  -   " : fmt("%5.2f%%", 100 * last_acc_).c_str(),
+              win_stale_n_ ? win_stale_sum_ / double(win_stale_n_) : 0.0);
+  std::fflush(stdout);
+}
+
+EvalResult Trainer::evaluate_and_report(const SnapshotPtr& s, double now, bool final) {
+  const EvalResult ev = evaluator_->evaluate(s->data, final ? 0 : cfg_.eval_samples);
+  std::lock_guard<std::mutex> lk(mu_);
+  const AggregatorStats& st = agg_->stats();
+  const int64_t samples = st.counted * cfg_.batch;
+  const double loss = win_loss_n_ ? win_loss_sum_ / double(win_loss_n_) : last_loss_;
+  last_loss_ = loss;
+  last_acc_ = ev.accuracy;
+  const double stale_mean = win_stale_n_ ? win_stale_sum_ / double(win_stale_n_) : 0.0;
+  nlohmann::json j{{"event", final ? "final" : "eval"},
+                   {"time", now},
+                   {"wall", wall_.seconds()},
+                   {"updates", s->version},
+                   {"samples", samples},
+                   {"loss", loss},
+                   {"test_loss", ev.loss},
+                   {"test_accuracy", ev.accuracy},
+                   {"test_samples", ev.samples},
+                   {"samples_per_s", now > 0 ? double(samples) / now : 0.0},
+                   {"k", agg_->k()},
+                   {"staleness_mean", stale_mean},
+                   {"staleness_max", win_stale_max_},
+                   {"dropped", st.dropped()},
+                   {"dropped_stale", st.dropped_stale},
+                   {"dropped_bound", st.dropped_bound},
+                   {"dropped_nonfinite", st.dropped_nonfinite},
+                   {"cancelled", cancelled_}};
+  if (metrics_) metrics_->write(j);
+  if (cfg_.progress != "none") {
+    std::printf("%s[%8.2fs] upd %7lld  samples %9lld  %8.0f samp/s  K %d  loss %.4f  test acc %6.2f%%  stale %.2f/%lld\n",
+                tty_ ? "\r" : "", now, static_cast<long long>(s->version), static_cast<long long>(samples),
+                now > 0 ? double(samples) / now : 0.0, agg_->k(), loss, 100 * ev.accuracy, stale_mean,
+                static_cast<long long>(win_stale_max_));
+    std::fflush(stdout);
+  }
+  win_loss_sum_ = 0;
+  win_loss_n_ = 0;
+  win_stale_sum_ = 0;
+  win_stale_n_ = 0;
+  win_stale_max_ = 0;
+  return ev;
+}
+
+RunSummary Trainer::run() {
+  if (!cfg_.replay.empty()) return run_replay();
+  setup();
+  if (cfg_.progress != "none") {
+    std::printf("adasync: %s on %s (%zu train / %zu test), %s, %d worker(s), %s, %s clock, batch %d, %zu params\n",
+                cfg_.model.c_str(), cfg_.dataset.c_str(), data_->train.size(), data_->test.size(),
+                device_description().c_str(), cfg_.workers,
+                (cfg_.variant + (has_k(parse_variant(cfg_.variant)) ? " K=" + std::to_string(agg_->k()) : "")).c_str(),
+                cfg_.clock.c_str(), cfg_.batch, ps_->size());
+    std::fflush(stdout);
+  }
+  EngineSetup es;
+  es.ps = ps_.get();
+  es.agg = agg_.get();
+  es.straggler = straggler_.get();
+  es.samplers = &samplers_;
+  for (auto& r : replicas_) es.workers.push_back(r.get());
+  es.listener = this;
+  es.base_time = cfg_.base_time;
+  if (virtual_clock_ && es.base_time == 0 && straggler_->spec().mean() == 0) es.base_time = 1e-3;
+
+  double end = 0;
+  if (virtual_clock_) {
+    end = run_virtual(es);
+  } else {
+    std::atomic<bool> done{false};
+    std::exception_ptr error;
+    std::thread ps_thread([&] {
+      try {
+        end = run_real(es);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      done = true;
+    });
+    // Monitor: evaluations on snapshots while the workers run.
+    while (!done) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      const double now = wall_.seconds();
+      SnapshotPtr s = ps_->latest();
+      bool due = false;
+      if (eval_every_updates_ > 0 && s->version >= next_eval_update_) {
+        next_eval_update_ = (s->version / eval_every_updates_ + 1) * eval_every_updates_;
+        due = true;
+      }
+      if (eval_every_seconds_ > 0 && now >= next_eval_time_) {
+        next_eval_time_ += eval_every_seconds_;
+        due = true;
+      }
+      if (due && !done) evaluate_and_report(s, now, false);
+    }
+    ps_thread.join();
+    if (error) std::rethrow_exception(error);
+  }
+  if (cfg_.time_budget > 0) end = std::min(end, cfg_.time_budget);
+
+  RunSummary sum;
+  SnapshotPtr last = ps_->latest();
+  sum.final_eval = evaluate_and_report(last, end, true);
+  sum.time = end;
+  sum.wall = wall_.seconds();
+  sum.updates = last->version;
+  sum.stats = agg_->stats();
+  sum.stats.cancelled = cancelled_;
+  sum.samples = sum.stats.counted * cfg_.batch;
+  sum.params.assign(last->data, last->data + last->size);
+  sum.checksum = checksum(last->data, last->size);
+  sum.k = agg_->k();
+  if (metrics_) {
+    metrics_->write(nlohmann::json{{"event", "summary"},
+                                   {"time", sum.time},
+                                   {"wall", sum.wall},
+                                   {"updates", sum.updates},
+                                   {"samples", sum.samples},
+                                   {"test_accuracy", sum.final_eval.accuracy},
+                                   {"test_loss", sum.final_eval.loss},
+                                   {"staleness_mean", sum.stats.counted ? sum.stats.staleness_sum / double(sum.stats.counted) : 0.0},
+                                   {"staleness_max", sum.stats.staleness_max},
+                                   {"dropped", sum.stats.dropped()},
+                                   {"cancelled", sum.stats.cancelled},
+                                   {"checksum", checksum_hex(sum.checksum)}});
+    metrics_->commit();
+  }
+  if (trace_) trace_->commit();
+  return sum;
+}
+
+RunSummary Trainer::run_replay() {
+  const Trace t = read_trace(cfg_.replay);
+  const auto& h = t.header;
+  try {
+    cfg_.model = h.at("model");
+    cfg_.dataset = h.at("dataset");
+    cfg_.data_dir = h.at("data_dir");
+    cfg_.seed = h.at("seed");
+    cfg_.batch = h.at("batch");
+    cfg_.workers = h.at("workers");
+    cfg_.shard = h.at("shard");
+    cfg_.lr = h.at("lr");
+    const auto& o = h.at("optimizer");
+    cfg_.opt.name = o.at("name");
+    cfg_.opt.momentum = o.at("momentum");
+    cfg_.opt.nesterov = o.at("nesterov");
+    cfg_.opt.beta1 = o.at("beta1");
+    cfg_.opt.beta2 = o.at("beta2");
+    cfg_.opt.eps = o.at("eps");
+    cfg_.opt.bias_correction = o.at("bias_correction");
+    cfg_.opt.weight_decay = o.at("weight_decay");
+  } catch (const std::exception& e) {
+    throw UsageError("--replay: " + cfg_.replay + ": header is missing a setting: " + e.what());
+  }
+  cfg_.clock = "virtual";
+  cfg_.variant = "async";
+  cfg_.k = 1;
+  cfg_.max_staleness = -1;
+  cfg_.trace.clear();
+  const std::string recorded_devices = h.value("devices", "cpu");
+  setup();
+  if (recorded_devices != (use_cuda_ ? "cuda" : "cpu"))
+    std::printf("note: the trace was recorded on %s and is replayed on %s: results match only on the same backend\n",
+                recorded_devices.c_str(), use_cuda_ ? "cuda" : "cpu");
+
+  // The last update that reads each version, so snapshots are dropped once unneeded.
+  std::map<int64_t, int64_t> last_use;
+  for (const auto& e : t.entries) last_use[e.tau] = std::max(last_use[e.tau], e.version);
+  std::map<int64_t, SnapshotPtr> keep{{0, ps_->latest()}};
+  ModelWorker& worker = *replicas_[0];
+  std::vector<int32_t> idx;
+  size_t i = 0;
+  int64_t version = 0;
+  while (i < t.entries.size()) {
+    const int64_t v = t.entries[i].version;
+    if (v != version + 1)
+      throw UsageError("--replay: " + cfg_.replay + ": expected an update producing version " +
+                       std::to_string(version + 1) + ", found version " + std::to_string(v));
+    std::vector<Slot> slots;
+    std::vector<const float*> grads;
+    std::vector<float> weights;
+    const float lr = t.entries[i].lr;
+    for (; i < t.entries.size() && t.entries[i].version == v; ++i) {
+      const TraceEntry& e = t.entries[i];
+      auto it = keep.find(e.tau);
+      if (it == keep.end() || e.worker < 0 || e.worker >= cfg_.workers)
+        throw UsageError("--replay: " + cfg_.replay + ": entry for version " + std::to_string(v) + " reads version " +
+                         std::to_string(e.tau) + " of worker " + std::to_string(e.worker) + ", which the trace never made");
+      worker.pull(it->second);
+      samplers_[size_t(e.worker)].at(e.batch, &idx);
+      slots.push_back(ps_->acquire_slot());
+      GradResult res;
+      worker.compute(idx, slots.back().data, 0, nullptr, 0, &res);
+      grads.push_back(slots.back().data);
+      weights.push_back(e.weight);
+    }
+    SnapshotPtr s = ps_->apply(grads, weights, lr);
+    for (const Slot& sl : slots) ps_->release_slot(sl);
+    version = v;
+    keep[v] = s;
+    for (auto it = keep.begin(); it != keep.end();) {
+      auto lu = last_use.find(it->first);
+      const bool needed = it->first == version || (lu != last_use.end() && lu->second > version);
+      it = needed ? std::next(it) : keep.erase(it);
+    }
+  }
+  RunSummary sum;
+  SnapshotPtr last = ps_->latest();
+  sum.updates = last->version;
+  sum.final_eval = evaluator_->evaluate(last->data, 0);
+  sum.params.assign(last->data, last->data + last->size);
+  sum.checksum = checksum(last->data, last->size);
+  sum.wall = wall_.seconds();
+  sum.k = 1;
+  return sum;
+}
+
+}  // namespace adasync

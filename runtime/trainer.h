@@ -1,0 +1,141 @@
+// Trainer: wires data, models, workers, parameter server, variant, clock,
+// evaluation, metrics and trace into one run. main.cc maps flags onto
+// TrainConfig; tests construct it directly.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "datasets/dataset.h"
+#include "datasets/sampler.h"
+#include "runtime/clock.h"
+#include "runtime/optimizer.h"
+#include "runtime/output.h"
+#include "runtime/straggler.h"
+#include "runtime/trace.h"
+#include "runtime/variant.h"
+#include "runtime/worker.h"
+
+namespace adasync {
+
+struct TrainConfig {
+  // model and data
+  std::string model = "cnn";
+  std::string dataset = "fashion-mnist";
+  std::string data_dir;  // "" = the dataset's default
+  int batch = 64;
+  bool shard = false;  // each worker samples only its own shard
+  // optimization
+  OptimizerConfig opt;
+  double lr = 0.05;
+  // run length (0 = unlimited; with none set, one epoch)
+  double epochs = 0;
+  int64_t max_updates = 0;
+  double time_budget = 0;  // clock seconds
+  // evaluation: "N" updates, "Ts" clock seconds, "0" only at the end
+  std::string eval_every = "200";
+  size_t eval_samples = 2000;  // test samples per intermediate evaluation (0: all); the final one uses all
+  // engine
+  int workers = 1;
+  std::string variant = "sync";
+  int k = 1;
+  std::string clock = "real";  // real | virtual
+  std::string straggler = "none";
+  std::string slowdown;  // "1,1,2,4"
+  double base_time = 0;  // virtual: fixed part of each compute time (seconds)
+  int64_t max_staleness = -1;
+  std::string devices = "auto";  // auto | cpu | cuda
+  bool deterministic = false;    // deterministic cuDNN algorithms, no CUDA graphs
+  // misc
+  uint64_t seed = 1;
+  int threads = 0;  // 0: all hardware threads
+  std::string metrics, trace, replay;
+  std::string progress = "auto";  // auto | plain | none
+};
+
+// Throws UsageError for any out-of-range value or meaningless combination.
+void validate(const TrainConfig& c);
+
+struct RunSummary {
+  double time = 0;       // clock seconds
+  double wall = 0;       // wall seconds
+  int64_t updates = 0;
+  int64_t samples = 0;   // counted gradients x batch
+  EvalResult final_eval;
+  AggregatorStats stats;
+  uint64_t checksum = 0;  // of the final parameters
+  int k = 0;
+  std::vector<float> params;  // final parameters
+};
+
+class Trainer : public EngineListener {
+ public:
+  // `data` may be given (tests); otherwise it is loaded from the config.
+  explicit Trainer(TrainConfig cfg, std::shared_ptr<const DataSplit> data = nullptr);
+  ~Trainer() override;
+
+  RunSummary run();
+  const TrainConfig& config() const { return cfg_; }
+  std::string device_description() const;
+
+  // EngineListener
+  UpdateRates rates(const Aggregator& agg, double now) override;
+  void on_push(const Push& p, const Aggregator::PushResult& r, double now) override;
+  void on_update(Aggregator& agg, const Aggregator::UpdateResult& u, double now) override;
+  void on_cancelled(int n) override;
+  bool on_time(double now) override;
+  bool keep_going(const Aggregator& agg, double now) override;
+
+ private:
+  void setup();
+  RunSummary run_replay();
+  EvalResult evaluate_and_report(const SnapshotPtr& s, double now, bool final);
+  void progress_tick(double now, bool force);
+  nlohmann::json header_json() const;
+
+  TrainConfig cfg_;
+  std::shared_ptr<const DataSplit> data_;
+  bool use_cuda_ = false;
+  bool virtual_clock_ = false;
+  int threads_ = 1;
+  std::unique_ptr<ThreadPool> compute_pool_, apply_pool_;
+  std::vector<std::unique_ptr<Context>> contexts_;
+  std::vector<std::unique_ptr<ModelWorker>> replicas_;
+  std::unique_ptr<Context> eval_ctx_;
+  std::unique_ptr<Evaluator> evaluator_;
+  std::unique_ptr<ParamServer> ps_;
+  std::unique_ptr<Aggregator> agg_;
+  std::unique_ptr<Straggler> straggler_;
+  std::vector<Sampler> samplers_;
+  std::unique_ptr<AtomicLines> metrics_, trace_;
+
+  // Listener state; guarded by mu_ (PS thread vs monitor thread in real time).
+  std::mutex mu_;
+  WallTimer wall_;
+  int64_t eval_every_updates_ = 0;
+  double eval_every_seconds_ = 0;
+  double next_eval_time_ = 0;
+  int64_t next_eval_update_ = 0;
+  int64_t max_samples_ = 0;
+  double win_loss_sum_ = 0;
+  int64_t win_loss_n_ = 0;
+  double win_stale_sum_ = 0;
+  int64_t win_stale_n_ = 0, win_stale_max_ = 0;
+  int64_t cancelled_ = 0;
+  double last_loss_ = 0;
+  double last_acc_ = -1;
+  double last_progress_wall_ = -1;
+  double now_ = 0;
+  bool tty_ = false;
+  bool stop_requested_ = false;
+};
+
+// The trainer binary's main: parses flags (CLI11), runs, prints the summary.
+// Returns the process exit code (2 for bad flags or input).
+int trainer_main(int argc, char** argv);
+
+}  // namespace adasync

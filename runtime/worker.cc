@@ -1,0 +1,273 @@
+#include "runtime/worker.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <thread>
+
+namespace adasync {
+
+// ------------------------------------------------------------------ CancelSource
+CancelSource::CancelSource() {
+  bool mapped = false;
+  mapped_ = static_cast<volatile uint32_t*>(mapped_alloc(sizeof(uint32_t), &mapped));
+  if (!mapped) {
+    mapped_free(const_cast<uint32_t*>(mapped_), false);
+    mapped_ = nullptr;
+  } else {
+    *mapped_ = 0;
+  }
+}
+
+CancelSource::~CancelSource() {
+  if (mapped_ != nullptr) mapped_free(const_cast<uint32_t*>(mapped_), true);
+}
+
+void CancelSource::cancel() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    const uint64_t g = gen_.load(std::memory_order_relaxed) + 1;
+    gen_.store(g, std::memory_order_release);
+    if (mapped_ != nullptr) *mapped_ = uint32_t(g);
+  }
+  cv_.notify_all();
+}
+
+bool CancelSource::sleep_unless_cancelled(double seconds, uint64_t gen) const {
+  std::unique_lock<std::mutex> lk(mu_);
+  return !cv_.wait_for(lk, std::chrono::duration<double>(seconds),
+                       [&] { return gen_.load(std::memory_order_acquire) != gen; });
+}
+
+bool all_finite(const float* x, size_t n) {
+  bool ok = true;
+  for (size_t i = 0; i < n; ++i) ok &= std::isfinite(x[i]);
+  return ok;
+}
+
+// ------------------------------------------------------------------ device data
+namespace {
+// The training set resident on a device, shared by every worker on it.
+struct DeviceData {
+  Buffer<float> x;
+  Buffer<int32_t> y;
+};
+
+std::shared_ptr<DeviceData> device_data(Context& ctx, const Dataset& d) {
+  static std::mutex mu;
+  static std::map<std::pair<int, const Dataset*>, std::weak_ptr<DeviceData>> cache;
+  std::lock_guard<std::mutex> lk(mu);
+  auto& slot = cache[{ctx.device(), &d}];
+  if (auto p = slot.lock()) return p;
+  auto p = std::make_shared<DeviceData>();
+  p->x = Buffer<float>(MemKind::Device, d.x.size(), ctx.device());
+  p->y = Buffer<int32_t>(MemKind::Device, d.y.size(), ctx.device());
+  mem_copy(p->x.data(), d.x.data(), d.x.size() * sizeof(float), ctx.stream());
+  mem_copy(p->y.data(), d.y.data(), d.y.size() * sizeof(int32_t), ctx.stream());
+  ctx.synchronize();
+  slot = p;
+  return p;
+}
+}  // namespace
+
+// CUDA staging of one worker: indices in pinned memory, the gathered batch on
+// the device, the step captured as a graph, scalars read back through pinned
+// memory.
+struct ModelWorker::Device {
+  std::shared_ptr<DeviceData> data;
+  Buffer<int32_t> idx_host, idx_dev, y_dev, bad_dev, bad_host;
+  Buffer<float> x_dev, loss_host;
+  Event done;
+  Graph graph;
+  int graph_batch = 0;  // batch size the graph was captured for
+  int eager_steps = 0;  // steps run before capture (warm-up: algorithm choice, workspace sizing)
+};
+
+ModelWorker::ModelWorker(int id, Context& ctx, const std::string& arch, const Dataset& train, int batch)
+    : id_(id),
+      ctx_(ctx),
+      data_(train),
+      model_(ctx, arch, Shape{train.c, train.h, train.w}, train.classes, batch) {
+  const std::string w = "w" + std::to_string(id);
+  range_pull_ = w + "/pull";
+  range_fwd_ = w + "/forward";
+  range_bwd_ = w + "/backward";
+  range_push_ = w + "/push";
+  range_delay_ = w + "/delay";
+  if (ctx.is_cuda()) {
+    dev_ = std::make_unique<Device>();
+    dev_->data = device_data(ctx, train);
+    const int dv = ctx.device();
+    dev_->idx_host = Buffer<int32_t>(MemKind::Pinned, size_t(batch), dv);
+    dev_->idx_dev = Buffer<int32_t>(MemKind::Device, size_t(batch), dv);
+    dev_->y_dev = Buffer<int32_t>(MemKind::Device, size_t(batch), dv);
+    dev_->x_dev = Buffer<float>(MemKind::Device, size_t(batch) * train.dim(), dv);
+    dev_->bad_dev = Buffer<int32_t>(MemKind::Device, 1, dv);
+    dev_->bad_host = Buffer<int32_t>(MemKind::Pinned, 1, dv);
+    dev_->loss_host = Buffer<float>(MemKind::Pinned, 1, dv);
+  } else {
+    x_.resize(size_t(batch) * train.dim());
+    y_.resize(size_t(batch));
+  }
+}
+
+ModelWorker::~ModelWorker() {
+  if (dev_) ctx_.synchronize();
+}
+
+void ModelWorker::pull(const SnapshotPtr& s) {
+  ADASYNC_RANGE(range_pull_);
+  params_ = s;
+  if (ctx_.is_cuda()) {
+    mem_copy(model_.own_params(), s->data, s->size * sizeof(float), ctx_.stream());
+  } else {
+    model_.use_params(s->data);  // zero copy: the snapshot is immutable and we hold it
+  }
+}
+
+bool ModelWorker::compute(const std::vector<int32_t>& indices, float* slot, double delay,
+                          const CancelSource* cancel, uint64_t gen, GradResult* out) {
+  EXPECTS(params_ != nullptr, "compute before the first pull");
+  const int n = int(indices.size());
+  const size_t dim = data_.dim();
+  auto cancelled = [&] { return cancel != nullptr && cancel->generation() != gen; };
+
+  if (!ctx_.is_cuda()) {
+    for (int i = 0; i < n; ++i) {
+      std::memcpy(x_.data() + size_t(i) * dim, data_.row(size_t(indices[size_t(i)])), dim * sizeof(float));
+      y_[size_t(i)] = data_.y[size_t(indices[size_t(i)])];
+    }
+    model_.use_grads(slot);
+    {
+      ADASYNC_RANGE(range_fwd_);
+      if (!model_.forward_loss(x_.data(), y_.data(), n, cancelled)) return false;
+    }
+    {
+      ADASYNC_RANGE(range_bwd_);
+      if (!model_.backward(x_.data(), n, cancelled)) return false;
+    }
+    if (delay > 0) {
+      ADASYNC_RANGE(range_delay_);
+      if (cancel != nullptr) {
+        if (!cancel->sleep_unless_cancelled(delay, gen)) return false;
+      } else {
+        std::this_thread::sleep_for(std::chrono::duration<double>(delay));
+      }
+    }
+    int32_t bad = 0;
+    ops::count_nonfinite(ctx_, slot, model_.num_params(), &bad);
+    out->loss = *model_.loss_ptr();
+    out->finite = bad == 0 && std::isfinite(out->loss);
+    return !cancelled();
+  }
+
+  // CUDA: indices -> device, gather, forward, backward, non-finite count as
+  // one graph (captured on the third step of a batch size, after warm-up has
+  // chosen algorithms and sized workspaces); then the delay and the push.
+  Device& d = *dev_;
+  std::memcpy(d.idx_host.data(), indices.data(), size_t(n) * sizeof(int32_t));
+  auto step = [&] {
+    mem_copy(d.idx_dev.data(), d.idx_host.data(), size_t(n) * sizeof(int32_t), ctx_.stream());
+    ops::gather_rows(ctx_, d.data->x.data(), d.data->y.data(), d.idx_dev.data(), n, dim, d.x_dev.data(),
+                     d.y_dev.data());
+    {
+      ADASYNC_RANGE(range_fwd_);
+      model_.forward_loss(d.x_dev.data(), d.y_dev.data(), n);
+    }
+    {
+      ADASYNC_RANGE(range_bwd_);
+      model_.backward(d.x_dev.data(), n);
+    }
+    ops::count_nonfinite(ctx_, model_.grads(), model_.num_params(), d.bad_dev.data());
+  };
+  if (d.graph_batch != n) {
+    d.graph.reset();
+    d.graph_batch = n;
+    d.eager_steps = 0;
+  }
+  if (d.graph.ready()) {
+    d.graph.launch(ctx_);
+  } else if (d.eager_steps < 2 || ctx_.deterministic) {
+    step();
+    ++d.eager_steps;
+  } else {
+    d.graph.begin_capture(ctx_);
+    step();
+    d.graph.end_capture(ctx_);
+    d.graph.launch(ctx_);
+  }
+  if (delay > 0) {
+    ADASYNC_RANGE(range_delay_);
+    ops::spin_delay(ctx_, delay, cancel != nullptr ? cancel->mapped() : nullptr, uint32_t(gen));
+  }
+  {
+    ADASYNC_RANGE(range_push_);
+    mem_copy(slot, model_.grads(), model_.num_params() * sizeof(float), ctx_.stream());
+    mem_copy(d.loss_host.data(), model_.loss_ptr(), sizeof(float), ctx_.stream());
+    mem_copy(d.bad_host.data(), d.bad_dev.data(), sizeof(int32_t), ctx_.stream());
+    d.done.record(ctx_);
+    d.done.synchronize();
+  }
+  out->loss = d.loss_host.data()[0];
+  out->finite = d.bad_host.data()[0] == 0 && std::isfinite(out->loss);
+  return !cancelled();
+}
+
+// ------------------------------------------------------------------ Evaluator
+struct Evaluator::Device {
+  std::shared_ptr<DeviceData> data;
+  Buffer<float> params_dev;
+  Buffer<float> loss_host;
+  Buffer<int32_t> correct_host;
+  Event done;
+};
+
+Evaluator::Evaluator(Context& ctx, const std::string& arch, const Dataset& test, int batch)
+    : ctx_(ctx),
+      data_(test),
+      batch_(batch),
+      model_(ctx, arch, Shape{test.c, test.h, test.w}, test.classes, batch) {
+  if (ctx.is_cuda()) {
+    dev_ = std::make_unique<Device>();
+    dev_->data = device_data(ctx, test);
+    dev_->loss_host = Buffer<float>(MemKind::Pinned, 1, ctx.device());
+    dev_->correct_host = Buffer<int32_t>(MemKind::Pinned, 1, ctx.device());
+  }
+}
+
+Evaluator::~Evaluator() {
+  if (dev_) ctx_.synchronize();
+}
+
+EvalResult Evaluator::evaluate(const float* params, size_t limit) {
+  ADASYNC_RANGE("eval");
+  const size_t total = limit == 0 ? data_.size() : std::min(limit, data_.size());
+  double loss = 0;
+  int64_t correct = 0;
+  if (ctx_.is_cuda()) mem_copy(model_.own_params(), params, model_.num_params() * sizeof(float), ctx_.stream());
+  else model_.use_params(params);
+  for (size_t i0 = 0; i0 < total; i0 += size_t(batch_)) {
+    const int n = int(std::min<size_t>(size_t(batch_), total - i0));
+    if (ctx_.is_cuda()) {
+      model_.evaluate_batch(dev_->data->x.data() + i0 * data_.dim(), dev_->data->y.data() + i0, n);
+      mem_copy(dev_->loss_host.data(), model_.loss_ptr(), sizeof(float), ctx_.stream());
+      mem_copy(dev_->correct_host.data(), model_.correct_ptr(), sizeof(int32_t), ctx_.stream());
+      dev_->done.record(ctx_);
+      dev_->done.synchronize();
+      loss += double(dev_->loss_host.data()[0]) * n;
+      correct += dev_->correct_host.data()[0];
+    } else {
+      model_.evaluate_batch(data_.row(i0), data_.y.data() + i0, n);
+      loss += double(*model_.loss_ptr()) * n;
+      correct += *model_.correct_ptr();
+    }
+  }
+  EvalResult r;
+  r.samples = total;
+  r.loss = total ? loss / double(total) : 0;
+  r.accuracy = total ? double(correct) / double(total) : 0;
+  return r;
+}
+
+}  // namespace adasync
