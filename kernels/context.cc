@@ -4,9 +4,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 
+#include "kernels/collective.h"
 #include "kernels/cuda/backend.h"
 
 #if defined(ADASYNC_HAVE_NVTX)
@@ -123,7 +128,7 @@ Event::~Event() {
 void Event::record(Context& ctx) {
 #if defined(ADASYNC_HAVE_CUDA)
   if (!ctx.is_cuda()) return;
-  if (ev_ == nullptr) ev_ = cuda_backend::event_create();
+  if (ev_ == nullptr) ev_ = cuda_backend::event_create(ctx.device());
   cuda_backend::event_record(ev_, ctx.stream());
 #endif
 }
@@ -153,6 +158,9 @@ void Graph::end_capture(Context& ctx) {
 void Graph::launch(Context& ctx) const {
   if (ctx.is_cuda() && state_) cuda_backend::graph_launch(state_.get(), ctx.stream());
 }
+void Graph::abort_capture(Context& ctx) noexcept {
+  if (ctx.is_cuda() && state_) cuda_backend::graph_abort(state_.get(), ctx.stream());
+}
 bool Graph::ready() const { return state_ && cuda_backend::graph_ready(state_.get()); }
 void Graph::reset() {
   if (state_) cuda_backend::graph_reset(state_.get());
@@ -162,10 +170,20 @@ Graph::Graph() : state_(nullptr, [](GraphState*) {}) {}
 void Graph::begin_capture(Context&) {}
 void Graph::end_capture(Context&) {}
 void Graph::launch(Context&) const {}
+void Graph::abort_capture(Context&) noexcept {}
 bool Graph::ready() const { return false; }
 void Graph::reset() {}
 #endif
 Graph::~Graph() = default;
+
+#if !defined(ADASYNC_HAVE_CUDA)
+struct NcclState {};
+Communicator::Communicator(const std::vector<Context*>&) {
+  throw Error("NCCL communicator requested but adasync was built without CUDA");
+}
+Communicator::~Communicator() = default;
+void Communicator::all_reduce_sum(const std::vector<float*>&, size_t) {}
+#endif
 
 std::unique_ptr<Context> Context::cpu(ThreadPool* pool) {
   std::unique_ptr<Context> c(new Context());
@@ -215,30 +233,86 @@ void* Context::workspace(size_t bytes) {
   return workspace_.data();
 }
 
+void Context::make_current() const {
+#if defined(ADASYNC_HAVE_CUDA)
+  if (cuda_) cuda_backend::set_current(device_);
+#endif
+}
+
 void Context::synchronize() {
 #if defined(ADASYNC_HAVE_CUDA)
   if (cuda_) cuda_backend::synchronize(cuda_.get());
 #endif
 }
 
-#if defined(ADASYNC_HAVE_NVTX)
 namespace {
+#if defined(ADASYNC_HAVE_NVTX)
 nvtxDomainHandle_t nvtx_domain() {
   static nvtxDomainHandle_t d = nvtxDomainCreateA("adasync");
   return d;
 }
+#endif
+
+const bool g_profiling = [] {
+  const char* e = std::getenv("ADASYNC_PROFILE");
+  return e != nullptr && e[0] != '\0' && e[0] != '0';
+}();
+
+struct ProfileTable {
+  std::mutex mu;
+  std::map<std::string, RangeTotal> totals;
+};
+ProfileTable& profile_table() {
+  static ProfileTable t;
+  return t;
+}
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 }  // namespace
 
+bool profiling_enabled() { return g_profiling; }
+
 ScopedRange::ScopedRange(const char* msg) {
+#if defined(ADASYNC_HAVE_NVTX)
   nvtxEventAttributes_t a{};
   a.version = NVTX_VERSION;
   a.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
   a.messageType = NVTX_MESSAGE_TYPE_ASCII;
   a.message.ascii = msg;
   nvtxDomainRangePushEx(nvtx_domain(), &a);
-}
-ScopedRange::~ScopedRange() { nvtxDomainRangePop(nvtx_domain()); }
 #endif
+  if (g_profiling) {
+    name_ = msg;
+    start_ns_ = now_ns();
+  }
+}
+
+ScopedRange::~ScopedRange() {
+#if defined(ADASYNC_HAVE_NVTX)
+  nvtxDomainRangePop(nvtx_domain());
+#endif
+  if (!name_.empty()) {
+    const double dt = double(now_ns() - start_ns_) * 1e-9;
+    ProfileTable& t = profile_table();
+    std::lock_guard<std::mutex> lk(t.mu);
+    RangeTotal& r = t.totals[name_];
+    r.name = name_;
+    ++r.calls;
+    r.seconds += dt;
+  }
+}
+
+std::vector<RangeTotal> range_totals() {
+  ProfileTable& t = profile_table();
+  std::lock_guard<std::mutex> lk(t.mu);
+  std::vector<RangeTotal> v;
+  for (auto& [k, r] : t.totals) v.push_back(r);
+  std::sort(v.begin(), v.end(), [](const RangeTotal& a, const RangeTotal& b) { return a.seconds > b.seconds; });
+  return v;
+}
 
 void name_this_thread(const std::string& name) {
   pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());

@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "kernels/thread_pool.h"
 
@@ -152,12 +153,18 @@ class Context {
   void* workspace(size_t bytes);
   // Blocks until all work queued on this context is done (tests, shutdown).
   void synchronize();
+  // Makes this context's device current on the calling thread (CUDA; cheap
+  // when it already is). Worker threads call it before touching their device.
+  void make_current() const;
 
   // Use TF32 tensor cores for cuDNN convolutions / cuBLAS GEMMs (CUDA only).
   bool tf32_conv = true;
   bool tf32_gemm = false;
   // Restrict cuDNN to deterministic algorithms (replay on the GPU).
   bool deterministic = false;
+  // Capture fixed steps as CUDA graphs (workers fall back to eager launches
+  // if a capture fails).
+  bool use_graphs = true;
 
  private:
   Context() = default;
@@ -208,6 +215,7 @@ class Graph {
   Graph& operator=(const Graph&) = delete;
   void begin_capture(Context& ctx);
   void end_capture(Context& ctx);  // instantiates
+  void abort_capture(Context& ctx) noexcept;  // after an error inside a capture
   void launch(Context& ctx) const;
   bool ready() const;
   void reset();
@@ -217,25 +225,34 @@ class Graph {
 };
 
 // ---------------------------------------------------------------- NVTX
-// ADASYNC_RANGE("w3/pull") opens a range in the project's own NVTX domain
-// ("adasync") until the end of the scope; a no-op when NVTX is compiled out
-// (ADASYNC_NVTX=OFF or no CUDA).
+// ADASYNC_RANGE("w3/pull") marks the enclosing scope: an NVTX range in the
+// project's own domain ("adasync") when NVTX is compiled in, and, when the
+// environment sets ADASYNC_PROFILE=1, host time accumulated per range name
+// (range_totals()), so a per-range summary exists even without Nsight.
 class ScopedRange {
  public:
-#if defined(ADASYNC_HAVE_NVTX)
   explicit ScopedRange(const char* msg);
   explicit ScopedRange(const std::string& msg) : ScopedRange(msg.c_str()) {}
   ~ScopedRange();
-#else
-  explicit ScopedRange(const char*) {}
-  explicit ScopedRange(const std::string&) {}
-#endif
   ScopedRange(const ScopedRange&) = delete;
   ScopedRange& operator=(const ScopedRange&) = delete;
+
+ private:
+  std::string name_;  // set only while profiling
+  int64_t start_ns_ = 0;
 };
 #define ADASYNC_CONCAT2_(a, b) a##b
 #define ADASYNC_CONCAT_(a, b) ADASYNC_CONCAT2_(a, b)
 #define ADASYNC_RANGE(msg) ::adasync::ScopedRange ADASYNC_CONCAT_(adasync_range_, __LINE__)(msg)
+
+struct RangeTotal {
+  std::string name;
+  int64_t calls = 0;
+  double seconds = 0;
+};
+bool profiling_enabled();
+// Per-range host totals so far (ADASYNC_PROFILE=1), largest first.
+std::vector<RangeTotal> range_totals();
 
 // Names the calling host thread in profilers (OS thread name and NVTX).
 void name_this_thread(const std::string& name);

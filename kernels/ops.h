@@ -21,8 +21,9 @@ struct ConvShape {
   int r = 1, s = 1;                 // kernel height, width
   int pad_h = 0, pad_w = 0;
   int stride_h = 1, stride_w = 1;
-  int out_h() const { return (h + 2 * pad_h - r) / stride_h + 1; }
-  int out_w() const { return (w + 2 * pad_w - s) / stride_w + 1; }
+  // 0 when the kernel does not fit (C++ division truncates toward zero).
+  int out_h() const { return h + 2 * pad_h < r ? 0 : (h + 2 * pad_h - r) / stride_h + 1; }
+  int out_w() const { return w + 2 * pad_w < s ? 0 : (w + 2 * pad_w - s) / stride_w + 1; }
   size_t x_size() const { return size_t(n) * c * h * w; }
   size_t y_size() const { return size_t(n) * k * out_h() * out_w(); }
   size_t w_size() const { return size_t(k) * c * r * s; }
@@ -31,8 +32,8 @@ struct ConvShape {
 struct PoolShape {
   int n = 1, c = 1, h = 1, w = 1;
   int size = 2, stride = 2;
-  int out_h() const { return (h - size) / stride + 1; }
-  int out_w() const { return (w - size) / stride + 1; }
+  int out_h() const { return h < size ? 0 : (h - size) / stride + 1; }
+  int out_w() const { return w < size ? 0 : (w - size) / stride + 1; }
   size_t x_size() const { return size_t(n) * c * h * w; }
   size_t y_size() const { return size_t(n) * c * out_h() * out_w(); }
 };

@@ -76,7 +76,14 @@ int trainer_main(int argc, char** argv) {
   app.add_option("--max-staleness", c.max_staleness, "Drop gradients more than this many versions old (async variants; -1: no bound)")
       ->capture_default_str()->group(g_eng);
   app.add_option("--devices", c.devices, "auto (GPU if usable), cpu or cuda")->capture_default_str()->group(g_eng);
-  app.add_flag("--deterministic", c.deterministic, "CUDA: deterministic cuDNN algorithms and no CUDA graphs")->group(g_eng);
+  app.add_option("--aggregate", c.aggregate,
+                 "Where a sync update runs: host (parameter server), device (NCCL all-reduce and SGD on the GPUs; "
+                 "sync, one worker per GPU) or auto (device when it applies)")
+      ->capture_default_str()->group(g_eng);
+  bool no_graphs = false;
+  app.add_flag("--no-cuda-graphs", no_graphs, "CUDA: launch each step's kernels one by one instead of as a captured graph")
+      ->group(g_eng);
+  app.add_flag("--deterministic", c.deterministic, "CUDA: deterministic cuDNN algorithms only (bit-stable replays)")->group(g_eng);
 
   auto* g_out = "Output and reproducibility";
   app.add_option("--seed", c.seed, "Seed of initialisation, sampling and straggler draws")->capture_default_str()->group(g_out);
@@ -99,6 +106,7 @@ int trainer_main(int argc, char** argv) {
 
   try {
     c.opt.bias_correction = !no_bias_correction;
+    c.cuda_graphs = !no_graphs;
     if (c.opt.name == "momentum") c.opt.name = "sgd";
     if (!time_budget.empty()) c.time_budget = parse_seconds(time_budget, "--time-budget");
     if (!base_time.empty()) c.base_time = parse_seconds(base_time, "--base-time");
@@ -110,9 +118,10 @@ int trainer_main(int argc, char** argv) {
                     100 * s.final_eval.accuracy, s.final_eval.loss);
       } else {
         const double stale = s.stats.counted ? s.stats.staleness_sum / double(s.stats.counted) : 0;
-        std::printf("done: %lld updates, %lld samples in %.2f s %s(%.0f samples/s, wall %.2f s)\n",
+        std::printf("done: %lld updates, %lld samples in %.2f s %s(%.0f samples/s; %.0f after the first update; wall %.2f s)\n",
                     static_cast<long long>(s.updates), static_cast<long long>(s.samples), s.time,
-                    c.clock == "virtual" ? "virtual " : "", s.time > 0 ? double(s.samples) / s.time : 0.0, s.wall);
+                    c.clock == "virtual" ? "virtual " : "", s.time > 0 ? double(s.samples) / s.time : 0.0,
+                    s.steady_samples_per_s, s.wall);
         std::printf("test accuracy %.2f%%, test loss %.4f\n", 100 * s.final_eval.accuracy, s.final_eval.loss);
         std::printf("staleness mean %.2f max %lld; dropped %lld (stale %lld, over bound %lld, non-finite %lld); cancelled %lld\n",
                     stale, static_cast<long long>(s.stats.staleness_max), static_cast<long long>(s.stats.dropped()),
@@ -120,6 +129,13 @@ int trainer_main(int argc, char** argv) {
                     static_cast<long long>(s.stats.dropped_nonfinite), static_cast<long long>(s.stats.cancelled));
       }
       std::printf("params checksum %s\n", checksum_hex(s.checksum).c_str());
+    }
+    if (profiling_enabled()) {
+      std::printf("\nhost time per range (ADASYNC_PROFILE=1):\n%-28s %10s %12s %10s\n", "range", "calls", "total s",
+                  "mean ms");
+      for (const auto& r : range_totals())
+        std::printf("%-28s %10lld %12.3f %10.3f\n", r.name.c_str(), static_cast<long long>(r.calls), r.seconds,
+                    1e3 * r.seconds / double(r.calls));
     }
     return 0;
   } catch (const UsageError& e) {

@@ -36,6 +36,15 @@ void validate(const TrainConfig& c) {
   if (c.max_staleness >= 0 && is_synchronous(v))
     throw UsageError("--max-staleness: " + c.variant + " applies only fresh gradients; a staleness bound needs async, k-async or k-batch-async");
   if (c.eval_every.empty()) bad("--eval-every", "N updates or a duration such as 5s", "''");
+  if (c.aggregate != "auto" && c.aggregate != "host" && c.aggregate != "device")
+    bad("--aggregate", "auto, host or device", "'" + c.aggregate + "'");
+  if (c.aggregate == "device") {
+    if (v != Variant::Sync) throw UsageError("--aggregate device: only the sync variant can update on the devices, not " + c.variant);
+    if (c.devices == "cpu") throw UsageError("--aggregate device needs GPUs; --devices cpu was given");
+    if (c.clock != "real") throw UsageError("--aggregate device runs on the real clock only");
+    if (c.opt.name != "sgd" && c.opt.name != "momentum") throw UsageError("--aggregate device supports sgd (with momentum), not " + c.opt.name);
+    if (!c.trace.empty()) throw UsageError("--trace records parameter-server updates: use --aggregate host");
+  }
   validate(c.opt);
   parse_straggler(c.straggler);
   if (!c.slowdown.empty()) parse_slowdown(c.slowdown);
@@ -69,7 +78,8 @@ Trainer::~Trainer() = default;
 
 std::string Trainer::device_description() const {
   if (!use_cuda_) return "cpu (" + std::to_string(threads_) + " threads)";
-  return "cuda (" + std::to_string(cuda_device_count()) + " device(s))";
+  return "cuda (" + std::to_string(cuda_device_count()) + " device(s), " +
+         (device_sync_ ? "update on the GPUs" : "host parameter server") + ")";
 }
 
 nlohmann::json Trainer::header_json() const {
@@ -118,6 +128,13 @@ void Trainer::setup() {
   }
 
   const int P = cfg_.workers;
+  if (cfg_.aggregate == "device" && use_cuda_ && P > gpus)
+    throw UsageError("--aggregate device needs one GPU per worker: " + std::to_string(P) + " workers, " +
+                     std::to_string(gpus) + " GPU(s)");
+  device_sync_ = use_cuda_ && !virtual_clock_ && parse_variant(cfg_.variant) == Variant::Sync && P <= gpus &&
+                 (cfg_.aggregate == "device" ||
+                  (cfg_.aggregate == "auto" && (cfg_.opt.name == "sgd" || cfg_.opt.name == "momentum") &&
+                   cfg_.trace.empty()));
   // CPU threads: several concurrent real-time workers each compute serially;
   // otherwise the one computing replica gets every thread.
   const bool parallel_workers = !use_cuda_ && !virtual_clock_ && P > 1;
@@ -129,6 +146,7 @@ void Trainer::setup() {
     if (use_cuda_) {
       contexts_.push_back(Context::cuda(w % gpus, "w" + std::to_string(w)));
       contexts_.back()->deterministic = cfg_.deterministic;
+      contexts_.back()->use_graphs = cfg_.cuda_graphs;
     } else {
       contexts_.push_back(Context::cpu(parallel_workers ? nullptr : compute_pool_.get()));
     }
@@ -148,6 +166,8 @@ void Trainer::setup() {
   ac.k = cfg_.k;
   ac.max_staleness = cfg_.max_staleness;
   agg_ = std::make_unique<Aggregator>(ac, *ps_);
+  k_ = agg_->k();
+  stats_ = agg_->stats();
   straggler_ = std::make_unique<Straggler>(parse_straggler(cfg_.straggler),
                                            cfg_.slowdown.empty() ? std::vector<double>{} : parse_slowdown(cfg_.slowdown),
                                            P, cfg_.seed);
@@ -195,6 +215,12 @@ void Trainer::on_update(Aggregator& agg, const Aggregator::UpdateResult& u, doub
   {
     std::lock_guard<std::mutex> lk(mu_);
     now_ = now;
+    stats_ = agg.stats();
+    k_ = agg.k();
+    if (first_update_time_ < 0) {
+      first_update_time_ = now;
+      first_update_samples_ = stats_.counted * cfg_.batch;
+    }
     for (const Applied& a : u.applied) {
       win_stale_sum_ += double(a.staleness);
       ++win_stale_n_;
@@ -246,11 +272,11 @@ void Trainer::progress_tick(double now, bool force) {
   if (!force && wall - last_progress_wall_ < 0.25) return;
   last_progress_wall_ = wall;
   std::lock_guard<std::mutex> lk(mu_);
-  const int64_t updates = agg_->stats().updates;
-  const int64_t samples = agg_->stats().counted * cfg_.batch;
+  const int64_t updates = stats_.updates;
+  const int64_t samples = stats_.counted * cfg_.batch;
   const double loss = win_loss_n_ ? win_loss_sum_ / double(win_loss_n_) : last_loss_;
   std::printf("\r[%8.2fs] upd %7lld  %8.0f samp/s  K %d  loss %.4f  acc %s  stale %.2f   ", now,
-              static_cast<long long>(updates), now > 0 ? double(samples) / now : 0.0, agg_->k(), loss,
+              static_cast<long long>(updates), now > 0 ? double(samples) / now : 0.0, k_, loss,
               last_acc_ < 0 ? "  -   " : fmt("%5.2f%%", 100 * last_acc_).c_str(),
               win_stale_n_ ? win_stale_sum_ / double(win_stale_n_) : 0.0);
   std::fflush(stdout);
@@ -259,7 +285,7 @@ void Trainer::progress_tick(double now, bool force) {
 EvalResult Trainer::evaluate_and_report(const SnapshotPtr& s, double now, bool final) {
   const EvalResult ev = evaluator_->evaluate(s->data, final ? 0 : cfg_.eval_samples);
   std::lock_guard<std::mutex> lk(mu_);
-  const AggregatorStats& st = agg_->stats();
+  const AggregatorStats& st = stats_;
   const int64_t samples = st.counted * cfg_.batch;
   const double loss = win_loss_n_ ? win_loss_sum_ / double(win_loss_n_) : last_loss_;
   last_loss_ = loss;
@@ -275,7 +301,7 @@ EvalResult Trainer::evaluate_and_report(const SnapshotPtr& s, double now, bool f
                    {"test_accuracy", ev.accuracy},
                    {"test_samples", ev.samples},
                    {"samples_per_s", now > 0 ? double(samples) / now : 0.0},
-                   {"k", agg_->k()},
+                   {"k", k_},
                    {"staleness_mean", stale_mean},
                    {"staleness_max", win_stale_max_},
                    {"dropped", st.dropped()},
@@ -287,7 +313,7 @@ EvalResult Trainer::evaluate_and_report(const SnapshotPtr& s, double now, bool f
   if (cfg_.progress != "none") {
     std::printf("%s[%8.2fs] upd %7lld  samples %9lld  %8.0f samp/s  K %d  loss %.4f  test acc %6.2f%%  stale %.2f/%lld\n",
                 tty_ ? "\r" : "", now, static_cast<long long>(s->version), static_cast<long long>(samples),
-                now > 0 ? double(samples) / now : 0.0, agg_->k(), loss, 100 * ev.accuracy, stale_mean,
+                now > 0 ? double(samples) / now : 0.0, k_, loss, 100 * ev.accuracy, stale_mean,
                 static_cast<long long>(win_stale_max_));
     std::fflush(stdout);
   }
@@ -310,6 +336,8 @@ RunSummary Trainer::run() {
                 cfg_.clock.c_str(), cfg_.batch, ps_->size());
     std::fflush(stdout);
   }
+  wall_ = WallTimer();  // clock time starts with training, after set-up
+  if (device_sync_) return run_device_sync();
   EngineSetup es;
   es.ps = ps_.get();
   es.agg = agg_.get();
@@ -353,9 +381,17 @@ RunSummary Trainer::run() {
     ps_thread.join();
     if (error) std::rethrow_exception(error);
   }
-  if (cfg_.time_budget > 0) end = std::min(end, cfg_.time_budget);
+  return finish(end);
+}
 
+RunSummary Trainer::finish(double end) {
+  if (cfg_.time_budget > 0) end = std::min(end, cfg_.time_budget);
   RunSummary sum;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stats_ = agg_->stats();
+    k_ = agg_->k();
+  }
   SnapshotPtr last = ps_->latest();
   sum.final_eval = evaluate_and_report(last, end, true);
   sum.time = end;
@@ -364,6 +400,8 @@ RunSummary Trainer::run() {
   sum.stats = agg_->stats();
   sum.stats.cancelled = cancelled_;
   sum.samples = sum.stats.counted * cfg_.batch;
+  if (first_update_time_ >= 0 && end > first_update_time_)
+    sum.steady_samples_per_s = double(sum.samples - first_update_samples_) / (end - first_update_time_);
   sum.params.assign(last->data, last->data + last->size);
   sum.checksum = checksum(last->data, last->size);
   sum.k = agg_->k();
@@ -373,6 +411,7 @@ RunSummary Trainer::run() {
                                    {"wall", sum.wall},
                                    {"updates", sum.updates},
                                    {"samples", sum.samples},
+                                   {"steady_samples_per_s", sum.steady_samples_per_s},
                                    {"test_accuracy", sum.final_eval.accuracy},
                                    {"test_loss", sum.final_eval.loss},
                                    {"staleness_mean", sum.stats.counted ? sum.stats.staleness_sum / double(sum.stats.counted) : 0.0},
@@ -384,6 +423,78 @@ RunSummary Trainer::run() {
   }
   if (trace_) trace_->commit();
   return sum;
+}
+
+// Sync on the GPUs: no parameter server in the loop. The PS holds a copy that
+// is refreshed for each evaluation and at the end, and the Aggregator's
+// counters are advanced as if each step were a sync update of P gradients.
+RunSummary Trainer::run_device_sync() {
+  const int P = cfg_.workers;
+  std::vector<ModelWorker*> ws;
+  for (auto& r : replicas_) ws.push_back(r.get());
+  DeviceSync sync(ws, cfg_.opt, ps_->latest()->data);
+  std::vector<std::vector<int32_t>> batches(static_cast<size_t>(P));
+  std::vector<uint64_t> batch_ids(static_cast<size_t>(P));
+  std::vector<double> delays(static_cast<size_t>(P));
+  std::vector<float> host(ps_->size());
+  int64_t version = 0;
+  auto absorb = [&](const std::vector<float>& losses) {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (float l : losses) {
+      win_loss_sum_ += l;
+      ++win_loss_n_;
+    }
+  };
+  auto publish = [&] {
+    sync.params_to_host(host.data());
+    ps_->reset(host.data(), version);
+  };
+  double now = 0;
+  for (;;) {
+    now = wall_.seconds();
+    if (cfg_.time_budget > 0 && now >= cfg_.time_budget) break;
+    if (cfg_.max_updates > 0 && version >= cfg_.max_updates) break;
+    if (max_samples_ > 0 && version * P * cfg_.batch >= max_samples_) break;
+    for (int w = 0; w < P; ++w) {
+      batch_ids[size_t(w)] = samplers_[size_t(w)].next(&batches[size_t(w)]);
+      delays[size_t(w)] = straggler_->draw(w);
+    }
+    sync.step(batches, delays, float(cfg_.lr));
+    ++version;
+    if (version == 3) {  // steady state: after the two eager warm-up steps and the graph capture
+      std::lock_guard<std::mutex> lk(mu_);
+      first_update_time_ = wall_.seconds();
+      first_update_samples_ = version * P * cfg_.batch;
+    }
+    absorb(sync.completed());
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stats_.updates = version;
+      stats_.counted = version * P;
+      stats_.pushes = version * P;
+      k_ = P;
+    }
+    const bool eval_due = (eval_every_updates_ > 0 && version >= next_eval_update_) ||
+                          (eval_every_seconds_ > 0 && now >= next_eval_time_);
+    if (eval_due) {
+      if (eval_every_updates_ > 0) next_eval_update_ += eval_every_updates_;
+      if (eval_every_seconds_ > 0) next_eval_time_ += eval_every_seconds_;
+      absorb(sync.drain());
+      publish();
+      evaluate_and_report(ps_->latest(), wall_.seconds(), false);
+    }
+    progress_tick(now, false);
+  }
+  absorb(sync.drain());
+  now = wall_.seconds();
+  publish();
+  // Count the steps in the Aggregator too, so the summary reads like a PS run.
+  AggregatorStats& st = agg_->stats();
+  st.updates = version;
+  st.counted = st.pushes = version * P;
+  for (int w = 0; w < P; ++w) st.counted_by_worker[size_t(w)] = st.pushes_by_worker[size_t(w)] = version;
+  agg_->set_version(version);
+  return finish(now);
 }
 
 RunSummary Trainer::run_replay() {

@@ -13,6 +13,7 @@
 #include "datasets/dataset.h"
 #include "datasets/sampler.h"
 #include "runtime/clock.h"
+#include "runtime/device_sync.h"
 #include "runtime/optimizer.h"
 #include "runtime/output.h"
 #include "runtime/straggler.h"
@@ -49,7 +50,11 @@ struct TrainConfig {
   double base_time = 0;  // virtual: fixed part of each compute time (seconds)
   int64_t max_staleness = -1;
   std::string devices = "auto";  // auto | cpu | cuda
-  bool deterministic = false;    // deterministic cuDNN algorithms, no CUDA graphs
+  // Where a sync update runs: host (the parameter server), device (all-reduce
+  // and update on the GPUs, sync with one worker per GPU only) or auto.
+  std::string aggregate = "auto";
+  bool deterministic = false;    // deterministic cuDNN algorithms only
+  bool cuda_graphs = true;       // capture each worker's step as a CUDA graph
   // misc
   uint64_t seed = 1;
   int threads = 0;  // 0: all hardware threads
@@ -65,6 +70,7 @@ struct RunSummary {
   double wall = 0;       // wall seconds
   int64_t updates = 0;
   int64_t samples = 0;   // counted gradients x batch
+  double steady_samples_per_s = 0;  // after the first update (excludes start-up and warm-up)
   EvalResult final_eval;
   AggregatorStats stats;
   uint64_t checksum = 0;  // of the final parameters
@@ -93,6 +99,8 @@ class Trainer : public EngineListener {
  private:
   void setup();
   RunSummary run_replay();
+  RunSummary run_device_sync();
+  RunSummary finish(double end);
   EvalResult evaluate_and_report(const SnapshotPtr& s, double now, bool final);
   void progress_tick(double now, bool force);
   nlohmann::json header_json() const;
@@ -100,6 +108,7 @@ class Trainer : public EngineListener {
   TrainConfig cfg_;
   std::shared_ptr<const DataSplit> data_;
   bool use_cuda_ = false;
+  bool device_sync_ = false;
   bool virtual_clock_ = false;
   int threads_ = 1;
   std::unique_ptr<ThreadPool> compute_pool_, apply_pool_;
@@ -126,6 +135,10 @@ class Trainer : public EngineListener {
   double win_stale_sum_ = 0;
   int64_t win_stale_n_ = 0, win_stale_max_ = 0;
   int64_t cancelled_ = 0;
+  double first_update_time_ = -1;  // clock time of the first update, and the samples counted by then
+  int64_t first_update_samples_ = 0;
+  AggregatorStats stats_;  // the Aggregator's, copied by the PS thread for the monitor
+  int k_ = 1;
   double last_loss_ = 0;
   double last_acc_ = -1;
   double last_progress_wall_ = -1;

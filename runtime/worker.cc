@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <thread>
@@ -71,16 +72,18 @@ std::shared_ptr<DeviceData> device_data(Context& ctx, const Dataset& d) {
 }
 }  // namespace
 
-// CUDA staging of one worker: indices in pinned memory, the gathered batch on
-// the device, the step captured as a graph, scalars read back through pinned
-// memory.
+// CUDA staging of one worker: indices in pinned memory (two buffers, used in
+// turn), the gathered batch on the device, the step captured as a graph per
+// index buffer, scalars read back through pinned memory.
 struct ModelWorker::Device {
   std::shared_ptr<DeviceData> data;
-  Buffer<int32_t> idx_host, idx_dev, y_dev, bad_dev, bad_host;
+  Buffer<int32_t> idx_host[2];
+  Buffer<int32_t> idx_dev, y_dev, bad_dev, bad_host;
   Buffer<float> x_dev, loss_host;
   Event done;
-  Graph graph;
-  int graph_batch = 0;  // batch size the graph was captured for
+  Graph graph[2];
+  int parity = 0;
+  int graph_batch = 0;  // batch size the graphs were captured for
   int eager_steps = 0;  // steps run before capture (warm-up: algorithm choice, workspace sizing)
 };
 
@@ -99,7 +102,8 @@ ModelWorker::ModelWorker(int id, Context& ctx, const std::string& arch, const Da
     dev_ = std::make_unique<Device>();
     dev_->data = device_data(ctx, train);
     const int dv = ctx.device();
-    dev_->idx_host = Buffer<int32_t>(MemKind::Pinned, size_t(batch), dv);
+    dev_->idx_host[0] = Buffer<int32_t>(MemKind::Pinned, size_t(batch), dv);
+    dev_->idx_host[1] = Buffer<int32_t>(MemKind::Pinned, size_t(batch), dv);
     dev_->idx_dev = Buffer<int32_t>(MemKind::Device, size_t(batch), dv);
     dev_->y_dev = Buffer<int32_t>(MemKind::Device, size_t(batch), dv);
     dev_->x_dev = Buffer<float>(MemKind::Device, size_t(batch) * train.dim(), dv);
@@ -118,6 +122,7 @@ ModelWorker::~ModelWorker() {
 
 void ModelWorker::pull(const SnapshotPtr& s) {
   ADASYNC_RANGE(range_pull_);
+  ctx_.make_current();
   params_ = s;
   if (ctx_.is_cuda()) {
     mem_copy(model_.own_params(), s->data, s->size * sizeof(float), ctx_.stream());
@@ -162,41 +167,10 @@ bool ModelWorker::compute(const std::vector<int32_t>& indices, float* slot, doub
     return !cancelled();
   }
 
-  // CUDA: indices -> device, gather, forward, backward, non-finite count as
-  // one graph (captured on the third step of a batch size, after warm-up has
-  // chosen algorithms and sized workspaces); then the delay and the push.
+  // CUDA: the gradient step on the stream, then the delay and the push.
   Device& d = *dev_;
-  std::memcpy(d.idx_host.data(), indices.data(), size_t(n) * sizeof(int32_t));
-  auto step = [&] {
-    mem_copy(d.idx_dev.data(), d.idx_host.data(), size_t(n) * sizeof(int32_t), ctx_.stream());
-    ops::gather_rows(ctx_, d.data->x.data(), d.data->y.data(), d.idx_dev.data(), n, dim, d.x_dev.data(),
-                     d.y_dev.data());
-    {
-      ADASYNC_RANGE(range_fwd_);
-      model_.forward_loss(d.x_dev.data(), d.y_dev.data(), n);
-    }
-    {
-      ADASYNC_RANGE(range_bwd_);
-      model_.backward(d.x_dev.data(), n);
-    }
-    ops::count_nonfinite(ctx_, model_.grads(), model_.num_params(), d.bad_dev.data());
-  };
-  if (d.graph_batch != n) {
-    d.graph.reset();
-    d.graph_batch = n;
-    d.eager_steps = 0;
-  }
-  if (d.graph.ready()) {
-    d.graph.launch(ctx_);
-  } else if (d.eager_steps < 2 || ctx_.deterministic) {
-    step();
-    ++d.eager_steps;
-  } else {
-    d.graph.begin_capture(ctx_);
-    step();
-    d.graph.end_capture(ctx_);
-    d.graph.launch(ctx_);
-  }
+  enqueue_gradient(indices);
+  ops::count_nonfinite(ctx_, model_.grads(), model_.num_params(), d.bad_dev.data());
   if (delay > 0) {
     ADASYNC_RANGE(range_delay_);
     ops::spin_delay(ctx_, delay, cancel != nullptr ? cancel->mapped() : nullptr, uint32_t(gen));
@@ -212,6 +186,57 @@ bool ModelWorker::compute(const std::vector<int32_t>& indices, float* slot, doub
   out->loss = d.loss_host.data()[0];
   out->finite = d.bad_host.data()[0] == 0 && std::isfinite(out->loss);
   return !cancelled();
+}
+
+void ModelWorker::enqueue_gradient(const std::vector<int32_t>& indices) {
+  EXPECTS(ctx_.is_cuda() && dev_, "enqueue_gradient needs a CUDA worker");
+  ctx_.make_current();
+  Device& d = *dev_;
+  const int n = int(indices.size());
+  const int par = d.parity;
+  d.parity ^= 1;
+  std::memcpy(d.idx_host[par].data(), indices.data(), size_t(n) * sizeof(int32_t));
+  // Indices -> device, gather, forward, backward: the fixed part of a step,
+  // captured as a graph once warm-up (two eager steps) has chosen the cuDNN
+  // algorithms and sized every workspace.
+  auto step = [&] {
+    mem_copy(d.idx_dev.data(), d.idx_host[par].data(), size_t(n) * sizeof(int32_t), ctx_.stream());
+    ops::gather_rows(ctx_, d.data->x.data(), d.data->y.data(), d.idx_dev.data(), n, data_.dim(), d.x_dev.data(),
+                     d.y_dev.data());
+    {
+      ADASYNC_RANGE(range_fwd_);
+      model_.forward_loss(d.x_dev.data(), d.y_dev.data(), n);
+    }
+    {
+      ADASYNC_RANGE(range_bwd_);
+      model_.backward(d.x_dev.data(), n);
+    }
+  };
+  if (d.graph_batch != n) {
+    d.graph[0].reset();
+    d.graph[1].reset();
+    d.graph_batch = n;
+    d.eager_steps = 0;
+  }
+  if (d.graph[par].ready()) {
+    d.graph[par].launch(ctx_);
+  } else if (d.eager_steps < 2 || !ctx_.use_graphs) {
+    step();
+    ++d.eager_steps;
+  } else {
+    try {
+      d.graph[par].begin_capture(ctx_);
+      step();
+      d.graph[par].end_capture(ctx_);
+      d.graph[par].launch(ctx_);
+    } catch (const Error& e) {
+      // A capture that fails leaves nothing launched: end it, go eager for good.
+      d.graph[par].abort_capture(ctx_);
+      ctx_.use_graphs = false;
+      std::fprintf(stderr, "adasync: worker %d: CUDA graph capture failed, running eagerly: %s\n", id_, e.what());
+      step();
+    }
+  }
 }
 
 // ------------------------------------------------------------------ Evaluator
@@ -242,6 +267,7 @@ Evaluator::~Evaluator() {
 
 EvalResult Evaluator::evaluate(const float* params, size_t limit) {
   ADASYNC_RANGE("eval");
+  ctx_.make_current();
   const size_t total = limit == 0 ? data_.size() : std::min(limit, data_.size());
   double loss = 0;
   int64_t correct = 0;

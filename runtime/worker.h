@@ -73,6 +73,14 @@ class ModelWorker : public GradientWorker {
   bool compute(const std::vector<int32_t>& indices, float* slot, double delay, const CancelSource* cancel,
                uint64_t gen, GradResult* out) override;
   Model<float>& model() { return model_; }
+  Context& context() { return ctx_; }
+
+  // CUDA contexts only: enqueues gather, forward and backward of `indices` on
+  // the worker's stream, leaving the gradient in model().grads() and the loss
+  // in model().loss_ptr(). Index staging alternates between two pinned
+  // buffers (and two captured graphs), so the caller may enqueue step s+1
+  // once step s-1 is complete.
+  void enqueue_gradient(const std::vector<int32_t>& indices);
 
  private:
   struct Device;  // CUDA-side staging (defined with the CUDA backend)

@@ -13,6 +13,8 @@ namespace {
 
 // Elementwise loops are split in chunks of this many items.
 constexpr size_t kGrain = 1 << 15;
+// Columns (or rows) per block of a split GEMM.
+constexpr int kGemmBlock = 256;
 
 void blas(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
           float beta, float* c, int ldc) {
@@ -148,35 +150,30 @@ void gemm(Context& ctx, bool trans_a, bool trans_b, int m, int n, int k, T alpha
       for (int j = 0; j < n; ++j) c[size_t(i) * ldc + j] = beta == T(0) ? T(0) : beta * c[size_t(i) * ldc + j];
     return;
   }
-  // OpenBLAS runs single-threaded (its idle threads would spin against ours);
-  // large products are split here into column (or row) blocks, one per thread.
-  const int threads = pool_threads(ctx);
+  // OpenBLAS runs single-threaded (its idle threads would spin against ours).
+  // Large products are cut into blocks of kGemmBlock columns (or rows) that
+  // threads share; the cut depends on the shape alone, so every thread count
+  // makes the same BLAS calls and gets bit-identical results.
   const double flops = 2.0 * m * n * k;
-  if (threads <= 1 || flops < 4e6) {
+  const bool split_n = n >= m;
+  const int extent = split_n ? n : m;
+  if (flops < 4e6 || extent < 2 * kGemmBlock) {
     blas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
-  if (n >= m) {
-    const int blocks = std::min(threads, std::max(1, n / 16));
-    ctx.pool()->parallel_chunks(size_t(blocks), 1, [&](int, size_t b0, size_t b1) {
-      for (size_t blk = b0; blk < b1; ++blk) {
-        const int j0 = int(ThreadPool::chunk_begin(size_t(n), blocks, int(blk)));
-        const int j1 = int(ThreadPool::chunk_begin(size_t(n), blocks, int(blk) + 1));
-        const T* bj = trans_b ? b + size_t(j0) * ldb : b + j0;
-        blas(trans_a, trans_b, m, j1 - j0, k, alpha, a, lda, bj, ldb, beta, c + j0, ldc);
+  const int blocks = (extent + kGemmBlock - 1) / kGemmBlock;
+  parallel_for(ctx.pool(), size_t(blocks), 1, [&](size_t b0, size_t b1) {
+    for (size_t blk = b0; blk < b1; ++blk) {
+      const int lo = int(blk) * kGemmBlock, hi = std::min(extent, lo + kGemmBlock);
+      if (split_n) {
+        const T* bj = trans_b ? b + size_t(lo) * ldb : b + lo;
+        blas(trans_a, trans_b, m, hi - lo, k, alpha, a, lda, bj, ldb, beta, c + lo, ldc);
+      } else {
+        const T* ai = trans_a ? a + lo : a + size_t(lo) * lda;
+        blas(trans_a, trans_b, hi - lo, n, k, alpha, ai, lda, b, ldb, beta, c + size_t(lo) * ldc, ldc);
       }
-    });
-  } else {
-    const int blocks = std::min(threads, std::max(1, m / 16));
-    ctx.pool()->parallel_chunks(size_t(blocks), 1, [&](int, size_t b0, size_t b1) {
-      for (size_t blk = b0; blk < b1; ++blk) {
-        const int i0 = int(ThreadPool::chunk_begin(size_t(m), blocks, int(blk)));
-        const int i1 = int(ThreadPool::chunk_begin(size_t(m), blocks, int(blk) + 1));
-        const T* ai = trans_a ? a + i0 : a + size_t(i0) * lda;
-        blas(trans_a, trans_b, i1 - i0, n, k, alpha, ai, lda, b, ldb, beta, c + size_t(i0) * ldc, ldc);
-      }
-    });
-  }
+    }
+  });
 }
 
 template <typename T>

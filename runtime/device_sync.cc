@@ -1,0 +1,107 @@
+#include "runtime/device_sync.h"
+
+#include <cmath>
+
+namespace adasync {
+
+// One step's read-back: each worker's loss in pinned memory and a completion
+// event per stream.
+struct DeviceSync::Slot {
+  Buffer<float> losses;
+  std::vector<Event> done;
+};
+
+DeviceSync::DeviceSync(std::vector<ModelWorker*> workers, const OptimizerConfig& opt, const float* init)
+    : workers_(std::move(workers)), opt_(opt) {
+  EXPECTS(!workers_.empty(), "no workers");
+  EXPECTS(opt.name == "sgd", "on-device updates support SGD (with momentum), not " << opt.name);
+  n_ = workers_[0]->num_params();
+  std::vector<Context*> ctxs;
+  for (ModelWorker* w : workers_) {
+    Context& c = w->context();
+    EXPECTS(c.is_cuda(), "DeviceSync needs CUDA workers");
+    ctxs.push_back(&c);
+    mem_copy(w->model().own_params(), init, n_ * sizeof(float), c.stream());
+    w->model().use_params(nullptr);
+    if (opt.momentum > 0) {
+      velocity_.emplace_back(MemKind::Device, n_, c.device());
+      ops::fill<float>(c, velocity_.back().data(), 0.f, n_);
+    }
+  }
+  if (workers_.size() > 1) comm_ = std::make_unique<Communicator>(ctxs);
+  for (Context* c : ctxs) c->synchronize();
+}
+
+DeviceSync::~DeviceSync() {
+  for (ModelWorker* w : workers_) w->context().synchronize();
+}
+
+void DeviceSync::step(const std::vector<std::vector<int32_t>>& batches, const std::vector<double>& delays, float lr) {
+  ADASYNC_RANGE("device_sync/step");
+  const size_t P = workers_.size();
+  EXPECTS(batches.size() == P, batches.size() << " batches for " << P << " workers");
+  // At most two steps in flight: each worker's index staging is double-buffered.
+  if (inflight_.size() >= 2)
+    for (auto& e : inflight_[inflight_.size() - 2]->done) e.synchronize();
+  std::unique_ptr<Slot> slot;
+  if (!spare_.empty()) {
+    slot = std::move(spare_.back());
+    spare_.pop_back();
+  } else {
+    slot = std::make_unique<Slot>();
+    slot->losses = Buffer<float>(MemKind::Pinned, P);
+    slot->done.resize(P);
+  }
+  std::vector<float*> grads;
+  for (size_t w = 0; w < P; ++w) {
+    ModelWorker& mw = *workers_[w];
+    Context& c = mw.context();
+    c.make_current();
+    mw.enqueue_gradient(batches[w]);
+    if (w < delays.size() && delays[w] > 0) ops::spin_delay(c, delays[w], nullptr, 0);
+    mem_copy(slot->losses.data() + w, mw.model().loss_ptr(), sizeof(float), c.stream());
+    grads.push_back(mw.model().grads());
+  }
+  if (comm_) comm_->all_reduce_sum(grads, n_);
+  // Mean of P gradients folded into the update: v' = mu v' + sum g + P wd w and
+  // w -= (lr / P) v' equals SGD on the mean gradient with v = v' / P.
+  const float inv = 1.0f / float(P);
+  for (size_t w = 0; w < P; ++w) {
+    ModelWorker& mw = *workers_[w];
+    Context& c = mw.context();
+    c.make_current();
+    ops::sgd_update(c, mw.model().own_params(), grads[w], velocity_.empty() ? nullptr : velocity_[w].data(), n_,
+                    lr * inv, float(opt_.momentum), float(opt_.weight_decay) * float(P), opt_.nesterov);
+    slot->done[w].record(c);
+  }
+  inflight_.push_back(std::move(slot));
+}
+
+// Reads the losses of the finished steps: all of them (wait), or all but the
+// newest, which the GPU may still be running.
+std::vector<float> DeviceSync::collect(bool wait) {
+  const size_t take = wait ? inflight_.size() : (inflight_.empty() ? 0 : inflight_.size() - 1);
+  std::vector<float> out;
+  for (size_t i = 0; i < take; ++i) {
+    Slot& s = *inflight_[i];
+    for (auto& e : s.done) e.synchronize();
+    double sum = 0;
+    for (size_t w = 0; w < workers_.size(); ++w) sum += s.losses.data()[w];
+    out.push_back(float(sum / double(workers_.size())));
+    spare_.push_back(std::move(inflight_[i]));
+  }
+  inflight_.erase(inflight_.begin(), inflight_.begin() + long(take));
+  return out;
+}
+
+std::vector<float> DeviceSync::drain() { return collect(true); }
+std::vector<float> DeviceSync::completed() { return collect(false); }
+
+void DeviceSync::params_to_host(float* out) {
+  drain();
+  ModelWorker& w = *workers_[0];
+  mem_copy(out, w.model().own_params(), n_ * sizeof(float), w.context().stream());
+  w.context().synchronize();
+}
+
+}  // namespace adasync

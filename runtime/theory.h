@@ -1,0 +1,32 @@
+// Runtime theory (ALGORITHMS.md section 3): the expected wall time per PS
+// update of each variant when worker compute times X are i.i.d.
+//
+// Closed forms where they exist (exp, shifted-exp, and the renewal results
+// that hold for any X), and a Monte Carlo estimate for any straggler model,
+// obtained by running the virtual clock itself with workers that compute
+// nothing, so the estimate exercises exactly the code that trains.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/straggler.h"
+#include "runtime/variant.h"
+
+namespace adasync::theory {
+
+double harmonic(int n);  // H_n = 1 + 1/2 + ... + 1/n (H_0 = 0)
+
+// E[T] per update, or NaN where ALGORITHMS.md gives no closed form
+// ("simulate"). `base` is a fixed time added to every draw (a shift).
+double expected_time(Variant v, int workers, int k, const StragglerSpec& spec, double base = 0);
+
+struct Estimate {
+  double mean = 0;      // time per update
+  double std_err = 0;   // of the mean, from batch means
+  int64_t updates = 0;
+};
+// Simulates `updates` updates on the virtual clock and measures time per update.
+Estimate simulate(Variant v, int workers, int k, const StragglerSpec& spec, int64_t updates, uint64_t seed,
+                  double base = 0);
+
+}  // namespace adasync::theory

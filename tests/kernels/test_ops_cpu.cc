@@ -1,0 +1,292 @@
+// CPU ops against straightforward double-precision references on random
+// input, in float and in double, with pooled (threaded) and serial contexts.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cpu/ops_cpu.h"
+#include "kernels/ops.h"
+#include "tests/support/test_util.h"
+
+namespace adasync {
+namespace {
+
+using test::max_rel_error;
+using test::random_vector;
+
+// y[n][k][oh][ow] = b[k] + sum_{c,r,s} w[k][c][r][s] * x[n][c][oh*sh-ph+r][ow*sw-pw+s]
+std::vector<double> conv_ref(const ConvShape& s, const std::vector<double>& x, const std::vector<double>& w,
+                             const std::vector<double>& b) {
+  std::vector<double> y(s.y_size());
+  const int OH = s.out_h(), OW = s.out_w();
+  for (int n = 0; n < s.n; ++n)
+    for (int k = 0; k < s.k; ++k)
+      for (int oh = 0; oh < OH; ++oh)
+        for (int ow = 0; ow < OW; ++ow) {
+          double acc = b.empty() ? 0 : b[size_t(k)];
+          for (int c = 0; c < s.c; ++c)
+            for (int r = 0; r < s.r; ++r)
+              for (int q = 0; q < s.s; ++q) {
+                const int ih = oh * s.stride_h - s.pad_h + r, iw = ow * s.stride_w - s.pad_w + q;
+                if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) continue;
+                acc += w[((size_t(k) * s.c + c) * s.r + r) * s.s + q] * x[((size_t(n) * s.c + c) * s.h + ih) * s.w + iw];
+              }
+          y[((size_t(n) * s.k + k) * OH + oh) * OW + ow] = acc;
+        }
+  return y;
+}
+
+struct ConvCase {
+  int n, c, h, w, k, r, pad, stride;
+};
+
+class ConvOps : public ::testing::TestWithParam<std::tuple<ConvCase, int>> {};
+
+TEST_P(ConvOps, ForwardAndBothBackwardsMatchTheDirectReference) {
+  const auto [cc, threads] = GetParam();
+  ConvShape s;
+  s.n = cc.n, s.c = cc.c, s.h = cc.h, s.w = cc.w, s.k = cc.k, s.r = s.s = cc.r;
+  s.pad_h = s.pad_w = cc.pad;
+  s.stride_h = s.stride_w = cc.stride;
+  ThreadPool pool(threads);
+  auto ctx = Context::cpu(&pool);
+  const auto x = random_vector<double>(s.x_size(), 1);
+  const auto w = random_vector<double>(s.w_size(), 2);
+  const auto b = random_vector<double>(size_t(s.k), 3);
+  const auto dy = random_vector<double>(s.y_size(), 4);
+
+  // Forward in double and in float.
+  std::vector<double> y(s.y_size(), NAN);
+  ops::conv2d_forward<double>(*ctx, s, x.data(), w.data(), b.data(), y.data());
+  const auto y_ref = conv_ref(s, x, w, b);
+  EXPECT_LT(max_rel_error(y, y_ref), 1e-12);
+  std::vector<float> xf(x.begin(), x.end()), wf(w.begin(), w.end()), bf(b.begin(), b.end()), yf(s.y_size(), NAN);
+  ops::conv2d_forward<float>(*ctx, s, xf.data(), wf.data(), bf.data(), yf.data());
+  EXPECT_LT(max_rel_error(yf, y_ref), 1e-5);
+
+  // Backward references from the definition: dx = d/dx <dy, conv(x)>, dw likewise.
+  std::vector<double> dx_ref(s.x_size(), 0), dw_ref(s.w_size(), 0), db_ref(size_t(s.k), 0);
+  const int OH = s.out_h(), OW = s.out_w();
+  for (int n = 0; n < s.n; ++n)
+    for (int k = 0; k < s.k; ++k)
+      for (int oh = 0; oh < OH; ++oh)
+        for (int ow = 0; ow < OW; ++ow) {
+          const double g = dy[((size_t(n) * s.k + k) * OH + oh) * OW + ow];
+          db_ref[size_t(k)] += g;
+          for (int c = 0; c < s.c; ++c)
+            for (int r = 0; r < s.r; ++r)
+              for (int q = 0; q < s.s; ++q) {
+                const int ih = oh * s.stride_h - s.pad_h + r, iw = ow * s.stride_w - s.pad_w + q;
+                if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) continue;
+                const size_t xi = ((size_t(n) * s.c + c) * s.h + ih) * s.w + iw;
+                const size_t wi = ((size_t(k) * s.c + c) * s.r + r) * s.s + q;
+                dx_ref[xi] += g * w[wi];
+                dw_ref[wi] += g * x[xi];
+              }
+        }
+  std::vector<double> dx(s.x_size(), NAN), dw(s.w_size(), NAN), db(size_t(s.k), NAN);
+  ops::conv2d_backward_data<double>(*ctx, s, dy.data(), w.data(), dx.data());
+  ops::conv2d_backward_filter<double>(*ctx, s, x.data(), dy.data(), dw.data(), db.data());
+  EXPECT_LT(max_rel_error(dx, dx_ref), 1e-12);
+  EXPECT_LT(max_rel_error(dw, dw_ref), 1e-12);
+  EXPECT_LT(max_rel_error(db, db_ref), 1e-12);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, ConvOps,
+    ::testing::Combine(::testing::Values(ConvCase{3, 2, 7, 7, 4, 3, 1, 1},    // same padding
+                                         ConvCase{2, 3, 9, 8, 5, 5, 2, 1},    // 5x5 same, non-square
+                                         ConvCase{2, 2, 9, 9, 3, 3, 0, 2},    // valid, strided
+                                         ConvCase{17, 2, 5, 5, 3, 1, 0, 1},   // pointwise, more than one group
+                                         ConvCase{10, 1, 6, 6, 2, 3, 2, 2}),  // wide padding, strided
+                       ::testing::Values(1, 3)));
+
+TEST(ConvOps, ResultsDoNotDependOnTheThreadCount) {
+  ConvShape s;
+  s.n = 19, s.c = 3, s.h = 8, s.w = 8, s.k = 4, s.r = s.s = 3, s.pad_h = s.pad_w = 1;
+  const auto x = random_vector<float>(s.x_size(), 5);
+  const auto dy = random_vector<float>(s.y_size(), 6);
+  std::vector<std::vector<float>> dws;
+  for (int t : {1, 2, 4}) {
+    ThreadPool pool(t);
+    auto ctx = Context::cpu(&pool);
+    std::vector<float> dw(s.w_size()), db(size_t(s.k));
+    ops::conv2d_backward_filter<float>(*ctx, s, x.data(), dy.data(), dw.data(), db.data());
+    dws.push_back(dw);
+  }
+  EXPECT_EQ(0, std::memcmp(dws[0].data(), dws[1].data(), dws[0].size() * 4));
+  EXPECT_EQ(0, std::memcmp(dws[0].data(), dws[2].data(), dws[0].size() * 4));
+}
+
+class GemmOps : public ::testing::TestWithParam<std::tuple<bool, bool, int>> {};
+
+TEST_P(GemmOps, MatchesTheTripleLoopInEveryTransposeAndThreadCount) {
+  const auto [ta, tb, threads] = GetParam();
+  ThreadPool pool(threads);
+  auto ctx = Context::cpu(&pool);
+  // Large enough that the threaded split is used (> 4 MFLOP), odd sizes.
+  const int m = 67, n = 131, k = 301;
+  const auto a = random_vector<float>(size_t(m) * k, 7);
+  const auto b = random_vector<float>(size_t(k) * n, 8);
+  auto c = random_vector<float>(size_t(m) * n, 9);
+  std::vector<double> ref(c.size());
+  const float alpha = 0.75f, beta = -0.5f;
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < n; ++j) {
+      double acc = 0;
+      for (int l = 0; l < k; ++l)
+        acc += double(ta ? a[size_t(l) * m + i] : a[size_t(i) * k + l]) * double(tb ? b[size_t(j) * k + l] : b[size_t(l) * n + j]);
+      ref[size_t(i) * n + j] = alpha * acc + beta * double(c[size_t(i) * n + j]);
+    }
+  ops::gemm<float>(*ctx, ta, tb, m, n, k, alpha, a.data(), ta ? m : k, b.data(), tb ? k : n, beta, c.data(), n);
+  EXPECT_LT(max_rel_error(c, ref), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, GemmOps, ::testing::Combine(::testing::Bool(), ::testing::Bool(), ::testing::Values(1, 2, 3)));
+
+class PoolOps : public ::testing::TestWithParam<std::tuple<int, int, bool>> {};
+
+TEST_P(PoolOps, ForwardTakesTheFirstMaximumAndBackwardRoutesToIt) {
+  const auto [size, stride, relu] = GetParam();
+  ThreadPool pool(2);
+  auto ctx = Context::cpu(&pool);
+  PoolShape s;
+  s.n = 3, s.c = 4, s.h = 9, s.w = 8, s.size = size, s.stride = stride;
+  // Few distinct values, so ties are common and the first-maximum rule is exercised.
+  auto x = random_vector<float>(s.x_size(), 10);
+  for (auto& v : x) v = std::round(v * 3) / 3;
+  std::vector<float> y(s.y_size(), NAN);
+  std::vector<int32_t> am(s.y_size(), -7);
+  ops::maxpool2d_forward<float>(*ctx, s, x.data(), y.data(), am.data(), relu);
+  const int OH = s.out_h(), OW = s.out_w();
+  const auto dy = random_vector<float>(s.y_size(), 11);
+  std::vector<double> dx_ref(s.x_size(), 0);
+  for (int p = 0; p < s.n * s.c; ++p)
+    for (int oh = 0; oh < OH; ++oh)
+      for (int ow = 0; ow < OW; ++ow) {
+        int best = -1;
+        float v = -INFINITY;
+        for (int i = 0; i < size; ++i)
+          for (int j = 0; j < size; ++j) {
+            const int idx = (oh * stride + i) * s.w + ow * stride + j;
+            if (x[size_t(p) * s.h * s.w + idx] > v) v = x[size_t(p) * s.h * s.w + idx], best = idx;
+          }
+        if (relu && !(v > 0)) v = 0, best = -1;
+        const size_t o = (size_t(p) * OH + oh) * OW + ow;
+        EXPECT_EQ(y[o], v);
+        EXPECT_EQ(am[o], best);
+        if (best >= 0) dx_ref[size_t(p) * s.h * s.w + size_t(best)] += dy[o];
+      }
+  std::vector<float> dx(s.x_size(), NAN);
+  ops::maxpool2d_backward<float>(*ctx, s, dy.data(), am.data(), dx.data());
+  EXPECT_LT(max_rel_error(dx, dx_ref), 1e-7);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, PoolOps,
+                         ::testing::Values(std::make_tuple(2, 2, false), std::make_tuple(2, 2, true),
+                                           std::make_tuple(3, 2, false), std::make_tuple(3, 3, true),
+                                           std::make_tuple(2, 1, true)));
+
+TEST(ElementwiseOps, ReluBiasAndBlasLevel1MatchTheirDefinitions) {
+  auto ctx = Context::cpu();
+  const size_t n = 1000;
+  const auto x = random_vector<float>(n, 12);
+  const auto dy = random_vector<float>(n, 13);
+  std::vector<float> y(n, NAN), dx(n, NAN);
+  ops::relu_forward<float>(*ctx, x.data(), y.data(), n);
+  ops::relu_backward<float>(*ctx, y.data(), dy.data(), dx.data(), n);
+  for (size_t i = 0; i < n; ++i) {
+    EXPECT_EQ(y[i], x[i] > 0 ? x[i] : 0.f);
+    EXPECT_EQ(dx[i], x[i] > 0 ? dy[i] : 0.f);
+  }
+  const int rows = 7, cols = 13;
+  auto m = random_vector<float>(size_t(rows) * cols, 14);
+  const auto b = random_vector<float>(size_t(cols), 15);
+  const auto m0 = m;
+  ops::bias_add<float>(*ctx, m.data(), b.data(), rows, cols);
+  std::vector<float> db(size_t(cols), NAN);
+  ops::bias_grad<float>(*ctx, m0.data(), db.data(), rows, cols);
+  for (int c = 0; c < cols; ++c) {
+    double s = 0;
+    for (int r = 0; r < rows; ++r) {
+      EXPECT_EQ(m[size_t(r) * cols + c], m0[size_t(r) * cols + c] + b[size_t(c)]);
+      s += m0[size_t(r) * cols + c];
+    }
+    EXPECT_NEAR(db[size_t(c)], s, 1e-5);
+  }
+  std::vector<float> z(n, 1.f);
+  ops::axpy<float>(*ctx, 2.f, x.data(), z.data(), n);
+  ops::scale<float>(*ctx, 0.5f, z.data(), z.data(), n);
+  for (size_t i = 0; i < n; ++i) EXPECT_FLOAT_EQ(z[i], 0.5f * (1.f + 2.f * x[i]));
+}
+
+TEST(LossOps, SoftmaxCrossEntropyAndAccuracyMatchTheDefinition) {
+  auto ctx = Context::cpu();
+  const int rows = 9, classes = 5;
+  const auto z = random_vector<double>(size_t(rows) * classes, 16, -3, 3);
+  std::vector<int32_t> y(static_cast<size_t>(rows));
+  for (int r = 0; r < rows; ++r) y[size_t(r)] = (r * 3) % classes;
+  double loss = NAN;
+  std::vector<double> d(z.size(), NAN);
+  ops::softmax_xent<double>(*ctx, z.data(), y.data(), rows, classes, &loss, d.data());
+  double ref = 0;
+  int correct_ref = 0;
+  for (int r = 0; r < rows; ++r) {
+    double sum = 0;
+    int best = 0;
+    for (int c = 0; c < classes; ++c) {
+      sum += std::exp(z[size_t(r) * classes + c]);
+      if (z[size_t(r) * classes + c] > z[size_t(r) * classes + best]) best = c;
+    }
+    correct_ref += best == y[size_t(r)];
+    ref += -std::log(std::exp(z[size_t(r) * classes + y[size_t(r)]]) / sum);
+    for (int c = 0; c < classes; ++c) {
+      const double p = std::exp(z[size_t(r) * classes + c]) / sum;
+      EXPECT_NEAR(d[size_t(r) * classes + c], (p - (c == y[size_t(r)])) / rows, 1e-12);
+    }
+  }
+  EXPECT_NEAR(loss, ref / rows, 1e-12);
+  int32_t correct = -1;
+  ops::count_correct<double>(*ctx, z.data(), y.data(), rows, classes, &correct);
+  EXPECT_EQ(correct, correct_ref);
+  // A label out of range is a clear error, not a silent read out of bounds.
+  y[0] = classes;
+  EXPECT_THROW(ops::softmax_xent<double>(*ctx, z.data(), y.data(), rows, classes, &loss, d.data()), Error);
+}
+
+TEST(OptimOps, SgdUpdateAndGatherAndNonFiniteCount) {
+  auto ctx = Context::cpu();
+  const size_t n = 257;
+  auto w = random_vector<float>(n, 17);
+  const auto g = random_vector<float>(n, 18);
+  auto v = random_vector<float>(n, 19);
+  const auto w0 = w, v0 = v;
+  ops::sgd_update(*ctx, w.data(), g.data(), v.data(), n, 0.1f, 0.9f, 0.01f, true);
+  for (size_t i = 0; i < n; ++i) {
+    const float gi = g[i] + 0.01f * w0[i];
+    const float vi = 0.9f * v0[i] + gi;
+    EXPECT_FLOAT_EQ(v[i], vi);
+    EXPECT_FLOAT_EQ(w[i], w0[i] - 0.1f * (gi + 0.9f * vi));
+  }
+  const std::vector<float> rows = {0, 1, 2, 3, 4, 5};
+  const std::vector<int32_t> labels = {7, 8, 9};
+  const std::vector<int32_t> idx = {2, 0, 2};
+  std::vector<float> out(6, NAN);
+  std::vector<int32_t> out_l(3, -1);
+  ops::gather_rows(*ctx, rows.data(), labels.data(), idx.data(), 3, 2, out.data(), out_l.data());
+  EXPECT_EQ(out, (std::vector<float>{4, 5, 0, 1, 4, 5}));
+  EXPECT_EQ(out_l, (std::vector<int32_t>{9, 7, 9}));
+  std::vector<float> f(100000, 1.f);
+  f[5] = NAN;
+  f[99999] = INFINITY;
+  f[50000] = -INFINITY;
+  ThreadPool pool(3);
+  ctx->set_pool(&pool);
+  int32_t bad = -1;
+  ops::count_nonfinite(*ctx, f.data(), f.size(), &bad);
+  EXPECT_EQ(bad, 3);
+}
+
+}  // namespace
+}  // namespace adasync

@@ -1,0 +1,250 @@
+// Every CUDA op against its CPU twin on fresh random input. Outputs are
+// poisoned first (NaN / -1 bytes), so an element the kernel does not write
+// fails. FP32 paths must agree to ~1e-5 (L2-relative), TF32 paths to ~1e-3.
+// Labelled gpu: each test skips, saying why, when no device is usable.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "kernels/cpu/ops_cpu.h"
+#include "kernels/ops.h"
+#include "tests/support/test_util.h"
+
+namespace adasync {
+namespace {
+
+using test::download;
+using test::l2_rel_error;
+using test::poisoned;
+using test::random_vector;
+using test::upload;
+
+class CudaOps : public test::GpuTest {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped()) return;
+    gpu = Context::cuda(0, "test");
+    cpu = Context::cpu();
+  }
+  std::unique_ptr<Context> gpu, cpu;
+  uint64_t seed = uint64_t(::testing::UnitTest::GetInstance()->random_seed()) * 1000 + 1;
+};
+
+TEST_F(CudaOps, GemmAllTransposesFp32AndTf32) {
+  for (bool tf32 : {false, true})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const int m = 45, n = 77, k = 123;
+        const auto a = random_vector<float>(size_t(m) * k, seed++);
+        const auto b = random_vector<float>(size_t(k) * n, seed++);
+        const auto c0 = random_vector<float>(size_t(m) * n, seed++);
+        std::vector<float> ref = c0;
+        cpu::gemm<float>(*cpu, ta, tb, m, n, k, 1.5f, a.data(), ta ? m : k, b.data(), tb ? k : n, 0.5f, ref.data(), n);
+        gpu->tf32_gemm = tf32;
+        auto da = upload(*gpu, a), db = upload(*gpu, b), dc = upload(*gpu, c0);
+        ops::gemm<float>(*gpu, ta, tb, m, n, k, 1.5f, da.data(), ta ? m : k, db.data(), tb ? k : n, 0.5f, dc.data(), n);
+        EXPECT_LT(l2_rel_error(download(*gpu, dc.data(), dc.size()), ref), tf32 ? 2e-3 : 1e-5)
+            << "tf32 " << tf32 << " ta " << ta << " tb " << tb;
+      }
+}
+
+TEST_F(CudaOps, ConvolutionForwardAndBackwardFp32AndTf32) {
+  for (bool tf32 : {false, true}) {
+    ConvShape s;
+    s.n = 5, s.c = 3, s.h = 13, s.w = 11, s.k = 8, s.r = s.s = 5, s.pad_h = s.pad_w = 2;
+    const auto x = random_vector<float>(s.x_size(), seed++);
+    const auto w = random_vector<float>(s.w_size(), seed++);
+    const auto b = random_vector<float>(size_t(s.k), seed++);
+    const auto dy = random_vector<float>(s.y_size(), seed++);
+    std::vector<float> y(s.y_size()), dx(s.x_size()), dw(s.w_size()), dbias(size_t(s.k));
+    cpu::conv2d_forward<float>(*cpu, s, x.data(), w.data(), b.data(), y.data());
+    cpu::conv2d_backward_data<float>(*cpu, s, dy.data(), w.data(), dx.data());
+    cpu::conv2d_backward_filter<float>(*cpu, s, x.data(), dy.data(), dw.data(), dbias.data());
+    gpu->tf32_conv = tf32;
+    auto gx = upload(*gpu, x), gw = upload(*gpu, w), gb = upload(*gpu, b), gdy = upload(*gpu, dy);
+    auto gy = poisoned<float>(*gpu, y.size()), gdx = poisoned<float>(*gpu, dx.size());
+    auto gdw = poisoned<float>(*gpu, dw.size()), gdb = poisoned<float>(*gpu, dbias.size());
+    ops::conv2d_forward<float>(*gpu, s, gx.data(), gw.data(), gb.data(), gy.data());
+    ops::conv2d_backward_data<float>(*gpu, s, gdy.data(), gw.data(), gdx.data());
+    ops::conv2d_backward_filter<float>(*gpu, s, gx.data(), gdy.data(), gdw.data(), gdb.data());
+    const double tol = tf32 ? 2e-3 : 1e-5;
+    EXPECT_LT(l2_rel_error(download(*gpu, gy.data(), y.size()), y), tol) << "forward tf32=" << tf32;
+    EXPECT_LT(l2_rel_error(download(*gpu, gdx.data(), dx.size()), dx), tol) << "backward data tf32=" << tf32;
+    EXPECT_LT(l2_rel_error(download(*gpu, gdw.data(), dw.size()), dw), tol) << "backward filter tf32=" << tf32;
+    EXPECT_LT(l2_rel_error(download(*gpu, gdb.data(), dbias.size()), dbias), 1e-5) << "bias";
+  }
+}
+
+TEST_F(CudaOps, DeterministicConvolutionIsBitStable) {
+  gpu->deterministic = true;
+  ConvShape s;
+  s.n = 16, s.c = 32, s.h = 14, s.w = 14, s.k = 64, s.r = s.s = 5, s.pad_h = s.pad_w = 2;
+  auto gx = upload(*gpu, random_vector<float>(s.x_size(), seed++));
+  auto gdy = upload(*gpu, random_vector<float>(s.y_size(), seed++));
+  auto dw1 = poisoned<float>(*gpu, s.w_size()), dw2 = poisoned<float>(*gpu, s.w_size());
+  ops::conv2d_backward_filter<float>(*gpu, s, gx.data(), gdy.data(), dw1.data(), nullptr);
+  ops::conv2d_backward_filter<float>(*gpu, s, gx.data(), gdy.data(), dw2.data(), nullptr);
+  EXPECT_EQ(download(*gpu, dw1.data(), dw1.size()), download(*gpu, dw2.data(), dw2.size()));
+}
+
+TEST_F(CudaOps, MaxPoolPlainFusedAndOverlappingMatchExactly) {
+  for (auto [size, stride, relu] : {std::tuple{2, 2, false}, std::tuple{2, 2, true}, std::tuple{3, 2, true}}) {
+    PoolShape s;
+    s.n = 4, s.c = 3, s.h = 12, s.w = 10, s.size = size, s.stride = stride;
+    auto x = random_vector<float>(s.x_size(), seed++);
+    for (auto& v : x) v = std::round(v * 4) / 4;  // ties: the first maximum must win on both
+    const auto dy = random_vector<float>(s.y_size(), seed++);
+    std::vector<float> y(s.y_size()), dx(s.x_size());
+    std::vector<int32_t> am(s.y_size());
+    cpu::maxpool2d_forward<float>(*cpu, s, x.data(), y.data(), am.data(), relu);
+    cpu::maxpool2d_backward<float>(*cpu, s, dy.data(), am.data(), dx.data());
+    auto gx = upload(*gpu, x), gdy = upload(*gpu, dy);
+    auto gy = poisoned<float>(*gpu, y.size()), gdx = poisoned<float>(*gpu, dx.size());
+    auto gam = poisoned<int32_t>(*gpu, am.size());
+    ops::maxpool2d_forward<float>(*gpu, s, gx.data(), gy.data(), gam.data(), relu);
+    ops::maxpool2d_backward<float>(*gpu, s, gdy.data(), gam.data(), gdx.data());
+    EXPECT_EQ(download(*gpu, gy.data(), y.size()), y);
+    EXPECT_EQ(download(*gpu, gam.data(), am.size()), am);
+    EXPECT_LT(l2_rel_error(download(*gpu, gdx.data(), dx.size()), dx), 1e-6);
+  }
+}
+
+TEST_F(CudaOps, ElementwiseBiasAndBlas1) {
+  const size_t n = 100003;
+  const auto x = random_vector<float>(n, seed++), dy = random_vector<float>(n, seed++);
+  std::vector<float> y(n), dx(n);
+  cpu::relu_forward<float>(*cpu, x.data(), y.data(), n);
+  cpu::relu_backward<float>(*cpu, y.data(), dy.data(), dx.data(), n);
+  auto gx = upload(*gpu, x), gdy = upload(*gpu, dy);
+  auto gy = poisoned<float>(*gpu, n), gdx = poisoned<float>(*gpu, n);
+  ops::relu_forward<float>(*gpu, gx.data(), gy.data(), n);
+  ops::relu_backward<float>(*gpu, gy.data(), gdy.data(), gdx.data(), n);
+  EXPECT_EQ(download(*gpu, gy.data(), n), y);
+  EXPECT_EQ(download(*gpu, gdx.data(), n), dx);
+
+  const int rows = 67, cols = 1031;
+  auto m = random_vector<float>(size_t(rows) * cols, seed++);
+  const auto b = random_vector<float>(size_t(cols), seed++);
+  auto gm = upload(*gpu, m), gbias = upload(*gpu, b);
+  auto gdb = poisoned<float>(*gpu, size_t(cols));
+  std::vector<float> db(static_cast<size_t>(cols));
+  cpu::bias_grad<float>(*cpu, m.data(), db.data(), rows, cols);
+  ops::bias_grad<float>(*gpu, gm.data(), gdb.data(), rows, cols);
+  EXPECT_LT(l2_rel_error(download(*gpu, gdb.data(), db.size()), db), 1e-6);
+  cpu::bias_add<float>(*cpu, m.data(), b.data(), rows, cols);
+  ops::bias_add<float>(*gpu, gm.data(), gbias.data(), rows, cols);
+  EXPECT_EQ(download(*gpu, gm.data(), m.size()), m);
+
+  auto z = random_vector<float>(n, seed++);
+  auto gz = upload(*gpu, z);
+  cpu::axpy<float>(*cpu, 0.25f, x.data(), z.data(), n);
+  cpu::scale<float>(*cpu, -2.f, z.data(), z.data(), n);
+  ops::axpy<float>(*gpu, 0.25f, gx.data(), gz.data(), n);
+  ops::scale<float>(*gpu, -2.f, gz.data(), gz.data(), n);
+  EXPECT_LT(l2_rel_error(download(*gpu, gz.data(), n), z), 1e-7);
+  ops::fill<float>(*gpu, gz.data(), 3.f, n);
+  EXPECT_EQ(download(*gpu, gz.data(), n), std::vector<float>(n, 3.f));
+}
+
+TEST_F(CudaOps, SoftmaxCrossEntropyAndAccuracy) {
+  for (int rows : {1, 64, 1000}) {
+    const int classes = 10;
+    const auto z = random_vector<float>(size_t(rows) * classes, seed++, -4, 4);
+    std::vector<int32_t> y(static_cast<size_t>(rows));
+    for (int r = 0; r < rows; ++r) y[size_t(r)] = int32_t((r * 7 + int(seed)) % classes);
+    float loss = 0;
+    int32_t correct = -1;
+    std::vector<float> dz(z.size());
+    cpu::softmax_xent<float>(*cpu, z.data(), y.data(), rows, classes, &loss, dz.data());
+    cpu::count_correct<float>(*cpu, z.data(), y.data(), rows, classes, &correct);
+    auto gz = upload(*gpu, z);
+    auto gy = upload(*gpu, y);
+    auto gloss = poisoned<float>(*gpu, 1), gdz = poisoned<float>(*gpu, dz.size());
+    auto gc = poisoned<int32_t>(*gpu, 1);
+    ops::softmax_xent<float>(*gpu, gz.data(), gy.data(), rows, classes, gloss.data(), gdz.data());
+    ops::count_correct<float>(*gpu, gz.data(), gy.data(), rows, classes, gc.data());
+    EXPECT_NEAR(download(*gpu, gloss.data(), 1)[0], loss, 1e-5 * std::max(1.f, std::fabs(loss)));
+    EXPECT_LT(l2_rel_error(download(*gpu, gdz.data(), dz.size()), dz), 1e-5);
+    EXPECT_EQ(download(*gpu, gc.data(), 1)[0], correct);
+  }
+}
+
+TEST_F(CudaOps, SgdGatherAndNonFiniteCount) {
+  const size_t n = 77777;
+  auto w = random_vector<float>(n, seed++), v = random_vector<float>(n, seed++);
+  const auto g = random_vector<float>(n, seed++);
+  auto gw = upload(*gpu, w), gv = upload(*gpu, v), gg = upload(*gpu, g);
+  cpu::sgd_update(*cpu, w.data(), g.data(), v.data(), n, 0.05f, 0.9f, 1e-4f, true);
+  ops::sgd_update(*gpu, gw.data(), gg.data(), gv.data(), n, 0.05f, 0.9f, 1e-4f, true);
+  EXPECT_LT(l2_rel_error(download(*gpu, gw.data(), n), w), 1e-6);
+  EXPECT_LT(l2_rel_error(download(*gpu, gv.data(), n), v), 1e-6);
+
+  const size_t dim = 37;
+  const auto rows = random_vector<float>(100 * dim, seed++);
+  std::vector<int32_t> labels(100), idx = {99, 0, 5, 5, 42};
+  for (int i = 0; i < 100; ++i) labels[size_t(i)] = i % 10;
+  std::vector<float> out(idx.size() * dim);
+  std::vector<int32_t> out_l(idx.size());
+  cpu::gather_rows(*cpu, rows.data(), labels.data(), idx.data(), int(idx.size()), dim, out.data(), out_l.data());
+  auto grows = upload(*gpu, rows);
+  auto glabels = upload(*gpu, labels), gidx = upload(*gpu, idx);
+  auto gout = poisoned<float>(*gpu, out.size());
+  auto gout_l = poisoned<int32_t>(*gpu, out_l.size());
+  ops::gather_rows(*gpu, grows.data(), glabels.data(), gidx.data(), int(idx.size()), dim, gout.data(), gout_l.data());
+  EXPECT_EQ(download(*gpu, gout.data(), out.size()), out);
+  EXPECT_EQ(download(*gpu, gout_l.data(), out_l.size()), out_l);
+
+  auto f = random_vector<float>(1 << 20, seed++);
+  f[3] = NAN;
+  f[1 << 19] = INFINITY;
+  f[(1 << 20) - 1] = -INFINITY;
+  auto gf = upload(*gpu, f);
+  auto gcount = poisoned<int32_t>(*gpu, 1);
+  ops::count_nonfinite(*gpu, gf.data(), f.size(), gcount.data());
+  EXPECT_EQ(download(*gpu, gcount.data(), 1)[0], 3);
+}
+
+TEST_F(CudaOps, SpinDelayWaitsAndStopsEarlyWhenCancelled) {
+  bool mapped = false;
+  auto* flag = static_cast<volatile uint32_t*>(mapped_alloc(sizeof(uint32_t), &mapped));
+  ASSERT_TRUE(mapped);
+  *flag = 5;
+  auto t0 = std::chrono::steady_clock::now();
+  ops::spin_delay(*gpu, 0.05, flag, 5);
+  gpu->synchronize();
+  const double full = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(full, 0.045);
+  t0 = std::chrono::steady_clock::now();
+  ops::spin_delay(*gpu, 5.0, flag, 5);
+  *flag = 6;  // the host cancels: the kernel must return long before 5 s
+  gpu->synchronize();
+  const double cut = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(cut, 1.0);
+  mapped_free(const_cast<uint32_t*>(flag), true);
+}
+
+TEST_F(CudaOps, GraphReplayEqualsEagerLaunches) {
+  const size_t n = 4096;
+  const auto x = random_vector<float>(n, seed++);
+  auto gx = upload(*gpu, x);
+  auto ye = poisoned<float>(*gpu, n), yg = poisoned<float>(*gpu, n);
+  auto step = [&](float* y) {
+    ops::relu_forward<float>(*gpu, gx.data(), y, n);
+    ops::scale<float>(*gpu, 3.f, y, y, n);
+    ops::axpy<float>(*gpu, 1.f, gx.data(), y, n);
+  };
+  step(ye.data());
+  Graph g;
+  g.begin_capture(*gpu);
+  step(yg.data());
+  g.end_capture(*gpu);
+  ASSERT_TRUE(g.ready());
+  EXPECT_TRUE(std::isnan(download(*gpu, yg.data(), 1)[0]));  // captured, not run
+  g.launch(*gpu);
+  EXPECT_EQ(download(*gpu, yg.data(), n), download(*gpu, ye.data(), n));
+}
+
+}  // namespace
+}  // namespace adasync

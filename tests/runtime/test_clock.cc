@@ -1,0 +1,227 @@
+// The virtual clock against the runtime theory, and both clocks end to end
+// on a small problem: every variant runs, with the staleness and the drops
+// its rule implies.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "runtime/theory.h"
+#include "runtime/trainer.h"
+
+namespace adasync {
+namespace {
+
+TEST(Theory, HarmonicNumbersAndTheWorkedExample) {
+  EXPECT_DOUBLE_EQ(theory::harmonic(0), 0);
+  EXPECT_NEAR(theory::harmonic(8), 2.717857, 1e-6);
+  const auto e = parse_straggler("exp:mean=1");
+  // ALGORITHMS.md section 3: P = 8, mu = 1.
+  const double ks[] = {0.125, 0.268, 0.635, 2.718};
+  const int kk[] = {1, 2, 4, 8};
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NEAR(theory::expected_time(Variant::KSync, 8, kk[i], e), ks[i], 1e-3);
+    EXPECT_NEAR(theory::expected_time(Variant::KAsync, 8, kk[i], e), ks[i], 1e-3);
+    EXPECT_NEAR(theory::expected_time(Variant::KBatchSync, 8, kk[i], e), kk[i] / 8.0, 1e-12);
+    EXPECT_NEAR(theory::expected_time(Variant::KBatchAsync, 8, kk[i], e), kk[i] / 8.0, 1e-12);
+  }
+  EXPECT_NEAR(theory::expected_time(Variant::Sync, 8, 1, e) / theory::expected_time(Variant::Async, 8, 1, e), 21.74,
+              0.01);
+  // Shifted exponential: a closed form for k-sync and k-batch-async only.
+  const auto s = parse_straggler("shifted-exp:shift=0.5,mean=1");
+  EXPECT_NEAR(theory::expected_time(Variant::KSync, 8, 2, s), 0.5 + 0.268, 1e-3);
+  EXPECT_NEAR(theory::expected_time(Variant::KBatchAsync, 8, 2, s), 2 * 1.5 / 8, 1e-12);
+  EXPECT_TRUE(std::isnan(theory::expected_time(Variant::KAsync, 8, 2, s)));
+}
+
+// 20,000 updates per case, P = 8, Exp(1): within 3% of the closed form.
+class VirtualVsTheory : public ::testing::TestWithParam<std::tuple<Variant, int>> {};
+
+TEST_P(VirtualVsTheory, MeanTimePerUpdateWithinThreePercent) {
+  const auto [v, k] = GetParam();
+  const auto spec = parse_straggler("exp:mean=1");
+  const double expect = theory::expected_time(v, 8, k, spec);
+  const auto est = theory::simulate(v, 8, k, spec, 20000, 42);
+  ASSERT_EQ(est.updates, 20000);
+  EXPECT_NEAR(est.mean / expect, 1.0, 0.03) << to_string(v) << " K=" << k << ": simulated " << est.mean
+                                            << " closed form " << expect << " (std err " << est.std_err << ")";
+}
+
+INSTANTIATE_TEST_SUITE_P(AllVariants, VirtualVsTheory,
+                         ::testing::Combine(::testing::Values(Variant::Sync, Variant::KSync, Variant::KBatchSync,
+                                                              Variant::Async, Variant::KAsync, Variant::KBatchAsync),
+                                            ::testing::Values(1, 2, 4, 8)),
+                         [](const auto& info) {
+                           std::string n = to_string(std::get<0>(info.param));
+                           for (auto& c : n)
+                             if (c == '-') c = '_';
+                           return n + "_K" + std::to_string(std::get<1>(info.param));
+                         });
+
+TEST(VirtualClock, ConstantTimesGiveTheExactSchedule) {
+  // Every worker takes exactly 2 s: k-sync updates every 2 s, async P times as often.
+  const auto c = parse_straggler("const:value=2");
+  EXPECT_NEAR(theory::simulate(Variant::KSync, 4, 3, c, 100, 1).mean, 2.0, 1e-12);
+  EXPECT_NEAR(theory::simulate(Variant::KBatchAsync, 4, 2, c, 100, 1).mean, 1.0, 1e-12);
+}
+
+// A small problem for end-to-end runs: softmax regression on Gaussian classes.
+std::shared_ptr<const DataSplit> small_data() {
+  static auto d = [] {
+    auto s = std::make_shared<DataSplit>(make_gaussian_classes(4000, 1000, 16, 4, 1.5, 3));
+    normalize(*s);
+    return std::shared_ptr<const DataSplit>(s);
+  }();
+  return d;
+}
+
+TrainConfig small_config(const std::string& variant, int k, const std::string& clock) {
+  TrainConfig c;
+  c.model = "linear";
+  c.dataset = "gaussian";
+  c.batch = 16;
+  c.lr = 0.1;
+  c.opt.momentum = 0;
+  c.workers = 4;
+  c.variant = variant;
+  c.k = k;
+  c.clock = clock;
+  c.max_updates = 150;
+  c.eval_every = "0";
+  c.progress = "none";
+  c.devices = "cpu";
+  c.threads = 2;
+  c.straggler = clock == "real" ? "exp:mean=2ms" : "exp:mean=1";
+  return c;
+}
+
+class EveryVariant : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
+
+TEST_P(EveryVariant, TrainsAndRecordsTheStalenessItsRuleImplies) {
+  const auto [variant, clock] = GetParam();
+  Trainer t(small_config(variant, 2, clock), small_data());
+  const RunSummary s = t.run();
+  EXPECT_EQ(s.updates, 150);
+  EXPECT_GT(s.final_eval.accuracy, 0.6) << variant << " on the " << clock << " clock";
+  const Variant v = parse_variant(variant);
+  if (is_synchronous(v)) {
+    EXPECT_EQ(s.stats.staleness_max, 0);
+  } else {
+    EXPECT_GT(s.stats.staleness_max, 0);
+  }
+  if (v == Variant::KSync || v == Variant::KBatchSync) {
+    EXPECT_GT(s.stats.cancelled + s.stats.dropped_stale, 0);  // the slow ones were cut off
+  }
+  if (!is_synchronous(v)) {
+    EXPECT_EQ(s.stats.cancelled, 0);
+    EXPECT_EQ(s.stats.dropped(), 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Clocks, EveryVariant,
+                         ::testing::Combine(::testing::Values("sync", "k-sync", "k-batch-sync", "async", "k-async",
+                                                              "k-batch-async"),
+                                            ::testing::Values("virtual", "real")),
+                         [](const auto& info) {
+                           std::string n = std::get<0>(info.param) + "_" + std::get<1>(info.param);
+                           for (auto& c : n)
+                             if (c == '-') c = '_';
+                           return n;
+                         });
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+TEST(VirtualClock, SameSeedSameMetricsDifferentSeedDifferentRun) {
+  const std::string dir = ::testing::TempDir();
+  auto run = [&](uint64_t seed, const std::string& name) {
+    TrainConfig c = small_config("k-async", 2, "virtual");
+    c.seed = seed;
+    c.eval_every = "25";
+    c.metrics = dir + "/" + name;
+    Trainer t(c, small_data());
+    return t.run();
+  };
+  const auto a = run(7, "a.jsonl"), b = run(7, "b.jsonl"), c = run(8, "c.jsonl");
+  EXPECT_EQ(a.checksum, b.checksum);
+  EXPECT_NE(a.checksum, c.checksum);
+  // Identical metrics apart from wall-clock fields.
+  auto strip = [](std::string s) {
+    std::string out;
+    std::istringstream in(s);
+    std::string line;
+    while (std::getline(in, line)) {
+      auto j = nlohmann::json::parse(line);
+      j.erase("wall");
+      out += j.dump() + "\n";
+    }
+    return out;
+  };
+  const std::string ma = strip(slurp(dir + "/a.jsonl"));
+  EXPECT_GT(std::count(ma.begin(), ma.end(), '\n'), 5);
+  EXPECT_EQ(ma, strip(slurp(dir + "/b.jsonl")));
+}
+
+TEST(RealClock, EvaluationsRunWhileWorkersTrain) {
+  const std::string path = ::testing::TempDir() + "/real_metrics.jsonl";
+  TrainConfig c = small_config("k-batch-async", 2, "real");
+  c.max_updates = 300;
+  c.eval_every = "20";
+  c.metrics = path;
+  Trainer t(c, small_data());
+  t.run();
+  std::ifstream in(path);
+  std::string line;
+  int evals = 0;
+  int64_t last_updates = -1;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j["event"] != "eval") continue;
+    ++evals;
+    EXPECT_GT(j["updates"].get<int64_t>(), last_updates);
+    last_updates = j["updates"];
+    for (const char* key : {"time", "updates", "samples", "loss", "test_accuracy", "samples_per_s", "k",
+                            "staleness_mean", "staleness_max", "dropped", "cancelled"})
+      EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_GE(evals, 3);
+}
+
+TEST(Trace, RecordThenReplayReproducesTheParametersBitForBit) {
+  const std::string dir = ::testing::TempDir();
+  for (const std::string clock : {"virtual", "real"}) {
+    TrainConfig c = small_config("k-async", 2, clock);
+    c.trace = dir + "/trace_" + clock + ".jsonl";
+    Trainer rec(c, small_data());
+    const RunSummary a = rec.run();
+    TrainConfig r;
+    r.replay = c.trace;
+    r.progress = "none";
+    r.devices = "cpu";
+    Trainer rep(r, small_data());
+    const RunSummary b = rep.run();
+    EXPECT_EQ(b.updates, a.updates) << clock;
+    EXPECT_EQ(a.checksum, b.checksum) << clock;
+    EXPECT_EQ(a.params, b.params) << clock;
+  }
+}
+
+TEST(Trace, ReplayRejectsADamagedTrace) {
+  const std::string path = ::testing::TempDir() + "/bad_trace.jsonl";
+  std::ofstream(path) << "{\"not\":\"a trace\"}\n";
+  TrainConfig r;
+  r.replay = path;
+  r.progress = "none";
+  Trainer rep(r, small_data());
+  try {
+    rep.run();
+    FAIL() << "expected a UsageError";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace adasync

@@ -1,0 +1,164 @@
+// The engine on GPUs: CUDA workers against CPU workers, the update on the
+// device against the host parameter server, asynchronous variants with
+// workers sharing one GPU, and bit-exact replay on the device.
+// Labelled gpu: each test skips, saying why, when no device is usable.
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+
+#include "kernels/collective.h"
+#include "runtime/trainer.h"
+#include "tests/support/test_util.h"
+
+namespace adasync {
+namespace {
+
+using test::l2_rel_error;
+
+std::shared_ptr<const DataSplit> fashion() {
+  static std::shared_ptr<const DataSplit> d = [] {
+    struct stat st;
+    if (stat(test::fashion_mnist_dir().c_str(), &st) != 0) return std::shared_ptr<const DataSplit>();
+    return std::make_shared<const DataSplit>(load_dataset("fashion-mnist", "", 1));
+  }();
+  return d;
+}
+
+class Gpu : public test::GpuTest {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped()) return;
+    if (!fashion()) GTEST_SKIP() << "Fashion-MNIST not installed at " << test::fashion_mnist_dir();
+  }
+};
+
+TEST_F(Gpu, CudaWorkerGradientMatchesTheCpuWorker) {
+  const DataSplit& d = *fashion();
+  auto cpu_ctx = Context::cpu();
+  auto gpu_ctx = Context::cuda(0, "w0");
+  gpu_ctx->tf32_conv = false;  // FP32 throughout: the twins must agree closely
+  ModelWorker cw(0, *cpu_ctx, "cnn", d.train, 32), gw(0, *gpu_ctx, "cnn", d.train, 32);
+  std::vector<float> init(cw.num_params());
+  cw.model().init_params(init.data(), 9);
+  auto snap = std::make_shared<Snapshot>(Snapshot{0, init.data(), init.size()});
+  std::vector<int32_t> idx(32);
+  for (int i = 0; i < 32; ++i) idx[size_t(i)] = i * 997 % 60000;
+  Buffer<float> gpu_slot(MemKind::Pinned, init.size());
+  std::vector<float> cpu_slot(init.size());
+  for (int rep = 0; rep < 4; ++rep) {  // eager steps, then the captured graph
+    GradResult rc, rg;
+    cw.pull(snap);
+    gw.pull(snap);
+    ASSERT_TRUE(cw.compute(idx, cpu_slot.data(), 0, nullptr, 0, &rc));
+    ASSERT_TRUE(gw.compute(idx, gpu_slot.data(), 0, nullptr, 0, &rg));
+    EXPECT_NEAR(rg.loss, rc.loss, 1e-4 * rc.loss) << "step " << rep;
+    EXPECT_TRUE(rg.finite);
+    const std::vector<float> g(gpu_slot.data(), gpu_slot.data() + init.size());
+    EXPECT_LT(l2_rel_error(g, cpu_slot), 1e-4) << "step " << rep;
+  }
+}
+
+TrainConfig gpu_config() {
+  TrainConfig c;
+  c.devices = "cuda";
+  c.eval_every = "0";
+  c.progress = "none";
+  return c;
+}
+
+TEST_F(Gpu, CnnOnTheGpuReachesTheCpuAccuracyBand) {
+  TrainConfig c = gpu_config();
+  c.max_updates = 300;
+  Trainer g(c, fashion());
+  const RunSummary sg = g.run();
+  c.devices = "cpu";
+  Trainer cpu(c, fashion());
+  const RunSummary sc = cpu.run();
+  EXPECT_EQ(sg.updates, 300);
+  EXPECT_GE(sg.final_eval.accuracy, 0.80);
+  EXPECT_NEAR(sg.final_eval.accuracy, sc.final_eval.accuracy, 0.025);
+}
+
+TEST_F(Gpu, DeviceUpdateMatchesTheHostParameterServer) {
+  TrainConfig c = gpu_config();
+  c.max_updates = 5;
+  c.deterministic = true;
+  c.aggregate = "device";
+  Trainer dev(c, fashion());
+  const RunSummary a = dev.run();
+  c.aggregate = "host";
+  Trainer host(c, fashion());
+  const RunSummary b = host.run();
+  EXPECT_EQ(a.updates, 5);
+  EXPECT_EQ(b.updates, 5);
+  EXPECT_LT(l2_rel_error(a.params, b.params), 1e-5);
+}
+
+TEST_F(Gpu, FourAsyncWorkersShareOneGpuAndRecordStaleness) {
+  TrainConfig c = gpu_config();
+  c.workers = 4;
+  c.variant = "k-async";
+  c.k = 2;
+  c.max_updates = 200;
+  c.straggler = "exp:mean=2ms";
+  Trainer t(c, fashion());
+  const RunSummary s = t.run();
+  EXPECT_EQ(s.updates, 200);
+  EXPECT_GT(s.stats.staleness_max, 0);
+  EXPECT_GT(s.final_eval.accuracy, 0.6);
+  for (int w = 0; w < 4; ++w) EXPECT_GT(s.stats.counted_by_worker[size_t(w)], 0) << "worker " << w;
+}
+
+TEST_F(Gpu, KSyncCancelsStragglersOnTheDevice) {
+  TrainConfig c = gpu_config();
+  c.workers = 4;
+  c.variant = "k-sync";
+  c.k = 2;
+  c.max_updates = 60;
+  c.straggler = "exp:mean=5ms";
+  Trainer t(c, fashion());
+  const RunSummary s = t.run();
+  EXPECT_EQ(s.updates, 60);
+  EXPECT_EQ(s.stats.staleness_max, 0);
+  EXPECT_GT(s.stats.cancelled + s.stats.dropped_stale, 0);
+}
+
+TEST_F(Gpu, RecordedAsyncRunReplaysBitForBitOnTheDevice) {
+  const std::string trace = ::testing::TempDir() + "/gpu_trace.jsonl";
+  TrainConfig c = gpu_config();
+  c.workers = 3;
+  c.variant = "async";
+  c.max_updates = 40;
+  c.deterministic = true;
+  c.trace = trace;
+  Trainer rec(c, fashion());
+  const RunSummary a = rec.run();
+  TrainConfig r = gpu_config();
+  r.replay = trace;
+  r.deterministic = true;
+  Trainer rep(r, fashion());
+  const RunSummary b = rep.run();
+  EXPECT_EQ(a.checksum, b.checksum);
+}
+
+TEST_F(Gpu, NcclAllReduceSumsAcrossEveryGpu) {
+  const int n = cuda_device_count();
+  std::vector<std::unique_ptr<Context>> ctxs;
+  std::vector<Context*> ranks;
+  std::vector<Buffer<float>> bufs;
+  std::vector<float*> ptrs;
+  for (int d = 0; d < n; ++d) {
+    ctxs.push_back(Context::cuda(d, "rank" + std::to_string(d)));
+    ranks.push_back(ctxs.back().get());
+    bufs.push_back(test::upload(*ctxs.back(), std::vector<float>(1000, float(d + 1))));
+    ptrs.push_back(bufs.back().data());
+  }
+  Communicator comm(ranks);
+  comm.all_reduce_sum(ptrs, 1000);
+  const float expect = float(n * (n + 1) / 2);
+  for (int d = 0; d < n; ++d) EXPECT_EQ(test::download(*ctxs[size_t(d)], ptrs[size_t(d)], 1000), std::vector<float>(1000, expect));
+}
+
+}  // namespace
+}  // namespace adasync
