@@ -46,8 +46,6 @@ fi
 if [ "$what" = test ] || [ "$what" = all ]; then
   log "gpu tests"
   ctest --test-dir $B -L gpu --output-on-failure -j 4 2>&1 | tee "$OUT/ctest-gpu.log" | tail -25
-  log "unit tests"
-  ctest --test-dir $B -L unit -j "$(nproc)" 2>&1 | tail -4 | tee "$OUT/ctest-unit.log"
 fi
 
 if [ "$what" = bench ] || [ "$what" = all ]; then
@@ -68,7 +66,7 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
     for v in async k-batch-async; do
       for p in 1 2 4 8; do
         k=1; [ $v = k-batch-async ] && k=$p
-        ./$B/trainer --devices cuda --workers $p --variant $v --k $k --aggregate host --time-budget 8s \
+        ./$B/trainer --devices cuda --workers $p --variant $v --k $k --aggregate host --time-budget 5s \
           --eval-every 0 --progress none --metrics "$OUT/scale-$v-$p.jsonl" >/dev/null
         python3 -c "import json;s=[json.loads(l) for l in open('$OUT/scale-$v-$p.jsonl')][-1];print('%-14s %4d %14.0f %10.2f'%('$v',$p,s['steady_samples_per_s'],s['staleness_mean']))"
       done
@@ -89,5 +87,9 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
   fi
   ADASYNC_PROFILE=1 ./$B/trainer --devices cuda --workers 2 --variant k-async --k 1 --aggregate host \
     --max-updates 300 --eval-every 0 --progress none 2>&1 | tee "$OUT/ranges.txt" | tail -20
+fi
+if [ "$what" = test ] || [ "$what" = all ]; then
+  log "unit tests"
+  ctest --test-dir $B -L "unit|slow" -j "$(nproc)" 2>&1 | tail -4 | tee "$OUT/ctest-unit.log"
 fi
 log "done"
