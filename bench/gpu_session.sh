@@ -45,13 +45,13 @@ fi
 
 if [ "$what" = test ] || [ "$what" = all ]; then
   log "gpu tests"
-  ctest --test-dir $B -L gpu --output-on-failure -j 4 2>&1 | tee "$OUT/ctest-gpu.log" | tail -25
+  ctest --test-dir $B -L gpu --output-on-failure --timeout 150 -j 2 2>&1 | tee "$OUT/ctest-gpu.log" | tail -25
 fi
 
 if [ "$what" = bench ] || [ "$what" = all ]; then
   log "throughput: adasync vs PyTorch, cnn batch 64, one worker, data on the GPU"
   {
-    for rep in 1 2 3; do
+    for rep in 1 2; do
       ./$B/trainer --devices cuda --max-updates 3000 --eval-every 0 --progress none --metrics "$OUT/tp$rep.jsonl" >/dev/null
       python3 -c "import json;s=[json.loads(l) for l in open('$OUT/tp$rep.jsonl')][-1];print(json.dumps({'framework':'adasync','samples_per_s':s['steady_samples_per_s'],'test_accuracy':s['test_accuracy']}))"
       python3 bench/scripts/torch_reference.py --device cuda --steps 3000 --warmup 50
@@ -66,7 +66,7 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
     for v in async k-batch-async; do
       for p in 1 2 4 8; do
         k=1; [ $v = k-batch-async ] && k=$p
-        ./$B/trainer --devices cuda --workers $p --variant $v --k $k --aggregate host --time-budget 5s \
+        ./$B/trainer --devices cuda --workers $p --variant $v --k $k --aggregate host --time-budget 4s \
           --eval-every 0 --progress none --metrics "$OUT/scale-$v-$p.jsonl" >/dev/null
         python3 -c "import json;s=[json.loads(l) for l in open('$OUT/scale-$v-$p.jsonl')][-1];print('%-14s %4d %14.0f %10.2f'%('$v',$p,s['steady_samples_per_s'],s['staleness_mean']))"
       done
@@ -79,9 +79,9 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
   log "NVTX ranges of a short run"
   NSYS="$(command -v nsys || ls /opt/nvidia/nsight-systems*/bin/nsys /usr/local/cuda/bin/nsys 2>/dev/null | head -1)"
   if [ -n "$NSYS" ]; then
-    "$NSYS" profile -t cuda,nvtx -o "$OUT/trace" --force-overwrite true ./$B/trainer --devices cuda --workers 2 \
+    timeout 90 "$NSYS" profile -t cuda,nvtx -o "$OUT/trace" --force-overwrite true ./$B/trainer --devices cuda --workers 2 \
       --variant k-async --k 1 --aggregate host --max-updates 300 --eval-every 0 --progress none > "$OUT/nsys.log" 2>&1
-    "$NSYS" stats --report nvtx_sum "$OUT/trace.nsys-rep" 2>&1 | tee "$OUT/nvtx_sum.txt" | head -40
+    timeout 60 "$NSYS" stats --report nvtx_sum "$OUT/trace.nsys-rep" 2>&1 | tee "$OUT/nvtx_sum.txt" | head -40
   else
     echo "nsys not found"
   fi

@@ -39,7 +39,10 @@ int trainer_main(int argc, char** argv) {
   app.add_option("--optimizer", c.opt.name, "sgd (momentum via --momentum), momentum, adam or amsgrad")
       ->capture_default_str()->group(g_opt);
   app.add_option("--lr", c.lr, "Learning rate")->capture_default_str()->group(g_opt);
-  app.add_option("--momentum", c.opt.momentum, "SGD momentum (0: plain SGD)")->capture_default_str()->group(g_opt);
+  app.add_option("--momentum", c.momentum,
+                 "SGD momentum; default 0.9 for sync, k-sync and k-batch-sync, 0 for the asynchronous variants "
+                 "(staleness already acts as momentum)")
+      ->group(g_opt);
   app.add_flag("--nesterov", c.opt.nesterov, "Nesterov momentum")->group(g_opt);
   app.add_option("--weight-decay", c.opt.weight_decay, "L2 weight decay")->capture_default_str()->group(g_opt);
   app.add_option("--beta1", c.opt.beta1, "Adam/AMSGrad first-moment decay")->capture_default_str()->group(g_opt);

@@ -24,7 +24,7 @@ namespace adasync {
 
 struct OptimizerConfig {
   std::string name = "sgd";  // sgd (alias momentum), adam, amsgrad
-  double momentum = 0.9;     // sgd only; 0 = plain SGD
+  double momentum = 0.9;     // sgd only; 0 = plain SGD (the trainer resolves "auto" before this)
   bool nesterov = false;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   bool bias_correction = true;

@@ -51,9 +51,17 @@ SnapshotPtr ParamServer::wrap(float* buf, int64_t version) {
 void ParamServer::reset(const float* params, int64_t version) {
   float* buf = take_buffer();
   std::memcpy(buf, params, n_ * sizeof(float));
-  SnapshotPtr s = wrap(buf, version);
-  std::lock_guard<std::mutex> lk(mu_);
-  current_ = std::move(s);
+  publish(wrap(buf, version));
+}
+
+void ParamServer::publish(SnapshotPtr s) {
+  SnapshotPtr old;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    old = std::exchange(current_, std::move(s));
+  }
+  // `old` may be the last reference: its buffer goes back to the pool, which
+  // takes mu_, so it is released here, outside the lock.
 }
 
 SnapshotPtr ParamServer::latest() const {
@@ -73,8 +81,7 @@ SnapshotPtr ParamServer::apply(const std::vector<const float*>& grads, const std
   float* out = take_buffer();
   opt_->step(cur->data, out, grads.data(), c.data(), int(grads.size()), lr);
   SnapshotPtr next = wrap(out, cur->version + 1);
-  std::lock_guard<std::mutex> lk(mu_);
-  current_ = next;
+  publish(next);
   return next;
 }
 

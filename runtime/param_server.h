@@ -70,6 +70,7 @@ class ParamServer {
 
  private:
   SnapshotPtr wrap(float* buf, int64_t version);
+  void publish(SnapshotPtr s);
   float* take_buffer();
   void give_buffer(float* p);
 

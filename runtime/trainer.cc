@@ -35,6 +35,7 @@ void validate(const TrainConfig& c) {
   if (c.max_staleness < -1) bad("--max-staleness", "a non-negative bound (or -1: none)", std::to_string(c.max_staleness));
   if (c.max_staleness >= 0 && is_synchronous(v))
     throw UsageError("--max-staleness: " + c.variant + " applies only fresh gradients; a staleness bound needs async, k-async or k-batch-async");
+  if (c.momentum >= 1) bad("--momentum", "a value in [0, 1) (or -1: auto)", std::to_string(c.momentum));
   if (c.eval_every.empty()) bad("--eval-every", "N updates or a duration such as 5s", "''");
   if (c.aggregate != "auto" && c.aggregate != "host" && c.aggregate != "device")
     bad("--aggregate", "auto, host or device", "'" + c.aggregate + "'");
@@ -72,6 +73,7 @@ std::string fmt(const char* f, double v) {
 
 Trainer::Trainer(TrainConfig cfg, std::shared_ptr<const DataSplit> data) : cfg_(std::move(cfg)), data_(std::move(data)) {
   validate(cfg_);
+  cfg_.opt.momentum = cfg_.momentum >= 0 ? cfg_.momentum : (is_synchronous(parse_variant(cfg_.variant)) ? 0.9 : 0.0);
 }
 
 Trainer::~Trainer() = default;

@@ -32,6 +32,10 @@ struct TrainConfig {
   bool shard = false;  // each worker samples only its own shard
   // optimization
   OptimizerConfig opt;
+  // SGD momentum; < 0 means auto: 0.9 for the synchronous variants and 0 for
+  // the asynchronous ones, where staleness already acts as momentum and the
+  // two together make training diverge.
+  double momentum = -1;
   double lr = 0.05;
   // run length (0 = unlimited; with none set, one epoch)
   double epochs = 0;

@@ -1,7 +1,6 @@
 // Convolutions through cuDNN. A plan per shape (descriptors, algorithms,
-// workspace sizes) is built on first use with cudnnFind*, which times the
-// candidates on this device; later calls, and graph captures, only launch.
-// With ctx.deterministic only deterministic algorithms are taken; with
+// workspace sizes) is built on first use; later calls, and graph captures,
+// only launch. With ctx.deterministic only deterministic algorithms are taken; with
 // ctx.tf32_conv cuDNN may use TF32 tensor cores (CUDNN_DEFAULT_MATH),
 // otherwise it computes in full FP32 (CUDNN_FMA_MATH).
 #include <algorithm>
@@ -45,24 +44,42 @@ ConvPlan& plan(Context& ctx, CudaState& st, const ConvShape& s) {
                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
   CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, ctx.tf32_conv ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
 
-  // cudnnFind* runs on the legacy stream: drain this context's work first.
-  CUDA_CHECK(cudaStreamSynchronize(st.stream));
+  // Choosing: cudnnFind* times every candidate on this device (fastest, but
+  // the choice can differ between runs and contexts); with ctx.deterministic
+  // the heuristics' ranking is used instead, so every context picks the same
+  // deterministic algorithms and replays are bit-stable.
+  CUDA_CHECK(cudaStreamSynchronize(st.stream));  // Find runs on the legacy stream
   int got = 0;
   cudnnConvolutionFwdAlgoPerf_t fwd[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-  CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(st.cudnn, p->x, p->w, p->conv, p->y,
-                                                   CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, fwd));
+  cudnnConvolutionBwdDataAlgoPerf_t bd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+  cudnnConvolutionBwdFilterAlgoPerf_t bf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+  if (ctx.deterministic) {
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(st.cudnn, p->x, p->w, p->conv, p->y,
+                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, fwd));
+  } else {
+    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(st.cudnn, p->x, p->w, p->conv, p->y,
+                                                     CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, fwd));
+  }
   const int f = pick(fwd, got, ctx.deterministic, "forward");
   p->fwd_algo = fwd[f].algo;
   p->fwd_ws = fwd[f].memory;
-  cudnnConvolutionBwdDataAlgoPerf_t bd[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-  CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(st.cudnn, p->w, p->y, p->conv, p->x,
-                                                        CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, bd));
+  if (ctx.deterministic) {
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(st.cudnn, p->w, p->y, p->conv, p->x,
+                                                            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, bd));
+  } else {
+    CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(st.cudnn, p->w, p->y, p->conv, p->x,
+                                                          CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, bd));
+  }
   const int d = pick(bd, got, ctx.deterministic, "backward-data");
   p->bwd_data_algo = bd[d].algo;
   p->bwd_data_ws = bd[d].memory;
-  cudnnConvolutionBwdFilterAlgoPerf_t bf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-  CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(st.cudnn, p->x, p->y, p->conv, p->w,
-                                                          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, bf));
+  if (ctx.deterministic) {
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(st.cudnn, p->x, p->y, p->conv, p->w,
+                                                              CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, bf));
+  } else {
+    CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(st.cudnn, p->x, p->y, p->conv, p->w,
+                                                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, bf));
+  }
   const int w = pick(bf, got, ctx.deterministic, "backward-filter");
   p->bwd_filter_algo = bf[w].algo;
   p->bwd_filter_ws = bf[w].memory;

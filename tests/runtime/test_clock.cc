@@ -81,7 +81,7 @@ TrainConfig small_config(const std::string& variant, int k, const std::string& c
   c.dataset = "gaussian";
   c.batch = 16;
   c.lr = 0.1;
-  c.opt.momentum = 0;
+  c.momentum = 0;
   c.workers = 4;
   c.variant = variant;
   c.k = k;
