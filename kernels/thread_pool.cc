@@ -70,9 +70,19 @@ void ThreadPool::helper_loop(int) {
   unsigned long seen = 0;
   std::unique_lock<std::mutex> lk(mu_);
   for (;;) {
-    start_cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
+    if (!stop_ && generation_.load(std::memory_order_relaxed) == seen) {
+      // About 50 us of polling before blocking on the condition variable.
+      lk.unlock();
+      for (int spin = 0; spin < 20000 && generation_.load(std::memory_order_acquire) == seen; ++spin) {
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+      }
+      lk.lock();
+    }
+    start_cv_.wait(lk, [&] { return stop_ || generation_.load(std::memory_order_relaxed) != seen; });
     if (stop_) return;
-    seen = generation_;
+    seen = generation_.load(std::memory_order_relaxed);
     while (job_ != nullptr && next_chunk_ < job_chunks_) {
       int c = next_chunk_++;
       const auto* f = job_;

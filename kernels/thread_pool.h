@@ -5,9 +5,12 @@
 // share, so a pool of size T uses T-1 helper threads. Chunk boundaries depend
 // only on (n, grain, size()), never on timing, so any reduction done per chunk
 // and combined in chunk order is deterministic. One parallel_for at a time per
-// pool (calls from several threads are serialised by a mutex).
+// pool (calls from several threads are serialised by a mutex). Idle helpers
+// spin briefly before sleeping, so the back-to-back loops of a training step
+// do not pay a thread wake-up each.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <functional>
@@ -51,7 +54,7 @@ class ThreadPool {
   int job_chunks_ = 0;
   int next_chunk_ = 0;
   int pending_ = 0;
-  unsigned long generation_ = 0;
+  std::atomic<unsigned long> generation_{0};
   bool stop_ = false;
 };
 
