@@ -7,19 +7,91 @@
 
 namespace adasync {
 namespace {
-constexpr size_t kBlock = 512;          // elements per inner block (fits L1 with K gradients streaming)
+constexpr size_t kBlock = 2048;             // elements per inner block: K gradient streams stay in L1/L2
 constexpr size_t kGrain = size_t(1) << 16;  // elements per thread chunk at least
 
-// acc[0..len) = sum_l c[l] * g[l][off..off+len)
-inline void accumulate(float* __restrict acc, const float* const* g, const float* c, int k, size_t off,
-                       size_t len) {
-  const float* __restrict g0 = g[0] + off;
-  const float c0 = c[0];
-  for (size_t j = 0; j < len; ++j) acc[j] = c0 * g0[j];
-  for (int l = 1; l < k; ++l) {
-    const float* __restrict gl = g[l] + off;
-    const float cl = c[l];
-    for (size_t j = 0; j < len; ++j) acc[j] += cl * gl[j];
+// The block kernels take restrict pointers so each loop is one vectorised
+// stream; w_out may alias w_in, which is safe element by element.
+// acc[j] (= acc[j] if Init is false, else 0) + sum_l c[l] g[l][j], summed left
+// to right. K is a compile-time count so the loop reads K streams side by side
+// (the prefetchers follow them all) and vectorises over j.
+template <int K, bool Init>
+void accumulate_fixed(float* __restrict acc, const float* const* g, const float* c, size_t off, size_t len) {
+  const float* __restrict p[K];
+  float cc[K];
+  for (int l = 0; l < K; ++l) p[l] = g[l] + off, cc[l] = c[l];
+  for (size_t j = 0; j < len; ++j) {
+    float s = Init ? cc[0] * p[0][j] : acc[j] + cc[0] * p[0][j];
+#pragma GCC unroll 8
+    for (int l = 1; l < K; ++l) s += cc[l] * p[l][j];
+    acc[j] = s;
+  }
+}
+
+template <bool Init>
+void accumulate_some(float* acc, const float* const* g, const float* c, int k, size_t off, size_t len) {
+  switch (k) {
+    case 1: return accumulate_fixed<1, Init>(acc, g, c, off, len);
+    case 2: return accumulate_fixed<2, Init>(acc, g, c, off, len);
+    case 3: return accumulate_fixed<3, Init>(acc, g, c, off, len);
+    case 4: return accumulate_fixed<4, Init>(acc, g, c, off, len);
+    case 5: return accumulate_fixed<5, Init>(acc, g, c, off, len);
+    case 6: return accumulate_fixed<6, Init>(acc, g, c, off, len);
+    case 7: return accumulate_fixed<7, Init>(acc, g, c, off, len);
+    default: return accumulate_fixed<8, Init>(acc, g, c, off, len);
+  }
+}
+
+// acc = sum_l c[l] g[l][off..off+len), in l order, eight streams at a time.
+void accumulate(float* acc, const float* const* g, const float* c, int k, size_t off, size_t len) {
+  accumulate_some<true>(acc, g, c, std::min(k, 8), off, len);
+  for (int l = 8; l < k; l += 8) accumulate_some<false>(acc, g + l, c + l, std::min(k - l, 8), off, len);
+}
+
+void add_decay(float* __restrict acc, const float* w, float wd, size_t len) {
+  for (size_t j = 0; j < len; ++j) acc[j] += wd * w[j];
+}
+void sgd_block(const float* __restrict acc, const float* wi, float* wo, float lr, size_t len) {
+  for (size_t j = 0; j < len; ++j) wo[j] = wi[j] - lr * acc[j];
+}
+void momentum_block(const float* __restrict acc, float* __restrict v, const float* wi, float* wo, float lr, float mu,
+                    bool nesterov, size_t len) {
+  if (nesterov) {
+    for (size_t j = 0; j < len; ++j) {
+      const float vj = mu * v[j] + acc[j];
+      v[j] = vj;
+      wo[j] = wi[j] - lr * (acc[j] + mu * vj);
+    }
+  } else {
+    for (size_t j = 0; j < len; ++j) {
+      const float vj = mu * v[j] + acc[j];
+      v[j] = vj;
+      wo[j] = wi[j] - lr * vj;
+    }
+  }
+}
+void adam_block(const float* __restrict acc, float* __restrict m, float* __restrict v, float* __restrict vh,
+                const float* wi, float* wo, float a, float b1, float b2, float eps, size_t len) {
+  if (vh != nullptr) {
+    for (size_t j = 0; j < len; ++j) {
+      const float g = acc[j];
+      const float mj = b1 * m[j] + (1.f - b1) * g;
+      const float vj = b2 * v[j] + (1.f - b2) * g * g;
+      const float hj = vh[j] > vj ? vh[j] : vj;
+      m[j] = mj;
+      v[j] = vj;
+      vh[j] = hj;
+      wo[j] = wi[j] - a * mj / (std::sqrt(hj) + eps);
+    }
+  } else {
+    for (size_t j = 0; j < len; ++j) {
+      const float g = acc[j];
+      const float mj = b1 * m[j] + (1.f - b1) * g;
+      const float vj = b2 * v[j] + (1.f - b2) * g * g;
+      m[j] = mj;
+      v[j] = vj;
+      wo[j] = wi[j] - a * mj / (std::sqrt(vj) + eps);
+    }
   }
 }
 }  // namespace
@@ -84,54 +156,13 @@ void HostOptimizer::step(const float* w_in, float* w_out, const float* const* gr
     for (size_t off = b; off < e; off += kBlock) {
       const size_t len = std::min(kBlock, e - off);
       accumulate(acc, grads, c, k, off, len);
-      const float* __restrict wi = w_in + off;
-      float* wo = w_out + off;  // may alias wi
-      if (wd != 0.f)
-        for (size_t j = 0; j < len; ++j) acc[j] += wd * wi[j];
+      if (wd != 0.f) add_decay(acc, w_in + off, wd, len);
       if (kind == Kind::Sgd) {
-        if (m == nullptr) {
-          for (size_t j = 0; j < len; ++j) wo[j] = wi[j] - lr * acc[j];
-        } else {
-          float* __restrict mv = m + off;
-          if (nesterov) {
-            for (size_t j = 0; j < len; ++j) {
-              const float vj = mu * mv[j] + acc[j];
-              mv[j] = vj;
-              wo[j] = wi[j] - lr * (acc[j] + mu * vj);
-            }
-          } else {
-            for (size_t j = 0; j < len; ++j) {
-              const float vj = mu * mv[j] + acc[j];
-              mv[j] = vj;
-              wo[j] = wi[j] - lr * vj;
-            }
-          }
-        }
+        if (m == nullptr) sgd_block(acc, w_in + off, w_out + off, lr, len);
+        else momentum_block(acc, m + off, w_in + off, w_out + off, lr, mu, nesterov, len);
       } else {
-        float* __restrict mm = m + off;
-        float* __restrict vv = v + off;
-        if (kind == Kind::AmsGrad) {
-          float* __restrict hh = vh + off;
-          for (size_t j = 0; j < len; ++j) {
-            const float g = acc[j];
-            const float mj = b1 * mm[j] + (1.f - b1) * g;
-            const float vj = b2 * vv[j] + (1.f - b2) * g * g;
-            const float hj = std::max(hh[j], vj);
-            mm[j] = mj;
-            vv[j] = vj;
-            hh[j] = hj;
-            wo[j] = wi[j] - a * mj / (std::sqrt(hj) + eps);
-          }
-        } else {
-          for (size_t j = 0; j < len; ++j) {
-            const float g = acc[j];
-            const float mj = b1 * mm[j] + (1.f - b1) * g;
-            const float vj = b2 * vv[j] + (1.f - b2) * g * g;
-            mm[j] = mj;
-            vv[j] = vj;
-            wo[j] = wi[j] - a * mj / (std::sqrt(vj) + eps);
-          }
-        }
+        adam_block(acc, m + off, v + off, vh == nullptr ? nullptr : vh + off, w_in + off, w_out + off, a, b1, b2, eps,
+                   len);
       }
     }
   });

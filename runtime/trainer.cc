@@ -402,6 +402,7 @@ RunSummary Trainer::finish(double end) {
   sum.stats = agg_->stats();
   sum.stats.cancelled = cancelled_;
   sum.samples = sum.stats.counted * cfg_.batch;
+  sum.first_update_time = std::max(0.0, first_update_time_);
   if (first_update_time_ >= 0 && end > first_update_time_)
     sum.steady_samples_per_s = double(sum.samples - first_update_samples_) / (end - first_update_time_);
   sum.params.assign(last->data, last->data + last->size);

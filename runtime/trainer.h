@@ -75,6 +75,7 @@ struct RunSummary {
   int64_t updates = 0;
   int64_t samples = 0;   // counted gradients x batch
   double steady_samples_per_s = 0;  // after the first update (excludes start-up and warm-up)
+  double first_update_time = 0;     // clock time of the first update
   EvalResult final_eval;
   AggregatorStats stats;
   uint64_t checksum = 0;  // of the final parameters
