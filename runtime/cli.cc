@@ -78,6 +78,32 @@ int trainer_main(int argc, char** argv) {
       ->group(g_eng);
   app.add_option("--max-staleness", c.max_staleness, "Drop gradients more than this many versions old (async variants; -1: no bound)")
       ->capture_default_str()->group(g_eng);
+  auto* g_sched = "Synchronicity schedule and learning-rate rules";
+  app.add_option("--schedule", c.schedule,
+                 "K over time: fixed, adasync (raise K as the loss falls) or piecewise (--schedule-points)")
+      ->capture_default_str()->group(g_sched);
+  app.add_option("--k0", c.k0, "AdaSync: starting K")->capture_default_str()->group(g_sched);
+  std::string schedule_every;
+  app.add_option("--schedule-every", schedule_every,
+                 "AdaSync: decision interval T_0 in clock time (default: time budget / 20, else 10s)")
+      ->group(g_sched);
+  app.add_option("--adasync-rule", c.adasync_rule,
+                 "auto (order-stat for k-sync, sqrt otherwise), sqrt or order-stat")
+      ->capture_default_str()->group(g_sched);
+  app.add_option("--schedule-points", c.schedule_points, "Piecewise K, e.g. 0:1,30s:2,60s:4")->group(g_sched);
+  app.add_option("--loss-estimate", c.loss_estimate,
+                 "AdaSync's loss F_t: window (mean mini-batch loss of the gradients counted since the last decision; "
+                 "F_0 from those computed at the initial parameters) or sample (loss on a fixed training sample)")
+      ->capture_default_str()->group(g_sched);
+  app.add_option("--loss-sample", c.loss_sample, "Images in the fixed training sample")->capture_default_str()->group(g_sched);
+  app.add_option("--lr-rule", c.lr_rule,
+                 "const, staleness (eta / max(1, staleness)) or distance (min(C / ||w_j - w_tau||^2, eta), eta = --lr)")
+      ->capture_default_str()->group(g_sched);
+  app.add_option("--lr-c", c.lr_c, "C of the distance rule")->group(g_sched);
+  app.add_option("--lr-distance", c.lr_distance,
+                 "distance rule: sketch (per-version count-sketches, no parameter copies) or exact")
+      ->capture_default_str()->group(g_sched);
+
   app.add_option("--devices", c.devices, "auto (GPU if usable), cpu or cuda")->capture_default_str()->group(g_eng);
   app.add_option("--aggregate", c.aggregate,
                  "Where a sync update runs: host (parameter server), device (NCCL all-reduce and SGD on the GPUs; "
@@ -113,6 +139,7 @@ int trainer_main(int argc, char** argv) {
     if (c.opt.name == "momentum") c.opt.name = "sgd";
     if (!time_budget.empty()) c.time_budget = parse_seconds(time_budget, "--time-budget");
     if (!base_time.empty()) c.base_time = parse_seconds(base_time, "--base-time");
+    if (!schedule_every.empty()) c.schedule_every = parse_seconds(schedule_every, "--schedule-every");
     Trainer trainer(c);
     const RunSummary s = trainer.run();
     if (c.progress != "none" || !c.replay.empty()) {

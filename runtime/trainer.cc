@@ -35,6 +35,33 @@ void validate(const TrainConfig& c) {
   if (c.max_staleness < -1) bad("--max-staleness", "a non-negative bound (or -1: none)", std::to_string(c.max_staleness));
   if (c.max_staleness >= 0 && is_synchronous(v))
     throw UsageError("--max-staleness: " + c.variant + " applies only fresh gradients; a staleness bound needs async, k-async or k-batch-async");
+  if (c.schedule != "fixed" && !has_k(v))
+    throw UsageError("--schedule " + c.schedule + ": " + c.variant +
+                     " has no K to schedule (use k-sync, k-batch-sync, k-async or k-batch-async)");
+  if (c.schedule != "fixed" && c.schedule != "adasync" && c.schedule != "piecewise")
+    bad("--schedule", "fixed, adasync or piecewise", "'" + c.schedule + "'");
+  if (c.adasync_rule != "auto" && c.adasync_rule != "sqrt" && c.adasync_rule != "order-stat")
+    bad("--adasync-rule", "auto, sqrt or order-stat", "'" + c.adasync_rule + "'");
+  if (c.schedule == "adasync" && (c.k0 < 1 || c.k0 > c.workers))
+    bad("--k0", "a start K in [1, --workers = " + std::to_string(c.workers) + "]", std::to_string(c.k0));
+  if (c.schedule_every < 0) bad("--schedule-every", "a positive duration", std::to_string(c.schedule_every));
+  if (c.schedule == "piecewise" && c.schedule_points.empty())
+    throw UsageError("--schedule piecewise needs --schedule-points, e.g. 0:1,30s:2,60s:4");
+  if (c.loss_estimate != "window" && c.loss_estimate != "sample")
+    bad("--loss-estimate", "window or sample", "'" + c.loss_estimate + "'");
+  if (c.loss_sample < 1) bad("--loss-sample", "a positive number of images", std::to_string(c.loss_sample));
+  if (c.schedule != "fixed" && c.aggregate == "device")
+    throw UsageError("--aggregate device runs plain sync; a schedule needs the parameter server (--aggregate host)");
+  {
+    LrConfig lc;
+    lc.rule = c.lr_rule;
+    lc.c = c.lr_c;
+    lc.distance = c.lr_distance;
+    validate(lc);
+    if (c.lr_rule != "const" && is_synchronous(v))
+      throw UsageError("--lr-rule " + c.lr_rule + ": " + c.variant + " applies only fresh gradients (staleness 0); "
+                       "the staleness rules need async, k-async or k-batch-async");
+  }
   if (c.momentum >= 1) bad("--momentum", "a value in [0, 1) (or -1: auto)", std::to_string(c.momentum));
   if (c.eval_every.empty()) bad("--eval-every", "N updates or a duration such as 5s", "''");
   if (c.aggregate != "auto" && c.aggregate != "host" && c.aggregate != "device")
@@ -168,6 +195,40 @@ void Trainer::setup() {
   ac.k = cfg_.k;
   ac.max_staleness = cfg_.max_staleness;
   agg_ = std::make_unique<Aggregator>(ac, *ps_);
+  ScheduleConfig sc;
+  sc.kind = cfg_.schedule;
+  sc.workers = P;
+  sc.k = cfg_.schedule == "adasync" ? cfg_.k0 : agg_->k();
+  sc.interval = cfg_.schedule_every > 0 ? cfg_.schedule_every : (cfg_.time_budget > 0 ? cfg_.time_budget / 20 : 10.0);
+  sc.rule = cfg_.adasync_rule != "auto" ? cfg_.adasync_rule : (ac.variant == Variant::KSync ? "order-stat" : "sqrt");
+  sc.points = cfg_.schedule_points;
+  schedule_ = make_schedule(sc);
+  if (cfg_.schedule != "fixed") agg_->set_k(schedule_->initial_k());
+  LrConfig lc;
+  lc.rule = cfg_.lr_rule;
+  lc.lr = cfg_.lr;
+  lc.c = cfg_.lr_c;
+  lc.distance = cfg_.lr_distance;
+  lr_rule_ = std::make_unique<LrRule>(lc, n, cfg_.seed);
+  lr_rule_->on_publish(*ps_->latest());
+  if (cfg_.schedule == "adasync" && cfg_.loss_estimate == "sample") {
+    // A fixed sample of the training set, evaluated on its own context.
+    const size_t m = std::min(size_t(cfg_.loss_sample), d.train.size());
+    loss_sample_set_ = std::make_unique<Dataset>();
+    Dataset& ls = *loss_sample_set_;
+    ls.name = d.train.name + "-sample";
+    ls.c = d.train.c, ls.h = d.train.h, ls.w = d.train.w, ls.classes = d.train.classes;
+    Sampler pick(d.train.size(), int(m), cfg_.seed ^ 0x5a5a, 0, 1, true);
+    std::vector<int32_t> idx;
+    pick.next(&idx);
+    for (int32_t i : idx) {
+      ls.x.insert(ls.x.end(), d.train.row(size_t(i)), d.train.row(size_t(i)) + d.train.dim());
+      ls.y.push_back(d.train.y[size_t(i)]);
+    }
+    sample_ctx_ = use_cuda_ ? Context::cuda(0, "schedule") : Context::cpu(compute_pool_.get());
+    sample_eval_ = std::make_unique<Evaluator>(*sample_ctx_, cfg_.model, ls);
+    schedule_->set_start_loss(sample_eval_->evaluate(ps_->latest()->data).loss);
+  }
   k_ = agg_->k();
   stats_ = agg_->stats();
   straggler_ = std::make_unique<Straggler>(parse_straggler(cfg_.straggler),
@@ -200,10 +261,18 @@ void Trainer::setup() {
   }
 }
 
-UpdateRates Trainer::rates(const Aggregator&, double) {
-  UpdateRates r;
-  r.lr = float(cfg_.lr);
-  return r;
+UpdateRates Trainer::rates(const Aggregator& agg, double) {
+  last_rates_ = lr_rule_->rates(agg, *ps_->latest());
+  return last_rates_;
+}
+
+double Trainer::training_loss_estimate(const SnapshotPtr& s) {
+  if (sample_eval_) return sample_eval_->evaluate(s->data).loss;
+  std::lock_guard<std::mutex> lk(mu_);
+  const double f = sched_loss_n_ ? sched_loss_sum_ / double(sched_loss_n_) : NAN;
+  sched_loss_sum_ = 0;
+  sched_loss_n_ = 0;
+  return f;
 }
 
 void Trainer::on_push(const Push& p, const Aggregator::PushResult& r, double) {
@@ -211,6 +280,12 @@ void Trainer::on_push(const Push& p, const Aggregator::PushResult& r, double) {
   std::lock_guard<std::mutex> lk(mu_);
   win_loss_sum_ += p.loss;
   ++win_loss_n_;
+  sched_loss_sum_ += p.loss;
+  ++sched_loss_n_;
+  if (p.tau == 0) {
+    start_loss_sum_ += p.loss;
+    ++start_loss_n_;
+  }
 }
 
 void Trainer::on_update(Aggregator& agg, const Aggregator::UpdateResult& u, double now) {
@@ -231,15 +306,53 @@ void Trainer::on_update(Aggregator& agg, const Aggregator::UpdateResult& u, doub
   }
   if (trace_) {
     for (const Applied& a : u.applied) {
-      TraceEntry e{a.time, a.worker, a.tau, u.snapshot->version, a.staleness, a.batch, a.weight, float(cfg_.lr)};
+      TraceEntry e{a.time, a.worker, a.tau, u.snapshot->version, a.staleness, a.batch, a.weight, last_rates_.lr};
       trace_->write(to_json(e));
     }
+  }
+  lr_rule_->on_publish(*u.snapshot);
+  if (schedule_->needs_start_loss() && cfg_.loss_estimate == "window") {
+    std::lock_guard<std::mutex> lk(mu_);
+    // F_0: the mean loss of the gradients computed at the initial parameters,
+    // once all P workers' first ones are in (or at the first decision).
+    if (start_loss_n_ >= cfg_.workers) schedule_->set_start_loss(start_loss_sum_ / double(start_loss_n_));
+  }
+  if (auto ch = schedule_->after_update(now, agg.k(), [&] {
+        if (schedule_->needs_start_loss() && start_loss_n_ > 0)
+          schedule_->set_start_loss(start_loss_sum_ / double(start_loss_n_));
+        return training_loss_estimate(u.snapshot);
+      })) {
+    agg.set_k(ch->k);
+    report_k_change(*ch, agg.version());
   }
   if (virtual_clock_ && eval_every_updates_ > 0 && agg.version() >= next_eval_update_) {
     next_eval_update_ += eval_every_updates_;
     evaluate_and_report(u.snapshot, now, false);
   }
   progress_tick(now, false);
+}
+
+void Trainer::report_k_change(const KChange& ch, int64_t version) {
+  std::lock_guard<std::mutex> lk(mu_);
+  k_changes_.push_back(ch);
+  k_ = ch.k;
+  if (metrics_)
+    metrics_->write(nlohmann::json{{"event", "k_change"},
+                                   {"time", ch.time},
+                                   {"wall", wall_.seconds()},
+                                   {"updates", version},
+                                   {"k_prev", ch.k_prev},
+                                   {"k", ch.k},
+                                   {"loss_start", ch.loss_start},
+                                   {"loss_now", ch.loss_now},
+                                   {"loss_ratio", ch.loss_start / ch.loss_now},
+                                   {"reason", ch.reason}});
+  if (cfg_.progress != "none") {
+    std::printf("%s[%8.2fs] K %d -> %d (%s", tty_ ? "\r" : "", ch.time, ch.k_prev, ch.k, ch.reason.c_str());
+    if (std::isfinite(ch.loss_start)) std::printf(": loss %.4f -> %.4f", ch.loss_start, ch.loss_now);
+    std::printf(")\n");
+    std::fflush(stdout);
+  }
 }
 
 void Trainer::on_cancelled(int n) {
@@ -408,6 +521,7 @@ RunSummary Trainer::finish(double end) {
   sum.params.assign(last->data, last->data + last->size);
   sum.checksum = checksum(last->data, last->size);
   sum.k = agg_->k();
+  sum.k_changes = k_changes_;
   if (metrics_) {
     metrics_->write(nlohmann::json{{"event", "summary"},
                                    {"time", sum.time},

@@ -16,6 +16,7 @@
 #include "runtime/device_sync.h"
 #include "runtime/optimizer.h"
 #include "runtime/output.h"
+#include "runtime/schedule.h"
 #include "runtime/straggler.h"
 #include "runtime/trace.h"
 #include "runtime/variant.h"
@@ -53,6 +54,17 @@ struct TrainConfig {
   std::string slowdown;  // "1,1,2,4"
   double base_time = 0;  // virtual: fixed part of each compute time (seconds)
   int64_t max_staleness = -1;
+  // K over time (ALGORITHMS.md section 5) and the learning-rate rule (section 4)
+  std::string schedule = "fixed";  // fixed | adasync | piecewise
+  int k0 = 1;                      // adasync: K_0
+  double schedule_every = 0;       // adasync: T_0 in clock seconds (0: time budget / 20, else 10 s)
+  std::string adasync_rule = "auto";  // auto (order-stat for k-sync, sqrt otherwise) | sqrt | order-stat
+  std::string schedule_points;     // piecewise: "0:1,30s:2,60s:4"
+  std::string loss_estimate = "window";  // window (mini-batch losses) | sample (fixed training sample)
+  int loss_sample = 1024;          // images in the fixed training sample
+  std::string lr_rule = "const";   // const | staleness | distance
+  double lr_c = 0;                 // C of the distance rule
+  std::string lr_distance = "sketch";  // exact | sketch
   std::string devices = "auto";  // auto | cpu | cuda
   // Where a sync update runs: host (the parameter server), device (all-reduce
   // and update on the GPUs, sync with one worker per GPU only) or auto.
@@ -81,6 +93,7 @@ struct RunSummary {
   uint64_t checksum = 0;  // of the final parameters
   int k = 0;
   std::vector<float> params;  // final parameters
+  std::vector<KChange> k_changes;
 };
 
 class Trainer : public EngineListener {
@@ -109,6 +122,7 @@ class Trainer : public EngineListener {
   EvalResult evaluate_and_report(const SnapshotPtr& s, double now, bool final);
   void progress_tick(double now, bool force);
   nlohmann::json header_json() const;
+  void report_k_change(const KChange& ch, int64_t version);
 
   TrainConfig cfg_;
   std::shared_ptr<const DataSplit> data_;
@@ -126,6 +140,13 @@ class Trainer : public EngineListener {
   std::unique_ptr<Straggler> straggler_;
   std::vector<Sampler> samplers_;
   std::unique_ptr<AtomicLines> metrics_, trace_;
+  std::unique_ptr<KSchedule> schedule_;
+  std::unique_ptr<LrRule> lr_rule_;
+  UpdateRates last_rates_;
+  std::unique_ptr<Context> sample_ctx_;
+  std::unique_ptr<Dataset> loss_sample_set_;
+  std::unique_ptr<Evaluator> sample_eval_;
+  double training_loss_estimate(const SnapshotPtr& s);
 
   // Listener state; guarded by mu_ (PS thread vs monitor thread in real time).
   std::mutex mu_;
@@ -140,6 +161,11 @@ class Trainer : public EngineListener {
   double win_stale_sum_ = 0;
   int64_t win_stale_n_ = 0, win_stale_max_ = 0;
   int64_t cancelled_ = 0;
+  // Loss estimates for the schedule: losses of gradients computed at version
+  // 0 (F_0) and of those counted since the last decision (F_t), window mode.
+  double start_loss_sum_ = 0, sched_loss_sum_ = 0;
+  int64_t start_loss_n_ = 0, sched_loss_n_ = 0;
+  std::vector<KChange> k_changes_;
   double first_update_time_ = -1;  // clock time of the first update, and the samples counted by then
   int64_t first_update_samples_ = 0;
   AggregatorStats stats_;  // the Aggregator's, copied by the PS thread for the monitor
