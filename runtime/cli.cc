@@ -59,6 +59,9 @@ int trainer_main(int argc, char** argv) {
       ->group(g_len);
   app.add_option("--eval-every", c.eval_every, "Evaluate every N updates, or every duration such as 10s; 0: only at the end")
       ->capture_default_str()->group(g_len);
+  app.add_option("--target-accuracy", c.target_accuracy,
+                 "Stop at the first evaluation whose test accuracy reaches this fraction (time-to-accuracy runs)")
+      ->group(g_len);
   app.add_option("--eval-samples", c.eval_samples, "Test samples per intermediate evaluation (0: all; the final one uses all)")
       ->capture_default_str()->group(g_len);
 
@@ -153,6 +156,13 @@ int trainer_main(int argc, char** argv) {
                     c.clock == "virtual" ? "virtual " : "", s.time > 0 ? double(s.samples) / s.time : 0.0,
                     s.steady_samples_per_s, s.wall);
         std::printf("test accuracy %.2f%%, test loss %.4f\n", 100 * s.final_eval.accuracy, s.final_eval.loss);
+        if (c.target_accuracy > 0) {
+          if (s.target_time >= 0)
+            std::printf("reached %.2f%% test accuracy at %.2f s%s\n", 100 * c.target_accuracy, s.target_time,
+                        c.clock == "virtual" ? " (virtual)" : "");
+          else
+            std::printf("did not reach %.2f%% test accuracy\n", 100 * c.target_accuracy);
+        }
         std::printf("staleness mean %.2f max %lld; dropped %lld (stale %lld, over bound %lld, non-finite %lld); cancelled %lld\n",
                     stale, static_cast<long long>(s.stats.staleness_max), static_cast<long long>(s.stats.dropped()),
                     static_cast<long long>(s.stats.dropped_stale), static_cast<long long>(s.stats.dropped_bound),

@@ -63,6 +63,8 @@ void validate(const TrainConfig& c) {
                        "the staleness rules need async, k-async or k-batch-async");
   }
   if (c.momentum >= 1) bad("--momentum", "a value in [0, 1) (or -1: auto)", std::to_string(c.momentum));
+  if (c.target_accuracy < 0 || c.target_accuracy > 1)
+    bad("--target-accuracy", "a fraction in (0, 1], e.g. 0.88", std::to_string(c.target_accuracy));
   if (c.eval_every.empty()) bad("--eval-every", "N updates or a duration such as 5s", "''");
   if (c.aggregate != "auto" && c.aggregate != "host" && c.aggregate != "device")
     bad("--aggregate", "auto, host or device", "'" + c.aggregate + "'");
@@ -376,6 +378,10 @@ bool Trainer::on_time(double now) {
 }
 
 bool Trainer::keep_going(const Aggregator& agg, double) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (stop_requested_) return false;
+  }
   if (cfg_.max_updates > 0 && agg.version() >= cfg_.max_updates) return false;
   if (max_samples_ > 0 && agg.stats().counted * cfg_.batch >= max_samples_) return false;
   return true;
@@ -437,6 +443,10 @@ EvalResult Trainer::evaluate_and_report(const SnapshotPtr& s, double now, bool f
   win_stale_sum_ = 0;
   win_stale_n_ = 0;
   win_stale_max_ = 0;
+  if (!final && cfg_.target_accuracy > 0 && ev.accuracy >= cfg_.target_accuracy && target_time_ < 0) {
+    target_time_ = now;
+    stop_requested_ = true;
+  }
   return ev;
 }
 
@@ -516,6 +526,7 @@ RunSummary Trainer::finish(double end) {
   sum.stats.cancelled = cancelled_;
   sum.samples = sum.stats.counted * cfg_.batch;
   sum.first_update_time = std::max(0.0, first_update_time_);
+  sum.target_time = target_time_;
   if (first_update_time_ >= 0 && end > first_update_time_)
     sum.steady_samples_per_s = double(sum.samples - first_update_samples_) / (end - first_update_time_);
   sum.params.assign(last->data, last->data + last->size);
@@ -529,6 +540,7 @@ RunSummary Trainer::finish(double end) {
                                    {"updates", sum.updates},
                                    {"samples", sum.samples},
                                    {"steady_samples_per_s", sum.steady_samples_per_s},
+                                   {"target_time", sum.target_time},
                                    {"test_accuracy", sum.final_eval.accuracy},
                                    {"test_loss", sum.final_eval.loss},
                                    {"staleness_mean", sum.stats.counted ? sum.stats.staleness_sum / double(sum.stats.counted) : 0.0},
@@ -572,6 +584,10 @@ RunSummary Trainer::run_device_sync() {
     if (cfg_.time_budget > 0 && now >= cfg_.time_budget) break;
     if (cfg_.max_updates > 0 && version >= cfg_.max_updates) break;
     if (max_samples_ > 0 && version * P * cfg_.batch >= max_samples_) break;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (stop_requested_) break;
+    }
     for (int w = 0; w < P; ++w) {
       batch_ids[size_t(w)] = samplers_[size_t(w)].next(&batches[size_t(w)]);
       delays[size_t(w)] = straggler_->draw(w);

@@ -44,6 +44,7 @@ struct TrainConfig {
   double time_budget = 0;  // clock seconds
   // evaluation: "N" updates, "Ts" clock seconds, "0" only at the end
   std::string eval_every = "200";
+  double target_accuracy = 0;  // stop at the first evaluation that reaches it (0: never)
   size_t eval_samples = 2000;  // test samples per intermediate evaluation (0: all); the final one uses all
   // engine
   int workers = 1;
@@ -88,6 +89,7 @@ struct RunSummary {
   int64_t samples = 0;   // counted gradients x batch
   double steady_samples_per_s = 0;  // after the first update (excludes start-up and warm-up)
   double first_update_time = 0;     // clock time of the first update
+  double target_time = -1;          // clock time of the evaluation that reached --target-accuracy
   EvalResult final_eval;
   AggregatorStats stats;
   uint64_t checksum = 0;  // of the final parameters
@@ -176,6 +178,7 @@ class Trainer : public EngineListener {
   double now_ = 0;
   bool tty_ = false;
   bool stop_requested_ = false;
+  double target_time_ = -1;
 };
 
 // The trainer binary's main: parses flags (CLI11), runs, prints the summary.
