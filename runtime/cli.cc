@@ -67,7 +67,8 @@ int trainer_main(int argc, char** argv) {
 
   auto* g_eng = "Asynchronous engine";
   app.add_option("--workers", c.workers, "Number of workers P")->capture_default_str()->group(g_eng);
-  app.add_option("--variant", c.variant, "sync, k-sync, k-batch-sync, async, k-async or k-batch-async")
+  app.add_option("--variant", c.variant,
+                 "sync, k-sync, k-batch-sync, async, k-async, k-batch-async, or swarm (decentralised SwarmSGD)")
       ->capture_default_str()->group(g_eng);
   app.add_option("--k", c.k, "Synchronicity K (gradients per update) for the k-variants")->capture_default_str()->group(g_eng);
   app.add_option("--clock", c.clock, "real (threads, wall time) or virtual (deterministic discrete-event simulation)")
@@ -106,6 +107,23 @@ int trainer_main(int argc, char** argv) {
   app.add_option("--lr-distance", c.lr_distance,
                  "distance rule: sketch (per-version count-sketches, no parameter copies) or exact")
       ->capture_default_str()->group(g_sched);
+
+  auto* g_swarm = "SwarmSGD (--variant swarm)";
+  app.add_option("--graph", c.graph, "Communication graph: complete, ring, torus (2-D) or regular (random r-regular)")
+      ->capture_default_str()->group(g_swarm);
+  app.add_option("--degree", c.degree, "r of a random r-regular graph")->capture_default_str()->group(g_swarm);
+  app.add_option("--local-steps", c.local_steps, "Local SGD steps H between averagings")->capture_default_str()->group(g_swarm);
+  app.add_option("--local-steps-dist", c.local_steps_dist, "fixed H, or geometric with mean H")
+      ->capture_default_str()->group(g_swarm);
+  app.add_option("--swarm-mode", c.swarm_mode,
+                 "blocking (both nodes average) or nonblocking (the initiator averages with the partner's last published copy)")
+      ->capture_default_str()->group(g_swarm);
+  app.add_option("--quantize", c.quantize, "Bits per coordinate of exchanged models: 0 (full precision), 8 or 16")
+      ->capture_default_str()->group(g_swarm);
+  app.add_option("--quant-step", c.quant_step,
+                 "Lattice step e (default 1e-3 for 8 bits, 1e-5 for 16): decoding is exact to e/2 while the two models "
+                 "differ by less than 2^bits * e / 2; the run reports how often they did not")
+      ->group(g_swarm);
 
   app.add_option("--devices", c.devices, "auto (GPU if usable), cpu or cuda")->capture_default_str()->group(g_eng);
   app.add_option("--aggregate", c.aggregate,

@@ -9,6 +9,8 @@
 #include <map>
 #include <thread>
 
+#include "runtime/swarm.h"
+
 
 namespace adasync {
 
@@ -22,7 +24,28 @@ void validate(const TrainConfig& c) {
   if (c.max_updates < 0) bad("--max-updates", "a non-negative count", std::to_string(c.max_updates));
   if (c.time_budget < 0) bad("--time-budget", "a non-negative duration", std::to_string(c.time_budget));
   if (c.workers < 1 || c.workers > 1024) bad("--workers", "a count in [1, 1024]", std::to_string(c.workers));
-  const Variant v = parse_variant(c.variant);
+  const bool swarm = c.variant == "swarm";
+  const Variant v = swarm ? Variant::Async : parse_variant(c.variant);
+  if (swarm) {
+    if (c.workers < 2) bad("--workers", "at least 2 nodes for --variant swarm", std::to_string(c.workers));
+    if (c.graph != "complete" && c.graph != "ring" && c.graph != "torus" && c.graph != "regular")
+      bad("--graph", "complete, ring, torus or regular", "'" + c.graph + "'");
+    if (!(c.local_steps >= 1)) bad("--local-steps", "at least 1", std::to_string(c.local_steps));
+    if (c.local_steps_dist != "fixed" && c.local_steps_dist != "geometric")
+      bad("--local-steps-dist", "fixed or geometric", "'" + c.local_steps_dist + "'");
+    if (c.swarm_mode != "blocking" && c.swarm_mode != "nonblocking")
+      bad("--swarm-mode", "blocking or nonblocking", "'" + c.swarm_mode + "'");
+    if (c.quantize != 0 && c.quantize != 8 && c.quantize != 16)
+      bad("--quantize", "0 (full precision), 8 or 16 bits", std::to_string(c.quantize));
+    if (c.quant_step < 0) bad("--quant-step", "a positive step (0: automatic)", std::to_string(c.quant_step));
+    if (c.opt.name != "sgd" && c.opt.name != "momentum")
+      throw UsageError("--optimizer " + c.opt.name + ": SwarmSGD nodes take plain SGD local steps");
+    if (c.schedule != "fixed" || c.lr_rule != "const" || c.max_staleness >= 0 || !c.trace.empty() || c.aggregate == "device")
+      throw UsageError("--variant swarm has no parameter server: --schedule, --lr-rule, --max-staleness, --trace and "
+                       "--aggregate device do not apply");
+  } else if (c.quantize != 0 || c.graph != "complete" || c.swarm_mode != "blocking") {
+    throw UsageError("--graph, --quantize and --swarm-mode apply to --variant swarm only");
+  }
   if (has_k(v) && (c.k < 1 || c.k > c.workers))
     bad("--k", "a value in [1, --workers = " + std::to_string(c.workers) + "]", std::to_string(c.k));
   if (c.clock != "real" && c.clock != "virtual") bad("--clock", "real or virtual", "'" + c.clock + "'");
@@ -102,7 +125,9 @@ std::string fmt(const char* f, double v) {
 
 Trainer::Trainer(TrainConfig cfg, std::shared_ptr<const DataSplit> data) : cfg_(std::move(cfg)), data_(std::move(data)) {
   validate(cfg_);
-  cfg_.opt.momentum = cfg_.momentum >= 0 ? cfg_.momentum : (is_synchronous(parse_variant(cfg_.variant)) ? 0.9 : 0.0);
+  swarm_ = cfg_.variant == "swarm";
+  cfg_.opt.momentum = cfg_.momentum >= 0 ? cfg_.momentum
+                                         : (!swarm_ && is_synchronous(parse_variant(cfg_.variant)) ? 0.9 : 0.0);
 }
 
 Trainer::~Trainer() = default;
@@ -162,7 +187,8 @@ void Trainer::setup() {
   if (cfg_.aggregate == "device" && use_cuda_ && P > gpus)
     throw UsageError("--aggregate device needs one GPU per worker: " + std::to_string(P) + " workers, " +
                      std::to_string(gpus) + " GPU(s)");
-  device_sync_ = use_cuda_ && !virtual_clock_ && parse_variant(cfg_.variant) == Variant::Sync && P <= gpus &&
+  if (swarm_) cfg_.shard = true;  // each SwarmSGD node samples its own shard
+  device_sync_ = !swarm_ && use_cuda_ && !virtual_clock_ && parse_variant(cfg_.variant) == Variant::Sync && P <= gpus &&
                  (cfg_.aggregate == "device" ||
                   (cfg_.aggregate == "auto" && (cfg_.opt.name == "sgd" || cfg_.opt.name == "momentum") &&
                    cfg_.trace.empty()));
@@ -192,13 +218,13 @@ void Trainer::setup() {
   ps_ = std::make_unique<ParamServer>(n, init.data(), std::make_unique<HostOptimizer>(cfg_.opt, n, apply_pool_.get()),
                                       2 * P);
   AggregatorConfig ac;
-  ac.variant = parse_variant(cfg_.variant);
+  ac.variant = swarm_ ? Variant::Async : parse_variant(cfg_.variant);
   ac.workers = P;
   ac.k = cfg_.k;
   ac.max_staleness = cfg_.max_staleness;
   agg_ = std::make_unique<Aggregator>(ac, *ps_);
   ScheduleConfig sc;
-  sc.kind = cfg_.schedule;
+  sc.kind = swarm_ ? "fixed" : cfg_.schedule;
   sc.workers = P;
   sc.k = cfg_.schedule == "adasync" ? cfg_.k0 : agg_->k();
   sc.interval = cfg_.schedule_every > 0 ? cfg_.schedule_every : (cfg_.time_budget > 0 ? cfg_.time_budget / 20 : 10.0);
@@ -403,7 +429,7 @@ void Trainer::progress_tick(double now, bool force) {
   std::fflush(stdout);
 }
 
-EvalResult Trainer::evaluate_and_report(const SnapshotPtr& s, double now, bool final) {
+EvalResult Trainer::evaluate_and_report(const SnapshotPtr& s, double now, bool final, const nlohmann::json& extra) {
   const EvalResult ev = evaluator_->evaluate(s->data, final ? 0 : cfg_.eval_samples);
   std::lock_guard<std::mutex> lk(mu_);
   const AggregatorStats& st = stats_;
@@ -430,6 +456,7 @@ EvalResult Trainer::evaluate_and_report(const SnapshotPtr& s, double now, bool f
                    {"dropped_bound", st.dropped_bound},
                    {"dropped_nonfinite", st.dropped_nonfinite},
                    {"cancelled", cancelled_}};
+  for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
   if (metrics_) metrics_->write(j);
   if (cfg_.progress != "none") {
     std::printf("%s[%8.2fs] upd %7lld  samples %9lld  %8.0f samp/s  K %d  loss %.4f  test acc %6.2f%%  stale %.2f/%lld\n",
@@ -457,12 +484,14 @@ RunSummary Trainer::run() {
     std::printf("adasync: %s on %s (%zu train / %zu test), %s, %d worker(s), %s, %s clock, batch %d, %zu params\n",
                 cfg_.model.c_str(), cfg_.dataset.c_str(), data_->train.size(), data_->test.size(),
                 device_description().c_str(), cfg_.workers,
-                (cfg_.variant + (has_k(parse_variant(cfg_.variant)) ? " K=" + std::to_string(agg_->k()) : "")).c_str(),
+                (swarm_ ? "swarm" : cfg_.variant + (has_k(parse_variant(cfg_.variant)) ? " K=" + std::to_string(agg_->k()) : ""))
+                    .c_str(),
                 cfg_.clock.c_str(), cfg_.batch, ps_->size());
     std::fflush(stdout);
   }
   wall_ = WallTimer();  // clock time starts with training, after set-up
   if (device_sync_) return run_device_sync();
+  if (swarm_) return run_swarm();
   EngineSetup es;
   es.ps = ps_.get();
   es.agg = agg_.get();
@@ -518,7 +547,7 @@ RunSummary Trainer::finish(double end) {
     k_ = agg_->k();
   }
   SnapshotPtr last = ps_->latest();
-  sum.final_eval = evaluate_and_report(last, end, true);
+  sum.final_eval = evaluate_and_report(last, end, true, final_extra_);
   sum.time = end;
   sum.wall = wall_.seconds();
   sum.updates = last->version;
@@ -628,6 +657,174 @@ RunSummary Trainer::run_device_sync() {
   for (int w = 0; w < P; ++w) st.counted_by_worker[size_t(w)] = st.pushes_by_worker[size_t(w)] = version;
   agg_->set_version(version);
   return finish(now);
+}
+
+// SwarmSGD: no parameter server in the loop. The PS holds the average model
+// x_bar, refreshed for every evaluation and at the end; "updates" count local
+// steps over all nodes.
+RunSummary Trainer::run_swarm() {
+  const int P = cfg_.workers;
+  SwarmConfig sc;
+  sc.graph = cfg_.graph;
+  sc.degree = cfg_.degree;
+  sc.local_steps = cfg_.local_steps;
+  sc.geometric = cfg_.local_steps_dist == "geometric";
+  sc.blocking = cfg_.swarm_mode == "blocking";
+  sc.bits = cfg_.quantize;
+  sc.quant_step = cfg_.quant_step > 0 ? cfg_.quant_step : (cfg_.quantize == 16 ? 1e-5 : 1e-3);
+  sc.lr = float(cfg_.lr);
+  sc.seed = cfg_.seed;
+  std::vector<GradientWorker*> ws;
+  for (auto& r : replicas_) ws.push_back(r.get());
+  Straggler* straggler = straggler_.get();
+  // The virtual clock needs positive compute times.
+  std::unique_ptr<Straggler> with_base;
+  if (virtual_clock_ && straggler_->spec().mean() == 0) {
+    with_base = std::make_unique<Straggler>(
+        parse_straggler("const:value=" + std::to_string(cfg_.base_time > 0 ? cfg_.base_time : 1e-3)),
+        std::vector<double>{}, P, cfg_.seed);
+    straggler = with_base.get();
+  }
+  SwarmEngine eng(sc, ws, &samplers_, straggler, ps_->latest()->data, ps_->size(), P);
+  if (cfg_.progress != "none") {
+    std::printf("swarm: %s, H = %g (%s), %s averaging, %s\n", eng.graph().describe().c_str(), cfg_.local_steps,
+                cfg_.local_steps_dist.c_str(), cfg_.swarm_mode.c_str(),
+                cfg_.quantize == 0 ? "full precision"
+                                   : (std::to_string(cfg_.quantize) + "-bit lattice quantisation, e = " +
+                                      std::to_string(sc.quant_step) + ", safe radius " +
+                                      std::to_string(eng.quantizer().safe_radius()))
+                                         .c_str());
+    std::fflush(stdout);
+  }
+  std::vector<float> avg(ps_->size());
+  std::mutex eval_mu;  // one evaluation at a time (monitor vs listener)
+  int64_t steps = 0;
+  auto swarm_extra = [&](double consensus) {
+    const SwarmStats st = eng.stats();
+    int64_t worst = 0;
+    for (int64_t b : st.bytes_sent) worst = std::max(worst, b);
+    return nlohmann::json{{"consensus_distance", consensus},
+                          {"bytes_total", st.bytes_total()},
+                          {"bytes_per_worker", double(st.bytes_total()) / P},
+                          {"bytes_per_worker_max", worst},
+                          {"interactions", st.interactions},
+                          {"out_of_range", st.out_of_range},
+                          {"out_of_range_fraction",
+                           st.coordinates_sent ? double(st.out_of_range) / double(st.coordinates_sent) : 0.0}};
+  };
+  auto evaluate_now = [&](double now, bool final) {
+    std::lock_guard<std::mutex> ek(eval_mu);
+    double consensus = 0;
+    eng.average(avg.data(), &consensus);
+    int64_t v;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      v = steps;
+    }
+    ps_->reset(avg.data(), v);
+    return evaluate_and_report(ps_->latest(), now, final, swarm_extra(consensus));
+  };
+
+  struct Listener : SwarmListener {
+    Trainer& t;
+    std::function<void(double)> eval;
+    int64_t& steps;
+    Listener(Trainer& tr, std::function<void(double)> e, int64_t& s) : t(tr), eval(std::move(e)), steps(s) {}
+    bool on_time(double now) override {
+      if (t.cfg_.time_budget > 0 && now >= t.cfg_.time_budget) return false;
+      if (t.virtual_clock_)
+        while (t.eval_every_seconds_ > 0 && now >= t.next_eval_time_) {
+          const double at = t.next_eval_time_;
+          t.next_eval_time_ += t.eval_every_seconds_;
+          eval(at);
+        }
+      std::lock_guard<std::mutex> lk(t.mu_);
+      return !t.stop_requested_;
+    }
+    bool after_step(int, float loss, double now) override {
+      bool due = false;
+      {
+        std::lock_guard<std::mutex> lk(t.mu_);
+        ++steps;
+        t.win_loss_sum_ += loss;
+        ++t.win_loss_n_;
+        t.stats_.updates = steps;
+        t.stats_.counted = steps;
+        if (t.first_update_time_ < 0) t.first_update_time_ = now, t.first_update_samples_ = 0;
+        if (t.virtual_clock_ && t.eval_every_updates_ > 0 && steps >= t.next_eval_update_) {
+          t.next_eval_update_ += t.eval_every_updates_;
+          due = true;
+        }
+        if (t.cfg_.max_updates > 0 && steps >= t.cfg_.max_updates) return false;
+        if (t.max_samples_ > 0 && steps * t.cfg_.batch >= t.max_samples_) return false;
+        if (t.stop_requested_) return false;
+      }
+      if (due) eval(now);
+      if (!t.virtual_clock_) t.progress_tick(now, false);
+      return true;
+    }
+  } listener(*this, [&](double now) { evaluate_now(now, false); }, steps);
+
+  double end = 0;
+  if (virtual_clock_) {
+    end = eng.run_virtual(listener);
+  } else {
+    std::atomic<bool> done{false};
+    std::exception_ptr error;
+    std::thread runner([&] {
+      try {
+        end = eng.run_real(listener);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      done = true;
+    });
+    while (!done) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      const double now = wall_.seconds();
+      bool due = false;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (eval_every_updates_ > 0 && steps >= next_eval_update_) {
+          next_eval_update_ = (steps / eval_every_updates_ + 1) * eval_every_updates_;
+          due = true;
+        }
+      }
+      if (eval_every_seconds_ > 0 && now >= next_eval_time_) {
+        next_eval_time_ += eval_every_seconds_;
+        due = true;
+      }
+      if (due && !done) evaluate_now(now, false);
+    }
+    runner.join();
+    if (error) std::rethrow_exception(error);
+  }
+  if (cfg_.time_budget > 0) end = std::min(end, cfg_.time_budget);
+  double consensus = 0;
+  eng.average(avg.data(), &consensus);
+  ps_->reset(avg.data(), steps);
+  agg_->stats().updates = agg_->stats().counted = agg_->stats().pushes = steps;
+  agg_->set_version(steps);
+  const SwarmStats st = eng.stats();
+  RunSummary sum;
+  {
+    // finish() evaluates and writes the summary; the swarm numbers ride along.
+    std::lock_guard<std::mutex> lk(mu_);
+    stats_ = agg_->stats();
+  }
+  final_extra_ = swarm_extra(consensus);
+  sum = finish(end);
+  sum.bytes_sent = st.bytes_total();
+  for (int64_t b : st.bytes_sent) sum.bytes_per_worker_max = std::max(sum.bytes_per_worker_max, b);
+  sum.out_of_range = st.out_of_range;
+  sum.interactions = st.interactions;
+  sum.consensus = consensus;
+  if (cfg_.progress != "none")
+    std::printf("swarm: %lld interactions, %.1f MB sent per worker (mean), consensus distance %.3g, %lld decoded "
+                "values outside the safe range\n",
+                static_cast<long long>(st.interactions), double(st.bytes_total()) / P / 1e6, consensus,
+                static_cast<long long>(st.out_of_range));
+  return sum;
 }
 
 RunSummary Trainer::run_replay() {

@@ -66,6 +66,14 @@ struct TrainConfig {
   std::string lr_rule = "const";   // const | staleness | distance
   double lr_c = 0;                 // C of the distance rule
   std::string lr_distance = "sketch";  // exact | sketch
+  // SwarmSGD (--variant swarm)
+  std::string graph = "complete";  // complete | ring | torus | regular
+  int degree = 4;                  // random r-regular graphs
+  double local_steps = 4;          // H
+  std::string local_steps_dist = "fixed";  // fixed | geometric
+  std::string swarm_mode = "blocking";     // blocking | nonblocking
+  int quantize = 0;                // bits: 0 (full precision), 8, 16
+  double quant_step = 0;           // lattice step e (0: 1e-3 for 8 bits, 1e-5 for 16)
   std::string devices = "auto";  // auto | cpu | cuda
   // Where a sync update runs: host (the parameter server), device (all-reduce
   // and update on the GPUs, sync with one worker per GPU only) or auto.
@@ -96,6 +104,9 @@ struct RunSummary {
   int k = 0;
   std::vector<float> params;  // final parameters
   std::vector<KChange> k_changes;
+  // SwarmSGD
+  int64_t bytes_sent = 0, bytes_per_worker_max = 0, out_of_range = 0, interactions = 0;
+  double consensus = 0;
 };
 
 class Trainer : public EngineListener {
@@ -120,8 +131,10 @@ class Trainer : public EngineListener {
   void setup();
   RunSummary run_replay();
   RunSummary run_device_sync();
+  RunSummary run_swarm();
   RunSummary finish(double end);
-  EvalResult evaluate_and_report(const SnapshotPtr& s, double now, bool final);
+  EvalResult evaluate_and_report(const SnapshotPtr& s, double now, bool final,
+                                 const nlohmann::json& extra = nlohmann::json::object());
   void progress_tick(double now, bool force);
   nlohmann::json header_json() const;
   void report_k_change(const KChange& ch, int64_t version);
@@ -130,6 +143,7 @@ class Trainer : public EngineListener {
   std::shared_ptr<const DataSplit> data_;
   bool use_cuda_ = false;
   bool device_sync_ = false;
+  bool swarm_ = false;
   bool virtual_clock_ = false;
   int threads_ = 1;
   std::unique_ptr<ThreadPool> compute_pool_, apply_pool_;
@@ -179,6 +193,7 @@ class Trainer : public EngineListener {
   bool tty_ = false;
   bool stop_requested_ = false;
   double target_time_ = -1;
+  nlohmann::json final_extra_ = nlohmann::json::object();  // mode-specific keys of the final evaluation
 };
 
 // The trainer binary's main: parses flags (CLI11), runs, prints the summary.
