@@ -1,7 +1,10 @@
 // Command-line interface of the trainer (CLI11, GNU-style flags).
 #include <CLI/CLI.hpp>
 
+#include <csignal>
 #include <cstdio>
+
+#include <unistd.h>
 
 #include "models/model.h"
 #include "runtime/trainer.h"
@@ -135,6 +138,26 @@ int trainer_main(int argc, char** argv) {
       ->group(g_eng);
   app.add_flag("--deterministic", c.deterministic, "CUDA: deterministic cuDNN algorithms only (bit-stable replays)")->group(g_eng);
 
+  auto* g_rel = "Checkpoints and faults";
+  app.add_option("--checkpoint-dir", c.checkpoint_dir,
+                 "Write checkpoints here (atomically; the newest --checkpoint-keep are kept); one is always written at "
+                 "the end, and on SIGINT or SIGTERM")
+      ->group(g_rel);
+  app.add_option("--checkpoint-every", c.checkpoint_every, "Also every N updates, or every duration such as 60s")
+      ->capture_default_str()->group(g_rel);
+  app.add_option("--checkpoint-keep", c.checkpoint_keep, "Checkpoints kept")->capture_default_str()->group(g_rel);
+  app.add_flag("--resume", c.resume,
+               "Continue from the newest readable checkpoint in --checkpoint-dir (a damaged one is skipped); on the "
+               "virtual clock the run continues exactly as if never stopped")
+      ->group(g_rel);
+  app.add_option("--on-nonfinite", c.on_nonfinite, "A NaN or infinite gradient is dropped and counted (drop) or stops the run (stop)")
+      ->capture_default_str()->group(g_rel);
+  std::string watchdog;
+  app.add_option("--watchdog", watchdog, "Flag a worker that pushes nothing for this long, e.g. 30s")->group(g_rel);
+  app.add_option("--inject", c.inject,
+                 "Fault injection for testing: nan@W:N, throw@W:N, hang@W:N:T (worker W's N-th computation)")
+      ->group(g_rel);
+
   auto* g_out = "Output and reproducibility";
   app.add_option("--seed", c.seed, "Seed of initialisation, sampling and straggler draws")->capture_default_str()->group(g_out);
   app.add_option("--threads", c.threads, "CPU threads (0: all)")->capture_default_str()->group(g_out);
@@ -161,6 +184,17 @@ int trainer_main(int argc, char** argv) {
     if (!time_budget.empty()) c.time_budget = parse_seconds(time_budget, "--time-budget");
     if (!base_time.empty()) c.base_time = parse_seconds(base_time, "--base-time");
     if (!schedule_every.empty()) c.schedule_every = parse_seconds(schedule_every, "--schedule-every");
+    if (!watchdog.empty()) c.watchdog = parse_seconds(watchdog, "--watchdog");
+    // SIGINT / SIGTERM: stop at the next update, checkpoint, exit 0; a second
+    // signal ends the process at once.
+    struct sigaction sa {};
+    sa.sa_handler = [](int sig) {
+      if (stop_signal() != 0) _exit(128 + sig);
+      request_stop(sig);
+    };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
     Trainer trainer(c);
     const RunSummary s = trainer.run();
     if (c.progress != "none" || !c.replay.empty()) {
@@ -187,13 +221,27 @@ int trainer_main(int argc, char** argv) {
                     static_cast<long long>(s.stats.dropped_nonfinite), static_cast<long long>(s.stats.cancelled));
       }
       std::printf("params checksum %s\n", checksum_hex(s.checksum).c_str());
+      if (!s.failed_workers.empty()) {
+        std::printf("failed workers:");
+        for (int w : s.failed_workers) std::printf(" %d", w);
+        std::printf("\n");
+      }
+      if (s.watchdog_alarms > 0) std::printf("watchdog alarms: %lld\n", static_cast<long long>(s.watchdog_alarms));
+      if (!s.last_checkpoint.empty()) std::printf("checkpoint: %s\n", s.last_checkpoint.c_str());
     }
+    if (s.interrupted)
+      std::printf("stopped by %s after update %lld%s\n", stop_signal() == SIGTERM ? "SIGTERM" : "SIGINT",
+                  static_cast<long long>(s.updates), s.last_checkpoint.empty() ? "" : "; resume with --resume");
     if (profiling_enabled()) {
       std::printf("\nhost time per range (ADASYNC_PROFILE=1):\n%-28s %10s %12s %10s\n", "range", "calls", "total s",
                   "mean ms");
       for (const auto& r : range_totals())
         std::printf("%-28s %10lld %12.3f %10.3f\n", r.name.c_str(), static_cast<long long>(r.calls), r.seconds,
                     1e3 * r.seconds / double(r.calls));
+    }
+    if (!s.error.empty()) {
+      std::fprintf(stderr, "trainer: stopped: %s\n", s.error.c_str());
+      return 1;
     }
     return 0;
   } catch (const UsageError& e) {

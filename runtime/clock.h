@@ -18,12 +18,36 @@
 #include <chrono>
 #include <vector>
 
+#include <atomic>
+#include <functional>
+#include <memory>
+
 #include "datasets/sampler.h"
+#include "runtime/faults.h"
 #include "runtime/straggler.h"
 #include "runtime/variant.h"
 #include "runtime/worker.h"
 
 namespace adasync {
+
+// The virtual clock's whole state between two events: what each worker is
+// computing (its parameter version, batch and finish time) and the event
+// sequence counter. With the snapshots of those versions and the trainer's
+// own state it continues a run bit for bit (checkpoint and resume).
+struct VirtualJob {
+  bool active = false;
+  int64_t tau = 0;
+  uint64_t batch = 0;
+  uint64_t gen = 0;
+  double finish = 0;
+  uint64_t seq = 0;
+  int64_t computations = 0;  // started so far (fault injection counts these)
+};
+struct VirtualState {
+  double now = 0;
+  uint64_t seq = 0;
+  std::vector<VirtualJob> jobs;  // one per worker
+};
 
 class EngineListener {
  public:
@@ -40,6 +64,11 @@ class EngineListener {
   virtual bool on_time(double now) = 0;
   // After each update. Returns false to stop.
   virtual bool keep_going(const Aggregator& agg, double now) = 0;
+  // Virtual clock, after an update and the restarts it caused: the state a
+  // checkpoint needs (the snapshots in flight are those of the jobs' taus).
+  virtual void at_quiet_point(const VirtualState& state, const std::vector<SnapshotPtr>& in_flight, double now) {}
+  // Worker w failed (an exception from its computation); it never returns.
+  virtual void on_worker_failed(int w, const std::string& what, double now) {}
 };
 
 struct EngineSetup {
@@ -50,6 +79,15 @@ struct EngineSetup {
   std::vector<GradientWorker*> workers;           // real: one per worker; virtual: one shared or one each
   double base_time = 0;                           // virtual: fixed part of every compute time (seconds)
   EngineListener* listener = nullptr;
+  const FaultPlan* faults = nullptr;
+  // Virtual clock: continue from a saved state; snapshot_of(v) gives the
+  // parameters of version v for the jobs in flight.
+  const VirtualState* resume = nullptr;
+  std::function<SnapshotPtr(int64_t)> snapshot_of;
+  // Real clock: each worker's sampler position, published after every draw
+  // (the PS thread reads them for checkpoints). Sized by the engine.
+  std::vector<std::atomic<uint64_t>>* positions = nullptr;
+  double time_offset = 0;  // real clock: clock time at the start (resume)
 };
 
 // Runs until the listener says stop (or, virtual, no event is left).

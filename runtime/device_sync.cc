@@ -97,6 +97,30 @@ std::vector<float> DeviceSync::collect(bool wait) {
 std::vector<float> DeviceSync::drain() { return collect(true); }
 std::vector<float> DeviceSync::completed() { return collect(false); }
 
+std::vector<float> DeviceSync::velocity_to_host() {
+  drain();
+  if (velocity_.empty()) return {};
+  std::vector<float> v(n_);
+  Context& c = workers_[0]->context();
+  mem_copy(v.data(), velocity_[0].data(), n_ * sizeof(float), c.stream());
+  c.synchronize();
+  const float inv = 1.0f / float(workers_.size());
+  for (float& x : v) x *= inv;
+  return v;
+}
+
+void DeviceSync::velocity_from_host(const std::vector<float>& v) {
+  if (velocity_.empty()) return;
+  EXPECTS(v.size() == n_, "velocity of " << v.size() << " values for " << n_ << " parameters");
+  std::vector<float> scaled(v);
+  for (float& x : scaled) x *= float(workers_.size());
+  for (size_t w = 0; w < workers_.size(); ++w) {
+    Context& c = workers_[w]->context();
+    mem_copy(velocity_[w].data(), scaled.data(), n_ * sizeof(float), c.stream());
+    c.synchronize();
+  }
+}
+
 void DeviceSync::params_to_host(float* out) {
   drain();
   ModelWorker& w = *workers_[0];

@@ -34,6 +34,11 @@ class DeviceSync {
   std::vector<float> completed();
   // Copies the parameters (identical on every replica) to host memory.
   void params_to_host(float* out);
+  // Momentum buffers (identical on every replica) to and from host memory;
+  // empty without momentum. The device keeps P v (see step()); these speak
+  // in the host optimizer's terms, v.
+  std::vector<float> velocity_to_host();
+  void velocity_from_host(const std::vector<float>& v);
 
  private:
   struct Slot;

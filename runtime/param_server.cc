@@ -54,6 +54,12 @@ void ParamServer::reset(const float* params, int64_t version) {
   publish(wrap(buf, version));
 }
 
+SnapshotPtr ParamServer::make_snapshot(const float* params, int64_t version) {
+  float* buf = take_buffer();
+  std::memcpy(buf, params, n_ * sizeof(float));
+  return wrap(buf, version);
+}
+
 void ParamServer::publish(SnapshotPtr s) {
   SnapshotPtr old;
   {

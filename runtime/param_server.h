@@ -60,6 +60,9 @@ class ParamServer {
   SnapshotPtr apply(const std::vector<const float*>& grads, const std::vector<float>& c, float lr);
   // Publishes `params` as version `version` (resume and replay).
   void reset(const float* params, int64_t version);
+  // A snapshot of `params` as version `version`, not published (resume: the
+  // older versions that computations in flight were started on).
+  SnapshotPtr make_snapshot(const float* params, int64_t version);
 
   Slot acquire_slot();            // blocks while none is free
   void release_slot(const Slot& s);

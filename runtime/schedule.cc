@@ -181,6 +181,25 @@ bool DistanceSketch::distance2(int64_t a, int64_t b, double* out) const {
   return true;
 }
 
+std::vector<int64_t> DistanceSketch::versions() const {
+  std::vector<int64_t> v;
+  for (const auto& [ver, s] : ring_) v.push_back(ver);
+  return v;
+}
+
+std::vector<float> DistanceSketch::values() const {
+  std::vector<float> v;
+  for (const auto& [ver, s] : ring_) v.insert(v.end(), s.begin(), s.end());
+  return v;
+}
+
+void DistanceSketch::restore(const std::vector<int64_t>& versions, const std::vector<float>& values) {
+  EXPECTS(values.size() == versions.size() * m_, values.size() << " sketch values for " << versions.size() << " versions");
+  ring_.clear();
+  for (size_t i = 0; i < versions.size(); ++i)
+    ring_.emplace_back(versions[i], std::vector<float>(values.begin() + long(i * m_), values.begin() + long((i + 1) * m_)));
+}
+
 double exact_distance2(const float* a, const float* b, size_t n) {
   double d = 0;
   for (size_t i = 0; i < n; ++i) {

@@ -88,6 +88,10 @@ class DistanceSketch {
   // Estimated ||w_a - w_b||^2; false when either version is no longer kept.
   bool distance2(int64_t a, int64_t b, double* out) const;
   size_t buckets() const { return m_; }
+  // The kept sketches (checkpoints): versions, and their m values each.
+  std::vector<int64_t> versions() const;
+  std::vector<float> values() const;
+  void restore(const std::vector<int64_t>& versions, const std::vector<float>& values);
 
  private:
   size_t n_, m_, keep_;
@@ -115,6 +119,7 @@ class LrRule {
   UpdateRates rates(const Aggregator& agg, const Snapshot& current);
   // Mean per-gradient rate of the last update (for metrics).
   double last_mean_rate() const { return last_mean_rate_; }
+  DistanceSketch* sketch() { return sketch_.get(); }
 
  private:
   LrConfig cfg_;

@@ -7,12 +7,21 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "runtime/swarm.h"
 
 
 namespace adasync {
+
+namespace {
+std::atomic<int> g_stop_signal{0};
+}  // namespace
+
+void request_stop(int signal) { g_stop_signal.store(signal == 0 ? -1 : signal, std::memory_order_relaxed); }
+int stop_signal() { return g_stop_signal.load(std::memory_order_relaxed); }
+void clear_stop_request() { g_stop_signal.store(0); }
 
 void validate(const TrainConfig& c) {
   auto bad = [](const std::string& flag, const std::string& expected, const std::string& found) {
@@ -85,6 +94,32 @@ void validate(const TrainConfig& c) {
       throw UsageError("--lr-rule " + c.lr_rule + ": " + c.variant + " applies only fresh gradients (staleness 0); "
                        "the staleness rules need async, k-async or k-batch-async");
   }
+  if (c.on_nonfinite != "drop" && c.on_nonfinite != "stop")
+    bad("--on-nonfinite", "drop or stop", "'" + c.on_nonfinite + "'");
+  if (c.watchdog < 0) bad("--watchdog", "a non-negative duration", std::to_string(c.watchdog));
+  if (c.checkpoint_keep < 1) bad("--checkpoint-keep", "at least 1", std::to_string(c.checkpoint_keep));
+  if (c.resume && c.checkpoint_dir.empty())
+    throw UsageError("--resume needs --checkpoint-dir (the directory holding the checkpoints to continue from)");
+  if (c.checkpoint_every != "0" && c.checkpoint_dir.empty())
+    throw UsageError("--checkpoint-every needs --checkpoint-dir");
+  if (!c.checkpoint_dir.empty() && swarm)
+    throw UsageError("--checkpoint-dir: SwarmSGD runs cannot be checkpointed yet");
+  if (c.resume && !c.trace.empty())
+    throw UsageError("--trace with --resume: a trace must start at version 0 to be replayed");
+  if (!c.replay.empty() && (c.resume || !c.checkpoint_dir.empty()))
+    throw UsageError("--replay re-applies a whole trace; it takes no --checkpoint-dir or --resume");
+  {
+    int64_t u = 0;
+    double t = 0;
+    const std::string& e = c.checkpoint_every;
+    const bool has_unit = e.find_first_not_of("0123456789") != std::string::npos;
+    if (e.empty()) bad("--checkpoint-every", "N updates or a duration such as 60s", "''");
+    if (has_unit) t = parse_seconds(e, "--checkpoint-every");
+    else u = std::stoll(e);
+    (void)u;
+    (void)t;
+  }
+  FaultPlan(c.inject, c.workers);  // validates the spec
   if (c.momentum >= 1) bad("--momentum", "a value in [0, 1) (or -1: auto)", std::to_string(c.momentum));
   if (c.target_accuracy < 0 || c.target_accuracy > 1)
     bad("--target-accuracy", "a fraction in (0, 1], e.g. 0.88", std::to_string(c.target_accuracy));
@@ -281,12 +316,252 @@ void Trainer::setup() {
     h["trace"] = 1;
     trace_->write(h);
   }
+  faults_ = FaultPlan(cfg_.inject, P);
+  parse_eval_every(cfg_.checkpoint_every, &ckpt_every_updates_, &ckpt_every_seconds_);
+  next_ckpt_update_ = ckpt_every_updates_;
+  next_ckpt_time_ = ckpt_every_seconds_;
+  positions_ = std::make_unique<std::vector<std::atomic<uint64_t>>>(size_t(P));
+  last_push_time_.assign(size_t(P), 0.0);
+  watchdog_flagged_.assign(size_t(P), 0);
+  if (cfg_.resume) restore_checkpoint();
   if (metrics_) {
     nlohmann::json h = header_json();
     h["event"] = "start";
     h["params"] = n;
+    if (cfg_.resume) h["resumed_from"] = last_checkpoint_, h["resumed_version"] = ps_->version();
     metrics_->write(h);
   }
+}
+
+nlohmann::json Trainer::config_json() const {
+  nlohmann::json j = header_json();
+  j["slowdown"] = cfg_.slowdown;
+  j["base_time"] = cfg_.base_time;
+  j["max_staleness"] = cfg_.max_staleness;
+  j["schedule"] = cfg_.schedule;
+  j["k0"] = cfg_.k0;
+  j["lr_rule"] = cfg_.lr_rule;
+  j["lr_c"] = cfg_.lr_c;
+  j["loss_estimate"] = cfg_.loss_estimate;
+  return j;
+}
+
+bool Trainer::checkpoint_due(double now, int64_t version) {
+  if (cfg_.checkpoint_dir.empty()) return false;
+  bool due = false;
+  if (ckpt_every_updates_ > 0 && version >= next_ckpt_update_) {
+    next_ckpt_update_ = (version / ckpt_every_updates_ + 1) * ckpt_every_updates_;
+    due = true;
+  }
+  if (ckpt_every_seconds_ > 0 && now >= next_ckpt_time_) {
+    while (next_ckpt_time_ <= now) next_ckpt_time_ += ckpt_every_seconds_;
+    due = true;
+  }
+  return due;
+}
+
+// Everything needed to continue: parameters (and, on the virtual clock, the
+// versions computations in flight started on), optimizer state, counters,
+// schedule, samplers, straggler streams and the trainer's own windows.
+Checkpoint Trainer::capture_state(double now, const VirtualState* vs) {
+  Checkpoint c;
+  SnapshotPtr cur = ps_->latest();
+  nlohmann::json h;
+  h["config"] = config_json();
+  h["version"] = cur->version;
+  h["time"] = now;
+  h["k"] = agg_->k();
+  const AggregatorStats& st = agg_->stats();
+  h["stats"] = {{"pushes", st.pushes},
+                {"counted", st.counted},
+                {"updates", st.updates},
+                {"dropped_stale", st.dropped_stale},
+                {"dropped_bound", st.dropped_bound},
+                {"dropped_nonfinite", st.dropped_nonfinite},
+                {"cancelled", cancelled_},
+                {"staleness_sum", st.staleness_sum},
+                {"staleness_max", st.staleness_max},
+                {"pushes_by_worker", st.pushes_by_worker},
+                {"counted_by_worker", st.counted_by_worker}};
+  std::vector<int> dead;
+  for (int w = 0; w < cfg_.workers; ++w)
+    if (!agg_->is_alive(w)) dead.push_back(w);
+  h["dead"] = dead;
+  h["optimizer_steps"] = ps_->optimizer().steps();
+  h["schedule_state"] = schedule_->state();
+  std::vector<uint64_t> pos;
+  for (int w = 0; w < cfg_.workers; ++w)
+    pos.push_back(virtual_clock_ || device_sync_ ? samplers_[size_t(w)].position()
+                                                 : (*positions_)[size_t(w)].load(std::memory_order_relaxed));
+  h["samplers"] = pos;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    nlohmann::json kc = nlohmann::json::array();
+    for (const auto& ch : k_changes_)
+      kc.push_back({ch.k_prev, ch.k, ch.time, ch.loss_start, ch.loss_now, ch.reason});
+    h["trainer"] = {{"next_eval_time", next_eval_time_},     {"next_eval_update", next_eval_update_},
+                    {"next_ckpt_time", next_ckpt_time_},     {"next_ckpt_update", next_ckpt_update_},
+                    {"win_loss_sum", win_loss_sum_},         {"win_loss_n", win_loss_n_},
+                    {"win_stale_sum", win_stale_sum_},       {"win_stale_n", win_stale_n_},
+                    {"win_stale_max", win_stale_max_},       {"start_loss_sum", start_loss_sum_},
+                    {"start_loss_n", start_loss_n_},         {"sched_loss_sum", sched_loss_sum_},
+                    {"sched_loss_n", sched_loss_n_},         {"last_loss", last_loss_},
+                    {"first_update_time", first_update_time_}, {"first_update_samples", first_update_samples_},
+                    {"k_changes", kc}};
+  }
+  if (vs != nullptr) {
+    c.put_u64s("straggler", straggler_->state());
+    nlohmann::json jobs = nlohmann::json::array();
+    for (const auto& j : vs->jobs)
+      jobs.push_back({j.active, j.tau, j.batch, j.gen, j.finish, j.seq, j.computations});
+    h["virtual"] = {{"now", vs->now}, {"seq", vs->seq}, {"jobs", jobs}};
+  }
+  c.header = h;
+  return c;
+}
+
+// Adds the large arrays to a captured state and writes it. Parameters come
+// from `params` (the version captured); the optimizer state and the sketches
+// have not changed since, as no update happens between capture and save.
+std::string Trainer::save_state(Checkpoint c, const SnapshotPtr& params, const std::vector<SnapshotPtr>& in_flight,
+                                double now) {
+  ADASYNC_RANGE("checkpoint");
+  c.put_floats("params", params->data, params->size);
+  for (auto& [name, arr] : ps_->optimizer().state()) c.put_floats("opt:" + name, arr->data(), arr->size());
+  if (DistanceSketch* sk = lr_rule_->sketch()) {
+    c.header["sketch_versions"] = sk->versions();
+    const auto vals = sk->values();
+    c.put_floats("sketch", vals.data(), vals.size());
+  }
+  std::set<int64_t> saved;
+  for (const auto& sp : in_flight)
+    if (sp->version != params->version && saved.insert(sp->version).second)
+      c.put_floats("snap:" + std::to_string(sp->version), sp->data, sp->size);
+  last_checkpoint_ = save_checkpoint(cfg_.checkpoint_dir, params->version, c, cfg_.checkpoint_keep);
+  if (metrics_)
+    metrics_->write(
+        nlohmann::json{{"event", "checkpoint"}, {"time", now}, {"updates", params->version}, {"path", last_checkpoint_}});
+  return last_checkpoint_;
+}
+
+std::string Trainer::write_checkpoint(double now, const VirtualState* vs, const std::vector<SnapshotPtr>& in_flight) {
+  return save_state(capture_state(now, vs), ps_->latest(), in_flight, now);
+}
+
+// Loads the newest checkpoint that reads back whole; a damaged one is
+// reported and the previous one used.
+void Trainer::restore_checkpoint() {
+  const auto files = list_checkpoints(cfg_.checkpoint_dir);
+  if (files.empty())
+    throw UsageError("--resume: no checkpoint in '" + cfg_.checkpoint_dir + "' (expected files ckpt-*.bin)");
+  Checkpoint c;
+  bool ok = false;
+  for (const auto& f : files) {
+    try {
+      c = load_checkpoint(f);
+      last_checkpoint_ = f;
+      ok = true;
+      break;
+    } catch (const CheckpointError& e) {
+      std::fprintf(stderr, "trainer: skipping %s\n", e.what());
+    }
+  }
+  if (!ok) throw UsageError("--resume: no readable checkpoint in '" + cfg_.checkpoint_dir + "' (all damaged)");
+  const auto& h = c.header;
+  // The settings that shape the computation must match.
+  const nlohmann::json want = config_json();
+  for (const char* key : {"model", "dataset", "seed", "batch", "workers", "shard", "variant", "clock", "straggler",
+                          "optimizer", "slowdown", "base_time", "max_staleness", "schedule", "k0", "lr_rule",
+                          "loss_estimate", "devices"}) {
+    if (!h["config"].contains(key) || h["config"][key] != want[key])
+      throw UsageError(std::string("--resume: ") + last_checkpoint_ + " was written with " + key + " = " +
+                       (h["config"].contains(key) ? h["config"][key].dump() : "?") + ", this run has " +
+                       want[key].dump());
+  }
+  try {
+    const std::vector<float> params = c.floats("params");
+    if (params.size() != ps_->size())
+      throw CheckpointError("parameters: expected " + std::to_string(ps_->size()) + " values, found " +
+                            std::to_string(params.size()));
+    const int64_t version = h.at("version").get<int64_t>();
+    ps_->reset(params.data(), version);
+    agg_->set_version(version);
+    for (auto& [name, arr] : ps_->optimizer().state()) {
+      const std::vector<float> v = c.floats("opt:" + name);
+      if (v.size() != arr->size()) throw CheckpointError("optimizer state '" + name + "' has the wrong size");
+      *arr = v;
+    }
+    ps_->optimizer().set_steps(h.at("optimizer_steps").get<int64_t>());
+    const auto& st = h.at("stats");
+    AggregatorStats& as = agg_->stats();
+    as.pushes = st.at("pushes");
+    as.counted = st.at("counted");
+    as.updates = st.at("updates");
+    as.dropped_stale = st.at("dropped_stale");
+    as.dropped_bound = st.at("dropped_bound");
+    as.dropped_nonfinite = st.at("dropped_nonfinite");
+    as.staleness_sum = st.at("staleness_sum");
+    as.staleness_max = st.at("staleness_max");
+    as.pushes_by_worker = st.at("pushes_by_worker").get<std::vector<int64_t>>();
+    as.counted_by_worker = st.at("counted_by_worker").get<std::vector<int64_t>>();
+    cancelled_ = st.at("cancelled");
+    for (int w : h.at("dead").get<std::vector<int>>()) agg_->worker_failed(w);
+    schedule_->set_state(h.at("schedule_state").get<std::vector<double>>());
+    agg_->set_k(h.at("k").get<int>());
+    const auto pos = h.at("samplers").get<std::vector<uint64_t>>();
+    for (size_t w = 0; w < pos.size() && w < samplers_.size(); ++w) samplers_[w].set_position(pos[w]);
+    const auto& t = h.at("trainer");
+    next_eval_time_ = t.at("next_eval_time");
+    next_eval_update_ = t.at("next_eval_update");
+    next_ckpt_time_ = t.at("next_ckpt_time");
+    next_ckpt_update_ = t.at("next_ckpt_update");
+    win_loss_sum_ = t.at("win_loss_sum");
+    win_loss_n_ = t.at("win_loss_n");
+    win_stale_sum_ = t.at("win_stale_sum");
+    win_stale_n_ = t.at("win_stale_n");
+    win_stale_max_ = t.at("win_stale_max");
+    start_loss_sum_ = t.at("start_loss_sum");
+    start_loss_n_ = t.at("start_loss_n");
+    sched_loss_sum_ = t.at("sched_loss_sum");
+    sched_loss_n_ = t.at("sched_loss_n");
+    last_loss_ = t.at("last_loss");
+    first_update_time_ = t.at("first_update_time");
+    first_update_samples_ = t.at("first_update_samples");
+    for (const auto& kc : t.at("k_changes"))
+      k_changes_.push_back(KChange{kc[0], kc[1], kc[2], kc[3], kc[4], kc[5]});
+    if (DistanceSketch* sk = lr_rule_->sketch(); sk && h.contains("sketch_versions"))
+      sk->restore(h.at("sketch_versions").get<std::vector<int64_t>>(), c.floats("sketch"));
+    resume_time_ = h.at("time");
+    if (virtual_clock_) {
+      if (!h.contains("virtual")) throw CheckpointError("written by a real-clock run; this run uses the virtual clock");
+      straggler_->set_state(c.u64s("straggler"));
+      const auto& v = h.at("virtual");
+      resume_state_ = std::make_unique<VirtualState>();
+      resume_state_->now = v.at("now");
+      resume_state_->seq = v.at("seq");
+      for (const auto& j : v.at("jobs"))
+        resume_state_->jobs.push_back(VirtualJob{j[0], j[1], j[2], j[3], j[4], j[5], j[6]});
+      resume_snapshots_[version] = ps_->latest();
+      for (const auto& jb : resume_state_->jobs) {
+        if (!jb.active || resume_snapshots_.count(jb.tau)) continue;
+        const std::vector<float> snap = c.floats("snap:" + std::to_string(jb.tau));
+        resume_snapshots_[jb.tau] = ps_->make_snapshot(snap.data(), jb.tau);
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stats_ = agg_->stats();
+      k_ = agg_->k();
+    }
+    lr_rule_->on_publish(*ps_->latest());
+  } catch (const CheckpointError& e) {
+    throw UsageError("--resume: " + last_checkpoint_ + ": " + e.what());
+  } catch (const nlohmann::json::exception& e) {
+    throw UsageError("--resume: " + last_checkpoint_ + ": malformed checkpoint header: " + e.what());
+  }
+  if (cfg_.progress != "none")
+    std::printf("resuming from %s (update %lld, time %.2f s)\n", last_checkpoint_.c_str(),
+                static_cast<long long>(ps_->version()), resume_time_);
 }
 
 UpdateRates Trainer::rates(const Aggregator& agg, double) {
@@ -303,7 +578,15 @@ double Trainer::training_loss_estimate(const SnapshotPtr& s) {
   return f;
 }
 
-void Trainer::on_push(const Push& p, const Aggregator::PushResult& r, double) {
+void Trainer::on_push(const Push& p, const Aggregator::PushResult& r, double now) {
+  last_push_time_[size_t(p.worker)] = now;
+  watchdog_flagged_[size_t(p.worker)] = 0;
+  if (!p.finite && cfg_.on_nonfinite == "stop" && error_.empty()) {
+    error_ = "worker " + std::to_string(p.worker) + " produced a non-finite gradient at version " +
+             std::to_string(p.tau) + " (--on-nonfinite stop)";
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_requested_ = true;
+  }
   if (!r.counted) return;
   std::lock_guard<std::mutex> lk(mu_);
   win_loss_sum_ += p.loss;
@@ -339,6 +622,7 @@ void Trainer::on_update(Aggregator& agg, const Aggregator::UpdateResult& u, doub
     }
   }
   lr_rule_->on_publish(*u.snapshot);
+  if (!virtual_clock_ && checkpoint_due(now, u.snapshot->version)) write_checkpoint(now, nullptr, {});
   if (schedule_->needs_start_loss() && cfg_.loss_estimate == "window") {
     std::lock_guard<std::mutex> lk(mu_);
     // F_0: the mean loss of the gradients computed at the initial parameters,
@@ -388,7 +672,41 @@ void Trainer::on_cancelled(int n) {
   cancelled_ += n;
 }
 
+void Trainer::at_quiet_point(const VirtualState& state, const std::vector<SnapshotPtr>& in_flight, double now) {
+  if (cfg_.checkpoint_dir.empty()) return;
+  // Captured at every quiet point, so a run that ends between updates still
+  // writes the last state it can continue from exactly.
+  quiet_capture_ = capture_state(now, &state);
+  quiet_params_ = ps_->latest();
+  quiet_in_flight_ = in_flight;
+  quiet_time_ = now;
+  if (checkpoint_due(now, ps_->version())) save_state(quiet_capture_, quiet_params_, quiet_in_flight_, now);
+}
+
+void Trainer::on_worker_failed(int w, const std::string& what, double now) {
+  failed_workers_.push_back(w);
+  const int left = agg_->alive() - 1;
+  if (metrics_) metrics_->write(nlohmann::json{{"event", "worker_failed"}, {"time", now}, {"worker", w}, {"error", what}});
+  std::fprintf(stderr, "%strainer: worker %d failed: %s; %s\n", tty_ ? "\n" : "", w, what.c_str(),
+               left > 0 ? ("continuing with " + std::to_string(left) + " worker(s)").c_str() : "no worker left, stopping");
+  if (left <= 0 && error_.empty()) error_ = "every worker failed (the last: worker " + std::to_string(w) + ": " + what + ")";
+}
+
 bool Trainer::on_time(double now) {
+  if (stop_signal() != 0) return false;
+  if (cfg_.watchdog > 0)
+    for (int w = 0; w < cfg_.workers; ++w) {
+      if (!agg_->is_alive(w) || watchdog_flagged_[size_t(w)]) continue;
+      const double idle = now - last_push_time_[size_t(w)];
+      if (idle > cfg_.watchdog) {
+        watchdog_flagged_[size_t(w)] = 1;
+        ++watchdog_alarms_;
+        std::fprintf(stderr, "%strainer: watchdog: worker %d has pushed nothing for %.1f s (limit %.1f s)\n",
+                     tty_ ? "\n" : "", w, idle, cfg_.watchdog);
+        if (metrics_)
+          metrics_->write(nlohmann::json{{"event", "watchdog"}, {"time", now}, {"worker", w}, {"idle", idle}});
+      }
+    }
   if (cfg_.time_budget > 0 && now >= cfg_.time_budget) return false;
   if (virtual_clock_) {
     while (eval_every_seconds_ > 0 && now >= next_eval_time_) {
@@ -404,6 +722,7 @@ bool Trainer::on_time(double now) {
 }
 
 bool Trainer::keep_going(const Aggregator& agg, double) {
+  if (stop_signal() != 0) return false;
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (stop_requested_) return false;
@@ -490,6 +809,7 @@ RunSummary Trainer::run() {
     std::fflush(stdout);
   }
   wall_ = WallTimer();  // clock time starts with training, after set-up
+  for (auto& t : last_push_time_) t = resume_time_;
   if (device_sync_) return run_device_sync();
   if (swarm_) return run_swarm();
   EngineSetup es;
@@ -500,6 +820,17 @@ RunSummary Trainer::run() {
   for (auto& r : replicas_) es.workers.push_back(r.get());
   es.listener = this;
   es.base_time = cfg_.base_time;
+  es.faults = faults_.empty() ? nullptr : &faults_;
+  es.positions = positions_.get();
+  es.time_offset = resume_time_;
+  if (resume_state_) {
+    es.resume = resume_state_.get();
+    es.snapshot_of = [this](int64_t v) {
+      auto it = resume_snapshots_.find(v);
+      EXPECTS(it != resume_snapshots_.end(), "checkpoint lacks the parameters of version " << v);
+      return it->second;
+    };
+  }
   if (virtual_clock_ && es.base_time == 0 && straggler_->spec().mean() == 0) es.base_time = 1e-3;
 
   double end = 0;
@@ -541,6 +872,24 @@ RunSummary Trainer::run() {
 RunSummary Trainer::finish(double end) {
   if (cfg_.time_budget > 0) end = std::min(end, cfg_.time_budget);
   RunSummary sum;
+  if (!cfg_.checkpoint_dir.empty() && !device_sync_) {
+    // Virtual clock: the last quiet point (the run may have stopped between
+    // updates); real clock: the state now.
+    if (virtual_clock_ && quiet_params_) {
+      if (!last_checkpoint_.empty() && last_checkpoint_.find(checkpoint_name(quiet_params_->version)) != std::string::npos) {
+        // already written at that quiet point
+      } else {
+        save_state(quiet_capture_, quiet_params_, quiet_in_flight_, quiet_time_);
+      }
+    } else if (!virtual_clock_) {
+      write_checkpoint(end, nullptr, {});
+    }
+  }
+  sum.error = error_;
+  sum.interrupted = stop_signal() != 0;
+  sum.last_checkpoint = last_checkpoint_;
+  sum.failed_workers = failed_workers_;
+  sum.watchdog_alarms = watchdog_alarms_;
   {
     std::lock_guard<std::mutex> lk(mu_);
     stats_ = agg_->stats();
@@ -591,11 +940,16 @@ RunSummary Trainer::run_device_sync() {
   std::vector<ModelWorker*> ws;
   for (auto& r : replicas_) ws.push_back(r.get());
   DeviceSync sync(ws, cfg_.opt, ps_->latest()->data);
+  auto host_velocity = [&]() -> std::vector<float>* {
+    auto st = ps_->optimizer().state();
+    return st.empty() ? nullptr : st[0].second;
+  };
+  if (cfg_.resume && host_velocity() != nullptr) sync.velocity_from_host(*host_velocity());
   std::vector<std::vector<int32_t>> batches(static_cast<size_t>(P));
   std::vector<uint64_t> batch_ids(static_cast<size_t>(P));
   std::vector<double> delays(static_cast<size_t>(P));
   std::vector<float> host(ps_->size());
-  int64_t version = 0;
+  int64_t version = ps_->version();
   auto absorb = [&](const std::vector<float>& losses) {
     std::lock_guard<std::mutex> lk(mu_);
     for (float l : losses) {
@@ -607,11 +961,22 @@ RunSummary Trainer::run_device_sync() {
     sync.params_to_host(host.data());
     ps_->reset(host.data(), version);
   };
+  auto checkpoint = [&](double now) {
+    publish();
+    if (std::vector<float>* v = host_velocity()) *v = sync.velocity_to_host();
+    ps_->optimizer().set_steps(version);
+    AggregatorStats& st = agg_->stats();
+    st.updates = version;
+    st.counted = st.pushes = version * P;
+    agg_->set_version(version);
+    write_checkpoint(now, nullptr, {});
+  };
   double now = 0;
   for (;;) {
     now = wall_.seconds();
     if (cfg_.time_budget > 0 && now >= cfg_.time_budget) break;
     if (cfg_.max_updates > 0 && version >= cfg_.max_updates) break;
+    if (stop_signal() != 0) break;
     if (max_samples_ > 0 && version * P * cfg_.batch >= max_samples_) break;
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -645,11 +1010,13 @@ RunSummary Trainer::run_device_sync() {
       publish();
       evaluate_and_report(ps_->latest(), wall_.seconds(), false);
     }
+    if (checkpoint_due(now, version)) checkpoint(now);
     progress_tick(now, false);
   }
   absorb(sync.drain());
   now = wall_.seconds();
   publish();
+  if (!cfg_.checkpoint_dir.empty()) checkpoint(now);
   // Count the steps in the Aggregator too, so the summary reads like a PS run.
   AggregatorStats& st = agg_->stats();
   st.updates = version;
@@ -731,6 +1098,7 @@ RunSummary Trainer::run_swarm() {
     int64_t& steps;
     Listener(Trainer& tr, std::function<void(double)> e, int64_t& s) : t(tr), eval(std::move(e)), steps(s) {}
     bool on_time(double now) override {
+      if (stop_signal() != 0) return false;
       if (t.cfg_.time_budget > 0 && now >= t.cfg_.time_budget) return false;
       if (t.virtual_clock_)
         while (t.eval_every_seconds_ > 0 && now >= t.next_eval_time_) {

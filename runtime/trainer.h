@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -13,7 +15,9 @@
 #include "datasets/dataset.h"
 #include "datasets/sampler.h"
 #include "runtime/clock.h"
+#include "runtime/checkpoint.h"
 #include "runtime/device_sync.h"
+#include "runtime/faults.h"
 #include "runtime/optimizer.h"
 #include "runtime/output.h"
 #include "runtime/schedule.h"
@@ -80,6 +84,14 @@ struct TrainConfig {
   std::string aggregate = "auto";
   bool deterministic = false;    // deterministic cuDNN algorithms only
   bool cuda_graphs = true;       // capture each worker's step as a CUDA graph
+  // reliability
+  std::string checkpoint_dir;        // where checkpoints go ("" = none)
+  std::string checkpoint_every = "0";  // "N" updates or a duration such as 60s; 0: only at the end
+  int checkpoint_keep = 3;           // newest checkpoints kept
+  bool resume = false;               // continue from the newest valid checkpoint of checkpoint_dir
+  std::string on_nonfinite = "drop";  // drop (and count) | stop
+  double watchdog = 0;               // seconds without a push before a worker is flagged (0: off)
+  std::string inject;                // fault injection (testing), see runtime/faults.h
   // misc
   uint64_t seed = 1;
   int threads = 0;  // 0: all hardware threads
@@ -104,6 +116,11 @@ struct RunSummary {
   int k = 0;
   std::vector<float> params;  // final parameters
   std::vector<KChange> k_changes;
+  std::string error;          // why the run stopped early ("" = it did not); exit code 1
+  bool interrupted = false;   // stopped by SIGINT or SIGTERM
+  std::string last_checkpoint;
+  std::vector<int> failed_workers;
+  int64_t watchdog_alarms = 0;
   // SwarmSGD
   int64_t bytes_sent = 0, bytes_per_worker_max = 0, out_of_range = 0, interactions = 0;
   double consensus = 0;
@@ -126,6 +143,8 @@ class Trainer : public EngineListener {
   void on_cancelled(int n) override;
   bool on_time(double now) override;
   bool keep_going(const Aggregator& agg, double now) override;
+  void at_quiet_point(const VirtualState& state, const std::vector<SnapshotPtr>& in_flight, double now) override;
+  void on_worker_failed(int w, const std::string& what, double now) override;
 
  private:
   void setup();
@@ -133,6 +152,12 @@ class Trainer : public EngineListener {
   RunSummary run_device_sync();
   RunSummary run_swarm();
   RunSummary finish(double end);
+  bool checkpoint_due(double now, int64_t version);
+  std::string write_checkpoint(double now, const VirtualState* state, const std::vector<SnapshotPtr>& in_flight);
+  Checkpoint capture_state(double now, const VirtualState* state);
+  std::string save_state(Checkpoint c, const SnapshotPtr& params, const std::vector<SnapshotPtr>& in_flight, double now);
+  void restore_checkpoint();
+  nlohmann::json config_json() const;
   EvalResult evaluate_and_report(const SnapshotPtr& s, double now, bool final,
                                  const nlohmann::json& extra = nlohmann::json::object());
   void progress_tick(double now, bool force);
@@ -194,7 +219,34 @@ class Trainer : public EngineListener {
   bool stop_requested_ = false;
   double target_time_ = -1;
   nlohmann::json final_extra_ = nlohmann::json::object();  // mode-specific keys of the final evaluation
+  // Reliability
+  FaultPlan faults_;
+  int64_t ckpt_every_updates_ = 0;
+  double ckpt_every_seconds_ = 0;
+  int64_t next_ckpt_update_ = 0;
+  double next_ckpt_time_ = 0;
+  std::string last_checkpoint_;
+  std::unique_ptr<VirtualState> resume_state_;
+  std::map<int64_t, SnapshotPtr> resume_snapshots_;
+  double resume_time_ = 0;
+  std::unique_ptr<std::vector<std::atomic<uint64_t>>> positions_;
+  std::vector<double> last_push_time_;
+  std::vector<char> watchdog_flagged_;
+  int64_t watchdog_alarms_ = 0;
+  std::vector<int> failed_workers_;
+  std::string error_;
+  Checkpoint quiet_capture_;  // virtual clock: the state at the last quiet point
+  SnapshotPtr quiet_params_;
+  std::vector<SnapshotPtr> quiet_in_flight_;
+  double quiet_time_ = 0;
 };
+
+// SIGINT / SIGTERM: the trainer stops at its next update, writes a final
+// checkpoint (with --checkpoint-dir) and exits 0. request_stop is
+// async-signal-safe; stop_signal() is 0 until a stop was requested.
+void request_stop(int signal);
+int stop_signal();
+void clear_stop_request();
 
 // The trainer binary's main: parses flags (CLI11), runs, prints the summary.
 // Returns the process exit code (2 for bad flags or input).

@@ -46,6 +46,8 @@ const char* to_string(Drop d) {
 Aggregator::Aggregator(const AggregatorConfig& cfg, ParamServer& ps)
     : cfg_(cfg), ps_(ps), counted_this_round_(size_t(cfg.workers), 0) {
   EXPECTS(cfg.workers >= 1, "workers " << cfg.workers);
+  alive_ = cfg.workers;
+  dead_.assign(size_t(cfg.workers), 0);
   stats_.pushes_by_worker.assign(size_t(cfg.workers), 0);
   stats_.counted_by_worker.assign(size_t(cfg.workers), 0);
   set_k(cfg.k);
@@ -53,9 +55,21 @@ Aggregator::Aggregator(const AggregatorConfig& cfg, ParamServer& ps)
 }
 
 void Aggregator::set_k(int k) {
-  if (cfg_.variant == Variant::Sync) k_ = cfg_.workers;
+  k_requested_ = k;
+  // Rules that take K distinct workers can wait for no more than are alive.
+  const bool distinct = cfg_.variant == Variant::KSync || cfg_.variant == Variant::KAsync;
+  const int cap = distinct ? std::max(1, alive_) : cfg_.workers;
+  if (cfg_.variant == Variant::Sync) k_ = std::max(1, alive_);
   else if (cfg_.variant == Variant::Async) k_ = 1;
-  else k_ = std::clamp(k, 1, cfg_.workers);
+  else k_ = std::clamp(k, 1, std::min(cfg_.workers, cap));
+}
+
+bool Aggregator::worker_failed(int w) {
+  if (w < 0 || w >= cfg_.workers || dead_[size_t(w)]) return false;
+  dead_[size_t(w)] = 1;
+  --alive_;
+  set_k(k_requested_);
+  return !pending_.empty() && int(pending_.size()) >= k_;
 }
 
 bool Aggregator::accepts(int64_t tau) const {

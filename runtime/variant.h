@@ -124,10 +124,20 @@ class Aggregator {
   // Resume: set the version the PS holds, with nothing pending.
   void set_version(int64_t v) { version_ = v; }
 
+  // A worker is gone for good: K shrinks to the workers left where the rule
+  // needs distinct workers (sync waits for every live worker). Returns true
+  // when the counted gradients now make an update due.
+  bool worker_failed(int w);
+  int alive() const { return alive_; }
+  bool is_alive(int w) const { return !dead_[size_t(w)]; }
+
  private:
   AggregatorConfig cfg_;
   ParamServer& ps_;
   int k_ = 1;
+  int k_requested_ = 1;
+  int alive_ = 0;
+  std::vector<char> dead_;
   int64_t version_ = 0;
   std::vector<Push> pending_;              // counted, not yet applied
   std::vector<char> counted_this_round_;  // per worker, for the distinct-worker rules

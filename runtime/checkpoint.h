@@ -1,0 +1,57 @@
+// Checkpoint files: everything a run needs to continue, written atomically.
+//
+// Layout (little-endian):
+//   "ADASYNCK"  magic, 8 bytes
+//   u32         format version (kCheckpointFormat)
+//   u64         header length, then the header: JSON (settings, counters,
+//               engine and schedule state)
+//   u32         number of blobs; each: u32 name length, name, u64 byte
+//               count, bytes (parameters, optimizer state, snapshots, ...)
+//   u32         CRC-32 (zlib) of every byte before it
+// A reader checks the magic, the version, every length against the file size
+// and the checksum before it trusts anything, and says what it expected and
+// what it found. Writers go through write_file_atomic (temp file, fsync,
+// rename), so a crash mid-write leaves the previous checkpoint intact.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace adasync {
+
+constexpr uint32_t kCheckpointFormat = 1;
+
+struct Checkpoint {
+  nlohmann::json header;
+  std::map<std::string, std::vector<unsigned char>> blobs;
+
+  void put_floats(const std::string& name, const float* p, size_t n);
+  std::vector<float> floats(const std::string& name) const;  // throws if missing or mis-sized
+  void put_u64s(const std::string& name, const std::vector<uint64_t>& v);
+  std::vector<uint64_t> u64s(const std::string& name) const;
+  bool has(const std::string& name) const { return blobs.count(name) != 0; }
+};
+
+// Serialises to bytes / parses bytes (CheckpointError on any damage).
+std::vector<unsigned char> encode_checkpoint(const Checkpoint& c);
+Checkpoint decode_checkpoint(const unsigned char* data, size_t size, const std::string& what);
+
+class CheckpointError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Writes `c` as DIR/ckpt-<version>.bin atomically and deletes all but the
+// newest `keep` checkpoints of DIR. Returns the path written.
+std::string save_checkpoint(const std::string& dir, int64_t version, const Checkpoint& c, int keep);
+Checkpoint load_checkpoint(const std::string& path);
+// The file name of version v's checkpoint ("ckpt-000000000042.bin").
+std::string checkpoint_name(int64_t version);
+// Checkpoint files of DIR, newest (highest version) first.
+std::vector<std::string> list_checkpoints(const std::string& dir);
+
+}  // namespace adasync

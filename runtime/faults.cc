@@ -1,0 +1,51 @@
+#include "runtime/faults.h"
+
+#include <sstream>
+#include <stdexcept>
+
+#include "kernels/context.h"
+#include "runtime/straggler.h"
+
+namespace adasync {
+
+FaultPlan::FaultPlan(const std::string& spec, int workers) {
+  std::stringstream ss(spec);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    const auto bad = [&](const std::string& why) {
+      return UsageError("--inject: " + why + " in '" + item + "' (expected nan@W:N, throw@W:N or hang@W:N:T)");
+    };
+    const auto at = item.find('@');
+    if (at == std::string::npos) throw bad("no '@'");
+    Fault f;
+    const std::string kind = item.substr(0, at);
+    if (kind == "nan") f.kind = Fault::Kind::Nan;
+    else if (kind == "throw") f.kind = Fault::Kind::Throw;
+    else if (kind == "hang") f.kind = Fault::Kind::Hang;
+    else throw bad("unknown fault '" + kind + "'");
+    std::vector<std::string> parts;
+    std::stringstream ps(item.substr(at + 1));
+    std::string p;
+    while (std::getline(ps, p, ':')) parts.push_back(p);
+    if (parts.size() != (f.kind == Fault::Kind::Hang ? 3u : 2u)) throw bad("wrong number of fields");
+    try {
+      f.worker = std::stoi(parts[0]);
+      f.at = std::stoll(parts[1]);
+    } catch (const std::exception&) {
+      throw bad("worker and count must be integers");
+    }
+    if (f.worker < 0 || f.worker >= workers) throw bad("worker " + parts[0] + " outside [0, " + std::to_string(workers) + ")");
+    if (f.at < 1) throw bad("the count starts at 1");
+    if (f.kind == Fault::Kind::Hang) f.seconds = parse_seconds(parts[2], "--inject");
+    faults_.push_back(f);
+  }
+}
+
+const Fault* FaultPlan::at(int w, int64_t n) const {
+  for (const auto& f : faults_)
+    if (f.worker == w && f.at == n) return &f;
+  return nullptr;
+}
+
+}  // namespace adasync

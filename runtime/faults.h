@@ -1,0 +1,40 @@
+// Fault injection, for testing what long runs meet: `--inject` takes a list
+// such as "nan@2:10,throw@1:5,hang@3:20:2s":
+//   nan@W:N       worker W's N-th gradient (counting from 1) comes back non-finite
+//   throw@W:N     worker W's N-th computation throws (the worker fails)
+//   hang@W:N:T    worker W's N-th computation takes T seconds longer
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace adasync {
+
+struct Fault {
+  enum class Kind { Nan, Throw, Hang } kind = Kind::Nan;
+  int worker = 0;
+  int64_t at = 1;
+  double seconds = 0;
+};
+
+class FaultPlan {
+ public:
+  FaultPlan() = default;
+  // Throws UsageError naming --inject on bad input; workers bounds the ids.
+  FaultPlan(const std::string& spec, int workers);
+  bool empty() const { return faults_.empty(); }
+  // The fault for worker w's n-th computation (1-based), if any.
+  const Fault* at(int w, int64_t n) const;
+
+ private:
+  std::vector<Fault> faults_;
+};
+
+// Thrown by an injected `throw` fault (a stand-in for a CUDA error or a bug).
+struct InjectedFailure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace adasync
