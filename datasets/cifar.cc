@@ -30,6 +30,26 @@ struct FileClose {
   void operator()(std::FILE* f) const { std::fclose(f); }
 };
 
+// Appends n records starting at rec to d, checking each label.
+void append_records(const uint8_t* data, size_t n, const std::string& what, Dataset& d) {
+  const size_t first = d.y.size();
+  for (size_t r = 0; r < n; ++r) {
+    const uint8_t label = data[r * kRecordBytes];
+    if (label >= kClasses) {
+      throw DataError(what + ": label of record " + std::to_string(r) + " is " + std::to_string(label) +
+                      ", expected a value in [0, " + std::to_string(kClasses) + ")");
+    }
+  }
+  d.y.resize(first + n);
+  d.x.resize((first + n) * kPixels);
+  for (size_t r = 0; r < n; ++r) {
+    const uint8_t* rec = data + r * kRecordBytes;
+    d.y[first + r] = rec[0];
+    float* dst = d.x.data() + (first + r) * kPixels;
+    for (size_t p = 0; p < kPixels; ++p) dst[p] = float(rec[1 + p]) / 255.0f;
+  }
+}
+
 // Appends the records of one batch file to `d`.
 void read_batch(const std::string& path, std::vector<uint8_t>& buf, Dataset& d) {
   std::unique_ptr<std::FILE, FileClose> f(std::fopen(path.c_str(), "rb"));
@@ -39,19 +59,7 @@ void read_batch(const std::string& path, std::vector<uint8_t>& buf, Dataset& d) 
     throw DataError(path + ": expected " + std::to_string(kFileBytes) + " bytes while reading, found " +
                     (got != kFileBytes ? std::to_string(got) : "more") + " (did the file change?)");
   }
-  const size_t first = d.y.size();
-  d.y.resize(first + kRecords);
-  d.x.resize((first + kRecords) * kPixels);
-  for (size_t r = 0; r < kRecords; ++r) {
-    const uint8_t* rec = buf.data() + r * kRecordBytes;
-    if (rec[0] >= kClasses) {
-      throw DataError(path + ": label of record " + std::to_string(r) + " is " + std::to_string(rec[0]) +
-                      ", expected a value in [0, " + std::to_string(kClasses) + ")");
-    }
-    d.y[first + r] = rec[0];
-    float* dst = d.x.data() + (first + r) * kPixels;
-    for (size_t p = 0; p < kPixels; ++p) dst[p] = float(rec[1 + p]) / 255.0f;
-  }
+  append_records(buf.data(), kRecords, path, d);
 }
 
 // Reserved, not resized: the pages are touched one batch file at a time, so a bad
@@ -69,6 +77,17 @@ Dataset make_split(size_t n) {
 }
 
 }  // namespace
+
+Dataset parse_cifar10_records(const uint8_t* data, size_t size, const std::string& what) {
+  if (size == 0 || size % kRecordBytes != 0) {
+    throw DataError(what + ": expected a whole number of " + std::to_string(kRecordBytes) +
+                    "-byte CIFAR-10 records (1 label byte + " + std::to_string(kPixels) + " pixel bytes), found " +
+                    std::to_string(size) + " bytes");
+  }
+  Dataset d = make_split(size / kRecordBytes);
+  append_records(data, size / kRecordBytes, what, d);
+  return d;
+}
 
 DataSplit load_cifar10_dir(const std::string& dir) {
   std::error_code ec;

@@ -62,6 +62,10 @@ DataSplit load_mnist_dir(const std::string& dir, const std::string& name);
 // exactly 10000 records of 1 label byte + 3072 pixel bytes (3x32x32, CHW),
 // labels in [0, 10). Pixels scaled to [0, 1].
 DataSplit load_cifar10_dir(const std::string& dir);
+// Parses CIFAR-10 binary records (1 label byte + 3072 pixel bytes each) from
+// memory; `what` names the source in errors. The size must be a whole number
+// of records and every label in [0, 10).
+Dataset parse_cifar10_records(const uint8_t* data, size_t size, const std::string& what);
 
 // Synthetic sets, exact for a seed.
 // Gaussian classes: `classes` centres drawn N(0, separation^2) in `dim`

@@ -130,17 +130,18 @@ IdxArray read_idx(const std::string& path, int expected_ndims) {
                     std::to_string(kMaxBytes) + " bytes of data");
   }
 
-  // Grow in chunks rather than trusting the header with one huge allocation.
-  constexpr size_t kChunk = size_t(64) << 20;
-  out.data.reserve(size_t(std::min<uint64_t>(want, 4 * kChunk)));
+  // Grow with the data actually read rather than trusting the header with one
+  // huge allocation (a damaged header can claim terabytes).
+  constexpr size_t kChunk = size_t(1) << 20;
   size_t got = 0;
   while (got < want) {
-    const size_t step = size_t(std::min<uint64_t>(want - got, kChunk));
+    const size_t step = size_t(std::min<uint64_t>(want - got, std::max<size_t>(kChunk, got)));
     out.data.resize(got + step);
     const size_t r = read_some(f.get(), out.data.data() + got, step, path, "the IDX data");
     got += r;
     if (r < step) break;
   }
+  out.data.resize(got);
   if (got < want) {
     throw DataError(path + ": truncated IDX data (dimensions " + dims_str(out.dims) + "): expected " +
                     std::to_string(want) + " bytes of data after the header, found " + std::to_string(got));
