@@ -837,36 +837,43 @@ RunSummary Trainer::run() {
   if (virtual_clock_) {
     end = run_virtual(es);
   } else {
-    std::atomic<bool> done{false};
-    std::exception_ptr error;
-    std::thread ps_thread([&] {
-      try {
-        end = run_real(es);
-      } catch (...) {
-        error = std::current_exception();
-      }
-      done = true;
-    });
-    // Monitor: evaluations on snapshots while the workers run.
-    while (!done) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      const double now = wall_.seconds();
-      SnapshotPtr s = ps_->latest();
-      bool due = false;
-      if (eval_every_updates_ > 0 && s->version >= next_eval_update_) {
-        next_eval_update_ = (s->version / eval_every_updates_ + 1) * eval_every_updates_;
-        due = true;
-      }
-      if (eval_every_seconds_ > 0 && now >= next_eval_time_) {
-        next_eval_time_ += eval_every_seconds_;
-        due = true;
-      }
-      if (due && !done) evaluate_and_report(s, now, false);
-    }
-    ps_thread.join();
-    if (error) std::rethrow_exception(error);
+    end = run_monitored([&] { return run_real(es); }, [&] { return ps_->latest()->version; },
+                        [&](double now) { evaluate_and_report(ps_->latest(), now, false); });
   }
   return finish(end);
+}
+
+double Trainer::run_monitored(const std::function<double()>& engine, const std::function<int64_t()>& version,
+                              const std::function<void(double)>& evaluate) {
+  std::atomic<bool> done{false};
+  std::exception_ptr error;
+  double end = 0;
+  std::thread runner([&] {
+    try {
+      end = engine();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    done = true;
+  });
+  while (!done) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    const double now = wall_.seconds();
+    const int64_t v = version();
+    bool due = false;
+    if (eval_every_updates_ > 0 && v >= next_eval_update_) {
+      next_eval_update_ = (v / eval_every_updates_ + 1) * eval_every_updates_;
+      due = true;
+    }
+    if (eval_every_seconds_ > 0 && now >= next_eval_time_) {
+      next_eval_time_ += eval_every_seconds_;
+      due = true;
+    }
+    if (due && !done) evaluate(now);
+  }
+  runner.join();
+  if (error) std::rethrow_exception(error);
+  return end;
 }
 
 RunSummary Trainer::finish(double end) {
@@ -1137,35 +1144,12 @@ RunSummary Trainer::run_swarm() {
   if (virtual_clock_) {
     end = eng.run_virtual(listener);
   } else {
-    std::atomic<bool> done{false};
-    std::exception_ptr error;
-    std::thread runner([&] {
-      try {
-        end = eng.run_real(listener);
-      } catch (...) {
-        error = std::current_exception();
-      }
-      done = true;
-    });
-    while (!done) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      const double now = wall_.seconds();
-      bool due = false;
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        if (eval_every_updates_ > 0 && steps >= next_eval_update_) {
-          next_eval_update_ = (steps / eval_every_updates_ + 1) * eval_every_updates_;
-          due = true;
-        }
-      }
-      if (eval_every_seconds_ > 0 && now >= next_eval_time_) {
-        next_eval_time_ += eval_every_seconds_;
-        due = true;
-      }
-      if (due && !done) evaluate_now(now, false);
-    }
-    runner.join();
-    if (error) std::rethrow_exception(error);
+    end = run_monitored([&] { return eng.run_real(listener); },
+                        [&] {
+                          std::lock_guard<std::mutex> lk(mu_);
+                          return steps;
+                        },
+                        [&](double now) { evaluate_now(now, false); });
   }
   if (cfg_.time_budget > 0) end = std::min(end, cfg_.time_budget);
   double consensus = 0;

@@ -152,6 +152,10 @@ class Trainer : public EngineListener {
   RunSummary run_device_sync();
   RunSummary run_swarm();
   RunSummary finish(double end);
+  // Runs `engine` on its own thread; this thread evaluates whenever an
+  // evaluation falls due, by `version()` or by wall time (real clock).
+  double run_monitored(const std::function<double()>& engine, const std::function<int64_t()>& version,
+                       const std::function<void(double)>& evaluate);
   bool checkpoint_due(double now, int64_t version);
   std::string write_checkpoint(double now, const VirtualState* state, const std::vector<SnapshotPtr>& in_flight);
   Checkpoint capture_state(double now, const VirtualState* state);

@@ -1,5 +1,7 @@
 #include "kernels/cpu/ops_cpu.h"
 
+#include "kernels/cpu/conv_direct.h"
+
 #include <cblas.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -242,6 +244,21 @@ template <typename T>
 void conv2d_forward(Context& ctx, const ConvShape& s, const T* x, const T* w, const T* b, T* y) {
   const size_t ohw = size_t(s.out_h()) * s.out_w(), crs = size_t(s.c) * s.r * s.s;
   const size_t in_img = size_t(s.c) * s.h * s.w, out_img = size_t(s.k) * ohw;
+  if constexpr (std::is_same_v<T, float>) {
+    if (direct::forward_ok(s)) {
+      // Direct kernels: packed weights once, each image padded in cache.
+      const int hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
+      const size_t pad = size_t(s.c) * hp * wp, wn = crs * size_t(s.k);
+      float* ws = static_cast<float*>(ctx.workspace(sizeof(float) * (wn + pad * size_t(pool_threads(ctx)))));
+      direct::pack_forward(s, w, ws);
+      for_each_image(ctx, s.n, [&](int slot, int i) {
+        float* pi = ws + wn + size_t(slot) * pad;
+        direct::pad_planes(x + size_t(i) * in_img, s.c, s.h, s.w, s.pad_h, s.pad_w, pi);
+        direct::conv_image(pi, s.c, hp, wp, s.r, s.s, ws, s.k, b, y + size_t(i) * out_img);
+      });
+      return;
+    }
+  }
   const bool direct = is_pointwise(s);
   const size_t scratch = conv_scratch(s);
   T* ws = direct ? nullptr : static_cast<T*>(ctx.workspace(sizeof(T) * scratch * size_t(pool_threads(ctx))));
@@ -268,6 +285,23 @@ template <typename T>
 void conv2d_backward_data(Context& ctx, const ConvShape& s, const T* dy, const T* w, T* dx) {
   const size_t ohw = size_t(s.out_h()) * s.out_w(), crs = size_t(s.c) * s.r * s.s;
   const size_t in_img = size_t(s.c) * s.h * s.w, out_img = size_t(s.k) * ohw;
+  if constexpr (std::is_same_v<T, float>) {
+    if (direct::backward_data_ok(s)) {
+      // dx is the convolution of dy (padded by R-1-pad) with the flipped,
+      // transposed weights: the forward kernel with K and C swapped.
+      const int ph = s.r - 1 - s.pad_h, pw = s.s - 1 - s.pad_w;
+      const int hp = s.out_h() + 2 * ph, wp = s.out_w() + 2 * pw;
+      const size_t pad = size_t(s.k) * hp * wp, wn = crs * size_t(s.k);
+      float* ws = static_cast<float*>(ctx.workspace(sizeof(float) * (wn + pad * size_t(pool_threads(ctx)))));
+      direct::pack_backward_data(s, w, ws);
+      for_each_image(ctx, s.n, [&](int slot, int i) {
+        float* pi = ws + wn + size_t(slot) * pad;
+        direct::pad_planes(dy + size_t(i) * out_img, s.k, s.out_h(), s.out_w(), ph, pw, pi);
+        direct::conv_image(pi, s.k, hp, wp, s.r, s.s, ws, s.c, nullptr, dx + size_t(i) * in_img);
+      });
+      return;
+    }
+  }
   const bool direct = is_pointwise(s);
   const size_t scratch = conv_scratch(s);
   T* ws = direct ? nullptr : static_cast<T*>(ctx.workspace(sizeof(T) * scratch * size_t(pool_threads(ctx))));
@@ -288,12 +322,39 @@ void conv2d_backward_filter(Context& ctx, const ConvShape& s, const T* x, const 
   const bool direct = is_pointwise(s);
   const int groups = (s.n + kFilterGroup - 1) / kFilterGroup;
   const int threads = pool_threads(ctx);
-  // Workspace: per-thread im2col, then per-group partial dW and db.
-  const size_t scratch = conv_scratch(s);
-  const size_t col_floats = direct ? 0 : scratch * size_t(threads);
+  bool use_direct = false;
+  if constexpr (std::is_same_v<T, float>) use_direct = direct::backward_filter_ok(s);
+  // Workspace: per-thread im2col (or padded image and transposed dy), then
+  // per-group partial dW and db.
+  const int hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
+  const size_t direct_scratch = size_t(s.c) * hp * wp + ohw * size_t(s.k);
+  const size_t scratch = use_direct ? direct_scratch : conv_scratch(s);
+  const size_t col_floats = direct && !use_direct ? 0 : scratch * size_t(threads);
   const size_t part = wn + size_t(s.k);
   T* ws = static_cast<T*>(ctx.workspace(sizeof(T) * (col_floats + part * size_t(groups))));
   T* partials = ws + col_floats;
+  auto direct_group = [&](int slot, int g) {
+    if constexpr (std::is_same_v<T, float>) {
+      T* pw_ = partials + size_t(g) * part;
+      T* pb = pw_ + wn;
+      std::fill(pb, pb + s.k, T(0));
+      float* padded = ws + size_t(slot) * scratch;
+      float* dyt = padded + size_t(s.c) * hp * wp;
+      const int i0 = g * kFilterGroup, i1 = std::min(s.n, i0 + kFilterGroup);
+      for (int i = i0; i < i1; ++i) {
+        direct::pad_planes(x + size_t(i) * in_img, s.c, s.h, s.w, s.pad_h, s.pad_w, padded);
+        const T* dyi = dy + size_t(i) * out_img;
+        direct::transpose(dyi, s.k, ohw, dyt);
+        direct::filter_image(padded, s.c, hp, wp, s.r, s.s, dyt, s.k, pw_, i != i0);
+        for (int k = 0; k < s.k; ++k) {
+          const T* row = dyi + size_t(k) * ohw;
+          T acc = T(0);
+          for (size_t q = 0; q < ohw; ++q) acc += row[q];
+          pb[k] += acc;
+        }
+      }
+    }
+  };
   auto group_body = [&](int slot, int g) {
     T* pw = partials + size_t(g) * part;
     T* pb = pw + wn;
@@ -318,7 +379,8 @@ void conv2d_backward_filter(Context& ctx, const ConvShape& s, const T* x, const 
       }
     }
   };
-  for_each_image(ctx, groups, group_body);
+  if (use_direct) for_each_image(ctx, groups, direct_group);
+  else for_each_image(ctx, groups, group_body);
   // Sum the group partials in group order (thread-count independent).
   parallel_for(ctx.pool(), part, 4096, [&](size_t b0, size_t b1) {
     for (size_t j = b0; j < b1; ++j) {

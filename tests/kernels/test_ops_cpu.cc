@@ -91,6 +91,13 @@ TEST_P(ConvOps, ForwardAndBothBackwardsMatchTheDirectReference) {
   EXPECT_LT(max_rel_error(dx, dx_ref), 1e-12);
   EXPECT_LT(max_rel_error(dw, dw_ref), 1e-12);
   EXPECT_LT(max_rel_error(db, db_ref), 1e-12);
+  // And in float (the direct AVX-512 kernels take these shapes when they can).
+  std::vector<float> dyf(dy.begin(), dy.end()), dxf(s.x_size(), NAN), dwf(s.w_size(), NAN), dbf(size_t(s.k), NAN);
+  ops::conv2d_backward_data<float>(*ctx, s, dyf.data(), wf.data(), dxf.data());
+  ops::conv2d_backward_filter<float>(*ctx, s, xf.data(), dyf.data(), dwf.data(), dbf.data());
+  EXPECT_LT(max_rel_error(dxf, dx_ref), 1e-5);
+  EXPECT_LT(max_rel_error(dwf, dw_ref), 1e-5);
+  EXPECT_LT(max_rel_error(dbf, db_ref), 1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -99,24 +106,36 @@ INSTANTIATE_TEST_SUITE_P(
                                          ConvCase{2, 3, 9, 8, 5, 5, 2, 1},    // 5x5 same, non-square
                                          ConvCase{2, 2, 9, 9, 3, 3, 0, 2},    // valid, strided
                                          ConvCase{17, 2, 5, 5, 3, 1, 0, 1},   // pointwise, more than one group
-                                         ConvCase{10, 1, 6, 6, 2, 3, 2, 2}),  // wide padding, strided
+                                         ConvCase{10, 1, 6, 6, 2, 3, 2, 2},   // wide padding, strided
+                                         // Shapes of the direct AVX-512 kernels (channels in multiples of 16):
+                                         ConvCase{3, 16, 9, 11, 32, 5, 2, 1},   // like conv2, odd width tails
+                                         ConvCase{2, 1, 28, 28, 32, 5, 2, 1},   // conv1 of the cnn
+                                         ConvCase{9, 32, 7, 5, 64, 3, 1, 1},    // 3x3, more than one group
+                                         ConvCase{2, 16, 8, 8, 48, 5, 0, 1}),   // valid, K = 48
                        ::testing::Values(1, 3)));
 
 TEST(ConvOps, ResultsDoNotDependOnTheThreadCount) {
-  ConvShape s;
-  s.n = 19, s.c = 3, s.h = 8, s.w = 8, s.k = 4, s.r = s.s = 3, s.pad_h = s.pad_w = 1;
-  const auto x = random_vector<float>(s.x_size(), 5);
-  const auto dy = random_vector<float>(s.y_size(), 6);
-  std::vector<std::vector<float>> dws;
-  for (int t : {1, 2, 4}) {
-    ThreadPool pool(t);
-    auto ctx = Context::cpu(&pool);
-    std::vector<float> dw(s.w_size()), db(size_t(s.k));
-    ops::conv2d_backward_filter<float>(*ctx, s, x.data(), dy.data(), dw.data(), db.data());
-    dws.push_back(dw);
+  for (int k : {4, 32}) {  // the GEMM path and the direct path
+    ConvShape s;
+    s.n = 19, s.c = 16, s.h = 8, s.w = 8, s.k = k, s.r = s.s = 3, s.pad_h = s.pad_w = 1;
+    const auto x = random_vector<float>(s.x_size(), 5);
+    const auto dy = random_vector<float>(s.y_size(), 6);
+    const auto w = random_vector<float>(s.w_size(), 7);
+    std::vector<std::vector<float>> outs;
+    for (int t : {1, 2, 4}) {
+      ThreadPool pool(t);
+      auto ctx = Context::cpu(&pool);
+      std::vector<float> dw(s.w_size()), db(size_t(s.k)), y(s.y_size()), dx(s.x_size());
+      ops::conv2d_backward_filter<float>(*ctx, s, x.data(), dy.data(), dw.data(), db.data());
+      ops::conv2d_forward<float>(*ctx, s, x.data(), w.data(), db.data(), y.data());
+      ops::conv2d_backward_data<float>(*ctx, s, dy.data(), w.data(), dx.data());
+      dw.insert(dw.end(), y.begin(), y.end());
+      dw.insert(dw.end(), dx.begin(), dx.end());
+      outs.push_back(dw);
+    }
+    EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * 4)) << "K=" << k;
+    EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[2].data(), outs[0].size() * 4)) << "K=" << k;
   }
-  EXPECT_EQ(0, std::memcmp(dws[0].data(), dws[1].data(), dws[0].size() * 4));
-  EXPECT_EQ(0, std::memcmp(dws[0].data(), dws[2].data(), dws[0].size() * 4));
 }
 
 class GemmOps : public ::testing::TestWithParam<std::tuple<bool, bool, int>> {};
