@@ -6,6 +6,8 @@
 
 #include <sys/stat.h>
 
+#include <filesystem>
+
 #include "kernels/collective.h"
 #include "runtime/trainer.h"
 #include "tests/support/test_util.h"
@@ -140,6 +142,53 @@ TEST_F(Gpu, RecordedAsyncRunReplaysBitForBitOnTheDevice) {
   Trainer rep(r, fashion());
   const RunSummary b = rep.run();
   EXPECT_EQ(a.checksum, b.checksum);
+}
+
+TEST_F(Gpu, DeviceSyncCheckpointResumesWhereItStopped) {
+  const std::string dir = ::testing::TempDir() + "/gpu_ckpt";
+  std::filesystem::remove_all(dir);
+  TrainConfig whole = gpu_config();
+  whole.max_updates = 60;
+  whole.deterministic = true;
+  const RunSummary a = Trainer(whole, fashion()).run();
+  TrainConfig first = whole;
+  first.max_updates = 25;
+  first.checkpoint_dir = dir;
+  Trainer(first, fashion()).run();
+  TrainConfig rest = whole;
+  rest.checkpoint_dir = dir;
+  rest.resume = true;
+  const RunSummary b = Trainer(rest, fashion()).run();
+  EXPECT_EQ(b.updates, 60);
+  // Same batches, same parameters and momentum, deterministic kernels.
+  EXPECT_LT(l2_rel_error(b.params, a.params), 1e-6);
+}
+
+TEST_F(Gpu, SwarmNodesShareTheGpu) {
+  TrainConfig c = gpu_config();
+  c.model = "lenet5";
+  c.variant = "swarm";
+  c.workers = 3;
+  c.graph = "ring";
+  c.quantize = 8;
+  c.max_updates = 600;
+  const RunSummary s = Trainer(c, fashion()).run();
+  EXPECT_GT(s.interactions, 0);
+  EXPECT_GT(s.final_eval.accuracy, 0.6);
+}
+
+TEST_F(Gpu, AFailedGpuWorkerLeavesAndTheRestFinish) {
+  TrainConfig c = gpu_config();
+  c.workers = 3;
+  c.variant = "k-async";
+  c.k = 2;
+  c.max_updates = 80;
+  c.inject = "throw@2:5";
+  testing::internal::CaptureStderr();
+  const RunSummary s = Trainer(c, fashion()).run();
+  testing::internal::GetCapturedStderr();
+  EXPECT_EQ(s.updates, 80);
+  EXPECT_EQ(s.failed_workers, std::vector<int>{2});
 }
 
 TEST_F(Gpu, NcclAllReduceSumsAcrossEveryGpu) {
