@@ -775,6 +775,11 @@ EvalResult Trainer::evaluate_and_report(const SnapshotPtr& s, double now, bool f
                    {"dropped_bound", st.dropped_bound},
                    {"dropped_nonfinite", st.dropped_nonfinite},
                    {"cancelled", cancelled_}};
+  if (s->version > last_eval_updates_ && now > last_eval_time_) {
+    j["time_per_update"] = (now - last_eval_time_) / double(s->version - last_eval_updates_);
+    last_eval_time_ = now;
+    last_eval_updates_ = s->version;
+  }
   for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
   if (metrics_) metrics_->write(j);
   if (cfg_.progress != "none") {

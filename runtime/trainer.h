@@ -218,6 +218,8 @@ class Trainer : public EngineListener {
   double last_loss_ = 0;
   double last_acc_ = -1;
   double last_progress_wall_ = -1;
+  double last_eval_time_ = 0;       // for the time per update between evaluations
+  int64_t last_eval_updates_ = 0;
   double now_ = 0;
   bool tty_ = false;
   bool stop_requested_ = false;
