@@ -749,10 +749,16 @@ void Trainer::progress_tick(double now, bool force) {
 }
 
 EvalResult Trainer::evaluate_and_report(const SnapshotPtr& s, double now, bool final, const nlohmann::json& extra) {
+  // Counted before the evaluation: training goes on while it runs, and the
+  // samples must match the snapshot's update count.
+  int64_t samples;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    samples = stats_.counted * cfg_.batch;
+  }
   const EvalResult ev = evaluator_->evaluate(s->data, final ? 0 : cfg_.eval_samples);
   std::lock_guard<std::mutex> lk(mu_);
   const AggregatorStats& st = stats_;
-  const int64_t samples = st.counted * cfg_.batch;
   const double loss = win_loss_n_ ? win_loss_sum_ / double(win_loss_n_) : last_loss_;
   last_loss_ = loss;
   last_acc_ = ev.accuracy;

@@ -11,7 +11,7 @@ trainer writes JSON Lines metrics; this script prints a time-to-accuracy
 table (median over seeds) and draws test error against time (PNG, matplotlib).
 
   error_runtime.py [--trainer build/trainer] [--seeds 1,2,3] [--budget 800]
-                   [--real] [--quick] [--out bench/results/error-runtime]
+                   [--real [--real-mean 300ms]] [--quick] [--out bench/results/error-runtime]
 """
 import argparse
 import json
@@ -66,6 +66,13 @@ def curve(path):
     return pts, ks
 
 
+def parse_seconds(text):
+    for suffix, f in (("ms", 1e-3), ("us", 1e-6), ("s", 1.0)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * f
+    return float(text)
+
+
 def time_to(pts, target):
     for t, acc in pts:
         if acc >= target:
@@ -82,7 +89,11 @@ def main():
     ap.add_argument("--eval-samples", type=int, default=5000)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--real", action="store_true", help="real clock with injected delays")
-    ap.add_argument("--real-mean", default="20ms")
+    ap.add_argument("--real-mean", default="300ms",
+                    help="mean injected compute time with --real; keep it well above the real compute time of a "
+                         "gradient times P / cores, so that the delays, not CPU contention, set the arrival order")
+    ap.add_argument("--virtual-dir", default="bench/results/error-runtime",
+                    help="with --real: virtual-clock results to overlay on the plot (time in mean compute times)")
     ap.add_argument("--devices", default="cpu")
     ap.add_argument("--quick", action="store_true", help="one seed, a quarter of the budget")
     ap.add_argument("--rerun", action="store_true", help="rerun even when the metrics file exists")
@@ -117,7 +128,14 @@ def main():
     for i, x in enumerate(TARGETS):
         best = min(FIXED_K, key=lambda n: med_t[n][0][i])
         bt = med_t[best][0][i]
-        ratio = ada_t[i] / bt if bt not in (0, float("inf")) else float("nan")
+        if bt == float("inf"):
+            reached = "reaches it at %.1f" % ada_t[i] if ada_t[i] != float("inf") else "does not reach it either"
+            print(f"reach {int(100 * x)}%: no fixed K reaches it within the budget; AdaSync {reached}")
+            continue
+        if ada_t[i] == float("inf"):
+            print(f"reach {int(100 * x)}%: AdaSync does not reach it within the budget; best fixed {best} {bt:.1f} MISSED")
+            continue
+        ratio = ada_t[i] / bt if bt != 0 else float("nan")
         ok = "ok" if ratio <= 1.1 else "MISSED"
         print(f"reach {int(100 * x)}%: AdaSync {ada_t[i]:.1f}, best fixed {best} {bt:.1f}: {ratio:.2f}x "
               f"(target <= 1.1x) {ok}")
@@ -136,14 +154,37 @@ def main():
         print("no matplotlib: plot skipped (apt-get install python3-matplotlib)")
         return 0
     fig, ax = plt.subplots(figsize=(8, 5))
+    # With --real, time is shown in units of the mean injected compute time,
+    # the virtual clock's unit, and the virtual curves are overlaid (dotted).
+    scale = 1.0 / parse_seconds(a.real_mean) if a.real else 1.0
+    colors = {}
     for name, _ in CONFIGS:
         runs = curves[name]
         n = min(len(p) for p, _ in runs)
-        ts = [runs[0][0][i][0] for i in range(n)]
+        ts = [scale * runs[0][0][i][0] for i in range(n)]
         err = [100 * (1 - statistics.median([p[i][1] for p, _ in runs])) for i in range(n)]
         style = {"lw": 2.5, "color": "black"} if name.startswith("AdaSync") else {"lw": 1.3}
-        ax.plot(ts, err, label=name, **style)
-    ax.set_xlabel(f"time ({clock})")
+        if name.startswith("sync"):  # with P = 8 it is k-async K=8 exactly: dashed, so both show
+            style = {"lw": 2.0, "ls": "--", "color": "grey"}
+        line, = ax.plot(ts, err, label=name + (" (real)" if a.real else ""), **style)
+        colors[name] = line.get_color()
+    if a.real:
+        tag_of = lambda name: name.split(" (")[0].replace(" ", "_").replace("=", "")
+        t_max = scale * a.budget
+        for name, _ in CONFIGS:
+            vr = []
+            for seed in seeds:
+                path = os.path.join(a.virtual_dir, f"virtual-{tag_of(name)}-seed{seed}.jsonl")
+                if os.path.exists(path):
+                    vr.append(curve(path)[0])
+            if not vr:
+                continue
+            n = min(len(p) for p in vr)
+            ts = [vr[0][i][0] for i in range(n) if vr[0][i][0] <= t_max]
+            err = [100 * (1 - statistics.median([p[i][1] for p in vr])) for i in range(len(ts))]
+            ax.plot(ts, err, ls=":", lw=1.2, color=colors[name])
+        ax.plot([], [], ls=":", color="grey", label="virtual clock, same configuration")
+    ax.set_xlabel("time (mean compute times: real seconds / %s)" % a.real_mean if a.real else f"time ({clock})")
     ax.set_ylabel("test error (%)")
     ax.set_ylim(8, 30)
     ax.grid(alpha=0.3)

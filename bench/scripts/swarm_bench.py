@@ -10,7 +10,7 @@ Bytes per worker: SwarmSGD counts every message a node sends; synchronous
 SGD pushes one gradient and pulls one model per worker per update (4 bytes a
 parameter each way).
 
-  swarm_bench.py [--trainer build/trainer] [--target 0.80] [--budget 400] [--seeds 1,2,3] [--quick]
+  swarm_bench.py [--trainer build/trainer] [--target 0.80] [--budget 800] [--lr 0.1] [--seeds 1,2,3] [--quick]
 """
 import argparse
 import json
@@ -46,8 +46,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--trainer", default="build/trainer")
     ap.add_argument("--target", type=float, default=0.80)
-    ap.add_argument("--budget", type=float, default=400)
-    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--budget", type=float, default=800)
+    ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--quick", action="store_true", help="one seed, half the budget")
     a = ap.parse_args()
