@@ -8,6 +8,7 @@
 
 #include "runtime/theory.h"
 #include "runtime/trainer.h"
+#include "tests/support/small_data.h"
 
 namespace adasync {
 namespace {
@@ -65,15 +66,7 @@ TEST(VirtualClock, ConstantTimesGiveTheExactSchedule) {
   EXPECT_NEAR(theory::simulate(Variant::KBatchAsync, 4, 2, c, 100, 1).mean, 1.0, 1e-12);
 }
 
-// A small problem for end-to-end runs: softmax regression on Gaussian classes.
-std::shared_ptr<const DataSplit> small_data() {
-  static auto d = [] {
-    auto s = std::make_shared<DataSplit>(make_gaussian_classes(4000, 1000, 16, 4, 1.5, 3));
-    normalize(*s);
-    return std::shared_ptr<const DataSplit>(s);
-  }();
-  return d;
-}
+using test::small_data;
 
 TrainConfig small_config(const std::string& variant, int k, const std::string& clock) {
   TrainConfig c;

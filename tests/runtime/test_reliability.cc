@@ -17,6 +17,7 @@
 
 #include "runtime/checkpoint.h"
 #include "runtime/trainer.h"
+#include "tests/support/small_data.h"
 
 extern char** environ;
 
@@ -24,14 +25,7 @@ namespace adasync {
 namespace {
 namespace fs = std::filesystem;
 
-std::shared_ptr<const DataSplit> data() {
-  static auto d = [] {
-    auto s = std::make_shared<DataSplit>(make_gaussian_classes(4000, 1000, 16, 4, 1.5, 3));
-    normalize(*s);
-    return std::shared_ptr<const DataSplit>(s);
-  }();
-  return d;
-}
+std::shared_ptr<const DataSplit> data() { return test::small_data(); }
 
 TrainConfig base(const std::string& variant, const std::string& clock) {
   TrainConfig c;

@@ -10,6 +10,7 @@
 #include "runtime/swarm.h"
 #include "runtime/trainer.h"
 #include "tests/support/test_util.h"
+#include "tests/support/small_data.h"
 
 namespace adasync {
 namespace {
@@ -191,14 +192,7 @@ TEST(Gossip, BytesAreCountedExactly) {
     }
 }
 
-std::shared_ptr<const DataSplit> small_data() {
-  static auto d = [] {
-    auto s = std::make_shared<DataSplit>(make_gaussian_classes(4000, 1000, 16, 4, 1.5, 3));
-    normalize(*s);
-    return std::shared_ptr<const DataSplit>(s);
-  }();
-  return d;
-}
+using test::small_data;
 
 TEST(SwarmTrainer, TrainsOnBothClocksAndReportsConsensusAndBytes) {
   for (const std::string clock : {"virtual", "real"})
