@@ -152,7 +152,7 @@ int64_t SwarmStats::bytes_total() const {
 
 // ------------------------------------------------------------------ engine
 struct SwarmEngine::Node {
-  std::mutex mu;  // real clock: guards x and pub
+  std::mutex mu;  // real clock: guards x, pub and the interaction scratch (tmp_a, tmp_b, msg)
   Buffer<float> x, pub, grad, work, tmp_a, tmp_b;
   std::vector<unsigned char> msg;
   std::vector<int32_t> idx;
@@ -198,11 +198,13 @@ int SwarmEngine::draw_steps(int i) {
   return k;
 }
 
-// Q(sender) as decoded by a receiver whose model is receiver_model.
-void SwarmEngine::exchange_into(const float* sender, const float* receiver_model, float* out, int sender_id) {
-  Node& s = *nodes_[size_t(sender_id)];
-  q_.encode(sender, n_, s.msg.data());
-  q_.decode(s.msg.data(), receiver_model, n_, out);
+// Q(sender) as decoded by a receiver whose model is receiver_model. msg is
+// the scratch of the node running the interaction (its lock is held): another
+// initiator may be encoding the same sender's model at the same time.
+void SwarmEngine::exchange_into(const float* sender, const float* receiver_model, float* out, int sender_id,
+                                unsigned char* msg) {
+  q_.encode(sender, n_, msg);
+  q_.decode(msg, receiver_model, n_, out);
   const size_t bad = q_.bits() == 0 ? 0 : count_out_of_range(sender, out, n_, q_.step());
   std::lock_guard<std::mutex> lk(stats_mu_);
   stats_.bytes_sent[size_t(sender_id)] += int64_t(q_.message_bytes(n_));
@@ -222,8 +224,8 @@ void SwarmEngine::interact(int i, double) {
     std::unique_lock<std::mutex> l2(nodes_[size_t(std::max(i, j))]->mu, std::defer_lock);
     l1.lock();
     l2.lock();
-    exchange_into(b.x.data(), a.x.data(), a.tmp_b.data(), j);  // Q(x_j) at i
-    exchange_into(a.x.data(), b.x.data(), a.tmp_a.data(), i);  // Q(x_i) at j
+    exchange_into(b.x.data(), a.x.data(), a.tmp_b.data(), j, a.msg.data());  // Q(x_j) at i
+    exchange_into(a.x.data(), b.x.data(), a.tmp_a.data(), i, a.msg.data());  // Q(x_i) at j
     float* xa = a.x.data();
     float* xb = b.x.data();
     const float* qa = a.tmp_a.data();
@@ -242,7 +244,7 @@ void SwarmEngine::interact(int i, double) {
       std::memcpy(a.tmp_a.data(), b.pub.data(), n_ * sizeof(float));
     }
     std::lock_guard<std::mutex> lk(a.mu);
-    exchange_into(a.tmp_a.data(), a.x.data(), a.tmp_b.data(), j);
+    exchange_into(a.tmp_a.data(), a.x.data(), a.tmp_b.data(), j, a.msg.data());
     float* x = a.x.data();
     float* s = a.pub.data();
     const float* q = a.tmp_b.data();

@@ -126,7 +126,7 @@ class SwarmEngine {
   struct Node;
   int draw_steps(int i);
   void interact(int i, double now);
-  void exchange_into(const float* sender, const float* receiver_model, float* out, int sender_id);
+  void exchange_into(const float* sender, const float* receiver_model, float* out, int sender_id, unsigned char* msg);
 
   SwarmConfig cfg_;
   size_t n_;
