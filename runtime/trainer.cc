@@ -230,6 +230,15 @@ void Trainer::setup() {
   // CPU threads: several concurrent real-time workers each compute serially;
   // otherwise the one computing replica gets every thread.
   const bool parallel_workers = !use_cuda_ && !virtual_clock_ && P > 1;
+  // More CPU workers than threads take turns: arrival order, and so staleness,
+  // then follows the OS scheduler (round-robin gives every gradient staleness
+  // P - 1) rather than the workers' compute times.
+  if (parallel_workers && P > threads_)
+    std::fprintf(stderr,
+                 "warning: %d CPU workers on %d thread(s) with the real clock: workers take turns, so staleness "
+                 "follows the OS scheduler (up to %d); use --clock virtual, fewer --workers, or --straggler delays "
+                 "well above a gradient's compute time\n",
+                 P, threads_, P - 1);
   compute_pool_ = std::make_unique<ThreadPool>(parallel_workers ? 1 : threads_);
   apply_pool_ = std::make_unique<ThreadPool>(threads_);
 

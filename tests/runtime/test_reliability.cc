@@ -245,6 +245,21 @@ TEST(Faults, TheWatchdogFlagsAStalledWorker) {
   EXPECT_NE(err.find("watchdog: worker 3"), std::string::npos) << err;
 }
 
+TEST(Warnings, MoreRealClockCpuWorkersThanThreadsAreReported) {
+  auto stderr_of = [](const std::string& clock, int threads) {
+    TrainConfig c = base("k-async", clock);
+    c.threads = threads;
+    c.max_updates = 5;
+    testing::internal::CaptureStderr();
+    Trainer(c, data()).run();
+    return testing::internal::GetCapturedStderr();
+  };
+  const std::string crowded = stderr_of("real", 2);
+  EXPECT_NE(crowded.find("warning: 4 CPU workers on 2 thread(s)"), std::string::npos) << crowded;
+  EXPECT_EQ(stderr_of("real", 4).find("warning:"), std::string::npos);
+  EXPECT_EQ(stderr_of("virtual", 1).find("warning:"), std::string::npos);
+}
+
 // ------------------------------------------------------------------ processes
 std::string trainer_path() { return std::string(ADASYNC_BINARY_DIR) + "/trainer"; }
 
