@@ -10,7 +10,7 @@ clock with injected delays (--real). For each configuration and seed the
 trainer writes JSON Lines metrics; this script prints a time-to-accuracy
 table (median over seeds) and draws test error against time (PNG, matplotlib).
 
-  error_runtime.py [--trainer build/trainer] [--seeds 1,2,3] [--budget 800]
+  error_runtime.py [--trainer build/trainer] [--seeds 1,2,3,4,5] [--budget 800]
                    [--real [--real-mean 300ms]] [--quick] [--out bench/results/error-runtime]
 """
 import argparse
@@ -26,12 +26,22 @@ CONFIGS = [
     ("sync (K=8)", ["--variant", "sync"]),
     ("k-async K=1", ["--variant", "k-async", "--k", "1"]),
     ("k-async K=2", ["--variant", "k-async", "--k", "2"]),
+    ("k-async K=3", ["--variant", "k-async", "--k", "3"]),
     ("k-async K=4", ["--variant", "k-async", "--k", "4"]),
     ("k-async K=8", ["--variant", "k-async", "--k", "8"]),
     ("k-batch-async K=4", ["--variant", "k-batch-async", "--k", "4"]),
     ("AdaSync (k-async)", ["--variant", "k-async", "--schedule", "adasync", "--k0", "1"]),
+    # The order-statistic rule raises K later (K = 3 at F0/Ft > 4.67, not 4);
+    # under Exp times k-async's time per update is k-sync's, the rule's premise.
+    ("AdaSync order-stat (k-async)",
+     ["--variant", "k-async", "--schedule", "adasync", "--k0", "1", "--adasync-rule", "order-stat"]),
+    # The same with decisions every tenth of the budget (@T0): K = 1 lasts
+    # until the first decision, and K = 3 comes later.
+    ("AdaSync order-stat T10 (k-async)",
+     ["--variant", "k-async", "--schedule", "adasync", "--k0", "1", "--adasync-rule", "order-stat",
+      "--schedule-every", "@T0"]),
 ]
-FIXED_K = ["k-async K=1", "k-async K=2", "k-async K=4", "k-async K=8"]
+FIXED_K = ["k-async K=1", "k-async K=2", "k-async K=3", "k-async K=4", "k-async K=8"]
 TARGETS = [0.85, 0.88, 0.90]
 
 
@@ -40,6 +50,7 @@ def run(trainer, name, flags, seed, a, outdir):
     path = os.path.join(outdir, f"{'real' if a.real else 'virtual'}-{tag}-seed{seed}.jsonl")
     if os.path.exists(path) and not a.rerun:
         return path
+    flags = [f"{a.budget / 10:g}s" if x == "@T0" else x for x in flags]
     args = [trainer, "--model", "cnn", "--workers", "8", "--batch", "32", "--lr", str(a.lr), "--momentum", "0",
             "--seed", str(seed), "--eval-samples", str(a.eval_samples), "--progress", "none",
             "--metrics", path] + flags
@@ -83,7 +94,7 @@ def time_to(pts, target):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--trainer", default="build/trainer")
-    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--seeds", default="1,2,3,4,5")
     ap.add_argument("--budget", type=float, default=800, help="clock time per run (virtual units, or seconds with --real)")
     ap.add_argument("--evals", type=int, default=50)
     ap.add_argument("--eval-samples", type=int, default=5000)
@@ -114,37 +125,40 @@ def main():
     print(f"P = 8, batch 32, Exp compute times, lr {a.lr}, budget {a.budget:g} {clock}; "
           f"median over seeds {','.join(map(str, seeds))}")
     hdr = "".join(f"{'t(' + str(int(100 * x)) + '%)':>10s}" for x in TARGETS)
-    print(f"{'configuration':22s}{hdr}{'final acc':>11s}")
+    print(f"{'configuration':30s}{hdr}{'final acc':>11s}")
     med_t = {}
     for name, _ in CONFIGS:
         ts = [statistics.median([time_to(p, x) for p, _ in curves[name]]) for x in TARGETS]
         fin = statistics.median([p[-1][1] for p, _ in curves[name]])
         med_t[name] = (ts, fin)
         cells = "".join(f"{t:10.1f}" if t != float("inf") else f"{'-':>10s}" for t in ts)
-        print(f"{name:22s}{cells}{100 * fin:10.2f}%")
-    # AdaSync against the best fixed K for each target.
-    ada_t, ada_fin = med_t["AdaSync (k-async)"]
-    print()
-    for i, x in enumerate(TARGETS):
-        best = min(FIXED_K, key=lambda n: med_t[n][0][i])
-        bt = med_t[best][0][i]
-        if bt == float("inf"):
-            reached = "reaches it at %.1f" % ada_t[i] if ada_t[i] != float("inf") else "does not reach it either"
-            print(f"reach {int(100 * x)}%: no fixed K reaches it within the budget; AdaSync {reached}")
-            continue
-        if ada_t[i] == float("inf"):
-            print(f"reach {int(100 * x)}%: AdaSync does not reach it within the budget; best fixed {best} {bt:.1f} MISSED")
-            continue
-        ratio = ada_t[i] / bt if bt != 0 else float("nan")
-        ok = "ok" if ratio <= 1.1 else "MISSED"
-        print(f"reach {int(100 * x)}%: AdaSync {ada_t[i]:.1f}, best fixed {best} {bt:.1f}: {ratio:.2f}x "
-              f"(target <= 1.1x) {ok}")
-    best_fin_name = max(FIXED_K, key=lambda n: med_t[n][1])
-    diff = 100 * (ada_fin - med_t[best_fin_name][1])
-    print(f"final: AdaSync {100 * ada_fin:.2f}%, best fixed {best_fin_name} {100 * med_t[best_fin_name][1]:.2f}%: "
-          f"{diff:+.2f} points (target >= -0.3) {'ok' if diff >= -0.3 else 'MISSED'}")
-    ks = curves["AdaSync (k-async)"][0][1]
-    print("AdaSync K changes (seed %d): %s" % (seeds[0], ", ".join(f"K={k} at {t:.0f}" for t, k in ks) or "none"))
+        print(f"{name:30s}{cells}{100 * fin:10.2f}%")
+    # Each AdaSync rule against the best fixed K for each target.
+    for ada in (n for n, _ in CONFIGS if n.startswith("AdaSync")):
+        ada_t, ada_fin = med_t[ada]
+        print(f"\n{ada}:")
+        for i, x in enumerate(TARGETS):
+            best = min(FIXED_K, key=lambda n: med_t[n][0][i])
+            bt = med_t[best][0][i]
+            if bt == float("inf"):
+                reached = "reaches it at %.1f" % ada_t[i] if ada_t[i] != float("inf") else "does not reach it either"
+                print(f"  reach {int(100 * x)}%: no fixed K reaches it within the budget; AdaSync {reached}")
+                continue
+            if ada_t[i] == float("inf"):
+                print(f"  reach {int(100 * x)}%: AdaSync does not reach it within the budget; "
+                      f"best fixed {best} {bt:.1f} MISSED")
+                continue
+            ratio = ada_t[i] / bt if bt != 0 else float("nan")
+            ok = "ok" if ratio <= 1.1 else "MISSED"
+            print(f"  reach {int(100 * x)}%: AdaSync {ada_t[i]:.1f}, best fixed {best} {bt:.1f}: {ratio:.2f}x "
+                  f"(target <= 1.1x) {ok}")
+        best_fin_name = max(FIXED_K, key=lambda n: med_t[n][1])
+        diff = 100 * (ada_fin - med_t[best_fin_name][1])
+        print(f"  final: AdaSync {100 * ada_fin:.2f}%, best fixed {best_fin_name} "
+              f"{100 * med_t[best_fin_name][1]:.2f}%: {diff:+.2f} points (target >= -0.3) "
+              f"{'ok' if diff >= -0.3 else 'MISSED'}")
+        ks = curves[ada][0][1]
+        print("  K changes (seed %d): %s" % (seeds[0], ", ".join(f"K={k} at {t:.0f}" for t, k in ks) or "none"))
 
     try:
         import matplotlib
@@ -163,7 +177,10 @@ def main():
         n = min(len(p) for p, _ in runs)
         ts = [scale * runs[0][0][i][0] for i in range(n)]
         err = [100 * (1 - statistics.median([p[i][1] for p, _ in runs])) for i in range(n)]
-        style = {"lw": 2.5, "color": "black"} if name.startswith("AdaSync") else {"lw": 1.3}
+        style = {"lw": 1.3}
+        if name.startswith("AdaSync"):
+            ls = ":" if "T10" in name else "--" if "order-stat" in name else "-"
+            style = {"lw": 2.5, "color": "black", "ls": ls}
         if name.startswith("sync"):  # with P = 8 it is k-async K=8 exactly: dashed, so both show
             style = {"lw": 2.0, "ls": "--", "color": "grey"}
         line, = ax.plot(ts, err, label=name + (" (real)" if a.real else ""), **style)
