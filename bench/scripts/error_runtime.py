@@ -45,9 +45,13 @@ FIXED_K = ["k-async K=1", "k-async K=2", "k-async K=3", "k-async K=4", "k-async 
 TARGETS = [0.85, 0.88, 0.90]
 
 
-def run(trainer, name, flags, seed, a, outdir):
+def metrics_path(outdir, clock, name, seed):
     tag = name.split(" (")[0].replace(" ", "_").replace("=", "")
-    path = os.path.join(outdir, f"{'real' if a.real else 'virtual'}-{tag}-seed{seed}.jsonl")
+    return os.path.join(outdir, f"{clock}-{tag}-seed{seed}.jsonl")
+
+
+def run(trainer, name, flags, seed, a, outdir):
+    path = metrics_path(outdir, "real" if a.real else "virtual", name, seed)
     if os.path.exists(path) and not a.rerun:
         return path
     flags = [f"{a.budget / 10:g}s" if x == "@T0" else x for x in flags]
@@ -186,12 +190,11 @@ def main():
         line, = ax.plot(ts, err, label=name + (" (real)" if a.real else ""), **style)
         colors[name] = line.get_color()
     if a.real:
-        tag_of = lambda name: name.split(" (")[0].replace(" ", "_").replace("=", "")
         t_max = scale * a.budget
         for name, _ in CONFIGS:
             vr = []
             for seed in seeds:
-                path = os.path.join(a.virtual_dir, f"virtual-{tag_of(name)}-seed{seed}.jsonl")
+                path = metrics_path(a.virtual_dir, "virtual", name, seed)
                 if os.path.exists(path):
                     vr.append(curve(path)[0])
             if not vr:
