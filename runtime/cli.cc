@@ -83,6 +83,11 @@ int trainer_main(int argc, char** argv) {
   app.add_option("--slowdown", c.slowdown, "Per-worker slow-down factors, e.g. 1,1,2,4 (last repeats)")->group(g_eng);
   app.add_option("--base-time", base_time, "Virtual clock: fixed compute time added to every draw (default 1ms when the straggler model is none)")
       ->group(g_eng);
+  std::string ps_time;
+  app.add_option("--ps-time", ps_time,
+                 "Virtual clock: the parameter server's service time per update (e.g. 0.05); pushes queue while it "
+                 "is busy (default 0: updates take no time)")
+      ->group(g_eng);
   app.add_option("--max-staleness", c.max_staleness, "Drop gradients more than this many versions old (async variants; -1: no bound)")
       ->capture_default_str()->group(g_eng);
   auto* g_sched = "Synchronicity schedule and learning-rate rules";
@@ -92,10 +97,23 @@ int trainer_main(int argc, char** argv) {
   app.add_option("--k0", c.k0, "AdaSync: starting K")->capture_default_str()->group(g_sched);
   std::string schedule_every;
   app.add_option("--schedule-every", schedule_every,
-                 "AdaSync: decision interval T_0 in clock time (default: time budget / 20, else 10s)")
+                 "AdaSync: decision interval T_0 in clock time (default: plateau rule budget / 100, else 1s; other rules budget / 20, else 10s)")
       ->group(g_sched);
   app.add_option("--adasync-rule", c.adasync_rule,
-                 "auto (order-stat for k-sync, sqrt otherwise), sqrt or order-stat")
+                 "auto (= plateau), sqrt (K0 sqrt(F0/Ft), rounded), order-stat "
+                 "(K^2/(P-K) >= (F0/Ft) K0^2/(P-K0)), runtime (K E[T_K] >= (F0/Ft) K0 E[T_K0], E[T_K] from the "
+                 "observed compute times) or plateau (double K when the loss stops falling against its noise)")
+      ->capture_default_str()->group(g_sched);
+  app.add_option("--sqrt-rounding", c.sqrt_rounding, "sqrt rule: ceil or round")->capture_default_str()->group(g_sched);
+  app.add_option("--plateau-z", c.plateau_z,
+                 "plateau rule: K doubles when the window's loss fell by less than this many standard errors")
+      ->capture_default_str()->group(g_sched);
+  app.add_option("--plateau-updates", c.plateau_updates,
+                 "plateau rule: updates a loss window spans at least (so a window is the same progress at any K)")
+      ->capture_default_str()->group(g_sched);
+  app.add_option("--plateau-horizon", c.plateau_horizon,
+                 "plateau rule, with a time budget: K doubles only if this many times the updates K took, at 2K's "
+                 "time per update, fit in the time left (0: no budget test)")
       ->capture_default_str()->group(g_sched);
   app.add_option("--schedule-points", c.schedule_points, "Piecewise K, e.g. 0:1,30s:2,60s:4")->group(g_sched);
   app.add_option("--loss-estimate", c.loss_estimate,
@@ -183,6 +201,7 @@ int trainer_main(int argc, char** argv) {
     if (c.opt.name == "momentum") c.opt.name = "sgd";
     if (!time_budget.empty()) c.time_budget = parse_seconds(time_budget, "--time-budget");
     if (!base_time.empty()) c.base_time = parse_seconds(base_time, "--base-time");
+    if (!ps_time.empty()) c.ps_time = parse_seconds(ps_time, "--ps-time");
     if (!schedule_every.empty()) c.schedule_every = parse_seconds(schedule_every, "--schedule-every");
     if (!watchdog.empty()) c.watchdog = parse_seconds(watchdog, "--watchdog");
     // SIGINT / SIGTERM: stop at the next update, checkpoint, exit 0; a second

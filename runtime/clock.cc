@@ -34,9 +34,11 @@ double run_virtual(EngineSetup& s) {
   std::priority_queue<Event, std::vector<Event>, std::greater<Event>> q;
   uint64_t seq = 0;
   double now = 0;
+  double ps_free = 0;  // the PS is busy with an update until then (ps_time > 0)
   std::vector<const Snapshot*> pulled(s.workers.size(), nullptr);
 
-  auto start = [&](int w, bool pull) {
+  // `after`: the start waits that long (for the update in service to finish).
+  auto start = [&](int w, bool pull, double after = 0) {
     Job& j = jobs[size_t(w)];
     if (!agg.is_alive(w)) {
       j.v.active = false;
@@ -49,9 +51,10 @@ double run_virtual(EngineSetup& s) {
     ++j.v.gen;
     ++j.v.computations;
     double x = s.base_time + s.straggler->draw(w);
+    L.on_draw(w, x);
     if (s.faults != nullptr)
       if (const Fault* f = s.faults->at(w, j.v.computations); f && f->kind == Fault::Kind::Hang) x += f->seconds;
-    j.v.finish = now + x;
+    j.v.finish = now + after + x;
     j.v.seq = seq;
     q.push(Event{j.v.finish, seq++, w, j.v.gen});
   };
@@ -60,6 +63,7 @@ double run_virtual(EngineSetup& s) {
     EXPECTS(int(s.resume->jobs.size()) == P, "resume state for " << s.resume->jobs.size() << " workers, not " << P);
     now = s.resume->now;
     seq = s.resume->seq;
+    ps_free = s.resume->ps_free;
     for (int w = 0; w < P; ++w) {
       Job& j = jobs[size_t(w)];
       j.v = s.resume->jobs[size_t(w)];
@@ -77,6 +81,13 @@ double run_virtual(EngineSetup& s) {
     q.pop();
     Job& j = jobs[size_t(ev.w)];
     if (!j.v.active || ev.gen != j.v.gen) continue;  // cancelled
+    if (ev.t < ps_free) {
+      // The PS is applying an update: this push waits its turn, in order.
+      j.v.finish = ps_free;
+      j.v.seq = seq;
+      q.push(Event{ps_free, seq++, ev.w, ev.gen});
+      continue;
+    }
     if (!L.on_time(ev.t)) break;
     now = ev.t;
     j.v.active = false;
@@ -137,16 +148,20 @@ double run_virtual(EngineSetup& s) {
         if (c > 0) L.on_cancelled(c);
       }
       L.on_update(agg, u, now);
+      // Those the update wakes pull its result once it is published.
+      if (s.ps_time > 0) ps_free = now + s.ps_time;
+      const double after = s.ps_time;
       bool pusher_started = false;
       for (int w : u.wake) {
-        start(w, true);
+        start(w, true, after);
         pusher_started |= w == pusher;
       }
-      if (!pusher_started && r.next != Next::Wait) start(pusher, r.next == Next::Pull);
+      if (!pusher_started && r.next != Next::Wait) start(pusher, r.next == Next::Pull, r.next == Next::Pull ? after : 0);
       // A quiet point: nothing counted and not applied, every job in the queue.
       VirtualState st;
       st.now = now;
       st.seq = seq;
+      st.ps_free = ps_free;
       std::vector<SnapshotPtr> in_flight;
       for (auto& jj : jobs) {
         st.jobs.push_back(jj.v);
@@ -265,6 +280,7 @@ double run_real(EngineSetup& s) {
     std::vector<int32_t> idx;
     SnapshotPtr params;
     int64_t computations = 0;
+    double last_compute = 0;  // the real part of the last computation (without the delay)
     Next next = mb.take();  // the first Pull
     while (next != Next::Wait) {
       Slot slot;
@@ -277,13 +293,16 @@ double run_real(EngineSetup& s) {
         const uint64_t batch = sampler.next(&idx);
         if (s.positions != nullptr) (*s.positions)[size_t(w)].store(sampler.position(), std::memory_order_relaxed);
         double delay = s.straggler->draw(w);
+        L.on_draw(w, delay + last_compute);
         const Fault* fault = s.faults != nullptr ? s.faults->at(w, ++computations) : nullptr;
         if (fault && fault->kind == Fault::Kind::Hang) delay += fault->seconds;
         if (fault && fault->kind == Fault::Kind::Throw)
           throw InjectedFailure("injected failure at computation " + std::to_string(fault->at));
         slot = ps.acquire_slot();
         GradResult res;
+        const WallTimer compute_timer;
         const bool ok = gw.compute(idx, slot.data, delay, &mb.cancel, gen, &res);
+        if (ok) last_compute = std::max(0.0, compute_timer.seconds() - delay);
         if (!ok || mb.stopped()) {
           ps.release_slot(slot);
           if (!mb.stopped()) L.on_cancelled(1);

@@ -46,6 +46,7 @@ struct VirtualJob {
 struct VirtualState {
   double now = 0;
   uint64_t seq = 0;
+  double ps_free = 0;  // when the parameter server finishes its update in service
   std::vector<VirtualJob> jobs;  // one per worker
 };
 
@@ -57,6 +58,9 @@ class EngineListener {
   virtual void on_push(const Push& p, const Aggregator::PushResult& r, double now) {}
   // After an update; may change K through agg.set_k().
   virtual void on_update(Aggregator& agg, const Aggregator::UpdateResult& u, double now) = 0;
+  // Worker w started a computation that takes `x` clock seconds (virtual: the
+  // drawn time; real: the injected delay plus its last measured compute).
+  virtual void on_draw(int w, double x) {}
   // `n` computations were abandoned on a cancel (any thread in real time).
   virtual void on_cancelled(int n) {}
   // The clock reached `now` (virtual: before the event at `now` is handled;
@@ -78,6 +82,10 @@ struct EngineSetup {
   std::vector<Sampler>* samplers = nullptr;      // one per worker
   std::vector<GradientWorker*> workers;           // real: one per worker; virtual: one shared or one each
   double base_time = 0;                           // virtual: fixed part of every compute time (seconds)
+  // Virtual: the parameter server's service time per update. Pushes that
+  // arrive while it is busy wait in arrival order; workers an update wakes
+  // start when it is done. 0: updates take no time.
+  double ps_time = 0;
   EngineListener* listener = nullptr;
   const FaultPlan* faults = nullptr;
   // Virtual clock: continue from a saved state; snapshot_of(v) gives the

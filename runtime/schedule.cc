@@ -11,8 +11,9 @@
 
 namespace adasync {
 
-int sqrt_rule_k(double ratio, int k0, int k_prev, int workers) {
-  const double target = std::ceil(double(k0) * std::sqrt(std::max(ratio, 0.0)) - 1e-12);
+int sqrt_rule_k(double ratio, int k0, int k_prev, int workers, bool round_nearest) {
+  const double x = double(k0) * std::sqrt(std::max(ratio, 0.0));
+  const double target = round_nearest ? std::floor(x + 0.5) : std::ceil(x - 1e-12);
   return std::min(workers, std::max(k_prev, int(std::min(target, 1e9))));
 }
 
@@ -24,6 +25,62 @@ int order_stat_k(double ratio, int k0, int workers) {
   return workers;
 }
 
+int runtime_rule_k(double ratio, int k0, int k_prev, int workers, const std::function<double(int)>& update_time) {
+  const double t0 = update_time(k0);
+  if (!(t0 > 0) || !std::isfinite(t0)) return k_prev;
+  const double rhs = std::max(ratio, 0.0) * double(k0) * t0;
+  for (int k = std::max(k0, k_prev); k < workers; ++k) {
+    const double t = update_time(k);
+    if (!std::isfinite(t)) return k_prev;
+    if (double(k) * t >= rhs * (1 - 1e-12)) return k;
+  }
+  return std::max(workers, k_prev);
+}
+
+LossWindow LossWindow::merged(const LossWindow& o) const {
+  if (o.n == 0) return LossWindow{mean, var, n, updates + o.updates};
+  if (n == 0) return LossWindow{o.mean, o.var, o.n, updates + o.updates};
+  const double nn = double(n + o.n);
+  const double m = (double(n) * mean + double(o.n) * o.mean) / nn;
+  // Sums of squared deviations, pooled about the new mean.
+  const double ss = var * double(n - 1) + o.var * double(o.n - 1) + double(n) * (mean - m) * (mean - m) +
+                    double(o.n) * (o.mean - m) * (o.mean - m);
+  return LossWindow{m, nn > 1 ? ss / (nn - 1) : 0, n + o.n, updates + o.updates};
+}
+
+bool plateau_reached(const LossWindow& prev, const LossWindow& now, double z, double rel) {
+  if (!std::isfinite(prev.mean) || !std::isfinite(now.mean)) return false;
+  const double se = std::sqrt(prev.var_mean() + now.var_mean());
+  // Without a noise estimate a decrease under `rel` of the loss is none.
+  const double margin = se > 0 ? z * se : rel * std::abs(prev.mean);
+  return prev.mean - now.mean < margin;
+}
+
+AdaRule parse_ada_rule(const std::string& s) {
+  if (s == "sqrt") return AdaRule::Sqrt;
+  if (s == "order-stat") return AdaRule::OrderStat;
+  if (s == "runtime") return AdaRule::Runtime;
+  if (s == "plateau") return AdaRule::Plateau;
+  throw UsageError("--adasync-rule: expected sqrt, order-stat, runtime or plateau, found '" + s + "'");
+}
+
+const char* default_ada_rule(Variant) { return "plateau"; }
+
+double default_decision_interval(AdaRule r, double budget) {
+  if (r == AdaRule::Plateau) return budget > 0 ? budget / 100 : 1.0;
+  return budget > 0 ? budget / 20 : 10.0;
+}
+
+const char* to_string(AdaRule r) {
+  switch (r) {
+    case AdaRule::Sqrt: return "sqrt";
+    case AdaRule::OrderStat: return "order-stat";
+    case AdaRule::Runtime: return "runtime";
+    case AdaRule::Plateau: return "plateau";
+  }
+  return "?";
+}
+
 namespace {
 
 class FixedSchedule : public KSchedule {
@@ -31,7 +88,7 @@ class FixedSchedule : public KSchedule {
   explicit FixedSchedule(int k) : k_(k) {}
   std::string describe() const override { return "fixed K=" + std::to_string(k_); }
   int initial_k() const override { return k_; }
-  std::optional<KChange> after_update(double, int, const std::function<double()>&) override { return std::nullopt; }
+  std::optional<KChange> after_update(double, int, const DecisionInputs&) override { return std::nullopt; }
 
  private:
   int k_;
@@ -39,43 +96,99 @@ class FixedSchedule : public KSchedule {
 
 class AdaSyncSchedule : public KSchedule {
  public:
-  AdaSyncSchedule(int k0, int workers, double interval, std::string rule)
-      : k0_(k0), p_(workers), interval_(interval), rule_(std::move(rule)), next_(interval) {}
+  explicit AdaSyncSchedule(const ScheduleConfig& c) : c_(c), next_(c.interval) {}
   std::string describe() const override {
     std::ostringstream os;
-    os << "adasync (" << rule_ << " rule, K0=" << k0_ << ", every " << interval_ << " s)";
+    os << "adasync (" << to_string(c_.rule) << (c_.rule == AdaRule::Sqrt && c_.round_nearest ? ", round" : "")
+       << " rule, K0=" << c_.k << ", every " << c_.interval << " s)";
     return os.str();
   }
-  int initial_k() const override { return k0_; }
-  bool needs_start_loss() const override { return std::isnan(f0_); }
+  int initial_k() const override { return c_.k; }
+  bool needs_start_loss() const override { return c_.rule != AdaRule::Plateau && std::isnan(f0_); }
   void set_start_loss(double f0) override { f0_ = f0; }
-  std::vector<double> state() const override { return {next_, f0_}; }
+  std::vector<double> state() const override {
+    return {next_, f0_, prev_.mean, prev_.var, double(prev_.n), double(prev_.updates),
+            cur_.mean,  cur_.var, double(cur_.n),  double(cur_.updates), double(updates_at_k_)};
+  }
   void set_state(const std::vector<double>& s) override {
-    if (s.size() == 2) next_ = s[0], f0_ = s[1];
+    if (s.size() >= 2) next_ = s[0], f0_ = s[1];
+    if (s.size() >= 11) {
+      prev_ = LossWindow{s[2], s[3], int64_t(s[4]), int64_t(s[5])};
+      cur_ = LossWindow{s[6], s[7], int64_t(s[8]), int64_t(s[9])};
+      updates_at_k_ = int64_t(s[10]);
+    }
   }
 
-  std::optional<KChange> after_update(double now, int k_now, const std::function<double()>& loss) override {
+  std::optional<KChange> after_update(double now, int k_now, const DecisionInputs& in) override {
     if (now < next_) return std::nullopt;
-    while (next_ <= now) next_ += interval_;
-    if (std::isnan(f0_) || k_now >= p_) return std::nullopt;
-    const double ft = loss();
+    while (next_ <= now) next_ += c_.interval;
+    if (k_now >= c_.workers) return std::nullopt;
+    if (c_.rule == AdaRule::Plateau) return plateau(now, k_now, in);
+    // F_0 from the run when it is not known yet (the first decision at the latest).
+    if (std::isnan(f0_) && in.start_loss) f0_ = in.start_loss();
+    if (!(f0_ > 0) || !std::isfinite(f0_)) return std::nullopt;
+    const double ft = in.loss().mean;
     if (!(ft > 0) || !std::isfinite(ft)) return std::nullopt;
     const double ratio = f0_ / ft;
-    int k = rule_ == "order-stat" ? order_stat_k(ratio, k0_, p_) : sqrt_rule_k(ratio, k0_, k_now, p_);
+    int k = k_now;
+    switch (c_.rule) {
+      case AdaRule::Sqrt: k = sqrt_rule_k(ratio, c_.k, k_now, c_.workers, c_.round_nearest); break;
+      case AdaRule::OrderStat: k = order_stat_k(ratio, c_.k, c_.workers); break;
+      case AdaRule::Runtime:
+        if (in.update_time) k = runtime_rule_k(ratio, c_.k, k_now, c_.workers, in.update_time);
+        break;
+      case AdaRule::Plateau: break;
+    }
     k = std::max(k, k_now);  // K never decreases
     if (k == k_now) return std::nullopt;
     std::ostringstream why;
     why.precision(3);
-    why << rule_ << " rule, F0/Ft = " << ratio;
+    why << to_string(c_.rule) << " rule, F0/Ft = " << ratio;
+    if (c_.rule == AdaRule::Runtime)
+      why << ", K E[T_K]: " << k_now * in.update_time(k_now) << " -> " << k * in.update_time(k);
     return KChange{k_now, k, now, f0_, ft, why.str()};
   }
 
  private:
-  int k0_, p_;
-  double interval_;
-  std::string rule_;
+  // Doubles K when this window's loss is not significantly below the
+  // previous window's at the same K (ReduceLROnPlateau with K for 1/eta).
+  std::optional<KChange> plateau(double now, int k_now, const DecisionInputs& in) {
+    const LossWindow got = in.loss();
+    updates_at_k_ += got.updates;
+    cur_ = cur_.merged(got);
+    // Windows grow with the time spent at K (half of it), so that a slow
+    // approach to K's floor is judged over a span that can show it.
+    const int64_t span = std::max(c_.plateau_updates, (updates_at_k_ - cur_.updates) / 2);
+    if (cur_.updates < span || cur_.n == 0 || !std::isfinite(cur_.mean)) return std::nullopt;
+    const LossWindow prev = prev_, w = cur_;
+    prev_ = cur_;
+    cur_ = LossWindow{};
+    if (prev.n == 0 || !plateau_reached(prev, w, c_.plateau_z, c_.plateau_rel)) return std::nullopt;
+    const int k = std::min(c_.workers, 2 * k_now);
+    std::ostringstream why;
+    why.precision(3);
+    why << "plateau rule, window loss " << prev.mean << " -> " << w.mean << " over " << w.updates
+        << " updates, decrease " << prev.mean - w.mean << " < " << c_.plateau_z
+        << " se = " << c_.plateau_z * std::sqrt(prev.var_mean() + w.var_mean());
+    if (c_.budget > 0 && in.update_time) {
+      // K took updates_at_k_ updates to plateau; 2K relaxes at the same rate
+      // per update, so it needs about as many, each taking E[T_2K].
+      const double need = c_.plateau_horizon * double(updates_at_k_) * in.update_time(k);
+      if (std::isfinite(need) && need > c_.budget - now) return std::nullopt;
+      why << ", " << c_.plateau_horizon << " x " << updates_at_k_ << " updates at K " << k << " take " << need
+          << " s of the " << c_.budget - now << " s left";
+    }
+    prev_ = LossWindow{};  // the next test compares two windows at the new K
+    updates_at_k_ = 0;
+    return KChange{k_now, k, now, prev.mean, w.mean, why.str()};
+  }
+
+  ScheduleConfig c_;
   double next_;
   double f0_ = std::numeric_limits<double>::quiet_NaN();
+  LossWindow prev_;  // plateau: the previous full window at the current K (n = 0: none)
+  LossWindow cur_;   // plateau: the window being filled
+  int64_t updates_at_k_ = 0;  // plateau: updates since K last changed
 };
 
 class PiecewiseSchedule : public KSchedule {
@@ -88,7 +201,7 @@ class PiecewiseSchedule : public KSchedule {
     return os.str();
   }
   int initial_k() const override { return pts_.front().second; }
-  std::optional<KChange> after_update(double now, int k_now, const std::function<double()>&) override {
+  std::optional<KChange> after_update(double now, int k_now, const DecisionInputs&) override {
     int k = pts_.front().second;
     for (auto& [t, kk] : pts_)
       if (now >= t) k = kk;
@@ -110,9 +223,14 @@ std::unique_ptr<KSchedule> make_schedule(const ScheduleConfig& c) {
                        std::to_string(c.k));
     if (!(c.interval > 0))
       throw UsageError("--schedule-every: AdaSync needs a positive interval T_0, found " + std::to_string(c.interval));
-    if (c.rule != "sqrt" && c.rule != "order-stat")
-      throw UsageError("--adasync-rule: expected sqrt or order-stat, found '" + c.rule + "'");
-    return std::make_unique<AdaSyncSchedule>(c.k, c.workers, c.interval, c.rule);
+    if (!(c.plateau_horizon >= 0) || !std::isfinite(c.plateau_horizon))
+      throw UsageError("--plateau-horizon: expected a non-negative factor, found " + std::to_string(c.plateau_horizon));
+    if (c.plateau_updates < 1)
+      throw UsageError("--plateau-updates: expected at least 1 update per window, found " +
+                       std::to_string(c.plateau_updates));
+    if (!(c.plateau_z > 0) || !std::isfinite(c.plateau_z))
+      throw UsageError("--plateau-z: expected a positive number of standard errors, found " + std::to_string(c.plateau_z));
+    return std::make_unique<AdaSyncSchedule>(c);
   }
   if (c.kind == "piecewise") {
     std::vector<std::pair<double, int>> pts;

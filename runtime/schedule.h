@@ -1,16 +1,31 @@
 // Synchronicity schedules (K over time) and learning-rate rules
 // (ALGORITHMS.md sections 4 and 5).
 //
-// A KSchedule is consulted after every update with the clock time and a
-// training-loss estimate; it returns a change of K (never below the previous
-// K for AdaSync), with the numbers that caused it, or nothing.
+// A KSchedule is consulted after every update with the clock time and, when
+// it decides, what it asks of the run (DecisionInputs); it returns a change of
+// K (never below the previous K for AdaSync), with the numbers that caused
+// it, or nothing.
 //
 //   fixed      K never changes
-//   adasync    every T_0 seconds of clock time, from F_0 (the loss at the
-//              start) and F_t (the current estimate):
-//                sqrt:       K = min(P, max(K_prev, ceil(K_0 sqrt(F_0 / F_t))))
+//   adasync    every T_0 seconds of clock time, by one of four rules
+//              (ALGORITHMS.md section 5), F_0 the loss at the start and F_t
+//              the current estimate:
+//                sqrt:       K = min(P, max(K_prev, r(K_0 sqrt(F_0 / F_t)))),
+//                            r = ceil or round
 //                order-stat: the smallest K with K^2 / (P - K) >=
 //                            (F_0 / F_t) K_0^2 / (P - K_0), capped at P
+//                runtime:    the smallest K with K E[T_K] >=
+//                            (F_0 / F_t) K_0 E[T_K0], E[T_K] from the compute
+//                            times the run has observed
+//                plateau:    K doubles (capped at P) when the window's loss
+//                            fell by less than z standard errors since the
+//                            previous window at the same K; a window spans
+//                            at least `plateau_updates` updates, so that it
+//                            covers the same progress whatever K is. With a
+//                            known budget, K doubles only if `plateau_horizon`
+//                            times the updates K took to plateau, at 2K's
+//                            E[T], fit in the time left: relaxing to the
+//                            lower floor takes several such spans.
 //   piecewise  "0:1,30s:2,60s:4": K = 1 from time 0, 2 from 30 s, 4 from 60 s
 //
 // Learning-rate rules turn the counted gradients of one update into a base
@@ -23,6 +38,7 @@
 // O(m) floats per version instead of the parameters themselves.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -38,8 +54,28 @@ namespace adasync {
 struct KChange {
   int k_prev = 0, k = 0;
   double time = 0;
-  double loss_start = 0, loss_now = 0;  // F_0, F_t (NaN for piecewise)
-  std::string reason;                   // e.g. "sqrt rule, F0/Ft = 3.77"
+  double loss_start = 0, loss_now = 0;  // F_0, F_t (NaN where the rule has none)
+  std::string reason;                   // rule and numbers, e.g. "sqrt rule, F0/Ft = 3.77"
+};
+
+// A training-loss estimate over the window since the last decision: the mean
+// of its n mini-batch losses, their sample variance (0 when unknown: a fixed
+// training sample has no sampling noise) and the updates it spans.
+struct LossWindow {
+  double mean = NAN;
+  double var = 0;
+  int64_t n = 0;
+  int64_t updates = 0;
+  double var_mean() const { return n > 0 ? var / double(n) : 0; }
+  // The window of both (pooled mean and variance).
+  LossWindow merged(const LossWindow& o) const;
+};
+
+// What a decision may ask of the run; each is called only when needed.
+struct DecisionInputs {
+  std::function<LossWindow()> loss;        // F_t; starts a new window
+  std::function<double()> start_loss;      // F_0 when the schedule has none yet (NaN: not known)
+  std::function<double(int)> update_time;  // E[T_K] of the run's variant (runtime rule; NaN: unknown)
 };
 
 class KSchedule {
@@ -47,23 +83,39 @@ class KSchedule {
   virtual ~KSchedule() = default;
   virtual std::string describe() const = 0;
   virtual int initial_k() const = 0;
-  // After an update at clock time `now`; `loss` returns the current training
-  // loss estimate (called only when the schedule needs it).
-  virtual std::optional<KChange> after_update(double now, int k_now, const std::function<double()>& loss) = 0;
+  // After an update at clock time `now` with K = k_now.
+  virtual std::optional<KChange> after_update(double now, int k_now, const DecisionInputs& in) = 0;
   // Sets F_0 (AdaSync); ignored by the others.
   virtual void set_start_loss(double f0) {}
   virtual bool needs_start_loss() const { return false; }
-  // Checkpoint state: (next decision time, F_0).
+  // Checkpoint state (AdaSync: next decision time, F_0, the plateau rule's
+  // previous window).
   virtual std::vector<double> state() const { return {}; }
   virtual void set_state(const std::vector<double>&) {}
 };
+
+enum class AdaRule { Sqrt, OrderStat, Runtime, Plateau };
+AdaRule parse_ada_rule(const std::string& s);  // throws UsageError naming --adasync-rule
+// The rule `--adasync-rule auto` takes for a variant (README: why).
+const char* default_ada_rule(Variant v);
+// T_0 when --schedule-every is not given: the ratio rules decide every
+// budget/20 (10 s without a budget); the plateau rule, whose windows are
+// counted in updates, checks every budget/100 (1 s).
+double default_decision_interval(AdaRule r, double budget);
+const char* to_string(AdaRule r);
 
 struct ScheduleConfig {
   std::string kind = "fixed";  // fixed | adasync | piecewise
   int k = 1;                   // fixed: K; adasync: K_0 (>= 1)
   int workers = 1;             // P
   double interval = 0;         // adasync: T_0 (clock seconds, > 0)
-  std::string rule = "sqrt";   // adasync: sqrt | order-stat
+  AdaRule rule = AdaRule::Sqrt;
+  bool round_nearest = false;  // sqrt rule: round instead of ceil
+  double plateau_z = 2.0;      // plateau rule: significance in standard errors
+  int64_t plateau_updates = 100;  // plateau rule: updates a window spans at least
+  double budget = 0;           // plateau rule: the run's clock budget (0: unknown, no budget test)
+  double plateau_horizon = 3;  // plateau rule: 2K must have time for this many times K's updates
+  double plateau_rel = 0.005;  // plateau rule: a relative decrease under this is none (noise unknown)
   std::string points;          // piecewise: "0:1,30s:2,60s:4"
 };
 
@@ -73,7 +125,12 @@ std::unique_ptr<KSchedule> make_schedule(const ScheduleConfig& c);
 // The order-statistic rule on its own: smallest K with
 // K^2/(P-K) >= ratio * K0^2/(P-K0), capped at P.
 int order_stat_k(double ratio, int k0, int workers);
-int sqrt_rule_k(double ratio, int k0, int k_prev, int workers);
+int sqrt_rule_k(double ratio, int k0, int k_prev, int workers, bool round_nearest = false);
+// The runtime rule: smallest K in [K0, P] with K E[T_K] >= ratio K0 E[T_K0],
+// never below k_prev; k_prev when E[T] is unknown.
+int runtime_rule_k(double ratio, int k0, int k_prev, int workers, const std::function<double(int)>& update_time);
+// The plateau test: true when `now` is not significantly below `prev`.
+bool plateau_reached(const LossWindow& prev, const LossWindow& now, double z, double rel);
 
 // ------------------------------------------------------------------ sketches
 // Count-sketch of the parameters with m buckets: S_c = sum_r sigma_r w[r*m + c]

@@ -1,5 +1,6 @@
 #include "runtime/theory.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -47,6 +48,40 @@ double expected_time(Variant v, int P, int K, const StragglerSpec& s, double bas
   return nan;
 }
 
+double empirical_order_stat(const std::vector<double>& xs, int K, int P) {
+  // P(X_{K:P} <= x_(i)) = P(Bin(P, i/n) >= K): sum x_(i) times its mass.
+  const size_t n = xs.size();
+  auto at_least_k = [&](double p) {
+    double tail = 0;
+    for (int j = K; j <= P; ++j) {
+      double c = 1;  // binomial coefficient C(P, j)
+      for (int i = 1; i <= j; ++i) c = c * double(P - j + i) / double(i);
+      tail += c * std::pow(p, j) * std::pow(1 - p, P - j);
+    }
+    return tail;
+  };
+  double e = 0, prev = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double cur = at_least_k(double(i + 1) / double(n));
+    e += xs[i] * (cur - prev);
+    prev = cur;
+  }
+  return e;
+}
+
+double expected_time_observed(Variant v, int P, int K, std::vector<double> xs) {
+  if (xs.empty()) return std::numeric_limits<double>::quiet_NaN();
+  if (v == Variant::Sync) K = P;
+  if (v == Variant::Async) K = 1;
+  if (v == Variant::Async || v == Variant::KBatchAsync || v == Variant::KBatchSync) {
+    double sum = 0;
+    for (double x : xs) sum += x;
+    return double(K) * sum / double(xs.size()) / double(P);
+  }
+  std::sort(xs.begin(), xs.end());
+  return empirical_order_stat(xs, K, P);
+}
+
 namespace {
 // Workers that compute nothing: the Monte Carlo measures scheduling alone.
 class NullWorker : public GradientWorker {
@@ -77,7 +112,8 @@ class CountingListener : public EngineListener {
 };
 }  // namespace
 
-Estimate simulate(Variant v, int P, int K, const StragglerSpec& spec, int64_t updates, uint64_t seed, double base) {
+Estimate simulate(Variant v, int P, int K, const StragglerSpec& spec, int64_t updates, uint64_t seed, double base,
+                  double ps_time) {
   const float zero = 0;
   OptimizerConfig oc;
   oc.momentum = 0;
@@ -99,6 +135,7 @@ Estimate simulate(Variant v, int P, int K, const StragglerSpec& spec, int64_t up
   es.samplers = &samplers;
   es.workers = {&worker};
   es.base_time = base;
+  es.ps_time = ps_time;
   es.listener = &listener;
   run_virtual(es);
 

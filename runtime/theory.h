@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "runtime/straggler.h"
 #include "runtime/variant.h"
@@ -20,13 +21,25 @@ double harmonic(int n);  // H_n = 1 + 1/2 + ... + 1/n (H_0 = 0)
 // ("simulate"). `base` is a fixed time added to every draw (a shift).
 double expected_time(Variant v, int workers, int k, const StragglerSpec& spec, double base = 0);
 
+// E[T] per update from observed compute times `xs` (any distribution, at
+// least one): K mean(X) / P for async and the k-batch variants (renewal), and
+// E[X_{K:P}] for sync, k-sync and k-async (an upper bound for k-async under
+// new-longer-than-used times), computed exactly for X drawn from the
+// empirical distribution of xs. For k-batch-sync the renewal form is exact
+// under Exp times and an approximation otherwise.
+double expected_time_observed(Variant v, int workers, int k, std::vector<double> xs);
+
+// E[X_{K:P}] for X uniform over the (sorted) values xs.
+double empirical_order_stat(const std::vector<double>& sorted_xs, int k, int workers);
+
 struct Estimate {
   double mean = 0;      // time per update
   double std_err = 0;   // of the mean, from batch means
   int64_t updates = 0;
 };
 // Simulates `updates` updates on the virtual clock and measures time per update.
+// `ps_time`: the parameter server's service time per update (a queue forms).
 Estimate simulate(Variant v, int workers, int k, const StragglerSpec& spec, int64_t updates, uint64_t seed,
-                  double base = 0);
+                  double base = 0, double ps_time = 0);
 
 }  // namespace adasync::theory

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "runtime/swarm.h"
+#include "runtime/theory.h"
 
 
 namespace adasync {
@@ -72,8 +73,19 @@ void validate(const TrainConfig& c) {
                      " has no K to schedule (use k-sync, k-batch-sync, k-async or k-batch-async)");
   if (c.schedule != "fixed" && c.schedule != "adasync" && c.schedule != "piecewise")
     bad("--schedule", "fixed, adasync or piecewise", "'" + c.schedule + "'");
-  if (c.adasync_rule != "auto" && c.adasync_rule != "sqrt" && c.adasync_rule != "order-stat")
-    bad("--adasync-rule", "auto, sqrt or order-stat", "'" + c.adasync_rule + "'");
+  if (c.adasync_rule != "auto") parse_ada_rule(c.adasync_rule);
+  if (c.sqrt_rounding != "ceil" && c.sqrt_rounding != "round")
+    bad("--sqrt-rounding", "ceil or round", "'" + c.sqrt_rounding + "'");
+  if (!(c.plateau_z > 0) || !std::isfinite(c.plateau_z))
+    bad("--plateau-z", "a positive number of standard errors", std::to_string(c.plateau_z));
+  if (!(c.plateau_horizon >= 0) || !std::isfinite(c.plateau_horizon))
+    bad("--plateau-horizon", "a non-negative factor (0: no budget test)", std::to_string(c.plateau_horizon));
+  if (c.plateau_updates < 1) bad("--plateau-updates", "at least 1 update per window", std::to_string(c.plateau_updates));
+  if (!(c.ps_time >= 0) || !std::isfinite(c.ps_time))
+    bad("--ps-time", "a non-negative duration", std::to_string(c.ps_time));
+  if (c.ps_time > 0 && (c.clock != "virtual" || swarm))
+    throw UsageError("--ps-time models the parameter server's service time on the virtual clock; this run uses " +
+                     (swarm ? std::string("--variant swarm (no parameter server)") : "--clock " + c.clock));
   if (c.schedule == "adasync" && (c.k0 < 1 || c.k0 > c.workers))
     bad("--k0", "a start K in [1, --workers = " + std::to_string(c.workers) + "]", std::to_string(c.k0));
   if (c.schedule_every < 0) bad("--schedule-every", "a positive duration", std::to_string(c.schedule_every));
@@ -271,8 +283,13 @@ void Trainer::setup() {
   sc.kind = swarm_ ? "fixed" : cfg_.schedule;
   sc.workers = P;
   sc.k = cfg_.schedule == "adasync" ? cfg_.k0 : agg_->k();
-  sc.interval = cfg_.schedule_every > 0 ? cfg_.schedule_every : (cfg_.time_budget > 0 ? cfg_.time_budget / 20 : 10.0);
-  sc.rule = cfg_.adasync_rule != "auto" ? cfg_.adasync_rule : (ac.variant == Variant::KSync ? "order-stat" : "sqrt");
+  sc.rule = parse_ada_rule(cfg_.adasync_rule != "auto" ? cfg_.adasync_rule : default_ada_rule(ac.variant));
+  sc.interval = cfg_.schedule_every > 0 ? cfg_.schedule_every : default_decision_interval(sc.rule, cfg_.time_budget);
+  sc.round_nearest = cfg_.sqrt_rounding == "round";
+  sc.plateau_z = cfg_.plateau_z;
+  sc.plateau_updates = cfg_.plateau_updates;
+  sc.budget = cfg_.time_budget;
+  sc.plateau_horizon = cfg_.plateau_horizon;
   sc.points = cfg_.schedule_points;
   schedule_ = make_schedule(sc);
   if (cfg_.schedule != "fixed") agg_->set_k(schedule_->initial_k());
@@ -346,6 +363,8 @@ nlohmann::json Trainer::config_json() const {
   nlohmann::json j = header_json();
   j["slowdown"] = cfg_.slowdown;
   j["base_time"] = cfg_.base_time;
+  j["ps_time"] = cfg_.ps_time;
+  j["adasync_rule"] = cfg_.adasync_rule;
   j["max_staleness"] = cfg_.max_staleness;
   j["schedule"] = cfg_.schedule;
   j["k0"] = cfg_.k0;
@@ -414,7 +433,9 @@ Checkpoint Trainer::capture_state(double now, const VirtualState* vs) {
                     {"win_stale_sum", win_stale_sum_},       {"win_stale_n", win_stale_n_},
                     {"win_stale_max", win_stale_max_},       {"start_loss_sum", start_loss_sum_},
                     {"start_loss_n", start_loss_n_},         {"sched_loss_sum", sched_loss_sum_},
-                    {"sched_loss_n", sched_loss_n_},         {"last_loss", last_loss_},
+                    {"sched_loss_n", sched_loss_n_},         {"sched_loss_sq", sched_loss_sq_},
+                    {"sched_updates", sched_updates_},
+                    {"observed_times", observed_times_},     {"last_loss", last_loss_},
                     {"first_update_time", first_update_time_}, {"first_update_samples", first_update_samples_},
                     {"k_changes", kc}};
   }
@@ -423,7 +444,7 @@ Checkpoint Trainer::capture_state(double now, const VirtualState* vs) {
     nlohmann::json jobs = nlohmann::json::array();
     for (const auto& j : vs->jobs)
       jobs.push_back({j.active, j.tau, j.batch, j.gen, j.finish, j.seq, j.computations});
-    h["virtual"] = {{"now", vs->now}, {"seq", vs->seq}, {"jobs", jobs}};
+    h["virtual"] = {{"now", vs->now}, {"seq", vs->seq}, {"ps_free", vs->ps_free}, {"jobs", jobs}};
   }
   c.header = h;
   return c;
@@ -487,6 +508,9 @@ void Trainer::restore_checkpoint() {
                        (h["config"].contains(key) ? h["config"][key].dump() : "?") + ", this run has " +
                        want[key].dump());
   }
+  if (h["config"].value("ps_time", 0.0) != cfg_.ps_time)
+    throw UsageError("--resume: " + last_checkpoint_ + " was written with ps_time = " +
+                     std::to_string(h["config"].value("ps_time", 0.0)) + ", this run has " + std::to_string(cfg_.ps_time));
   try {
     const std::vector<float> params = c.floats("params");
     if (params.size() != ps_->size())
@@ -515,7 +539,11 @@ void Trainer::restore_checkpoint() {
     as.counted_by_worker = st.at("counted_by_worker").get<std::vector<int64_t>>();
     cancelled_ = st.at("cancelled");
     for (int w : h.at("dead").get<std::vector<int>>()) agg_->worker_failed(w);
-    schedule_->set_state(h.at("schedule_state").get<std::vector<double>>());
+    {
+      std::vector<double> st;  // JSON writes NaN (a value not known yet) as null
+      for (const auto& x : h.at("schedule_state")) st.push_back(x.is_null() ? NAN : x.get<double>());
+      schedule_->set_state(st);
+    }
     agg_->set_k(h.at("k").get<int>());
     const auto pos = h.at("samplers").get<std::vector<uint64_t>>();
     for (size_t w = 0; w < pos.size() && w < samplers_.size(); ++w) samplers_[w].set_position(pos[w]);
@@ -533,6 +561,10 @@ void Trainer::restore_checkpoint() {
     start_loss_n_ = t.at("start_loss_n");
     sched_loss_sum_ = t.at("sched_loss_sum");
     sched_loss_n_ = t.at("sched_loss_n");
+    sched_loss_sq_ = t.value("sched_loss_sq", 0.0);
+    sched_updates_ = t.value("sched_updates", int64_t(0));
+    const auto obs = t.value("observed_times", std::vector<double>{});
+    observed_times_.assign(obs.begin(), obs.end());
     last_loss_ = t.at("last_loss");
     first_update_time_ = t.at("first_update_time");
     first_update_samples_ = t.at("first_update_samples");
@@ -548,6 +580,7 @@ void Trainer::restore_checkpoint() {
       resume_state_ = std::make_unique<VirtualState>();
       resume_state_->now = v.at("now");
       resume_state_->seq = v.at("seq");
+      resume_state_->ps_free = v.value("ps_free", 0.0);
       for (const auto& j : v.at("jobs"))
         resume_state_->jobs.push_back(VirtualJob{j[0], j[1], j[2], j[3], j[4], j[5], j[6]});
       resume_snapshots_[version] = ps_->latest();
@@ -578,13 +611,49 @@ UpdateRates Trainer::rates(const Aggregator& agg, double) {
   return last_rates_;
 }
 
-double Trainer::training_loss_estimate(const SnapshotPtr& s) {
-  if (sample_eval_) return sample_eval_->evaluate(s->data).loss;
+LossWindow Trainer::training_loss_estimate(const SnapshotPtr& s) {
   std::lock_guard<std::mutex> lk(mu_);
-  const double f = sched_loss_n_ ? sched_loss_sum_ / double(sched_loss_n_) : NAN;
-  sched_loss_sum_ = 0;
+  LossWindow w;
+  w.updates = sched_updates_;
+  sched_updates_ = 0;
+  if (sample_eval_) {
+    // The fixed sample's loss has no sampling noise of its own: variance 0.
+    w.mean = sample_eval_->evaluate(s->data).loss;
+    w.n = 1;
+    return w;
+  }
+  w.n = sched_loss_n_;
+  if (w.n > 0) {
+    w.mean = sched_loss_sum_ / double(w.n);
+    w.var = w.n > 1 ? std::max(0.0, (sched_loss_sq_ - double(w.n) * w.mean * w.mean) / double(w.n - 1)) : 0;
+  }
+  sched_loss_sum_ = sched_loss_sq_ = 0;
   sched_loss_n_ = 0;
-  return f;
+  return w;
+}
+
+DecisionInputs Trainer::decision_inputs(const SnapshotPtr& s) {
+  DecisionInputs in;
+  in.loss = [this, s] { return training_loss_estimate(s); };
+  in.start_loss = [this] {
+    std::lock_guard<std::mutex> lk(mu_);
+    return start_loss_n_ > 0 ? start_loss_sum_ / double(start_loss_n_) : NAN;
+  };
+  in.update_time = [this](int k) {
+    std::vector<double> xs;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      xs.assign(observed_times_.begin(), observed_times_.end());
+    }
+    return theory::expected_time_observed(agg_->variant(), cfg_.workers, k, std::move(xs));
+  };
+  return in;
+}
+
+void Trainer::on_draw(int w, double x) {
+  std::lock_guard<std::mutex> lk(mu_);
+  observed_times_.push_back(x);
+  if (observed_times_.size() > kObservedTimes) observed_times_.pop_front();
 }
 
 void Trainer::on_push(const Push& p, const Aggregator::PushResult& r, double now) {
@@ -601,6 +670,7 @@ void Trainer::on_push(const Push& p, const Aggregator::PushResult& r, double now
   win_loss_sum_ += p.loss;
   ++win_loss_n_;
   sched_loss_sum_ += p.loss;
+  sched_loss_sq_ += double(p.loss) * double(p.loss);
   ++sched_loss_n_;
   if (p.tau == 0) {
     start_loss_sum_ += p.loss;
@@ -632,17 +702,18 @@ void Trainer::on_update(Aggregator& agg, const Aggregator::UpdateResult& u, doub
   }
   lr_rule_->on_publish(*u.snapshot);
   if (!virtual_clock_ && checkpoint_due(now, u.snapshot->version)) write_checkpoint(now, nullptr, {});
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++sched_updates_;
+  }
   if (schedule_->needs_start_loss() && cfg_.loss_estimate == "window") {
     std::lock_guard<std::mutex> lk(mu_);
     // F_0: the mean loss of the gradients computed at the initial parameters,
-    // once all P workers' first ones are in (or at the first decision).
+    // once all P workers' first ones are in; the schedule asks for what there
+    // is at its first decision otherwise (k-sync counts only K of them).
     if (start_loss_n_ >= cfg_.workers) schedule_->set_start_loss(start_loss_sum_ / double(start_loss_n_));
   }
-  if (auto ch = schedule_->after_update(now, agg.k(), [&] {
-        if (schedule_->needs_start_loss() && start_loss_n_ > 0)
-          schedule_->set_start_loss(start_loss_sum_ / double(start_loss_n_));
-        return training_loss_estimate(u.snapshot);
-      })) {
+  if (auto ch = schedule_->after_update(now, agg.k(), decision_inputs(u.snapshot))) {
     agg.set_k(ch->k);
     report_k_change(*ch, agg.version());
   }
@@ -662,6 +733,7 @@ void Trainer::report_k_change(const KChange& ch, int64_t version) {
                                    {"time", ch.time},
                                    {"wall", wall_.seconds()},
                                    {"updates", version},
+                                   {"rule", ch.reason.substr(0, ch.reason.find(' '))},
                                    {"k_prev", ch.k_prev},
                                    {"k", ch.k},
                                    {"loss_start", ch.loss_start},
@@ -840,6 +912,7 @@ RunSummary Trainer::run() {
   for (auto& r : replicas_) es.workers.push_back(r.get());
   es.listener = this;
   es.base_time = cfg_.base_time;
+  es.ps_time = cfg_.ps_time;
   es.faults = faults_.empty() ? nullptr : &faults_;
   es.positions = positions_.get();
   es.time_offset = resume_time_;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <atomic>
 #include <functional>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -58,12 +59,17 @@ struct TrainConfig {
   std::string straggler = "none";
   std::string slowdown;  // "1,1,2,4"
   double base_time = 0;  // virtual: fixed part of each compute time (seconds)
+  double ps_time = 0;    // virtual: the parameter server's service time per update (seconds)
   int64_t max_staleness = -1;
   // K over time (ALGORITHMS.md section 5) and the learning-rate rule (section 4)
   std::string schedule = "fixed";  // fixed | adasync | piecewise
   int k0 = 1;                      // adasync: K_0
-  double schedule_every = 0;       // adasync: T_0 in clock seconds (0: time budget / 20, else 10 s)
-  std::string adasync_rule = "auto";  // auto (order-stat for k-sync, sqrt otherwise) | sqrt | order-stat
+  double schedule_every = 0;       // adasync: T_0 in clock seconds (0: default_decision_interval)
+  std::string adasync_rule = "auto";  // auto | sqrt | order-stat | runtime | plateau
+  std::string sqrt_rounding = "ceil";  // sqrt rule: ceil | round
+  double plateau_z = 2.0;              // plateau rule: significance in standard errors
+  int64_t plateau_updates = 100;       // plateau rule: updates a window spans at least
+  double plateau_horizon = 3;          // plateau rule: the budget test's factor (0: off)
   std::string schedule_points;     // piecewise: "0:1,30s:2,60s:4"
   std::string loss_estimate = "window";  // window (mini-batch losses) | sample (fixed training sample)
   int loss_sample = 1024;          // images in the fixed training sample
@@ -141,6 +147,7 @@ class Trainer : public EngineListener {
   void on_push(const Push& p, const Aggregator::PushResult& r, double now) override;
   void on_update(Aggregator& agg, const Aggregator::UpdateResult& u, double now) override;
   void on_cancelled(int n) override;
+  void on_draw(int w, double x) override;
   bool on_time(double now) override;
   bool keep_going(const Aggregator& agg, double now) override;
   void at_quiet_point(const VirtualState& state, const std::vector<SnapshotPtr>& in_flight, double now) override;
@@ -191,7 +198,8 @@ class Trainer : public EngineListener {
   std::unique_ptr<Context> sample_ctx_;
   std::unique_ptr<Dataset> loss_sample_set_;
   std::unique_ptr<Evaluator> sample_eval_;
-  double training_loss_estimate(const SnapshotPtr& s);
+  LossWindow training_loss_estimate(const SnapshotPtr& s);
+  DecisionInputs decision_inputs(const SnapshotPtr& s);
 
   // Listener state; guarded by mu_ (PS thread vs monitor thread in real time).
   std::mutex mu_;
@@ -208,8 +216,11 @@ class Trainer : public EngineListener {
   int64_t cancelled_ = 0;
   // Loss estimates for the schedule: losses of gradients computed at version
   // 0 (F_0) and of those counted since the last decision (F_t), window mode.
-  double start_loss_sum_ = 0, sched_loss_sum_ = 0;
-  int64_t start_loss_n_ = 0, sched_loss_n_ = 0;
+  double start_loss_sum_ = 0, sched_loss_sum_ = 0, sched_loss_sq_ = 0;
+  int64_t start_loss_n_ = 0, sched_loss_n_ = 0, sched_updates_ = 0;
+  // Compute times drawn by the clock (the runtime rule's sample; newest kept).
+  std::deque<double> observed_times_;
+  static constexpr size_t kObservedTimes = 4096;
   std::vector<KChange> k_changes_;
   double first_update_time_ = -1;  // clock time of the first update, and the samples counted by then
   int64_t first_update_samples_ = 0;

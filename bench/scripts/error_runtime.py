@@ -1,17 +1,27 @@
 #!/usr/bin/env python3
-"""Error-runtime benchmark: test error against clock time for fixed K and for
-AdaSync, reproducing the central picture of "Slow and Stale Gradients Can Win
-the Race".
+"""Error-runtime benchmark: test loss and error against clock time for fixed K
+and for each AdaSync rule, reproducing the central picture of "Slow and Stale
+Gradients Can Win the Race". Named regimes (ALGORITHMS.md section 5):
 
-Fashion-MNIST, the cnn, P = 8 workers, batch 32 per worker, exponential
-compute times (mean 1 time unit), plain SGD, the same learning rate for all;
-virtual clock by default (deterministic, machine-independent), or the real
-clock with injected delays (--real). For each configuration and seed the
-trainer writes JSON Lines metrics; this script prints a time-to-accuracy
-table (median over seeds) and draws test error against time (PNG, matplotlib).
+  convex      linear (softmax regression) on Fashion-MNIST, P = 8, batch 8,
+              Exp(1) times, lr 0.02, budget 2000, k-async and k-sync, 15 seeds
+  deep        mlp, P = 8, batch 32, Exp(1), lr 0.2, budget 1500, 5 seeds
+              (the cnn needs tens of epochs: --devices cuda on a GPU)
+  stragglers  convex and mlp with shifted-exponential and Pareto times, P = 16
+  short       the cnn, P = 8, batch 32, lr 0.1, budget 800 (time to accuracy;
+              K = 1-2 win there), also on the real clock with --real
 
-  error_runtime.py [--trainer build/trainer] [--seeds 1,2,3,4,5] [--budget 800]
-                   [--real [--real-mean 300ms]] [--quick] [--out bench/results/error-runtime]
+For every regime but short it prints the median test loss of each fixed K and
+each rule, the envelope of the fixed-K medians, and the target: each rule's
+median within 1.10x of the envelope at every evaluation after the first tenth
+of the budget, within 1.03x of the best fixed K at the end, and reaching the
+envelope's loss at a quarter, half and three quarters of the budget no later
+than 1.1x the best fixed K. PNGs: loss and error against time, K against time.
+
+  error_runtime.py [--regime convex|deep|stragglers|short|all] [--quick]
+                   [--seeds N] [--first-seed 1] [--rules sqrt,plateau,...] [--jobs 2]
+                   [--trainer build/trainer] [--out bench/results/error-runtime]
+  short only:      [--budget 800] [--real [--real-mean 300ms]]
 """
 import argparse
 import json
@@ -20,6 +30,212 @@ import statistics
 import subprocess
 import sys
 import time
+
+# ---------------------------------------------------------------- regimes
+# Each regime: where the error-runtime trade-off exists (ALGORITHMS.md
+# section 5: constant learning rate, noisy gradients, runs long enough that
+# small K plateaus). Curves are test loss (full test set) against virtual time.
+RULES = ["sqrt", "sqrt-round", "order-stat", "runtime", "plateau"]
+
+
+def regime_specs(quick):
+    conv = dict(model="linear", batch=8, lr=0.02, budget=2000, evals=50, ks=[1, 2, 4, 8], workers=8,
+                straggler="exp:mean=1", seeds=15, variants=["k-async", "k-sync"])
+    mlp = dict(model="mlp", batch=32, lr=0.2, budget=1500, evals=30, ks=[1, 2, 4, 8], workers=8,
+               straggler="exp:mean=1", seeds=5, variants=["k-async", "k-sync"])
+    specs = {
+        "convex": [dict(conv, name="convex")],
+        "deep": [dict(mlp, name="deep-mlp")],
+        "stragglers": [
+            dict(conv, name="stragglers-convex-shifted-exp", workers=16, ks=[1, 2, 4, 8, 16],
+                 straggler="shifted-exp:shift=1,mean=1", seeds=7),
+            dict(conv, name="stragglers-convex-pareto", workers=16, ks=[1, 2, 4, 8, 16],
+                 straggler="pareto:scale=1,shape=1.5", seeds=7),
+            dict(mlp, name="stragglers-mlp-pareto", workers=16, ks=[1, 2, 4, 8, 16],
+                 straggler="pareto:scale=1,shape=1.5", seeds=3, variants=["k-async"]),
+        ],
+    }
+    if quick:
+        for lst in specs.values():
+            for s in lst:
+                s["seeds"] = min(s["seeds"], 3)
+                s["budget"] = s["budget"] / 2
+                s["evals"] = 25
+    return specs
+
+
+def rule_flags(rule):
+    """A rule name, optionally with @T0 (decision interval) and :z=Z (plateau)."""
+    extra = []
+    if "@" in rule:
+        rule, t0 = rule.split("@")
+        extra += ["--schedule-every", t0]
+    rule, *opts = rule.split(":")
+    for o in opts:  # z=Z, u=N: the plateau rule's significance and window
+        key, val = o.split("=")
+        extra += [{"z": "--plateau-z", "u": "--plateau-updates", "h": "--plateau-horizon"}[key], val]
+    if rule == "sqrt-round":
+        return ["--schedule", "adasync", "--adasync-rule", "sqrt", "--sqrt-rounding", "round"] + extra
+    if rule == "default":
+        return ["--schedule", "adasync"] + extra
+    return ["--schedule", "adasync", "--adasync-rule", rule] + extra
+
+
+def regime_run(a, spec, variant, tag, flags, seed):
+    path = os.path.join(a.out, spec["name"], f"{variant}-{tag}-seed{seed}.jsonl")
+    if os.path.exists(path) and not a.rerun:
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    budget = spec["budget"]
+    args = [a.trainer, "--model", spec["model"], "--workers", str(spec["workers"]), "--batch", str(spec["batch"]),
+            "--lr", str(spec["lr"]), "--momentum", "0", "--seed", str(seed), "--variant", variant,
+            "--clock", "virtual", "--straggler", spec["straggler"], "--time-budget", f"{budget:g}",
+            "--eval-every", f"{budget / spec['evals']:g}s", "--eval-samples", "0", "--threads", "1",
+            "--progress", "none", "--devices", a.devices, "--metrics", path + ".part"] + flags
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    os.replace(path + ".part", path)
+    return path
+
+
+def loss_curve(path):
+    pts, ks = [], []
+    for line in open(path):
+        j = json.loads(line)
+        if j.get("event") == "eval":
+            pts.append((j["time"], j["test_loss"], j["test_accuracy"]))
+        if j.get("event") == "k_change":
+            ks.append((j["time"], j["k"], j["reason"]))
+    return pts, ks
+
+
+def median_curve(runs):
+    n = min(len(p) for p, _ in runs)
+    return [(runs[0][0][i][0], statistics.median(p[i][1] for p, _ in runs),
+             statistics.median(p[i][2] for p, _ in runs)) for i in range(n)]
+
+
+def first_time(curve, level):
+    for t, loss, _ in curve:
+        if loss <= level:
+            return t
+    return float("inf")
+
+
+def judge(curve, fixed, budget):
+    """The target of a rule's median curve against the fixed-K medians."""
+    n = min(len(curve), *(len(c) for c in fixed.values()))
+    env = [min(c[i][1] for c in fixed.values()) for i in range(n)]
+    worst, worst_t = 0.0, 0.0
+    for i in range(n):
+        if curve[i][0] > budget / 10 + 1e-9 and curve[i][1] / env[i] > worst:
+            worst, worst_t = curve[i][1] / env[i], curve[i][0]
+    best_name = min(fixed, key=lambda k: fixed[k][n - 1][1])
+    final = curve[n - 1][1] / fixed[best_name][n - 1][1]
+    # Three loss levels: the envelope at a quarter, half and three quarters of the budget.
+    levels = []
+    for frac in (0.25, 0.5, 0.75):
+        i = min(range(n), key=lambda j: abs(curve[j][0] - frac * budget))
+        level = env[i]
+        best_t = min(first_time(c, level) for c in fixed.values())
+        levels.append((level, first_time(curve, level) / best_t))
+    ok = worst <= 1.10 and final <= 1.03 and all(r <= 1.1 for _, r in levels)
+    return dict(worst=worst, worst_t=worst_t, final=final, best=best_name, levels=levels, ok=ok, env=env)
+
+
+def run_regime(a, spec, rules, log):
+    seeds = list(range(a.first_seed, a.first_seed + (a.seeds or spec["seeds"])))
+    jobs = []
+    for variant in spec["variants"]:
+        for k in spec["ks"]:
+            jobs.append((variant, f"K{k}", ["--k", str(k)]))
+        for r in rules:
+            jobs.append((variant, r, rule_flags(r)))
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(a.jobs) as ex:
+        futs = {(v, t, s): ex.submit(regime_run, a, spec, v, t, f, s) for v, t, f in jobs for s in seeds}
+        paths = {key: f.result() for key, f in futs.items()}
+    results = {}
+    log(f"\n== regime {spec['name']}: {spec['model']} on Fashion-MNIST, P = {spec['workers']}, batch {spec['batch']}, "
+        f"lr {spec['lr']}, {spec['straggler']} compute times, budget {spec['budget']:g}, virtual clock, "
+        f"median of seeds {seeds[0]}-{seeds[-1]}")
+    for variant in spec["variants"]:
+        fixed = {f"K={k}": median_curve([loss_curve(paths[(variant, f'K{k}', s)]) for s in seeds]) for k in spec["ks"]}
+        n = min(len(c) for c in fixed.values())
+        log(f"\n{variant}: median test loss")
+        cols = list(fixed) + rules
+        curves = dict(fixed)
+        kpaths = {}
+        for r in rules:
+            runs = [loss_curve(paths[(variant, r, s)]) for s in seeds]
+            curves[r] = median_curve(runs)
+            kpaths[r] = runs
+        env = [min(c[i][1] for c in fixed.values()) for i in range(n)]
+        log(f"{'time':>8s}" + "".join(f"{c:>11s}" for c in cols) + f"{'envelope':>10s}")
+        step = max(1, n // 10)
+        for i in list(range(step - 1, n, step)):
+            log(f"{curves[cols[0]][i][0]:8.0f}" + "".join(f"{curves[c][i][1]:11.4f}" for c in cols) + f"{env[i]:10.4f}")
+        log(f"{'final acc':>8s}" + "".join(f"{100 * curves[c][n - 1][2]:10.2f}%" for c in cols))
+        for r in rules:
+            j = judge(curves[r], fixed, spec["budget"])
+            results[(variant, r)] = j
+            lv = ", ".join(f"{lev:.3f}: {ratio:.2f}x" for lev, ratio in j["levels"])
+            log(f"  {r:11s} worst/envelope {j['worst']:.3f} (t={j['worst_t']:.0f}), final/{j['best']} {j['final']:.3f}, "
+                f"time to levels {lv}  {'MET' if j['ok'] else 'missed'}")
+            ks = kpaths[r][0][1]
+            log(f"  {'':11s} K changes (seed {seeds[0]}): " +
+                (", ".join(f"{k} at {t:.0f}" for t, k, _ in ks) or "none"))
+        plot_regime(a, spec, variant, curves, fixed, env, rules, kpaths, seeds)
+    return results
+
+
+def plot_regime(a, spec, variant, curves, fixed, env, rules, kpaths, seeds):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    for col, (ax, what) in enumerate(zip(axes[:2], ("test loss", "test error (%)"))):
+        for name, c in curves.items():
+            ys = [p[1] if col == 0 else 100 * (1 - p[2]) for p in c]
+            style = dict(lw=1.2) if name in fixed else dict(lw=2.2, ls="--" if name != "plateau" else "-")
+            ax.plot([p[0] for p in c], ys, label=name, **style)
+        if col == 0:
+            ax.plot([p[0] for p in list(fixed.values())[0][:len(env)]], env, color="black", lw=3, alpha=0.25,
+                    label="envelope of fixed K")
+        ax.set_xlabel("virtual time (mean compute times)")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+    lo = min(env)
+    axes[0].set_ylim(lo * 0.95, lo * 1.8)
+    axes[0].legend(fontsize=7, ncol=2)
+    ax = axes[2]
+    for r in rules:
+        # K against time, median over seeds on the evaluation grid.
+        grid = [p[0] for p in curves[r]]
+        ks = []
+        for t in grid:
+            vals = []
+            for pts, changes in kpaths[r]:
+                k = 1
+                for tc, kc, _ in changes:
+                    if tc <= t:
+                        k = kc
+                vals.append(k)
+            ks.append(statistics.median(vals))
+        ax.step(grid, ks, where="post", label=r)
+    ax.set_xlabel("virtual time")
+    ax.set_ylabel("K (median over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{spec['name']}: {spec['model']}, {variant}, P = {spec['workers']}, {spec['straggler']}, "
+                 f"median of {len(seeds)} seeds")
+    fig.tight_layout()
+    png = os.path.join(a.out, f"{spec['name']}-{variant}.png")
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+
 
 CONFIGS = [
     # name, flags
@@ -97,8 +313,13 @@ def time_to(pts, target):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--regime", default="short", help="convex, deep, stragglers, short or all")
+    ap.add_argument("--rules", default=",".join(RULES), help="AdaSync rules to run (regimes other than short)")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at once (regimes other than short)")
+    ap.add_argument("--first-seed", type=int, default=1)
+    ap.add_argument("--results", default="", help="append the regime tables to this file")
     ap.add_argument("--trainer", default="build/trainer")
-    ap.add_argument("--seeds", default="1,2,3,4,5")
+    ap.add_argument("--seeds", default="", help="short: a list (1,2,3,4,5); other regimes: how many")
     ap.add_argument("--budget", type=float, default=800, help="clock time per run (virtual units, or seconds with --real)")
     ap.add_argument("--evals", type=int, default=50)
     ap.add_argument("--eval-samples", type=int, default=5000)
@@ -112,9 +333,14 @@ def main():
     ap.add_argument("--devices", default="cpu")
     ap.add_argument("--quick", action="store_true", help="one seed, a quarter of the budget")
     ap.add_argument("--rerun", action="store_true", help="rerun even when the metrics file exists")
-    ap.add_argument("--out", default="bench/results/error-runtime")
+    ap.add_argument("--out", default="", help="run files, tables and plots (default bench/results/error-runtime "
+                    "for short, bench/results/error-runtime-regimes otherwise)")
     a = ap.parse_args()
-    seeds = [int(s) for s in a.seeds.split(",")]
+    if not a.out:
+        a.out = "bench/results/error-runtime" if a.regime == "short" else "bench/results/error-runtime-regimes"
+    if a.regime != "short":
+        return regimes_main(a)
+    seeds = [int(s) for s in (a.seeds or "1,2,3,4,5").split(",")]
     if a.quick:
         seeds, a.budget = seeds[:1], a.budget / 4
     os.makedirs(a.out, exist_ok=True)
@@ -214,6 +440,31 @@ def main():
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     print(f"plot: {png}")
+    return 0
+
+
+def regimes_main(a):
+    names = ["convex", "deep", "stragglers"] if a.regime == "all" else [a.regime]
+    specs = regime_specs(a.quick)
+    for n in names:
+        if n not in specs:
+            print(f"error_runtime.py: --regime: expected convex, deep, stragglers, short or all, found '{n}'",
+                  file=sys.stderr)
+            return 2
+    a.seeds = int(a.seeds) if a.seeds else 0
+    rules = [r for r in a.rules.split(",") if r]
+    os.makedirs(a.out, exist_ok=True)
+    out = open(a.results, "a") if a.results else None
+
+    def log(line):
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+    for n in names:
+        for spec in specs[n]:
+            run_regime(a, spec, rules, log)
+    if out:
+        out.close()
     return 0
 
 

@@ -216,5 +216,34 @@ TEST(Trace, ReplayRejectsADamagedTrace) {
   }
 }
 
+// The parameter server as a single server with service time S per update
+// (an M/G/1-style queue): with one async worker an update cycle is X + S
+// (renewal, E = E[X] + S); with many, the PS saturates at 1/S updates per
+// unit time; in between, throughput is under both min(P/(E[X] + S), 1/S).
+TEST(VirtualClock, ParameterServerServiceTimeFormsAQueue) {
+  StragglerSpec exp1;
+  exp1.kind = StragglerSpec::Kind::Exp;
+  exp1.a = 1.0;
+  for (double S : {0.1, 0.5}) {
+    const auto one = theory::simulate(Variant::Async, 1, 1, exp1, 20000, 5, 0, S);
+    EXPECT_NEAR(one.mean, 1.0 + S, 4 * one.std_err + 1e-3) << "S " << S;
+    const auto many = theory::simulate(Variant::Async, 64, 1, exp1, 20000, 5, 0, S);
+    EXPECT_NEAR(many.mean, S, 0.01 * S) << "S " << S;  // saturated: one update per S
+    for (int P : {2, 4, 8}) {
+      const auto e = theory::simulate(Variant::Async, P, 1, exp1, 20000, 5, 0, S);
+      EXPECT_GE(e.mean, std::max(S, (1.0 + S) / P) - 4 * e.std_err) << "P " << P << " S " << S;
+    }
+  }
+  // Constant times: exact. P = 3 workers, X = 1, S = 0.5: the PS is the
+  // bottleneck (3 / 1.5 = 2 > 1 / 0.5 = 2: balanced), one update every 0.5.
+  StragglerSpec c1;
+  c1.kind = StragglerSpec::Kind::Const;
+  c1.a = 1.0;
+  EXPECT_NEAR(theory::simulate(Variant::Async, 3, 1, c1, 3000, 1, 0, 0.5).mean, 0.5, 1e-3);
+  EXPECT_NEAR(theory::simulate(Variant::Async, 1, 1, c1, 3000, 1, 0, 0.5).mean, 1.5, 1e-3);
+  // No service time: unchanged.
+  EXPECT_NEAR(theory::simulate(Variant::Async, 4, 1, c1, 100, 1).mean, 0.25, 1e-12);
+}
+
 }  // namespace
 }  // namespace adasync

@@ -2,9 +2,14 @@
 // sketch against the exact distance, and AdaSync raising K end to end.
 #include <gtest/gtest.h>
 
-#include <cmath>
+#include <sys/stat.h>
 
+#include <cmath>
+#include <limits>
+
+#include "datasets/rng.h"
 #include "runtime/schedule.h"
+#include "runtime/theory.h"
 #include "runtime/trainer.h"
 #include "tests/support/test_util.h"
 
@@ -35,43 +40,265 @@ TEST(Schedule, OrderStatisticRuleOnExactRatios) {
   EXPECT_EQ(order_stat_k(3.0, 8, 8), 8);
 }
 
-TEST(Schedule, AdaSyncDecidesEveryIntervalNeverDecreasesAndCapsAtP) {
+// Decision inputs from a scripted loss (F_t), with the calls counted.
+struct Scripted {
+  double loss = 0;
+  double var = 0;
+  int64_t n = 100, updates = 100;
+  int calls = 0;
+  std::function<double(int)> time;
+  DecisionInputs inputs() {
+    DecisionInputs in;
+    in.loss = [this] {
+      ++calls;
+      return LossWindow{loss, var, n, updates};
+    };
+    in.update_time = time;
+    return in;
+  }
+};
+
+ScheduleConfig adasync(AdaRule rule, int k0, int workers, double interval) {
   ScheduleConfig c;
   c.kind = "adasync";
-  c.k = 1;
-  c.workers = 4;
-  c.interval = 10;
-  c.rule = "sqrt";
-  auto s = make_schedule(c);
+  c.k = k0;
+  c.workers = workers;
+  c.interval = interval;
+  c.rule = rule;
+  return c;
+}
+
+TEST(Schedule, AdaSyncDecidesEveryIntervalNeverDecreasesAndCapsAtP) {
+  auto s = make_schedule(adasync(AdaRule::Sqrt, 1, 4, 10));
   EXPECT_EQ(s->initial_k(), 1);
   EXPECT_TRUE(s->needs_start_loss());
   s->set_start_loss(8.0);
-  int calls = 0;
-  double loss = 8.0;
-  auto est = [&] {
-    ++calls;
-    return loss;
-  };
+  Scripted f;
+  f.loss = 8.0;
   int k = 1;
-  EXPECT_FALSE(s->after_update(9.9, k, est));  // before T_0: no decision, no estimate taken
-  EXPECT_EQ(calls, 0);
-  loss = 2.0;  // F0/Ft = 4 -> ceil(sqrt 4) = 2
-  auto ch = s->after_update(10.0, k, est);
+  EXPECT_FALSE(s->after_update(9.9, k, f.inputs()));  // before T_0: no decision, no estimate taken
+  EXPECT_EQ(f.calls, 0);
+  f.loss = 2.0;  // F0/Ft = 4 -> ceil(sqrt 4) = 2
+  auto ch = s->after_update(10.0, k, f.inputs());
   ASSERT_TRUE(ch);
   EXPECT_EQ(ch->k_prev, 1);
   EXPECT_EQ(ch->k, 2);
   EXPECT_DOUBLE_EQ(ch->loss_start, 8.0);
   EXPECT_DOUBLE_EQ(ch->loss_now, 2.0);
+  EXPECT_NE(ch->reason.find("sqrt rule"), std::string::npos) << ch->reason;
   k = ch->k;
-  EXPECT_FALSE(s->after_update(15.0, k, est));  // next decision at 20
-  loss = 4.0;                                   // the loss went up: K stays
-  EXPECT_FALSE(s->after_update(20.0, k, est));
-  loss = 0.01;  // ratio 800 -> ceil(28.3), capped at P = 4
-  ch = s->after_update(35.0, k, est);
+  EXPECT_FALSE(s->after_update(15.0, k, f.inputs()));  // next decision at 20
+  f.loss = 4.0;                                        // the loss went up: K stays
+  EXPECT_FALSE(s->after_update(20.0, k, f.inputs()));
+  f.loss = 0.01;  // ratio 800 -> ceil(28.3), capped at P = 4
+  ch = s->after_update(35.0, k, f.inputs());
   ASSERT_TRUE(ch);
   EXPECT_EQ(ch->k, 4);
-  EXPECT_FALSE(s->after_update(100.0, 4, est));  // at P nothing more to do
-  EXPECT_EQ(calls, 3);
+  EXPECT_FALSE(s->after_update(100.0, 4, f.inputs()));  // at P nothing more to do
+  EXPECT_EQ(f.calls, 3);
+}
+
+TEST(Schedule, SquareRootRuleRoundsToNearestOnRequest) {
+  // K0 sqrt(F0/Ft) = 2.2 (ratio 4.84): ceil 3, round 2; 2.5 (6.25): round 3.
+  EXPECT_EQ(sqrt_rule_k(4.84, 1, 1, 8), 3);
+  EXPECT_EQ(sqrt_rule_k(4.84, 1, 1, 8, true), 2);
+  EXPECT_EQ(sqrt_rule_k(6.25, 1, 1, 8, true), 3);
+  EXPECT_EQ(sqrt_rule_k(1.4, 1, 1, 8, true), 1);
+  EXPECT_EQ(sqrt_rule_k(1e6, 1, 1, 8, true), 8);
+  auto c = adasync(AdaRule::Sqrt, 1, 8, 1);
+  c.round_nearest = true;
+  auto s = make_schedule(c);
+  s->set_start_loss(4.84);
+  Scripted f;
+  f.loss = 1.0;
+  auto ch = s->after_update(1, 1, f.inputs());
+  ASSERT_TRUE(ch);
+  EXPECT_EQ(ch->k, 2);
+}
+
+TEST(Schedule, RuntimeRuleOnExactUpdateTimes) {
+  // E[T_K] = K / P (the k-batch form): K E[T_K] = K^2 / P against ratio K0^2 / P.
+  const int P = 8;
+  auto batch = [&](int k) { return double(k) / P; };
+  EXPECT_EQ(runtime_rule_k(1.0, 1, 1, P, batch), 1);
+  EXPECT_EQ(runtime_rule_k(4.0, 1, 1, P, batch), 2);
+  EXPECT_EQ(runtime_rule_k(4.01, 1, 1, P, batch), 3);
+  EXPECT_EQ(runtime_rule_k(1e6, 1, 1, P, batch), P);
+  EXPECT_EQ(runtime_rule_k(1.0, 1, 5, P, batch), 5);  // never below K_prev
+  // Unknown times: no change.
+  EXPECT_EQ(runtime_rule_k(9.0, 1, 2, P, [](int) { return std::nan(""); }), 2);
+}
+
+TEST(Schedule, RuntimeRuleIsTheSquareRootRuleForTheKBatchVariants) {
+  // With E[T_K] = K E[X] / P from any observed times, the rule is ceil(K0 sqrt(ratio)).
+  Rng rng(7, 1);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int P = 2 + int(rng.next_u64() % 15);
+    const int k0 = 1 + int(rng.next_u64() % uint64_t(P));
+    std::vector<double> xs(1 + rng.next_u64() % 50);
+    for (double& x : xs) x = 0.1 + 5 * rng.uniform();
+    const double ratio = 0.5 + 30 * rng.uniform();
+    for (Variant v : {Variant::KBatchSync, Variant::KBatchAsync}) {
+      auto t = [&](int k) { return theory::expected_time_observed(v, P, k, xs); };
+      EXPECT_EQ(runtime_rule_k(ratio, k0, k0, P, t), sqrt_rule_k(ratio, k0, k0, P))
+          << "P " << P << " K0 " << k0 << " ratio " << ratio;
+    }
+  }
+}
+
+TEST(Schedule, RuntimeRuleIsTheOrderStatisticRuleForKSyncUnderExpTimes) {
+  // The order-statistic rule takes E[T_K] ~ K / (P - K) (k-sync, Exp); the
+  // runtime rule with that time is the same rule, for every ratio and K0.
+  for (int P : {4, 8, 16}) {
+    auto t = [&](int k) { return k < P ? double(k) / double(P - k) : std::numeric_limits<double>::infinity(); };
+    for (int k0 = 1; k0 < P; ++k0)
+      for (double ratio = 0.5; ratio < 200; ratio *= 1.13)
+        EXPECT_EQ(runtime_rule_k(ratio, k0, k0, P, t), std::max(k0, order_stat_k(ratio, k0, P)))
+            << "P " << P << " K0 " << k0 << " ratio " << ratio;
+  }
+  // With the exact Exp order statistics (H_P - H_{P-K}), estimated from
+  // observed Exp(1) times, it stays within one step of it.
+  Rng rng(3, 2);
+  std::vector<double> xs(4096);
+  for (double& x : xs) x = -std::log(1 - rng.uniform());
+  auto t = [&](int k) { return theory::expected_time_observed(Variant::KSync, 8, k, xs); };
+  EXPECT_NEAR(t(1), 1.0 / 8, 0.02);
+  EXPECT_NEAR(t(8), theory::harmonic(8), 0.15);
+  for (double ratio = 1; ratio < 100; ratio *= 1.3)
+    EXPECT_LE(std::abs(runtime_rule_k(ratio, 1, 1, 8, t) - order_stat_k(ratio, 1, 8)), 1) << ratio;
+}
+
+TEST(Schedule, EmpiricalOrderStatisticIsExactOnSmallSupports) {
+  // X uniform on {1, 2}: X_{1:2} = 1 unless both are 2 (1/4): 1.25; X_{2:2}: 1.75.
+  EXPECT_NEAR(theory::empirical_order_stat({1, 2}, 1, 2), 1.25, 1e-12);
+  EXPECT_NEAR(theory::empirical_order_stat({1, 2}, 2, 2), 1.75, 1e-12);
+  // X uniform on {0, 1, 2}, P = 3, median: P(X_{2:3} <= 0) = 7/27, <= 1: 20/27.
+  EXPECT_NEAR(theory::empirical_order_stat({0, 1, 2}, 2, 3), (20.0 - 7.0) / 27 + 2 * (7.0 / 27), 1e-12);
+  EXPECT_NEAR(theory::expected_time_observed(Variant::KBatchAsync, 4, 2, {1, 3}), 2.0 * 2 / 4, 1e-12);
+  EXPECT_NEAR(theory::expected_time_observed(Variant::Sync, 2, 1, {1, 2}), 1.75, 1e-12);  // K = P
+}
+
+TEST(Schedule, PlateauNeverFiresOnAFallingSequence) {
+  auto c = adasync(AdaRule::Plateau, 1, 8, 1);
+  c.plateau_updates = 100;
+  auto s = make_schedule(c);
+  EXPECT_FALSE(s->needs_start_loss());
+  Scripted f;
+  f.var = 0.25;  // se of a window's mean: sqrt(0.25 / 100) = 0.05; two windows: 0.071
+  f.loss = 20.0;
+  int k = 1;
+  for (int t = 1; t <= 60; ++t) {
+    f.loss -= 0.15;  // more than 2 se per window: significant
+    EXPECT_FALSE(s->after_update(t, k, f.inputs())) << "t " << t;
+  }
+}
+
+TEST(Schedule, PlateauFiresAfterItsWindowOnAFlatNoisySequenceAndDoublesUpToP) {
+  auto c = adasync(AdaRule::Plateau, 1, 6, 1);
+  c.plateau_updates = 100;
+  auto s = make_schedule(c);
+  Scripted f;
+  f.var = 0.25;
+  f.updates = 50;  // two decisions fill a window
+  Rng rng(5, 0);
+  int k = 1;
+  std::vector<std::pair<int, int>> changes;
+  for (int t = 1; t <= 400; ++t) {
+    f.loss = 1.0 + 0.01 * (rng.uniform() - 0.5);  // flat, noise well inside 2 se
+    if (auto ch = s->after_update(t, k, f.inputs())) {
+      EXPECT_EQ(ch->k, std::min(6, 2 * k));
+      EXPECT_NE(ch->reason.find("plateau rule"), std::string::npos);
+      k = ch->k;
+      changes.emplace_back(t, k);
+    }
+  }
+  // Windows grow with the time at K (half of it, at least 100 updates): at
+  // K = 1 two windows of 100 updates (decisions 2 and 4): K = 2 at t = 4;
+  // then again two windows: K = 4 at t = 8, K = 6 (capped) at t = 12.
+  ASSERT_EQ(changes.size(), 3u);
+  EXPECT_EQ(changes[0], std::make_pair(4, 2));
+  EXPECT_EQ(changes[1], std::make_pair(8, 4));
+  EXPECT_EQ(changes[2], std::make_pair(12, 6));
+}
+
+TEST(Schedule, PlateauWaitsWhileTheBudgetLeftCannotPayForTheNextK) {
+  // A flat loss, 100-update windows of 1 s each at K = 1: after 200 updates
+  // K = 2 would need 3 x 200 updates x E[T_2] = 600 x 0.5 = 300 s.
+  auto c = adasync(AdaRule::Plateau, 1, 8, 1);
+  c.plateau_updates = 100;
+  c.budget = 250;  // less than 300 left: never
+  Scripted f;
+  f.loss = 1;
+  f.var = 0.25;
+  f.time = [](int k) { return 0.25 * k; };
+  auto s = make_schedule(c);
+  for (int t = 1; t < 250; ++t) EXPECT_FALSE(s->after_update(t, 1, f.inputs())) << t;
+  c.budget = 302;  // at t = 2, 300 s left of 302: just enough
+  s = make_schedule(c);
+  EXPECT_FALSE(s->after_update(1, 1, f.inputs()));
+  auto ch = s->after_update(2, 1, f.inputs());
+  ASSERT_TRUE(ch);
+  EXPECT_EQ(ch->k, 2);
+  EXPECT_NE(ch->reason.find("left"), std::string::npos) << ch->reason;
+}
+
+TEST(Schedule, EveryRuleIsMonotoneAndCappedAtP) {
+  Rng rng(11, 0);
+  for (AdaRule r : {AdaRule::Sqrt, AdaRule::OrderStat, AdaRule::Runtime, AdaRule::Plateau}) {
+    for (int P : {1, 3, 8}) {
+      auto s = make_schedule(adasync(r, 1, P, 1));
+      s->set_start_loss(2.0);
+      Scripted f;
+      f.var = 0.01;
+      f.time = [P](int k) { return double(k) / P; };
+      int k = 1;
+      for (int t = 1; t <= 300; ++t) {
+        f.loss = 0.05 + 2 * rng.uniform();  // anything, up or down
+        if (auto ch = s->after_update(t, k, f.inputs())) {
+          EXPECT_GT(ch->k, k) << to_string(r);
+          EXPECT_LE(ch->k, P) << to_string(r);
+          EXPECT_EQ(ch->k_prev, k);
+          EXPECT_EQ(ch->reason.rfind(std::string(to_string(r)) + " rule", 0), 0u) << ch->reason;  // named
+          k = ch->k;
+        }
+      }
+    }
+  }
+}
+
+TEST(Schedule, StateRoundTripsTheRulesWindows) {
+  auto c = adasync(AdaRule::Plateau, 1, 8, 1);
+  auto a = make_schedule(c), b = make_schedule(c);
+  Scripted f;
+  f.loss = 1;
+  f.var = 0.25;
+  f.updates = 30;
+  for (int t = 1; t <= 5; ++t) a->after_update(t, 1, f.inputs());
+  b->set_state(a->state());
+  // From here both decide alike.
+  for (int t = 6; t <= 40; ++t) {
+    auto ca = a->after_update(t, 1, f.inputs()), cb = b->after_update(t, 1, f.inputs());
+    ASSERT_EQ(bool(ca), bool(cb)) << t;
+    if (ca) EXPECT_EQ(ca->k, cb->k);
+  }
+}
+
+TEST(Schedule, LossWindowsMergeLikeOneWindow) {
+  std::vector<double> xs;
+  Rng rng(2, 0);
+  for (int i = 0; i < 50; ++i) xs.push_back(rng.uniform() * 3);
+  auto window = [&](size_t a, size_t b) {
+    double sum = 0, sq = 0;
+    for (size_t i = a; i < b; ++i) sum += xs[i];
+    const double m = sum / double(b - a);
+    for (size_t i = a; i < b; ++i) sq += (xs[i] - m) * (xs[i] - m);
+    return LossWindow{m, sq / double(b - a - 1), int64_t(b - a), 1};
+  };
+  const LossWindow all = window(0, 50), parts = window(0, 17).merged(window(17, 50));
+  EXPECT_NEAR(parts.mean, all.mean, 1e-12);
+  EXPECT_NEAR(parts.var, all.var, 1e-12);
+  EXPECT_EQ(parts.n, 50);
+  EXPECT_EQ(parts.updates, 2);
 }
 
 TEST(Schedule, PiecewiseFollowsItsPointsAndRejectsBadLists) {
@@ -80,7 +307,7 @@ TEST(Schedule, PiecewiseFollowsItsPointsAndRejectsBadLists) {
   c.workers = 8;
   c.points = "0:1,30s:2,1min:4";
   auto s = make_schedule(c);
-  auto none = [] { return 0.0; };
+  const DecisionInputs none;
   EXPECT_EQ(s->initial_k(), 1);
   EXPECT_FALSE(s->after_update(29.0, 1, none));
   EXPECT_EQ(s->after_update(30.0, 1, none)->k, 2);
@@ -190,7 +417,10 @@ TEST(LrRules, SketchedDistanceTracksTheExactOne) {
   EXPECT_TRUE(s.distance2(2, 1, &d));
 }
 
-TEST(AdaSync, KRisesFromK0InVirtualTime) {
+// K rises from K0 under every variant with a K and each loss estimate (the
+// window estimate once never set F_0 under k-sync, which counts only K of
+// the P gradients computed at the initial parameters).
+TEST(AdaSync, KRisesFromK0UnderEveryVariantAndLossEstimate) {
   auto data = std::make_shared<DataSplit>(make_gaussian_classes(4000, 500, 16, 4, 1.5, 5));
   normalize(*data);
   TrainConfig c;
@@ -199,8 +429,8 @@ TEST(AdaSync, KRisesFromK0InVirtualTime) {
   c.batch = 16;
   c.lr = 0.1;
   c.workers = 8;
-  c.variant = "k-async";
   c.schedule = "adasync";
+  c.adasync_rule = "sqrt";
   c.k0 = 1;
   c.clock = "virtual";
   c.straggler = "exp:mean=1";
@@ -208,22 +438,93 @@ TEST(AdaSync, KRisesFromK0InVirtualTime) {
   c.eval_every = "0";
   c.progress = "none";
   c.devices = "cpu";
-  for (const char* est : {"window", "sample"}) {
-    c.loss_estimate = est;
-    Trainer t(c, data);
-    const RunSummary s = t.run();
-    ASSERT_FALSE(s.k_changes.empty()) << est;
-    int k = 1;
-    for (const auto& ch : s.k_changes) {
-      EXPECT_EQ(ch.k_prev, k) << est;
-      EXPECT_GT(ch.k, ch.k_prev) << est;
-      EXPECT_GT(ch.loss_start, ch.loss_now) << est;
-      k = ch.k;
+  for (const char* variant : {"k-sync", "k-batch-sync", "k-async", "k-batch-async"}) {
+    for (const char* est : {"window", "sample"}) {
+      c.variant = variant;
+      c.loss_estimate = est;
+      Trainer t(c, data);
+      const RunSummary s = t.run();
+      ASSERT_FALSE(s.k_changes.empty()) << variant << " " << est;
+      int k = 1;
+      for (const auto& ch : s.k_changes) {
+        EXPECT_EQ(ch.k_prev, k) << variant << " " << est;
+        EXPECT_GT(ch.k, ch.k_prev) << variant << " " << est;
+        EXPECT_GT(ch.loss_start, ch.loss_now) << variant << " " << est;
+        EXPECT_NE(ch.reason.find("sqrt rule"), std::string::npos) << ch.reason;
+        k = ch.k;
+      }
+      EXPECT_EQ(s.k, k);
+      EXPECT_GE(s.k, 2) << variant << " " << est;
+      EXPECT_LE(s.k, 8);
     }
-    EXPECT_EQ(s.k, k);
-    EXPECT_GE(s.k, 2) << est;
-    EXPECT_LE(s.k, 8);
   }
+}
+
+// The default rule on the convex regime (softmax regression on
+// Fashion-MNIST, P = 8, batch 8, Exp(1) times): the trade-off exists, and
+// the rule climbs the ladder to K >= 4.
+TEST(AdaSync, DefaultRuleReachesKFourOnTheConvexRegime) {
+  struct stat st {};
+  if (stat(test::fashion_mnist_dir().c_str(), &st) != 0)
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << test::fashion_mnist_dir()
+                 << " (Debian package dataset-fashion-mnist)";
+  TrainConfig c;
+  c.model = "linear";
+  c.data_dir = test::fashion_mnist_dir();
+  c.batch = 8;
+  c.lr = 0.02;
+  c.momentum = 0;
+  c.workers = 8;
+  c.variant = "k-async";
+  c.schedule = "adasync";
+  c.clock = "virtual";
+  c.straggler = "exp:mean=1";
+  c.time_budget = 2000;
+  c.eval_every = "0";
+  c.eval_samples = 1000;
+  c.progress = "none";
+  c.devices = "cpu";
+  c.threads = 1;
+  Trainer t(c);
+  const RunSummary s = t.run();
+  ASSERT_FALSE(s.k_changes.empty());
+  EXPECT_GE(s.k, 4);
+  for (const auto& ch : s.k_changes) {
+    EXPECT_EQ(ch.k, 2 * ch.k_prev);  // the doubling ladder
+    EXPECT_NE(ch.reason.find("plateau rule"), std::string::npos) << ch.reason;
+  }
+}
+
+TEST(AdaSync, RuleFlagsAreValidated) {
+  TrainConfig c;
+  c.variant = "k-async";
+  c.workers = 4;
+  c.schedule = "adasync";
+  for (const char* r : {"auto", "sqrt", "order-stat", "runtime", "plateau"}) {
+    c.adasync_rule = r;
+    EXPECT_NO_THROW(validate(c)) << r;
+  }
+  c.adasync_rule = "cubic";
+  EXPECT_THROW(validate(c), UsageError);
+  c.adasync_rule = "sqrt";
+  c.sqrt_rounding = "floor";
+  EXPECT_THROW(validate(c), UsageError);
+  c.sqrt_rounding = "round";
+  c.plateau_z = 0;
+  EXPECT_THROW(validate(c), UsageError);
+  c.plateau_z = 2;
+  c.plateau_updates = 0;
+  EXPECT_THROW(validate(c), UsageError);
+  c.plateau_updates = 100;
+  c.plateau_horizon = -1;
+  EXPECT_THROW(validate(c), UsageError);
+  c.plateau_horizon = 3;
+  c.ps_time = 0.1;
+  EXPECT_THROW(validate(c), UsageError);  // the real clock has its own PS
+  c.clock = "virtual";
+  EXPECT_NO_THROW(validate(c));
+  c.ps_time = -1;
+  EXPECT_THROW(validate(c), UsageError);
 }
 
 TEST(AdaSync, ScheduleAndRateRuleFlagsAreValidated) {
