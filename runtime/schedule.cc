@@ -61,13 +61,14 @@ AdaRule parse_ada_rule(const std::string& s) {
   if (s == "order-stat") return AdaRule::OrderStat;
   if (s == "runtime") return AdaRule::Runtime;
   if (s == "plateau") return AdaRule::Plateau;
-  throw UsageError("--adasync-rule: expected sqrt, order-stat, runtime or plateau, found '" + s + "'");
+  if (s == "runtime-plateau") return AdaRule::RuntimePlateau;
+  throw UsageError("--adasync-rule: expected sqrt, order-stat, runtime, plateau or runtime-plateau, found '" + s + "'");
 }
 
-const char* default_ada_rule(Variant) { return "plateau"; }
+const char* default_ada_rule(Variant) { return "runtime-plateau"; }
 
 double default_decision_interval(AdaRule r, double budget) {
-  if (r == AdaRule::Plateau) return budget > 0 ? budget / 100 : 1.0;
+  if (r == AdaRule::Plateau || r == AdaRule::RuntimePlateau) return budget > 0 ? budget / 100 : 1.0;
   return budget > 0 ? budget / 20 : 10.0;
 }
 
@@ -77,6 +78,7 @@ const char* to_string(AdaRule r) {
     case AdaRule::OrderStat: return "order-stat";
     case AdaRule::Runtime: return "runtime";
     case AdaRule::Plateau: return "plateau";
+    case AdaRule::RuntimePlateau: return "runtime-plateau";
   }
   return "?";
 }
@@ -123,7 +125,8 @@ class AdaSyncSchedule : public KSchedule {
     if (now < next_) return std::nullopt;
     while (next_ <= now) next_ += c_.interval;
     if (k_now >= c_.workers) return std::nullopt;
-    if (c_.rule == AdaRule::Plateau) return plateau(now, k_now, in);
+    if (c_.rule == AdaRule::Plateau) return plateau(now, k_now, in.loss(), in);
+    if (c_.rule == AdaRule::RuntimePlateau) return runtime_plateau(now, k_now, in);
     // F_0 from the run when it is not known yet (the first decision at the latest).
     if (std::isnan(f0_) && in.start_loss) f0_ = in.start_loss();
     if (!(f0_ > 0) || !std::isfinite(f0_)) return std::nullopt;
@@ -137,7 +140,8 @@ class AdaSyncSchedule : public KSchedule {
       case AdaRule::Runtime:
         if (in.update_time) k = runtime_rule_k(ratio, c_.k, k_now, c_.workers, in.update_time);
         break;
-      case AdaRule::Plateau: break;
+      case AdaRule::Plateau:
+      case AdaRule::RuntimePlateau: break;
     }
     k = std::max(k, k_now);  // K never decreases
     if (k == k_now) return std::nullopt;
@@ -152,8 +156,7 @@ class AdaSyncSchedule : public KSchedule {
  private:
   // Doubles K when this window's loss is not significantly below the
   // previous window's at the same K (ReduceLROnPlateau with K for 1/eta).
-  std::optional<KChange> plateau(double now, int k_now, const DecisionInputs& in) {
-    const LossWindow got = in.loss();
+  std::optional<KChange> plateau(double now, int k_now, const LossWindow& got, const DecisionInputs& in) {
     updates_at_k_ += got.updates;
     cur_ = cur_.merged(got);
     // Windows grow with the time spent at K (half of it), so that a slow
@@ -164,10 +167,17 @@ class AdaSyncSchedule : public KSchedule {
     prev_ = cur_;
     cur_ = LossWindow{};
     if (prev.n == 0 || !plateau_reached(prev, w, c_.plateau_z, c_.plateau_rel)) return std::nullopt;
-    const int k = std::min(c_.workers, 2 * k_now);
+    // The next rung: 2K, or for the combined rule the next power of two
+    // (the runtime part may have left K between rungs).
+    int k = std::min(c_.workers, 2 * k_now);
+    if (c_.rule == AdaRule::RuntimePlateau) {
+      k = 1;
+      while (k <= k_now) k *= 2;
+      k = std::min(c_.workers, k);
+    }
     std::ostringstream why;
     why.precision(3);
-    why << "plateau rule, window loss " << prev.mean << " -> " << w.mean << " over " << w.updates
+    why << to_string(c_.rule) << " rule, " << (c_.rule == AdaRule::RuntimePlateau ? "plateau: " : "") << "window loss " << prev.mean << " -> " << w.mean << " over " << w.updates
         << " updates, decrease " << prev.mean - w.mean << " < " << c_.plateau_z
         << " se = " << c_.plateau_z * std::sqrt(prev.var_mean() + w.var_mean());
     if (c_.budget > 0 && in.update_time) {
@@ -181,6 +191,28 @@ class AdaSyncSchedule : public KSchedule {
     prev_ = LossWindow{};  // the next test compares two windows at the new K
     updates_at_k_ = 0;
     return KChange{k_now, k, now, prev.mean, w.mean, why.str()};
+  }
+
+  // The larger of the runtime rule's K and the plateau ladder's: the loss
+  // ratio moves K early, while the loss falls fast; plateaus move it later,
+  // when F_t is near the irreducible loss and the ratio stalls.
+  std::optional<KChange> runtime_plateau(double now, int k_now, const DecisionInputs& in) {
+    const LossWindow w = in.loss();
+    std::optional<KChange> pl = plateau(now, k_now, w, in);
+    if (std::isnan(f0_) && in.start_loss) f0_ = in.start_loss();
+    int k_rt = k_now;
+    const double ratio = f0_ / w.mean;
+    if (f0_ > 0 && std::isfinite(f0_) && w.mean > 0 && std::isfinite(w.mean) && in.update_time)
+      k_rt = runtime_rule_k(ratio, c_.k, k_now, c_.workers, in.update_time);
+    if (pl && pl->k >= k_rt) return pl;
+    if (k_rt <= k_now) return std::nullopt;
+    prev_ = cur_ = LossWindow{};  // K changed: the plateau windows start again
+    updates_at_k_ = 0;
+    std::ostringstream why;
+    why.precision(3);
+    why << to_string(c_.rule) << " rule, runtime: F0/Ft = " << ratio << ", K E[T_K]: "
+        << k_now * in.update_time(k_now) << " -> " << k_rt * in.update_time(k_rt);
+    return KChange{k_now, k_rt, now, f0_, w.mean, why.str()};
   }
 
   ScheduleConfig c_;

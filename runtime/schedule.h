@@ -26,6 +26,8 @@
 //                            times the updates K took to plateau, at 2K's
 //                            E[T], fit in the time left: relaxing to the
 //                            lower floor takes several such spans.
+//                runtime-plateau: the larger of the two (plateau rungs at
+//                            powers of two)
 //   piecewise  "0:1,30s:2,60s:4": K = 1 from time 0, 2 from 30 s, 4 from 60 s
 //
 // Learning-rate rules turn the counted gradients of one update into a base
@@ -94,7 +96,7 @@ class KSchedule {
   virtual void set_state(const std::vector<double>&) {}
 };
 
-enum class AdaRule { Sqrt, OrderStat, Runtime, Plateau };
+enum class AdaRule { Sqrt, OrderStat, Runtime, Plateau, RuntimePlateau };
 AdaRule parse_ada_rule(const std::string& s);  // throws UsageError naming --adasync-rule
 // The rule `--adasync-rule auto` takes for a variant (README: why).
 const char* default_ada_rule(Variant v);

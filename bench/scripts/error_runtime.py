@@ -35,7 +35,7 @@ import time
 # Each regime: where the error-runtime trade-off exists (ALGORITHMS.md
 # section 5: constant learning rate, noisy gradients, runs long enough that
 # small K plateaus). Curves are test loss (full test set) against virtual time.
-RULES = ["sqrt", "sqrt-round", "order-stat", "runtime", "plateau"]
+RULES = ["sqrt", "sqrt-round", "order-stat", "runtime", "plateau", "runtime-plateau"]  # the last is the default
 
 
 def regime_specs(quick):
@@ -102,7 +102,9 @@ def loss_curve(path):
     for line in open(path):
         j = json.loads(line)
         if j.get("event") == "eval":
-            pts.append((j["time"], j["test_loss"], j["test_accuracy"]))
+            # A diverged run's loss is NaN (null in JSON): worse than any.
+            loss = j["test_loss"] if j["test_loss"] is not None else float("inf")
+            pts.append((j["time"], loss, j["test_accuracy"]))
         if j.get("event") == "k_change":
             ks.append((j["time"], j["k"], j["reason"]))
     return pts, ks
@@ -246,7 +248,9 @@ CONFIGS = [
     ("k-async K=4", ["--variant", "k-async", "--k", "4"]),
     ("k-async K=8", ["--variant", "k-async", "--k", "8"]),
     ("k-batch-async K=4", ["--variant", "k-batch-async", "--k", "4"]),
-    ("AdaSync (k-async)", ["--variant", "k-async", "--schedule", "adasync", "--k0", "1"]),
+    # The sqrt rule was the default until the plateau rule replaced it.
+    ("AdaSync (k-async)", ["--variant", "k-async", "--schedule", "adasync", "--k0", "1", "--adasync-rule", "sqrt"]),
+    ("AdaSync plateau (k-async)", ["--variant", "k-async", "--schedule", "adasync", "--k0", "1"]),
     # The order-statistic rule raises K later (K = 3 at F0/Ft > 4.67, not 4);
     # under Exp times k-async's time per update is k-sync's, the rule's premise.
     ("AdaSync order-stat (k-async)",
@@ -410,7 +414,7 @@ def main():
         style = {"lw": 1.3}
         if name.startswith("AdaSync"):
             ls = ":" if "T10" in name else "--" if "order-stat" in name else "-"
-            style = {"lw": 2.5, "color": "black", "ls": ls}
+            style = {"lw": 2.5, "color": "crimson" if "plateau" in name else "black", "ls": ls}
         if name.startswith("sync"):  # with P = 8 it is k-async K=8 exactly: dashed, so both show
             style = {"lw": 2.0, "ls": "--", "color": "grey"}
         line, = ax.plot(ts, err, label=name + (" (real)" if a.real else ""), **style)
