@@ -17,7 +17,11 @@ layer lists; PyTorch builds its module from the exported file's description):
          clock, --trace); PyTorch runs the same steps on the same batches (the
          batch numbers from the trace, their indices from adasync's sampler,
          reimplemented below) with torch.optim.SGD. The final parameters must
-         agree: |ours - torch| <= --atol + --rtol * |torch| everywhere.
+         agree: |ours - torch| <= --atol + --rtol * |torch| everywhere (1e-6 +
+         1e-5 |w| by default). For scale it also reports PyTorch against
+         itself started from weights moved by one rounding: where training
+         amplifies rounding (lr 0.05 on the conv nets after ~20 steps), two
+         correct implementations part by as much as that.
 
 Prints one line per check and, last, one JSON object with every number.
 Exit status: 0 all agree, 1 something disagrees, 77 torch is not importable
@@ -26,6 +30,7 @@ Exit status: 0 all agree, 1 something disagrees, 77 torch is not importable
   --quick   a tiny model and a few steps: the version ctest runs
 """
 import argparse
+import copy
 import gzip
 import json
 import os
@@ -279,13 +284,26 @@ def check_train(a, model, tmp, train_raw, y_train, meta):
     batches = sampler_batches(len(y_train), a.batch, (a.seed * 1000003 + 1) & M64, numbers)
     x = torch.from_numpy(normalise(train_raw, meta))
     y = torch.from_numpy(y_train)
-    opt = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=a.momentum)
-    for idx in batches:
-        idx = torch.tensor(idx)
-        loss = F.cross_entropy(net(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+
+    def train(module):
+        opt = torch.optim.SGD(module.parameters(), lr=a.lr, momentum=a.momentum)
+        for idx in batches:
+            idx = torch.tensor(idx)
+            loss = F.cross_entropy(module(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    # The problem's own sensitivity, for scale: PyTorch against PyTorch started
+    # from weights moved by one rounding (relative 2^-24, random signs).
+    twin = copy.deepcopy(net)
+    gen = torch.Generator().manual_seed(a.seed)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(1 + (torch.randint(0, 2, p.shape, generator=gen) * 2 - 1) * 2.0 ** -24)
+    train(net)
+    train(twin)
+    rounding = max(float((t - twin.state_dict()[n]).abs().max()) for n, t in net.state_dict().items())
     ours, _ = read_safetensors(final)
     worst_abs = worst_excess = 0.0
     scale = 0.0
@@ -298,9 +316,11 @@ def check_train(a, model, tmp, train_raw, y_train, meta):
     ok = worst_excess <= 0 and len(numbers) == a.steps
     print(f"train  {model:>10}: {a.steps} SGD steps (lr {a.lr}, momentum {a.momentum}, batch {a.batch}); "
           f"max |adasync - torch| {worst_abs:.2e} (largest parameter {scale:.2f}, largest change from init "
-          f"{moved:.2e}); bound {a.atol:g} + {a.rtol:g}|w|  {'OK' if ok else 'DIFFERENT'}")
-    return ok, {"model": model, "steps": a.steps, "max_abs_diff": worst_abs, "max_param": scale,
-                "max_change": moved, "atol": a.atol, "rtol": a.rtol}
+          f"{moved:.2e}); bound {a.atol:g} + {a.rtol:g}|w|; torch vs torch from a rounding-perturbed start "
+          f"{rounding:.2e}  {'OK' if ok else 'DIFFERENT'}")
+    return ok, {"model": model, "steps": a.steps, "lr": a.lr, "momentum": a.momentum, "max_abs_diff": worst_abs,
+                "max_param": scale, "max_change": moved, "torch_vs_perturbed_torch": rounding, "atol": a.atol,
+                "rtol": a.rtol}
 
 
 def main():
@@ -312,10 +332,13 @@ def main():
     ap.add_argument("--eval-updates", type=int, default=300)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=0.05)
+    # At 0.05 the first ~30 steps of the conv nets amplify any rounding about
+    # 1.6x per step (PyTorch against itself does the same): compare where the
+    # trajectory is stable.
+    ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--momentum", type=float, default=0.9)
-    ap.add_argument("--atol", type=float, default=1e-5)
-    ap.add_argument("--rtol", type=float, default=1e-3)
+    ap.add_argument("--atol", type=float, default=1e-6)
+    ap.add_argument("--rtol", type=float, default=1e-5)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="a tiny model and a few steps (the ctest version)")
