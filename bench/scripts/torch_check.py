@@ -39,6 +39,7 @@ import copy
 import gzip
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -350,6 +351,7 @@ def check_train(a, model, tmp, train_raw, y_train, meta):
         grad_errors.append(rel(v_ours.double() - a.momentum * v_prev.double() - g.double(), g))
         step_errors.append(rel(w_ours - w_t, w_t - w_prev))
         w_prev, v_prev = w_ours, v_ours
+    shutil.rmtree(ckdir)  # 26 MB a step for the cnn
     med_g, med_w = float(np.median(grad_errors)), float(np.median(step_errors))
     worst = max(range(len(grad_errors)), key=lambda i: grad_errors[i])
     off = sum(e > a.tol_step for e in grad_errors)
