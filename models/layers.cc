@@ -33,6 +33,10 @@ size_t Linear<T>::num_params() const {
   return this->in_.size() * this->out_.c + this->out_.c;
 }
 template <typename T>
+std::vector<std::vector<int64_t>> Linear<T>::param_shapes() const {
+  return {{this->out_.c, int64_t(this->in_.size())}, {this->out_.c}};
+}
+template <typename T>
 void Linear<T>::init(T* p, Rng& rng) const {
   init_uniform(p, num_params(), this->in_.size(), rng);
 }
@@ -81,6 +85,10 @@ std::string Conv2d<T>::describe() const {
 template <typename T>
 size_t Conv2d<T>::num_params() const {
   return shape(1).w_size() + size_t(k_);
+}
+template <typename T>
+std::vector<std::vector<int64_t>> Conv2d<T>::param_shapes() const {
+  return {{k_, this->in_.c, r_, r_}, {k_}};
 }
 template <typename T>
 void Conv2d<T>::init(T* p, Rng& rng) const {

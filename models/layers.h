@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "datasets/rng.h"
 #include "kernels/context.h"
@@ -33,6 +34,9 @@ class Layer {
   const Shape& in_shape() const { return in_; }
   const Shape& out_shape() const { return out_; }
   virtual size_t num_params() const { return 0; }
+  // Shapes of the parameter tensors as PyTorch holds them (weight, then bias),
+  // in their order in this layer's slice; empty without parameters.
+  virtual std::vector<std::vector<int64_t>> param_shapes() const { return {}; }
   // Writes this layer's initial parameters (num_params values, host memory).
   virtual void init(T* params, Rng& rng) const {}
   // Allocates per-replica buffers (e.g. pooling indices) for up to max_batch.
@@ -59,6 +63,7 @@ class Linear : public Layer<T> {
   Linear(Shape in, int out);
   std::string describe() const override;
   size_t num_params() const override;
+  std::vector<std::vector<int64_t>> param_shapes() const override;
   void init(T* params, Rng& rng) const override;
   void forward(Context& ctx, const T* x, T* y, int n) override;
   void backward(Context& ctx, const T* x, const T* y, const T* dy, T* dx, int n) override;
@@ -71,6 +76,7 @@ class Conv2d : public Layer<T> {
   Conv2d(Shape in, int out_channels, int kernel, int pad, int stride = 1);
   std::string describe() const override;
   size_t num_params() const override;
+  std::vector<std::vector<int64_t>> param_shapes() const override;
   void init(T* params, Rng& rng) const override;
   void forward(Context& ctx, const T* x, T* y, int n) override;
   void backward(Context& ctx, const T* x, const T* y, const T* dy, T* dx, int n) override;

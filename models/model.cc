@@ -1,55 +1,98 @@
 #include "models/model.h"
 
+#include <algorithm>
 #include <sstream>
 
 namespace adasync {
 
 const std::vector<std::string>& model_names() {
-  static const std::vector<std::string> names = {"cnn", "lenet5", "mlp", "linear"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const auto& z : zoo_descriptions()) v.push_back(z.first);
+    return v;
+  }();
   return names;
 }
 
 template <typename T>
-std::vector<std::unique_ptr<Layer<T>>> build_layers(const std::string& arch, Shape in, int classes) {
+std::vector<std::unique_ptr<Layer<T>>> build_layers(const ModelSpec& spec, Shape in, int classes) {
   std::vector<std::unique_ptr<Layer<T>>> L;
-  auto add = [&](Layer<T>* l) {
-    L.emplace_back(l);
-    in = l->out_shape();
+  auto fail = [&](const LayerSpec& l, const std::string& what) {
+    throw UsageError("--model '" + spec.source + "': layer " + std::to_string(l.position) + " '" + l.text() + "' " +
+                     what);
   };
-  if (arch == "cnn") {
-    // conv5x5-32, ReLU, pool2, conv5x5-64, ReLU, pool2, fc-1024, ReLU, fc ("same" padding).
-    // ReLU then pooling runs as one fused layer: maxpool(relu(x)) == relu(maxpool(x)).
-    add(new Conv2d<T>(in, 32, 5, 2));
-    add(new MaxPool2d<T>(in, 2, 2, true));
-    add(new Conv2d<T>(in, 64, 5, 2));
-    add(new MaxPool2d<T>(in, 2, 2, true));
-    add(new Linear<T>(in, 1024));
-    add(new ReLU<T>(in));
-    add(new Linear<T>(in, classes));
-  } else if (arch == "lenet5") {
-    add(new Conv2d<T>(in, 6, 5, 2));
-    add(new MaxPool2d<T>(in, 2, 2, true));
-    add(new Conv2d<T>(in, 16, 5, 0));
-    add(new MaxPool2d<T>(in, 2, 2, true));
-    add(new Linear<T>(in, 120));
-    add(new ReLU<T>(in));
-    add(new Linear<T>(in, 84));
-    add(new ReLU<T>(in));
-    add(new Linear<T>(in, classes));
-  } else if (arch == "mlp") {
-    add(new Linear<T>(in, 256));
-    add(new ReLU<T>(in));
-    add(new Linear<T>(in, 256));
-    add(new ReLU<T>(in));
-    add(new Linear<T>(in, classes));
-  } else if (arch == "linear") {
-    add(new Linear<T>(in, classes));
-  } else {
-    std::string valid;
-    for (const auto& n : model_names()) valid += (valid.empty() ? "" : ", ") + n;
-    throw UsageError("unknown model '" + arch + "': expected one of " + valid);
+  auto window = [](int k) { return std::to_string(k) + "x" + std::to_string(k); };
+  for (const LayerSpec& l : spec.layers) {
+    Layer<T>* layer = nullptr;
+    switch (l.kind) {
+      case LayerSpec::Kind::Conv:
+        if (in.h + 2 * l.pad < l.kernel || in.w + 2 * l.pad < l.kernel)
+          fail(l, "does not fit its input " + to_string(in) + ": a " + window(l.kernel) + " kernel with padding " +
+                      std::to_string(l.pad) + " needs at least " + window(std::max(1, l.kernel - 2 * l.pad)));
+        layer = new Conv2d<T>(in, l.out, l.kernel, l.pad, l.stride);
+        break;
+      case LayerSpec::Kind::Pool:
+      case LayerSpec::Kind::ReluPool:
+        if (in.h < l.kernel || in.w < l.kernel)
+          fail(l, "does not fit its input " + to_string(in) + ": a " + window(l.kernel) + " window needs at least " +
+                      window(l.kernel));
+        layer = new MaxPool2d<T>(in, l.kernel, l.stride, l.kind == LayerSpec::Kind::ReluPool);
+        break;
+      case LayerSpec::Kind::Relu:
+        layer = new ReLU<T>(in);
+        break;
+      case LayerSpec::Kind::Fc:
+        layer = new Linear<T>(in, l.out > 0 ? l.out : classes);
+        break;
+    }
+    L.emplace_back(layer);
+    // Far beyond any model this trainer is for; keeps offsets and GEMM sizes in int range.
+    if (layer->num_params() > (size_t(1) << 31))
+      fail(l, "has " + std::to_string(layer->num_params()) + " parameters for its input " + to_string(in) +
+                  ": more than 2^31");
+    in = layer->out_shape();
   }
+  if (L.empty()) throw UsageError("--model '" + spec.source + "': no layers");
+  if (in.size() != size_t(classes))
+    fail(spec.layers.back(), "ends the network with " + to_string(in) + " = " + std::to_string(in.size()) +
+                                 " outputs, but the dataset has " + std::to_string(classes) +
+                                 " classes (end the description with fc)");
   return L;
+}
+
+template <typename T>
+std::vector<std::unique_ptr<Layer<T>>> build_layers(const std::string& arch, Shape in, int classes) {
+  return build_layers<T>(parse_model(arch), in, classes);
+}
+
+template <typename T>
+std::vector<ParamTensor> name_params(const ModelSpec& spec, const std::vector<std::unique_ptr<Layer<T>>>& layers) {
+  std::vector<ParamTensor> out;
+  int convs = 0, fcs = 0;
+  size_t offset = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto shapes = layers[i]->param_shapes();
+    if (shapes.empty()) continue;
+    const bool conv = spec.layers[i].kind == LayerSpec::Kind::Conv;
+    const std::string prefix = conv ? "conv" + std::to_string(++convs) : "fc" + std::to_string(++fcs);
+    const char* suffix[2] = {".weight", ".bias"};
+    for (size_t t = 0; t < shapes.size(); ++t) {
+      ParamTensor p;
+      p.name = prefix + suffix[t];
+      p.shape = shapes[t];
+      p.offset = offset;
+      p.count = 1;
+      for (int64_t d : p.shape) p.count *= size_t(d);
+      offset += p.count;
+      out.push_back(std::move(p));
+    }
+  }
+  return out;
+}
+
+std::vector<ParamTensor> model_param_tensors(const std::string& arch, Shape input, int classes) {
+  const ModelSpec spec = parse_model(arch);
+  return name_params<float>(spec, build_layers<float>(spec, input, classes));
 }
 
 template <typename T>
@@ -57,7 +100,9 @@ Model<T>::Model(Context& ctx, const std::string& arch, Shape input, int classes,
     : ctx_(ctx), arch_(arch), input_(input), classes_(classes), max_batch_(max_batch) {
   EXPECTS(max_batch >= 1, "max_batch " << max_batch);
   EXPECTS(classes >= 2, "classes " << classes);
-  layers_ = build_layers<T>(arch, input, classes);
+  spec_ = parse_model(arch);
+  layers_ = build_layers<T>(spec_, input, classes);
+  tensors_ = name_params<T>(spec_, layers_);
   const MemKind mk = ctx.mem_kind();
   for (auto& l : layers_) {
     offsets_.push_back(num_params_);
@@ -159,5 +204,10 @@ template class Model<float>;
 template class Model<double>;
 template std::vector<std::unique_ptr<Layer<float>>> build_layers<float>(const std::string&, Shape, int);
 template std::vector<std::unique_ptr<Layer<double>>> build_layers<double>(const std::string&, Shape, int);
+template std::vector<std::unique_ptr<Layer<float>>> build_layers<float>(const ModelSpec&, Shape, int);
+template std::vector<std::unique_ptr<Layer<double>>> build_layers<double>(const ModelSpec&, Shape, int);
+template std::vector<ParamTensor> name_params<float>(const ModelSpec&, const std::vector<std::unique_ptr<Layer<float>>>&);
+template std::vector<ParamTensor> name_params<double>(const ModelSpec&,
+                                                      const std::vector<std::unique_ptr<Layer<double>>>&);
 
 }  // namespace adasync

@@ -6,6 +6,10 @@
 // how a CPU worker computes straight from a published snapshot into its push
 // slot with no copy. Activations are sized for max_batch once, so a CUDA step
 // allocates nothing and can be captured in a graph.
+//
+// `arch` is anything --model takes (models/describe.h): a zoo name, a layer
+// list or a .json file. param_tensors() names the slices of the flat buffer
+// as PyTorch names the equivalent module's state_dict.
 #pragma once
 
 #include <functional>
@@ -13,9 +17,17 @@
 #include <string>
 #include <vector>
 
+#include "models/describe.h"
 #include "models/layers.h"
 
 namespace adasync {
+
+// One named tensor of the flat parameter buffer: values [offset, offset + count).
+struct ParamTensor {
+  std::string name;             // "conv1.weight", "fc2.bias", ...
+  std::vector<int64_t> shape;   // PyTorch's: [out, in, kh, kw], [out, in], [out]
+  size_t offset = 0, count = 0;
+};
 
 template <typename T>
 class Model {
@@ -23,6 +35,9 @@ class Model {
   Model(Context& ctx, const std::string& arch, Shape input, int classes, int max_batch);
 
   const std::string& arch() const { return arch_; }
+  // The canonical layer list ("conv5x5-32,relu,pool2,...").
+  std::string description() const { return spec_.description(); }
+  const std::vector<ParamTensor>& param_tensors() const { return tensors_; }
   size_t num_params() const { return num_params_; }
   int max_batch() const { return max_batch_; }
   Shape input_shape() const { return input_; }
@@ -63,6 +78,8 @@ class Model {
 
   Context& ctx_;
   std::string arch_;
+  ModelSpec spec_;
+  std::vector<ParamTensor> tensors_;
   Shape input_;
   int classes_;
   int max_batch_;
@@ -78,10 +95,20 @@ class Model {
   Buffer<int32_t> correct_;
 };
 
-// The layer stack of a named architecture for the given input and classes.
+// The layer stack of a model for the given input and classes. A description
+// that does not fit the input (a kernel larger than its padded input, a
+// window larger than its input, an output count that is not the classes) is
+// one UsageError naming the layer and the shapes.
+template <typename T>
+std::vector<std::unique_ptr<Layer<T>>> build_layers(const ModelSpec& spec, Shape input, int classes);
 template <typename T>
 std::vector<std::unique_ptr<Layer<T>>> build_layers(const std::string& arch, Shape input, int classes);
-// Names accepted by build_layers / the --model flag.
+// The named parameter tensors of a layer stack built from `spec`.
+template <typename T>
+std::vector<ParamTensor> name_params(const ModelSpec& spec, const std::vector<std::unique_ptr<Layer<T>>>& layers);
+// The same without a Context: what a model of `arch` holds for this input.
+std::vector<ParamTensor> model_param_tensors(const std::string& arch, Shape input, int classes);
+// The zoo names (each stands for a description, see zoo_descriptions()).
 const std::vector<std::string>& model_names();
 
 }  // namespace adasync

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "models/model.h"
+#include "runtime/model_io.h"
 #include "runtime/trainer.h"
 
 namespace adasync {
@@ -29,7 +30,10 @@ int trainer_main(int argc, char** argv) {
   std::string time_budget, base_time;
 
   auto* g_data = "Model and data";
-  app.add_option("--model", c.model, "Network: " + join(model_names()))->capture_default_str()->group(g_data);
+  app.add_option("--model", c.model,
+                 "Network: " + join(model_names()) +
+                     ", a layer list such as conv5x5-32,relu,pool2,fc1024,relu,fc, or a .json file (see README)")
+      ->capture_default_str()->group(g_data);
   app.add_option("--dataset", c.dataset, "fashion-mnist, mnist, cifar10, gaussian or teacher")
       ->capture_default_str()->group(g_data);
   app.add_option("--data-dir", c.data_dir,
@@ -37,6 +41,17 @@ int trainer_main(int argc, char** argv) {
       ->group(g_data);
   app.add_option("--batch", c.batch, "Mini-batch size per worker")->capture_default_str()->group(g_data);
   app.add_flag("--shard", c.shard, "Give each worker a disjoint shard of the training set")->group(g_data);
+
+  app.add_option("--save-model", c.save_model,
+                 "Write the final parameters to FILE.safetensors (PyTorch's names and shapes; with --export: a "
+                 "checkpoint's)")
+      ->group(g_data);
+  app.add_option("--init-from", c.init_from,
+                 "Start from the parameters in FILE.safetensors (names and shapes must match --model)")
+      ->group(g_data);
+  app.add_option("--export", c.export_from,
+                 "Write checkpoint FILE's parameters to --save-model and exit (no training)")
+      ->group(g_data);
 
   auto* g_opt = "Optimization";
   app.add_option("--optimizer", c.opt.name, "sgd (momentum via --momentum), momentum, adam or amsgrad")
@@ -204,6 +219,13 @@ int trainer_main(int argc, char** argv) {
     if (!ps_time.empty()) c.ps_time = parse_seconds(ps_time, "--ps-time");
     if (!schedule_every.empty()) c.schedule_every = parse_seconds(schedule_every, "--schedule-every");
     if (!watchdog.empty()) c.watchdog = parse_seconds(watchdog, "--watchdog");
+    if (!c.export_from.empty()) {
+      if (c.save_model.empty())
+        throw UsageError("--export " + c.export_from + ": expected --save-model FILE.safetensors to write to");
+      check_output_path(c.save_model, "--save-model");
+      std::printf("%s\n", export_checkpoint(c.export_from, c.save_model).c_str());
+      return 0;
+    }
     // SIGINT / SIGTERM: stop at the next update, checkpoint, exit 0; a second
     // signal ends the process at once.
     struct sigaction sa {};
@@ -247,6 +269,7 @@ int trainer_main(int argc, char** argv) {
       }
       if (s.watchdog_alarms > 0) std::printf("watchdog alarms: %lld\n", static_cast<long long>(s.watchdog_alarms));
       if (!s.last_checkpoint.empty()) std::printf("checkpoint: %s\n", s.last_checkpoint.c_str());
+      if (!s.saved_model.empty()) std::printf("model: %s\n", s.saved_model.c_str());
     }
     if (s.interrupted)
       std::printf("stopped by %s after update %lld%s\n", stop_signal() == SIGTERM ? "SIGTERM" : "SIGINT",

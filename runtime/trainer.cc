@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "runtime/model_io.h"
 #include "runtime/swarm.h"
 #include "runtime/theory.h"
 
@@ -148,6 +149,13 @@ void validate(const TrainConfig& c) {
   validate(c.opt);
   parse_straggler(c.straggler);
   if (!c.slowdown.empty()) parse_slowdown(c.slowdown);
+  // Models in and out: a malformed --model fails before any data is loaded.
+  parse_model(c.model);
+  if (!c.save_model.empty()) check_output_path(c.save_model, "--save-model");
+  if (!c.init_from.empty() && c.resume)
+    throw UsageError("--init-from with --resume: a resumed run continues from its checkpoint's parameters");
+  if (!c.init_from.empty() && !c.replay.empty())
+    throw UsageError("--init-from with --replay: the trace's header names the file its run started from");
 }
 
 namespace {
@@ -271,6 +279,7 @@ void Trainer::setup() {
   const size_t n = replicas_[0]->num_params();
   std::vector<float> init(n);
   replicas_[0]->model().init_params(init.data(), cfg_.seed);
+  if (!cfg_.init_from.empty()) init = load_model_file(cfg_.init_from, cfg_.model, d);
   ps_ = std::make_unique<ParamServer>(n, init.data(), std::make_unique<HostOptimizer>(cfg_.opt, n, apply_pool_.get()),
                                       2 * P);
   AggregatorConfig ac;
@@ -340,6 +349,7 @@ void Trainer::setup() {
     trace_ = std::make_unique<AtomicLines>(cfg_.trace);
     nlohmann::json h = header_json();
     h["trace"] = 1;
+    if (!cfg_.init_from.empty()) h["init_from"] = cfg_.init_from;  // the replay starts there too
     trace_->write(h);
   }
   faults_ = FaultPlan(cfg_.inject, P);
@@ -889,6 +899,15 @@ EvalResult Trainer::evaluate_and_report(const SnapshotPtr& s, double now, bool f
 }
 
 RunSummary Trainer::run() {
+  RunSummary s = train();
+  if (!cfg_.save_model.empty()) {
+    save_model_file(cfg_.save_model, cfg_.model, cfg_.dataset, *data_, s.params, config_json(), s.updates);
+    s.saved_model = cfg_.save_model;
+  }
+  return s;
+}
+
+RunSummary Trainer::train() {
   if (!cfg_.replay.empty()) return run_replay();
   setup();
   if (cfg_.progress != "none") {
@@ -1293,6 +1312,7 @@ RunSummary Trainer::run_replay() {
     cfg_.opt.eps = o.at("eps");
     cfg_.opt.bias_correction = o.at("bias_correction");
     cfg_.opt.weight_decay = o.at("weight_decay");
+    cfg_.init_from = h.value("init_from", std::string());
   } catch (const std::exception& e) {
     throw UsageError("--replay: " + cfg_.replay + ": header is missing a setting: " + e.what());
   }

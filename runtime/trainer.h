@@ -98,6 +98,10 @@ struct TrainConfig {
   std::string on_nonfinite = "drop";  // drop (and count) | stop
   double watchdog = 0;               // seconds without a push before a worker is flagged (0: off)
   std::string inject;                // fault injection (testing), see runtime/faults.h
+  // models in and out (runtime/model_io.h)
+  std::string save_model;  // write the final parameters here (safetensors)
+  std::string init_from;   // start from this safetensors file's parameters
+  std::string export_from; // trainer --export CKPT: convert a checkpoint, train nothing
   // misc
   uint64_t seed = 1;
   int threads = 0;  // 0: all hardware threads
@@ -125,6 +129,7 @@ struct RunSummary {
   std::string error;          // why the run stopped early ("" = it did not); exit code 1
   bool interrupted = false;   // stopped by SIGINT or SIGTERM
   std::string last_checkpoint;
+  std::string saved_model;    // --save-model's file, once written
   std::vector<int> failed_workers;
   int64_t watchdog_alarms = 0;
   // SwarmSGD
@@ -155,6 +160,7 @@ class Trainer : public EngineListener {
 
  private:
   void setup();
+  RunSummary train();
   RunSummary run_replay();
   RunSummary run_device_sync();
   RunSummary run_swarm();

@@ -138,6 +138,8 @@ TEST(GradCheck, LinearModelEveryParameter) { check_model("linear", Shape{1, 3, 4
 TEST(GradCheck, MlpModel) { check_model("mlp", Shape{1, 4, 4}, 3, 4, 400); }
 TEST(GradCheck, Lenet5Model) { check_model("lenet5", Shape{1, 28, 28}, 10, 2, 150); }
 TEST(GradCheck, CnnModel) { check_model("cnn", Shape{1, 12, 12}, 10, 2, 120); }
+// A described model off the zoo's paths: strided conv, overlapping pool, two channels in.
+TEST(GradCheck, DescribedModel) { check_model("conv3x3-4-s2,relu,pool3-s1,fc7,relu,fc", Shape{2, 9, 9}, 3, 2, 300); }
 
 TEST(Model, InitIsDeterministicAndLayoutIsFlat) {
   auto ctx = Context::cpu();

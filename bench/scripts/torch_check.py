@@ -1,0 +1,435 @@
+#!/usr/bin/env python3
+"""PyTorch reproduces adasync's numbers: an outside check of our forward,
+backward and optimizer against an implementation we did not write.
+
+Both directions run on Fashion-MNIST, for each model in --models (zoo names or
+layer lists; PyTorch builds its module from the exported file's description):
+
+  eval   adasync trains the model for --eval-updates updates and writes it
+         with --save-model. PyTorch builds the same architecture, takes the
+         file with load_state_dict(strict=True), normalises the test set with
+         the mean and standard deviation in the file's metadata and evaluates
+         it: the number of correct predictions must be the same and the mean
+         test loss must agree to 1e-5.
+  train  PyTorch initialises the model (its own default initialisation, seeded)
+         and writes it as safetensors; adasync starts from it (--init-from) and
+         runs --steps steps of SGD with momentum (one worker, sync, virtual
+         clock, --trace, a checkpoint after every step). PyTorch takes the same
+         steps on the same batches (the batch numbers from the trace, their
+         indices from adasync's sampler, reimplemented below) with
+         torch.optim.SGD, each step from our parameters and momentum after the
+         previous one, so that no step's rounding is amplified by the next.
+         The median over steps of |ours - torch| / |torch| must be within
+         --tol-step (1e-5) for the gradient, and 10x that for the parameters'
+         step. A few steps differ by more: a ReLU input or a pooling tie that
+         sits within rounding of its kink goes one way in one implementation
+         and the other way in the other, and both are right (the largest such
+         step is reported). The whole run from the same start is reported too,
+         next to PyTorch against itself from a start one rounding away and with
+         the learning rate 1% off: past such a kink, two correct runs part.
+
+Prints one line per check and, last, one JSON object with every number.
+Exit status: 0 all agree, 1 something disagrees, 77 torch is not importable
+(the code ctest reads as "skipped").
+
+  --quick   a tiny model and a few steps: the version ctest runs
+"""
+import argparse
+import copy
+import gzip
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+try:
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as e:  # keep torch out of CI: skip, saying why
+    print(f"SKIP: PyTorch is not importable ({e}); pip install torch numpy")
+    sys.exit(77)
+
+
+# ---------------------------------------------------------------- data
+def read_idx(path):
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        data = f.read()
+    ndim = struct.unpack(">I", data[:4])[0] & 0xFF
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_split(data_dir, prefix):
+    def path(name):
+        p = os.path.join(data_dir, name)
+        return p + ".gz" if os.path.exists(p + ".gz") else p
+    x = read_idx(path(f"{prefix}-images-idx3-ubyte"))
+    y = read_idx(path(f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+    return x, y
+
+
+def normalise(raw, meta):
+    """adasync's normalisation, in the same float32 operations: pixels / 255,
+    then (x - mean) * (1 / std) with the file's per-channel statistics."""
+    mean = np.float32(json.loads(meta["normalization_mean"])[0])
+    inv = np.float32(1.0 / float(np.float32(json.loads(meta["normalization_std"])[0])))
+    x = raw.astype(np.float32) / np.float32(255.0)
+    return ((x - mean) * inv).astype(np.float32)[:, None]
+
+
+# ---------------------------------------------------------------- safetensors
+DTYPES = {"F32": np.float32, "F64": np.float64}
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    base = 8 + n
+    tensors = {}
+    for name, e in header.items():
+        b, end = e["data_offsets"]
+        a = np.frombuffer(data[base + b:base + end], dtype=np.dtype(DTYPES[e["dtype"]]).newbyteorder("<"))
+        tensors[name] = torch.from_numpy(a.reshape(e["shape"]).copy())
+    return tensors, meta
+
+
+def write_safetensors(path, state):
+    header, blobs, off = {}, [], 0
+    for name, t in state.items():
+        b = t.detach().cpu().contiguous().numpy().astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+# ---------------------------------------------------------------- models
+ZOO = {
+    "cnn": "conv5x5-32,relu,pool2,conv5x5-64,relu,pool2,fc1024,relu,fc",
+    "lenet5": "conv5x5-6,relu,pool2,conv5x5-16-p0,relu,pool2,fc120,relu,fc84,relu,fc",
+    "mlp": "fc256,relu,fc256,relu,fc",
+    "linear": "fc",
+}
+
+
+class Described(nn.Module):
+    """A module from an adasync layer list. Parameter layers are attributes
+    conv1, conv2, ... and fc1, fc2, ..., so state_dict names are adasync's."""
+
+    def __init__(self, description, input_shape, classes):
+        super().__init__()
+        c, h, w = input_shape
+        self.steps = []
+        convs = fcs = 0
+        for tok in ZOO.get(description, description).split(","):
+            tok = tok.strip()
+            parts = tok.split("-")
+            opts = {p[0]: int(p[1:]) for p in parts[2 if tok.startswith("conv") else 1:]}
+            if tok == "relu":
+                self.steps.append(("relu", None))
+            elif tok.startswith("pool"):
+                k = int(parts[0][4:])
+                s = opts.get("s", k)
+                self.steps.append(("pool", (k, s)))
+                h, w = (h - k) // s + 1, (w - k) // s + 1
+            elif tok.startswith("conv"):
+                k = int(parts[0][4:].split("x")[0])
+                out, p, s = int(parts[1]), opts.get("p", k // 2), opts.get("s", 1)
+                convs += 1
+                setattr(self, f"conv{convs}", nn.Conv2d(c, out, k, stride=s, padding=p))
+                self.steps.append(("conv", f"conv{convs}"))
+                c, h, w = out, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+            elif tok.startswith("fc"):
+                out = int(tok[2:]) if len(tok) > 2 else classes
+                fcs += 1
+                setattr(self, f"fc{fcs}", nn.Linear(c * h * w, out))
+                self.steps.append(("fc", f"fc{fcs}"))
+                c, h, w = out, 1, 1
+            else:
+                raise ValueError(f"unknown layer {tok!r}")
+
+    def forward(self, x):
+        for kind, arg in self.steps:
+            if kind == "relu":
+                x = F.relu(x)
+            elif kind == "pool":
+                x = F.max_pool2d(x, arg[0], arg[1])
+            elif kind == "conv":
+                x = getattr(self, arg)(x)
+            else:
+                x = getattr(self, arg)(x.flatten(1))
+        return x
+
+
+# ---------------------------------------------------------------- adasync's sampler
+M64 = (1 << 64) - 1
+
+
+def splitmix64(x):
+    x = (x + 0x9E3779B97F4A7C15) & M64
+    z = x
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return x, z ^ (z >> 31)
+
+
+class Rng:
+    """datasets/rng.h: xoshiro256** seeded through splitmix64; below() is Lemire's."""
+
+    def __init__(self, seed, stream):
+        x = (seed ^ ((0xD1B54A32D192ED03 * (stream + 1)) & M64)) & M64
+        self.s = []
+        for _ in range(4):
+            x, v = splitmix64(x)
+            self.s.append(v)
+
+    def next_u64(self):
+        s = self.s
+        rotl = lambda v, k: ((v << k) | (v >> (64 - k))) & M64
+        result = (rotl((s[1] * 5) & M64, 7) * 9) & M64
+        t = (s[1] << 17) & M64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = rotl(s[3], 45)
+        return result
+
+    def below(self, n):
+        m = self.next_u64() * n
+        low = m & M64
+        if low < n:
+            t = ((1 << 64) - n) % n
+            while low < t:
+                m = self.next_u64() * n
+                low = m & M64
+        return m >> 64
+
+
+def sampler_batches(size, batch, seed, numbers):
+    """Indices of batch b of worker 0's sampler (datasets/sampler.cc, unsharded):
+    epoch e is a Fisher-Yates permutation from Rng(seed, 'sampl' tag + e)."""
+    per_epoch = size // batch
+    perms, out = {}, []
+    for b in numbers:
+        e = b // per_epoch
+        if e not in perms:
+            rng = Rng(seed, 0x73616D706C000000 + e)
+            p = list(range(size))
+            for i in range(size - 1, 0, -1):
+                j = rng.below(i + 1)
+                p[i], p[j] = p[j], p[i]
+            perms[e] = p
+        off = (b % per_epoch) * batch
+        out.append(perms[e][off:off + batch])
+    return out
+
+
+# ---------------------------------------------------------------- checks
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"torch_check: {' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    return r.stdout
+
+
+def check_eval(a, model, tmp, test_raw, y_test):
+    path = os.path.join(tmp, "eval.safetensors")
+    metrics = os.path.join(tmp, "eval.jsonl")
+    run([a.trainer, "--model", model, "--data-dir", a.data_dir, "--workers", "1", "--variant", "sync",
+         "--clock", "virtual", "--max-updates", str(a.eval_updates), "--eval-every", "0", "--threads",
+         str(a.threads), "--progress", "none", "--seed", str(a.seed), "--save-model", path, "--metrics", metrics])
+    ours = [json.loads(l) for l in open(metrics) if '"summary"' in l][-1]
+    tensors, meta = read_safetensors(path)
+    net = Described(meta["description"], json.loads(meta["input_shape"]), int(meta["classes"]))
+    net.load_state_dict(tensors, strict=True)
+    x = torch.from_numpy(normalise(test_raw, meta))
+    y = torch.from_numpy(y_test)
+    correct, losses = 0, []
+    with torch.no_grad():
+        for i in range(0, len(y), 500):
+            logits = net(x[i:i + 500])
+            correct += int((logits.argmax(1) == y[i:i + 500]).sum())
+            losses.append(F.cross_entropy(logits, y[i:i + 500], reduction="none").double())
+    loss = float(torch.cat(losses).mean())
+    ours_correct = round(ours["test_accuracy"] * len(y))
+    ok = correct == ours_correct and abs(loss - ours["test_loss"]) <= 1e-5
+    print(f"eval   {model:>10}: {a.eval_updates} updates; correct adasync {ours_correct} torch {correct} "
+          f"of {len(y)}; loss adasync {ours['test_loss']:.8f} torch {loss:.8f} "
+          f"(|diff| {abs(loss - ours['test_loss']):.1e}, bound 1e-5)  {'OK' if ok else 'DIFFERENT'}")
+    return ok, {"model": model, "updates": a.eval_updates, "correct_adasync": ours_correct, "correct_torch": correct,
+                "loss_adasync": ours["test_loss"], "loss_torch": loss, "loss_diff": abs(loss - ours["test_loss"])}
+
+
+def read_checkpoint(path):
+    """The parameters and momentum of one adasync checkpoint (runtime/checkpoint.h:
+    magic, u32 format, u64 header length, header, u32 count, then per section
+    u32 name length, name, u64 byte count, bytes; a CRC-32 last)."""
+    with open(path, "rb") as f:
+        b = f.read()
+    assert b[:8] == b"ADASYNCK", path
+    pos = 12
+    hlen = struct.unpack_from("<Q", b, pos)[0]
+    pos += 8 + hlen
+    count = struct.unpack_from("<I", b, pos)[0]
+    pos += 4
+    out = {}
+    for _ in range(count):
+        n = struct.unpack_from("<I", b, pos)[0]
+        name = b[pos + 4:pos + 4 + n].decode()
+        m = struct.unpack_from("<Q", b, pos + 4 + n)[0]
+        pos += 12 + n
+        if name in ("params", "opt:velocity"):
+            out[name] = torch.from_numpy(np.frombuffer(b[pos:pos + m], dtype="<f4").copy())
+        pos += m
+    return out
+
+
+def check_train(a, model, tmp, train_raw, y_train, meta):
+    torch.manual_seed(a.seed)
+    net = Described(model, json.loads(meta["input_shape"]), int(meta["classes"]))
+    init = os.path.join(tmp, "init.safetensors")
+    final = os.path.join(tmp, "final.safetensors")
+    trace = os.path.join(tmp, "trace.jsonl")
+    ckdir = os.path.join(tmp, "ck-" + str(abs(hash(model))))
+    write_safetensors(init, net.state_dict())
+    run([a.trainer, "--model", model, "--data-dir", a.data_dir, "--workers", "1", "--variant", "sync",
+         "--clock", "virtual", "--optimizer", "sgd", "--lr", str(a.lr), "--momentum", str(a.momentum),
+         "--batch", str(a.batch), "--max-updates", str(a.steps), "--eval-every", "0", "--threads", str(a.threads),
+         "--progress", "none", "--seed", str(a.seed), "--init-from", init, "--save-model", final, "--trace", trace,
+         "--checkpoint-dir", ckdir, "--checkpoint-every", "1", "--checkpoint-keep", str(a.steps + 1)])
+    entries = [json.loads(l) for l in open(trace)][1:]
+    numbers = [e["batch"] for e in sorted(entries, key=lambda e: e["version"])]
+    # Worker 0's sampler seed (runtime/trainer.cc): seed * 1000003 + 17 * worker + 1.
+    batches = sampler_batches(len(y_train), a.batch, (a.seed * 1000003 + 1) & M64, numbers)
+    x = torch.from_numpy(normalise(train_raw, meta))
+    y = torch.from_numpy(y_train)
+    params = list(net.parameters())
+    sizes = [p.numel() for p in params]
+    w0 = torch.cat([p.detach().flatten() for p in params])
+
+    def flat(tensors):
+        return torch.cat([tensors[n].flatten() for n, _ in net.named_parameters()]).double()
+
+    def rel(diff, scale):
+        return float(diff.double().norm() / scale.double().norm())
+
+    # Step by step: each of PyTorch's steps starts from our parameters and
+    # momentum after the previous step, so one step's error cannot grow.
+    step_net = copy.deepcopy(net)
+    sp = list(step_net.parameters())
+    w_prev, v_prev = w0, torch.zeros_like(w0)
+    grad_errors, step_errors = [], []
+    for t, idx in enumerate(batches):
+        with torch.no_grad():
+            for p, c in zip(sp, torch.split(w_prev, sizes)):
+                p.copy_(c.view_as(p))
+        opt = torch.optim.SGD(sp, lr=a.lr, momentum=a.momentum)
+        for p, c in zip(sp, torch.split(v_prev, sizes)):
+            if t > 0:
+                opt.state[p]["momentum_buffer"] = c.view_as(p).clone()
+        idx = torch.tensor(idx)
+        opt.zero_grad()
+        F.cross_entropy(step_net(x[idx]), y[idx]).backward()
+        g = torch.cat([p.grad.flatten() for p in sp])
+        opt.step()
+        w_t = torch.cat([p.detach().flatten() for p in sp])
+        ck = read_checkpoint(os.path.join(ckdir, "ckpt-%012d.bin" % (t + 1)))
+        w_ours, v_ours = ck["params"], ck["opt:velocity"]
+        grad_errors.append(rel(v_ours.double() - a.momentum * v_prev.double() - g.double(), g))
+        step_errors.append(rel(w_ours - w_t, w_t - w_prev))
+        w_prev, v_prev = w_ours, v_ours
+    shutil.rmtree(ckdir)  # 26 MB a step for the cnn
+    med_g, med_w = float(np.median(grad_errors)), float(np.median(step_errors))
+    worst = max(range(len(grad_errors)), key=lambda i: grad_errors[i])
+    off = sum(e > a.tol_step for e in grad_errors)
+
+    # The whole trajectory, for what it shows: both from the same start, and for
+    # scale PyTorch from a start one rounding away (relative 2^-24, random signs)
+    # and PyTorch with the learning rate 1% off.
+    def train(module, lr):
+        opt = torch.optim.SGD(module.parameters(), lr=lr, momentum=a.momentum)
+        for idx in batches:
+            idx = torch.tensor(idx)
+            opt.zero_grad()
+            F.cross_entropy(module(x[idx]), y[idx]).backward()
+            opt.step()
+        return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+    twin, control = copy.deepcopy(net), copy.deepcopy(net)
+    gen = torch.Generator().manual_seed(a.seed)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(1 + (torch.randint(0, 2, p.shape, generator=gen) * 2 - 1) * 2.0 ** -24)
+    ref = train(net, a.lr)
+    ours = flat(read_safetensors(final)[0])
+    r_ours, r_twin, r_control = (rel(ours - ref, ref - w0), rel(train(twin, a.lr) - ref, ref - w0),
+                                 rel(train(control, a.lr * 1.01) - ref, ref - w0))
+    ok = med_g <= a.tol_step and med_w <= a.tol_step * 10 and len(numbers) == a.steps
+    print(f"train  {model:>10}: {a.steps} SGD steps (lr {a.lr}, momentum {a.momentum}, batch {a.batch}), each from "
+          f"our previous step: gradient |ours - torch| / |torch| median {med_g:.1e}, largest {grad_errors[worst]:.1e} "
+          f"(step {worst + 1}; {off} of {a.steps} steps above {a.tol_step:g}); step median {med_w:.1e}. "
+          f"Whole run: |ours - torch| / |torch - init| {r_ours:.1e} (torch from a start one rounding away "
+          f"{r_twin:.1e}, with lr 1% off {r_control:.1e})  {'OK' if ok else 'DIFFERENT'}")
+    return ok, {"model": model, "steps": a.steps, "lr": a.lr, "momentum": a.momentum,
+                "grad_rel_err_median": med_g, "grad_rel_err_max": grad_errors[worst], "grad_rel_err_max_step": worst + 1,
+                "steps_above_bound": off, "step_rel_err_median": med_w, "bound": a.tol_step,
+                "run_rel_diff": r_ours, "run_torch_vs_perturbed_start": r_twin, "run_torch_vs_lr_1pct_off": r_control}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--trainer", default="build/trainer")
+    ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--models", default="cnn;lenet5;mlp;linear",
+                    help="';'-separated zoo names or layer lists (layer lists hold commas)")
+    ap.add_argument("--eval-updates", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--tol-step", type=float, default=1e-5,
+                    help="bound on the median over steps of |ours - torch| / |torch| for the gradient "
+                         "(10x for the step)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="a tiny model and a few steps (the ctest version)")
+    a = ap.parse_args()
+    if a.quick:
+        a.models, a.eval_updates, a.steps = "conv3x3-4,relu,pool2,fc16,relu,fc", 20, 5
+    models = [m.strip() for m in a.models.split(";") if m.strip()]
+    torch.set_num_threads(a.threads)
+    torch.use_deterministic_algorithms(True)
+    if not os.path.isdir(a.data_dir):
+        print(f"SKIP: no Fashion-MNIST at {a.data_dir}")
+        return 77
+    train_raw, y_train = load_split(a.data_dir, "train")
+    test_raw, y_test = load_split(a.data_dir, "t10k")
+    results, all_ok = {"torch": torch.__version__, "eval": [], "train": []}, True
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in models:
+            ok, r = check_eval(a, m, tmp, test_raw, y_test)
+            all_ok &= ok
+            results["eval"].append(r)
+            _, meta = read_safetensors(os.path.join(tmp, "eval.safetensors"))
+            ok, r = check_train(a, m, tmp, train_raw, y_train, meta)
+            all_ok &= ok
+            results["train"].append(r)
+    print(json.dumps(results))
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
