@@ -329,11 +329,13 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> wo
       graph_(GossipGraph::make(cfg.graph, nodes, cfg.degree, cfg.seed)),
       codec_(cfg.bits, cfg.quant_step, cfg.quant_block),
       blocks_(codec_.blocks(n)),
+      // Non-blocking: the partner guesses for a stale copy and a receiver it has not seen.
+      margin_(cfg.quant_margin > 0 ? cfg.quant_margin : (cfg.blocking ? 2 : 4)),
       workers_(std::move(workers)),
       samplers_(samplers),
       straggler_(straggler) {
   if (!(cfg.local_steps >= 1)) throw UsageError("--local-steps: expected at least 1, found " + std::to_string(cfg.local_steps));
-  if (!(cfg.quant_margin >= 1)) throw UsageError("quantisation margin: expected at least 1");
+  if (!(margin_ >= 1)) throw UsageError("--quant-margin: expected at least 1, found " + std::to_string(margin_));
   stats_.bytes_sent.assign(size_t(nodes), 0);
   for (int i = 0; i < nodes; ++i) {
     auto nd = std::make_unique<Node>();
@@ -376,7 +378,7 @@ void SwarmEngine::estimate_bound(const Node& s, float* bound) const {
     const size_t end = std::min(n_, off + B);
     float drift = 0;
     for (size_t i = off; i < end; ++i) drift = std::max(drift, std::fabs(x[i] - p[i]));
-    bound[k] = float(cfg_.quant_margin * (double(s.dist[k]) + 2.0 * double(drift)));
+    bound[k] = float(margin_ * (double(s.dist[k]) + 2.0 * double(drift)));
   }
 }
 

@@ -148,7 +148,7 @@ struct SwarmConfig {
   int bits = 0;               // 0: full precision
   double quant_step = 0;      // fixed e; 0: adaptive per block
   size_t quant_block = 1024;  // coordinates per block
-  double quant_margin = 2;    // adaptive: the sender's estimate of max |x - b| times this
+  double quant_margin = 0;    // adaptive: the sender's guess at max |x - b| times this (0: 2 blocking, 4 non-blocking)
   float lr = 0.05f;
   uint64_t seed = 1;
 };
@@ -203,6 +203,7 @@ class SwarmEngine {
   GossipGraph graph_;
   SwarmCodec codec_;
   size_t blocks_;
+  double margin_;
   std::vector<GradientWorker*> workers_;
   std::vector<Sampler>* samplers_;
   Straggler* straggler_;

@@ -1070,7 +1070,7 @@ RunSummary Trainer::run_swarm() {
   sc.bits = cfg_.quantize;
   sc.quant_step = cfg_.quant_step;  // 0: adaptive per block
   sc.quant_block = size_t(cfg_.quant_block);
-  sc.quant_margin = cfg_.quant_margin > 0 ? cfg_.quant_margin : (sc.blocking ? 2 : 4);
+  sc.quant_margin = cfg_.quant_margin;  // 0: the engine's choice per mode
   sc.lr = float(cfg_.lr);
   sc.seed = cfg_.seed;
   std::vector<GradientWorker*> ws;
