@@ -435,6 +435,7 @@ TEST(SwarmTrainer, TrainsOnBothClocksAndReportsConsensusAndBytes) {
       EXPECT_GT(s.final_eval.accuracy, 0.6) << clock << " " << mode;
       EXPECT_GT(s.interactions, 0);
       EXPECT_GT(s.bytes_sent, 0);
+      EXPECT_EQ(s.out_of_range, 0) << clock << " " << mode;
       std::ifstream in(path);
       std::string line;
       int evals = 0;
@@ -442,7 +443,8 @@ TEST(SwarmTrainer, TrainsOnBothClocksAndReportsConsensusAndBytes) {
         auto j = nlohmann::json::parse(line);
         if (j["event"] != "eval" && j["event"] != "final") continue;
         ++evals;
-        for (const char* key : {"consensus_distance", "bytes_total", "bytes_per_worker", "out_of_range"})
+        for (const char* key : {"consensus_distance", "bytes_total", "bytes_per_worker", "out_of_range",
+                                 "fallback_blocks", "fallback_fraction", "fallback_bytes"})
           EXPECT_TRUE(j.contains(key)) << key;
       }
       EXPECT_GE(evals, 2);
