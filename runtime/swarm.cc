@@ -176,10 +176,9 @@ float SwarmCodec::step_for(double bound, double max_abs) const {
   return std::isfinite(f) ? f : 0.f;
 }
 
-float SwarmCodec::step(const unsigned char* msg, size_t n, size_t k) const {
+float SwarmCodec::step(const unsigned char* msg, size_t k) const {
   float e;
   std::memcpy(&e, msg + k * (kHeaderBytes + block_ * size_t(bits_ / 8)), sizeof e);
-  (void)n;
   return e;
 }
 
@@ -290,7 +289,7 @@ TransferCount transfer(const SwarmCodec& c, const float* x, const float* b, size
       t.sender_bytes += int64_t(len * sizeof(float));
       t.fallback_bytes += int64_t(len * sizeof(float));
     } else {
-      const double e = c.step(s->msg.data(), n, k);
+      const double e = c.step(s->msg.data(), k);
       t.out_of_range += int64_t(count_out_of_range(x + off, out + off, len, e));
       half = e / 2;
     }

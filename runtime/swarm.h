@@ -110,7 +110,7 @@ class SwarmCodec {
   // step) says it cannot be decoded (out undefined there). Returns how many.
   size_t decode(const unsigned char* msg, const float* b, size_t n, float* out, unsigned char* failed) const;
   // The step of block k in an encoded message.
-  float step(const unsigned char* msg, size_t n, size_t k) const;
+  float step(const unsigned char* msg, size_t k) const;
 
  private:
   int bits_;

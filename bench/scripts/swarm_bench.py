@@ -19,7 +19,7 @@ mode at P = 8; final accuracy (median of seeds), the bytes ratio (headers,
 NACKs and blocks sent again included), blocks sent again and wrongly decoded
 coordinates. Runs --jobs at a time, each on one thread.
 
-  swarm_bench.py --quant-grid [--budget 300] [--jobs 2] [--out FILE]
+  swarm_bench.py --quant-grid [--budget 300] [--jobs 2] [--out FILE] [--compare-fixed 1e-3]
 """
 import argparse
 import concurrent.futures
@@ -69,53 +69,62 @@ def quant_grid(a):
     seeds = [int(s) for s in a.seeds.split(",")]
     cells = []  # (model, P, graph, mode)
     for model in ["lenet5", "mlp"]:
-        for P in [8, 16]:
+        for P in [8] if a.compare_fixed else [8, 16]:
             for graph in ["ring", "torus", "complete", "regular"]:
                 cells.append((model, P, graph, "blocking"))
-        for graph in ["ring", "torus", "complete", "regular"]:
-            cells.append((model, 8, graph, "nonblocking"))
+        if not a.compare_fixed:
+            for graph in ["ring", "torus", "complete", "regular"]:
+                cells.append((model, 8, graph, "nonblocking"))
+    # (name, flags) of the quantised variants, each against full precision.
+    variants = [("8-bit", ["--quantize", "8"])]
+    if a.compare_fixed:
+        variants.append((f"e={a.compare_fixed:g}", ["--quantize", "8", "--quant-step", str(a.compare_fixed)]))
     jobs = {}
     with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
         for cell in cells:
             model, P, graph, mode = cell
-            for bits in [0, 8]:
-                flags = ["--graph", graph, "--degree", "4", "--swarm-mode", mode, "--quantize", str(bits)]
+            for name, q in [("fp", ["--quantize", "0"])] + variants:
+                flags = ["--graph", graph, "--degree", "4", "--swarm-mode", mode] + q
                 for s in seeds:
-                    jobs[(cell, bits, s)] = pool.submit(run_final, a.trainer, model, P, flags, s, a, tmp)
+                    jobs[(cell, name, s)] = pool.submit(run_final, a.trainer, model, P, flags, s, a, tmp)
         res = {k: f.result() for k, f in jobs.items()}
-    lines = [f"SwarmSGD, 8-bit lattice quantisation with the adaptive step (blocks of 1024) against full precision",
+    title = "8-bit lattice quantisation with the adaptive step (blocks of 1024)"
+    if a.compare_fixed:
+        title += f" and with a fixed step e = {a.compare_fixed:g} (same checked blocks)"
+    lines = [f"SwarmSGD, {title}, against full precision",
              f"Fashion-MNIST, batch 32, lr {a.lr}, 2 local steps, Exp(1) compute times, virtual clock, budget "
-             f"{a.budget:g}, median over seeds {a.seeds}; bytes: 8-bit bytes per worker / full precision's "
+             f"{a.budget:g}, median over seeds {a.seeds}; bytes: bytes per worker / full precision's "
              f"(headers, NACKs and resent blocks included)",
              "target: 8-bit within 0.5 points, at most 27% of the bytes, no wrongly decoded coordinate",
              "",
-             f"{'model':8s}{'P':>3s} {'graph':10s}{'mode':13s}{'full prec.':>11s}{'8-bit':>9s}{'diff':>8s}{'bytes':>8s}"
-             f"{'resent':>9s}{'wrong':>7s}  target"]
-    misses = 0
+             f"{'model':8s}{'P':>3s} {'graph':10s}{'mode':13s}{'variant':>9s}{'full prec.':>11s}{'quant.':>9s}{'diff':>8s}"
+             f"{'bytes':>8s}{'resent':>9s}{'wrong':>7s}  target"]
+    misses = rows = 0
     for cell in cells:
         model, P, graph, mode = cell
-        fp = [res[(cell, 0, s)] for s in seeds]
-        q8 = [res[(cell, 8, s)] for s in seeds]
+        fp = [res[(cell, "fp", s)] for s in seeds]
         acc_fp = statistics.median(r[0] for r in fp)
-        acc_q8 = statistics.median(r[0] for r in q8)
-        ratio = statistics.median(r[1] for r in q8) / statistics.median(r[1] for r in fp)
-        wrong = sum(int(r[2]) for r in q8)
-        resent = statistics.median(r[4] for r in q8)
-        diff = 100 * (acc_q8 - acc_fp)
-        ok = diff >= -0.5 and ratio <= 0.27 and wrong == 0
-        misses += not ok
-        lines.append(f"{model:8s}{P:3d} {graph:10s}{mode:13s}{100 * acc_fp:10.2f}%{100 * acc_q8:8.2f}%{diff:+8.2f}"
-                     f"{100 * ratio:7.1f}%{100 * resent:8.3f}%{wrong:7d}  {'met' if ok else 'MISSED'}")
+        for name, _ in variants:
+            q8 = [res[(cell, name, s)] for s in seeds]
+            acc_q8 = statistics.median(r[0] for r in q8)
+            ratio = statistics.median(r[1] for r in q8) / statistics.median(r[1] for r in fp)
+            wrong = sum(int(r[2]) for r in q8)
+            resent = statistics.median(r[4] for r in q8)
+            diff = 100 * (acc_q8 - acc_fp)
+            ok = diff >= -0.5 and ratio <= 0.27 and wrong == 0
+            misses += not ok
+            rows += 1
+            lines.append(f"{model:8s}{P:3d} {graph:10s}{mode:13s}{name:>9s}{100 * acc_fp:10.2f}%{100 * acc_q8:8.2f}%"
+                         f"{diff:+8.2f}{100 * ratio:7.1f}%{100 * resent:8.3f}%{wrong:7d}  {'met' if ok else 'MISSED'}")
     lines.append("")
-    lines.append(f"resent: median share of 8-bit blocks sent again at full precision; wrong: wrongly decoded "
-                 f"coordinates, all seeds. {len(cells) - misses} of {len(cells)} cells meet the target.")
+    lines.append(f"resent: median share of quantised blocks sent again at full precision; wrong: wrongly decoded "
+                 f"coordinates, all seeds. {rows - misses} of {rows} rows meet the target.")
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if a.out:
         with open(a.out, "w") as f:
             f.write(text)
     return 0
-
 
 def main():
     ap = argparse.ArgumentParser()
@@ -128,6 +137,8 @@ def main():
     ap.add_argument("--quant-grid", action="store_true", help="8-bit adaptive against full precision, many graphs")
     ap.add_argument("--jobs", type=int, default=2, help="--quant-grid: runs at a time")
     ap.add_argument("--out", default="", help="--quant-grid: also write the table here")
+    ap.add_argument("--compare-fixed", type=float, default=0,
+                    help="--quant-grid: also a fixed step E (P = 8, blocking only)")
     a = ap.parse_args()
     if a.quant_grid:
         if a.quick:

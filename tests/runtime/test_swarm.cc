@@ -86,7 +86,7 @@ double worst_half_steps(const SwarmCodec& c, const std::vector<unsigned char>& m
   double worst = 0;
   for (size_t k = 0, off = 0; off < x.size(); ++k, off += c.block()) {
     if (failed[k]) continue;
-    const double e = c.step(msg.data(), x.size(), k);
+    const double e = c.step(msg.data(), k);
     for (size_t i = off; i < std::min(x.size(), off + c.block()); ++i) {
       const double err = std::fabs(double(out[i]) - double(x[i])) - 1e-7 * std::fabs(double(x[i]));
       worst = std::max(worst, err / (e / 2));
@@ -117,7 +117,7 @@ TEST(SwarmCodec, AdaptiveRoundTripIsExactToHalfAStepForEveryTrueBound) {
             double amax = 0;
             for (size_t i = k * block; i < std::min(n, (k + 1) * block); ++i) amax = std::max(amax, double(std::fabs(p.x[i])));
             const double rule = std::max(2.0 * bound[k] / ((1 << bits) - 4), amax * 0x1p-23);
-            EXPECT_NEAR(c.step(msg.data(), n, k), rule, rule * 1e-6 + 1e-30) << where << ", block " << k;
+            EXPECT_NEAR(c.step(msg.data(), k), rule, rule * 1e-6 + 1e-30) << where << ", block " << k;
           }
         }
 }
