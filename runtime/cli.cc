@@ -157,8 +157,13 @@ int trainer_main(int argc, char** argv) {
   app.add_option("--quantize", c.quantize, "Bits per coordinate of exchanged models: 0 (full precision), 8 or 16")
       ->capture_default_str()->group(g_swarm);
   app.add_option("--quant-step", c.quant_step,
-                 "Lattice step e (default 1e-3 for 8 bits, 1e-5 for 16): decoding is exact to e/2 while the two models "
-                 "differ by less than 2^bits * e / 2; the run reports how often they did not")
+                 "Fixed lattice step e (default 0: adaptive, chosen per block); a block whose "
+                 "models differ by more than 2^bits * e / 2 is sent again at full precision, never decoded wrongly")
+      ->group(g_swarm);
+  app.add_option("--quant-block", c.quant_block, "Coordinates per quantised block (each has its own step and check)")
+      ->capture_default_str()->group(g_swarm);
+  app.add_option("--quant-margin", c.quant_margin,
+                 "Adaptive step: factor on the sender's guess of max |x - b| per block (0: 2 blocking, 4 non-blocking)")
       ->group(g_swarm);
 
   app.add_option("--devices", c.devices, "auto (GPU if usable), cpu or cuda")->capture_default_str()->group(g_eng);

@@ -144,6 +144,164 @@ size_t count_out_of_range(const float* sent, const float* decoded, size_t n, dou
   return bad;
 }
 
+// ------------------------------------------------------------------ messages
+namespace {
+// 64-bit running check of lattice indices; each step is a bijection of the
+// state, so one differing index always changes the 64-bit state.
+inline uint64_t check_step(uint64_t h, int64_t k) {
+  h = (h ^ uint64_t(k)) * 0x9E3779B97F4A7C15ull;
+  return h ^ (h >> 29);
+}
+inline uint32_t check_fold(uint64_t h) { return uint32_t(h ^ (h >> 32)); }
+constexpr uint64_t kCheckSeed = 0x2545F4914F6CDD1Dull;
+}  // namespace
+
+SwarmCodec::SwarmCodec(int bits, double fixed_step, size_t block) : bits_(bits), fixed_(fixed_step), block_(block) {
+  if (bits != 0 && bits != 8 && bits != 16)
+    throw UsageError("--quantize: expected 0 (full precision), 8 or 16 bits, found " + std::to_string(bits));
+  if (!(fixed_step >= 0)) throw UsageError("--quant-step: expected a positive step e (0: adaptive), found " + std::to_string(fixed_step));
+  if (block < 1) throw UsageError("quantisation block: expected at least 1 coordinate");
+  q_ = bits == 0 ? 0 : (1u << bits);
+}
+
+size_t SwarmCodec::message_bytes(size_t n) const {
+  if (bits_ == 0) return n * sizeof(float);
+  return n * size_t(bits_ / 8) + blocks(n) * kHeaderBytes;
+}
+
+float SwarmCodec::step_for(double bound, double max_abs) const {
+  const double e = std::max(2 * bound / (double(q_) - 4), std::max(max_abs * 0x1p-23, 1e-30));
+  float f = float(e);
+  if (double(f) < e) f = std::nextafter(f, INFINITY);
+  return std::isfinite(f) ? f : 0.f;
+}
+
+float SwarmCodec::step(const unsigned char* msg, size_t k) const {
+  float e;
+  std::memcpy(&e, msg + k * (kHeaderBytes + block_ * size_t(bits_ / 8)), sizeof e);
+  return e;
+}
+
+void SwarmCodec::encode(const float* x, size_t n, const float* bound, unsigned char* msg) const {
+  if (bits_ == 0) {
+    std::memcpy(msg, x, n * sizeof(float));
+    return;
+  }
+  const int64_t mask = int64_t(q_) - 1;
+  const size_t width = size_t(bits_ / 8);
+  for (size_t k = 0, off = 0; off < n; ++k, off += block_) {
+    const size_t len = std::min(block_, n - off);
+    unsigned char* head = msg + k * (kHeaderBytes + block_ * width);
+    unsigned char* codes = head + kHeaderBytes;
+    double amax = 0;
+    for (size_t i = 0; i < len; ++i) amax = std::max(amax, double(std::fabs(x[off + i])));
+    float e = 0;
+    if (std::isfinite(amax)) e = fixed_ > 0 ? float(fixed_) : step_for(bound[k], amax);
+    // A fixed step too small for the values would overflow the indices.
+    if (e > 0 && amax / double(e) > 0x1p52) e = 0;
+    uint64_t h = kCheckSeed;
+    if (e > 0) {
+      const double inv = 1.0 / double(e);
+      for (size_t i = 0; i < len; ++i) {
+        const int64_t idx = std::llround(double(x[off + i]) * inv);
+        h = check_step(h, idx);
+        if (width == 1)
+          codes[i] = static_cast<unsigned char>(idx & mask);
+        else {
+          const uint16_t c = static_cast<uint16_t>(idx & mask);
+          std::memcpy(codes + 2 * i, &c, 2);
+        }
+      }
+    } else {
+      std::memset(codes, 0, len * width);
+    }
+    const uint32_t check = check_fold(h);
+    std::memcpy(head, &e, 4);
+    std::memcpy(head + 4, &check, 4);
+  }
+}
+
+size_t SwarmCodec::decode(const unsigned char* msg, const float* b, size_t n, float* out, unsigned char* failed) const {
+  if (bits_ == 0) {
+    std::memcpy(out, msg, n * sizeof(float));
+    return 0;
+  }
+  const size_t width = size_t(bits_ / 8);
+  const double q = double(q_);
+  size_t bad = 0;
+  for (size_t k = 0, off = 0; off < n; ++k, off += block_) {
+    const size_t len = std::min(block_, n - off);
+    const unsigned char* head = msg + k * (kHeaderBytes + block_ * width);
+    const unsigned char* codes = head + kHeaderBytes;
+    float e;
+    uint32_t check;
+    std::memcpy(&e, head, 4);
+    std::memcpy(&check, head + 4, 4);
+    bool ok = e > 0 && std::isfinite(e);
+    if (ok) {
+      const double ed = double(e), inv = 1.0 / ed;
+      uint64_t h = kCheckSeed;
+      for (size_t i = 0; i < len && ok; ++i) {
+        double c;
+        if (width == 1) {
+          c = double(codes[i]);
+        } else {
+          uint16_t c16;
+          std::memcpy(&c16, codes + 2 * i, 2);
+          c = double(c16);
+        }
+        const double idx = c + q * std::nearbyint((double(b[off + i]) * inv - c) / q);
+        ok = std::fabs(idx) < 0x1p52;  // also false for a non-finite b
+        const int64_t ii = ok ? int64_t(idx) : 0;
+        h = check_step(h, ii);
+        out[off + i] = float(ed * double(ii));
+      }
+      ok = ok && check_fold(h) == check;
+    }
+    failed[k] = ok ? 0 : 1;
+    bad += !ok;
+  }
+  return bad;
+}
+
+TransferCount transfer(const SwarmCodec& c, const float* x, const float* b, size_t n, const float* bound, float* out,
+                       float* dist, TransferScratch* s) {
+  TransferCount t;
+  const size_t bytes = c.message_bytes(n);
+  if (s->msg.size() < bytes) s->msg.resize(bytes);
+  const size_t nb = c.blocks(n);
+  if (s->failed.size() < nb) s->failed.resize(nb);
+  c.encode(x, n, bound, s->msg.data());
+  const size_t bad = c.decode(s->msg.data(), b, n, out, s->failed.data());
+  t.sender_bytes = int64_t(bytes);
+  t.blocks = int64_t(nb);
+  if (bad > 0) {
+    t.receiver_bytes = int64_t(c.nack_bytes(n));
+    t.fallback_blocks = int64_t(bad);
+    t.fallback_bytes = t.receiver_bytes;
+  }
+  const size_t B = c.block();
+  for (size_t k = 0, off = 0; off < n && nb > 0; ++k, off += B) {
+    const size_t len = std::min(B, n - off);
+    double half = 0;
+    if (s->failed[k]) {
+      std::memcpy(out + off, x + off, len * sizeof(float));
+      t.sender_bytes += int64_t(len * sizeof(float));
+      t.fallback_bytes += int64_t(len * sizeof(float));
+    } else {
+      const double e = c.step(s->msg.data(), k);
+      t.out_of_range += int64_t(count_out_of_range(x + off, out + off, len, e));
+      half = e / 2;
+    }
+    if (dist) {
+      double d = 0;
+      for (size_t i = 0; i < len; ++i) d = std::max(d, std::fabs(double(out[off + i]) - double(b[off + i])));
+      dist[k] = float(d + half);
+    }
+  }
+  return t;
+}
+
 int64_t SwarmStats::bytes_total() const {
   int64_t s = 0;
   for (int64_t b : bytes_sent) s += b;
@@ -152,9 +310,11 @@ int64_t SwarmStats::bytes_total() const {
 
 // ------------------------------------------------------------------ engine
 struct SwarmEngine::Node {
-  std::mutex mu;  // real clock: guards x, pub and the interaction scratch (tmp_a, tmp_b, msg)
+  std::mutex mu;  // real clock: guards x, pub, dist and the interaction scratch (tmp_a, tmp_b, bound, d_*, io)
   Buffer<float> x, pub, grad, work, tmp_a, tmp_b;
-  std::vector<unsigned char> msg;
+  // Adaptive step: the last max |x - partner| per block this node learnt, and scratch.
+  std::vector<float> dist, bound, d_in, d_out;
+  TransferScratch io;
   std::vector<int32_t> idx;
   Rng rng;
   int steps_left = 0;
@@ -166,11 +326,15 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> wo
     : cfg_(cfg),
       n_(n),
       graph_(GossipGraph::make(cfg.graph, nodes, cfg.degree, cfg.seed)),
-      q_(cfg.bits, cfg.quant_step),
+      codec_(cfg.bits, cfg.quant_step, cfg.quant_block),
+      blocks_(codec_.blocks(n)),
+      // Non-blocking: the partner guesses for a stale copy and a receiver it has not seen.
+      margin_(cfg.quant_margin > 0 ? cfg.quant_margin : (cfg.blocking ? 2 : 4)),
       workers_(std::move(workers)),
       samplers_(samplers),
       straggler_(straggler) {
   if (!(cfg.local_steps >= 1)) throw UsageError("--local-steps: expected at least 1, found " + std::to_string(cfg.local_steps));
+  if (!(margin_ >= 1)) throw UsageError("--quant-margin: expected at least 1, found " + std::to_string(margin_));
   stats_.bytes_sent.assign(size_t(nodes), 0);
   for (int i = 0; i < nodes; ++i) {
     auto nd = std::make_unique<Node>();
@@ -179,7 +343,9 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> wo
     }
     std::memcpy(nd->x.data(), init, n * sizeof(float));
     std::memcpy(nd->pub.data(), init, n * sizeof(float));
-    nd->msg.resize(q_.message_bytes(n));
+    for (auto* v : {&nd->dist, &nd->bound, &nd->d_in, &nd->d_out}) v->assign(blocks_, 0.f);
+    nd->io.msg.resize(codec_.message_bytes(n));
+    nd->io.failed.resize(blocks_);
     nd->rng.reseed(cfg.seed, 0x5a12 + uint64_t(i));
     nodes_.push_back(std::move(nd));
   }
@@ -198,34 +364,62 @@ int SwarmEngine::draw_steps(int i) {
   return k;
 }
 
-// Q(sender) as decoded by a receiver whose model is receiver_model. msg is
-// the scratch of the node running the interaction (its lock is held): another
-// initiator may be encoding the same sender's model at the same time.
-void SwarmEngine::exchange_into(const float* sender, const float* receiver_model, float* out, int sender_id,
-                                unsigned char* msg) {
-  q_.encode(sender, n_, msg);
-  q_.decode(msg, receiver_model, n_, out);
-  const size_t bad = q_.bits() == 0 ? 0 : count_out_of_range(sender, out, n_, q_.step());
-  std::lock_guard<std::mutex> lk(stats_mu_);
-  stats_.bytes_sent[size_t(sender_id)] += int64_t(q_.message_bytes(n_));
-  stats_.coordinates_sent += int64_t(n_);
-  stats_.out_of_range += int64_t(bad);
+// The sender's guess at max |x - b| per block when it cannot know b (our
+// rule): the distance it last learnt to a partner, plus twice its own drift
+// since that exchange (the partner drifted too), times the margin. A guess
+// that falls short costs that block a NACK and a full-precision resend, never
+// a wrong decode. The caller holds the sender's lock.
+void SwarmEngine::estimate_bound(const Node& s, float* bound) const {
+  const float* x = s.x.data();
+  const float* p = s.pub.data();
+  const size_t B = codec_.block();
+  for (size_t k = 0, off = 0; k < blocks_; ++k, off += B) {
+    const size_t end = std::min(n_, off + B);
+    float drift = 0;
+    for (size_t i = off; i < end; ++i) drift = std::max(drift, std::fabs(x[i] - p[i]));
+    bound[k] = float(margin_ * (double(s.dist[k]) + 2.0 * double(drift)));
+  }
 }
 
+void SwarmEngine::account(const TransferCount& t, int sender, int receiver) {
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  stats_.bytes_sent[size_t(sender)] += t.sender_bytes;
+  stats_.bytes_sent[size_t(receiver)] += t.receiver_bytes;
+  stats_.coordinates_sent += int64_t(n_);
+  stats_.out_of_range += t.out_of_range;
+  stats_.blocks_sent += t.blocks;
+  stats_.fallback_blocks += t.fallback_blocks;
+  stats_.fallback_bytes += t.fallback_bytes;
+}
+
+// Scratch lives in the initiator's node (its lock is held): another initiator
+// may be encoding the same partner's model at the same time.
 void SwarmEngine::interact(int i, double) {
   ADASYNC_RANGE("swarm/interact");
   Node& a = *nodes_[size_t(i)];
   const auto& nb = graph_.neighbours(i);
   const int j = nb[a.rng.below(nb.size())];
   Node& b = *nodes_[size_t(j)];
+  const bool adaptive = codec_.adaptive();
   if (cfg_.blocking) {
     // Both models change: lock in index order (as average() does).
     std::unique_lock<std::mutex> l1(nodes_[size_t(std::min(i, j))]->mu, std::defer_lock);
     std::unique_lock<std::mutex> l2(nodes_[size_t(std::max(i, j))]->mu, std::defer_lock);
     l1.lock();
     l2.lock();
-    exchange_into(b.x.data(), a.x.data(), a.tmp_b.data(), j, a.msg.data());  // Q(x_j) at i
-    exchange_into(a.x.data(), b.x.data(), a.tmp_a.data(), i, a.msg.data());  // Q(x_i) at j
+    // i speaks first with its guess; j, having decoded x_i, knows a true
+    // bound on max |x_i - x_j| per block and replies with it (never fails).
+    if (adaptive) estimate_bound(a, a.bound.data());
+    const TransferCount t1 = transfer(codec_, a.x.data(), b.x.data(), n_, a.bound.data(), a.tmp_a.data(),
+                                      a.d_in.data(), &a.io);  // Q(x_i) at j
+    const TransferCount t2 = transfer(codec_, b.x.data(), a.x.data(), n_, a.d_in.data(), a.tmp_b.data(),
+                                      a.d_out.data(), &a.io);  // Q(x_j) at i
+    account(t1, i, j);
+    account(t2, j, i);
+    if (adaptive) {
+      b.dist = a.d_in;
+      a.dist = a.d_out;
+    }
     float* xa = a.x.data();
     float* xb = b.x.data();
     const float* qa = a.tmp_a.data();
@@ -238,13 +432,18 @@ void SwarmEngine::interact(int i, double) {
     std::memcpy(a.pub.data(), xa, n_ * sizeof(float));
     std::memcpy(b.pub.data(), xb, n_ * sizeof(float));
   } else {
-    // Non-blocking: the partner's last published copy, the partner untouched.
+    // Non-blocking: the partner's last published copy, the partner untouched;
+    // the partner guesses the bound, as it cannot know x_i.
     {
       std::lock_guard<std::mutex> lk(b.mu);
       std::memcpy(a.tmp_a.data(), b.pub.data(), n_ * sizeof(float));
+      if (adaptive) estimate_bound(b, a.bound.data());
     }
     std::lock_guard<std::mutex> lk(a.mu);
-    exchange_into(a.tmp_a.data(), a.x.data(), a.tmp_b.data(), j, a.msg.data());
+    const TransferCount t = transfer(codec_, a.tmp_a.data(), a.x.data(), n_, a.bound.data(), a.tmp_b.data(),
+                                     a.d_in.data(), &a.io);
+    account(t, j, i);
+    if (adaptive) a.dist = a.d_in;
     float* x = a.x.data();
     float* s = a.pub.data();
     const float* q = a.tmp_b.data();

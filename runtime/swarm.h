@@ -12,9 +12,13 @@
 // Q is lattice quantisation relative to the receiver's model: the sender
 // encodes c = round(x / e) mod q, the receiver with model b decodes
 // e c + q e round((b - e c) / (q e)); exact to e/2 per coordinate while
-// |x - b| < q e / 2. Messages travel through host buffers, so workers on any
-// device exchange the same way. The engine counts the bytes every node sends
-// and how many decoded coordinates left the safe range.
+// |x - b| < q e / 2. Messages go in blocks with their own step e and a check
+// of the lattice indices (SwarmCodec, our rule): a block the receiver cannot
+// decode is sent again at full precision, so nothing is decoded wrongly.
+// Messages travel through host buffers, so workers on any device exchange the
+// same way. The engine counts every byte each node sends (headers, NACKs and
+// blocks sent again included) and how many decoded coordinates still left
+// the safe range (zero unless a 32-bit check collides).
 #pragma once
 
 #include <cstdint>
@@ -48,6 +52,7 @@ class GossipGraph {
 };
 
 // ------------------------------------------------------------------ quantizer
+// The element-wise lattice quantizer with one step e.
 class LatticeQuantizer {
  public:
   // bits: 0 (full precision, no quantisation), 8 or 16; step: e.
@@ -73,6 +78,66 @@ class LatticeQuantizer {
 // e/2 (the safe range was left): what the engine reports.
 size_t count_out_of_range(const float* sent, const float* decoded, size_t n, double step);
 
+// ------------------------------------------------------------------ messages
+// One direction of an exchange, in blocks of `block` coordinates (our rule).
+// A quantised message holds, per block: the step e (float, 4 bytes), a 32-bit
+// check of the lattice indices round(x / e), and the codes (bits / 8 bytes
+// each). The receiver decodes each block relative to its own model and
+// recomputes the check; a block whose check differs (some |x - b| left the
+// safe range) is named in a NACK (one bit per block) and sent again at full
+// precision. Adaptive step (fixed_step 0): e = 2 bound / (q - 4) for the
+// sender's bound on max |x - b| in the block, so a true bound never leaves the
+// safe range, floored at max|x| 2^-23 (indices stay below 2^23 and float
+// rounding stays far inside the range). e = 0 in a header means "cannot be
+// quantised" (a non-finite value): the block goes at full precision.
+// bits 0: the message is the n floats.
+class SwarmCodec {
+ public:
+  SwarmCodec(int bits, double fixed_step, size_t block);
+  int bits() const { return bits_; }
+  bool adaptive() const { return bits_ != 0 && fixed_ == 0; }
+  double fixed_step() const { return fixed_; }
+  size_t block() const { return block_; }
+  size_t blocks(size_t n) const { return bits_ == 0 ? 0 : (n + block_ - 1) / block_; }
+  static constexpr size_t kHeaderBytes = 8;  // step + check
+  size_t message_bytes(size_t n) const;
+  size_t nack_bytes(size_t n) const { return (blocks(n) + 7) / 8; }
+  // The adaptive step for a bound on max |x - b| and the block's max |x|.
+  float step_for(double bound, double max_abs) const;
+  // bound[k]: the sender's bound on max |x - b| in block k (adaptive only).
+  void encode(const float* x, size_t n, const float* bound, unsigned char* msg) const;
+  // Decodes relative to b into out; failed[k] = 1 where block k's check (or
+  // step) says it cannot be decoded (out undefined there). Returns how many.
+  size_t decode(const unsigned char* msg, const float* b, size_t n, float* out, unsigned char* failed) const;
+  // The step of block k in an encoded message.
+  float step(const unsigned char* msg, size_t k) const;
+
+ private:
+  int bits_;
+  double fixed_;
+  size_t block_;
+  uint32_t q_;
+};
+
+struct TransferCount {
+  int64_t sender_bytes = 0, receiver_bytes = 0;  // message and blocks sent again; NACK
+  int64_t blocks = 0, fallback_blocks = 0, fallback_bytes = 0, out_of_range = 0;
+};
+
+// Scratch for transfer(), sized on first use.
+struct TransferScratch {
+  std::vector<unsigned char> msg, failed;
+};
+
+// One direction of an exchange, the whole protocol: encode x (bound as in
+// SwarmCodec::encode), decode at a receiver holding b into out, NACK and send
+// again the blocks that failed. dist (blocks(n) floats, may be null): the
+// receiver's bound on max |x - b| per block afterwards (max |out - b| + e/2,
+// exact where sent again). out_of_range compares out with x (an oracle only
+// a simulation has).
+TransferCount transfer(const SwarmCodec& c, const float* x, const float* b, size_t n, const float* bound, float* out,
+                       float* dist, TransferScratch* s);
+
 // ------------------------------------------------------------------ engine
 struct SwarmConfig {
   std::string graph = "complete";
@@ -81,7 +146,9 @@ struct SwarmConfig {
   bool geometric = false;     // H geometric with mean H instead of fixed
   bool blocking = true;
   int bits = 0;               // 0: full precision
-  double quant_step = 1e-4;   // e
+  double quant_step = 0;      // fixed e; 0: adaptive per block
+  size_t quant_block = 1024;  // coordinates per block
+  double quant_margin = 0;    // adaptive: the sender's guess at max |x - b| times this (0: 2 blocking, 4 non-blocking)
   float lr = 0.05f;
   uint64_t seed = 1;
 };
@@ -90,6 +157,8 @@ struct SwarmStats {
   int64_t local_steps = 0, interactions = 0;
   int64_t out_of_range = 0;       // decoded coordinates off by more than e/2
   int64_t coordinates_sent = 0;
+  int64_t blocks_sent = 0, fallback_blocks = 0;  // quantised blocks; those sent again at full precision
+  int64_t fallback_bytes = 0;                     // NACKs and blocks sent again (in bytes_sent too)
   std::vector<int64_t> bytes_sent;  // per node
   int64_t bytes_total() const;
 };
@@ -120,18 +189,21 @@ class SwarmEngine {
   void average(float* out, double* consensus);
   SwarmStats stats();
   const GossipGraph& graph() const { return graph_; }
-  const LatticeQuantizer& quantizer() const { return q_; }
+  const SwarmCodec& codec() const { return codec_; }
 
  private:
   struct Node;
   int draw_steps(int i);
   void interact(int i, double now);
-  void exchange_into(const float* sender, const float* receiver_model, float* out, int sender_id, unsigned char* msg);
+  void estimate_bound(const Node& sender, float* bound) const;
+  void account(const TransferCount& t, int sender, int receiver);
 
   SwarmConfig cfg_;
   size_t n_;
   GossipGraph graph_;
-  LatticeQuantizer q_;
+  SwarmCodec codec_;
+  size_t blocks_;
+  double margin_;
   std::vector<GradientWorker*> workers_;
   std::vector<Sampler>* samplers_;
   Straggler* straggler_;

@@ -48,7 +48,10 @@ void validate(const TrainConfig& c) {
       bad("--swarm-mode", "blocking or nonblocking", "'" + c.swarm_mode + "'");
     if (c.quantize != 0 && c.quantize != 8 && c.quantize != 16)
       bad("--quantize", "0 (full precision), 8 or 16 bits", std::to_string(c.quantize));
-    if (c.quant_step < 0) bad("--quant-step", "a positive step (0: automatic)", std::to_string(c.quant_step));
+    if (c.quant_step < 0) bad("--quant-step", "a positive step (0: adaptive)", std::to_string(c.quant_step));
+    if (c.quant_block < 1) bad("--quant-block", "at least 1 coordinate", std::to_string(c.quant_block));
+    if (c.quant_margin != 0 && !(c.quant_margin >= 1))
+      bad("--quant-margin", "at least 1 (0: automatic)", std::to_string(c.quant_margin));
     if (c.opt.name != "sgd" && c.opt.name != "momentum")
       throw UsageError("--optimizer " + c.opt.name + ": SwarmSGD nodes take plain SGD local steps");
     if (c.schedule != "fixed" || c.lr_rule != "const" || c.max_staleness >= 0 || !c.trace.empty() || c.aggregate == "device")
@@ -1157,7 +1160,9 @@ RunSummary Trainer::run_swarm() {
   sc.geometric = cfg_.local_steps_dist == "geometric";
   sc.blocking = cfg_.swarm_mode == "blocking";
   sc.bits = cfg_.quantize;
-  sc.quant_step = cfg_.quant_step > 0 ? cfg_.quant_step : (cfg_.quantize == 16 ? 1e-5 : 1e-3);
+  sc.quant_step = cfg_.quant_step;  // 0: adaptive per block
+  sc.quant_block = size_t(cfg_.quant_block);
+  sc.quant_margin = cfg_.quant_margin;  // 0: the engine's choice per mode
   sc.lr = float(cfg_.lr);
   sc.seed = cfg_.seed;
   std::vector<GradientWorker*> ws;
@@ -1173,13 +1178,20 @@ RunSummary Trainer::run_swarm() {
   }
   SwarmEngine eng(sc, ws, &samplers_, straggler, ps_->latest()->data, ps_->size(), P);
   if (cfg_.progress != "none") {
+    std::string q = "full precision";
+    if (cfg_.quantize != 0) {
+      q = std::to_string(cfg_.quantize) + "-bit lattice quantisation in blocks of " + std::to_string(sc.quant_block) + ", ";
+      if (eng.codec().adaptive()) {
+        q += "adaptive step";
+      } else {
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "e = %g (safe radius %g)", sc.quant_step,
+                      LatticeQuantizer(cfg_.quantize, sc.quant_step).safe_radius());
+        q += buf;
+      }
+    }
     std::printf("swarm: %s, H = %g (%s), %s averaging, %s\n", eng.graph().describe().c_str(), cfg_.local_steps,
-                cfg_.local_steps_dist.c_str(), cfg_.swarm_mode.c_str(),
-                cfg_.quantize == 0 ? "full precision"
-                                   : (std::to_string(cfg_.quantize) + "-bit lattice quantisation, e = " +
-                                      std::to_string(sc.quant_step) + ", safe radius " +
-                                      std::to_string(eng.quantizer().safe_radius()))
-                                         .c_str());
+                cfg_.local_steps_dist.c_str(), cfg_.swarm_mode.c_str(), q.c_str());
     std::fflush(stdout);
   }
   std::vector<float> avg(ps_->size());
@@ -1196,7 +1208,10 @@ RunSummary Trainer::run_swarm() {
                           {"interactions", st.interactions},
                           {"out_of_range", st.out_of_range},
                           {"out_of_range_fraction",
-                           st.coordinates_sent ? double(st.out_of_range) / double(st.coordinates_sent) : 0.0}};
+                           st.coordinates_sent ? double(st.out_of_range) / double(st.coordinates_sent) : 0.0},
+                          {"fallback_blocks", st.fallback_blocks},
+                          {"fallback_fraction", st.blocks_sent ? double(st.fallback_blocks) / double(st.blocks_sent) : 0.0},
+                          {"fallback_bytes", st.fallback_bytes}};
   };
   auto evaluate_now = [&](double now, bool final) {
     std::lock_guard<std::mutex> ek(eval_mu);
@@ -1281,12 +1296,15 @@ RunSummary Trainer::run_swarm() {
   sum.bytes_sent = st.bytes_total();
   for (int64_t b : st.bytes_sent) sum.bytes_per_worker_max = std::max(sum.bytes_per_worker_max, b);
   sum.out_of_range = st.out_of_range;
+  sum.fallback_blocks = st.fallback_blocks;
+  sum.fallback_bytes = st.fallback_bytes;
   sum.interactions = st.interactions;
   sum.consensus = consensus;
   if (cfg_.progress != "none")
-    std::printf("swarm: %lld interactions, %.1f MB sent per worker (mean), consensus distance %.3g, %lld decoded "
-                "values outside the safe range\n",
+    std::printf("swarm: %lld interactions, %.1f MB sent per worker (mean), consensus distance %.3g, %lld of %lld "
+                "blocks sent again at full precision, %lld decoded values outside the safe range\n",
                 static_cast<long long>(st.interactions), double(st.bytes_total()) / P / 1e6, consensus,
+                static_cast<long long>(st.fallback_blocks), static_cast<long long>(st.blocks_sent),
                 static_cast<long long>(st.out_of_range));
   return sum;
 }

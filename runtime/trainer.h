@@ -83,7 +83,9 @@ struct TrainConfig {
   std::string local_steps_dist = "fixed";  // fixed | geometric
   std::string swarm_mode = "blocking";     // blocking | nonblocking
   int quantize = 0;                // bits: 0 (full precision), 8, 16
-  double quant_step = 0;           // lattice step e (0: 1e-3 for 8 bits, 1e-5 for 16)
+  double quant_step = 0;           // fixed lattice step e (0: adaptive per block)
+  int quant_block = 1024;          // coordinates per quantised block (own step, check, fallback)
+  double quant_margin = 0;         // adaptive: margin on the sender's guess (0: 2 blocking, 4 non-blocking)
   std::string devices = "auto";  // auto | cpu | cuda
   // Where a sync update runs: host (the parameter server), device (all-reduce
   // and update on the GPUs, sync with one worker per GPU only) or auto.
@@ -134,6 +136,7 @@ struct RunSummary {
   int64_t watchdog_alarms = 0;
   // SwarmSGD
   int64_t bytes_sent = 0, bytes_per_worker_max = 0, out_of_range = 0, interactions = 0;
+  int64_t fallback_blocks = 0, fallback_bytes = 0;  // SwarmSGD: blocks sent again at full precision, with their NACKs
   double consensus = 0;
 };
 

@@ -376,6 +376,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadFlag{{"--devices", "tpu"}, "--devices"}, BadFlag{{"--resume"}, "--checkpoint-dir"},
         BadFlag{{"--inject", "boom@1:1"}, "--inject"}, BadFlag{{"--on-nonfinite", "ignore"}, "--on-nonfinite"},
         BadFlag{{"--variant", "swarm", "--workers", "4", "--graph", "torus", "--quantize", "4"}, "--quantize"},
+        BadFlag{{"--variant", "swarm", "--workers", "4", "--quantize", "8", "--quant-block", "0"}, "--quant-block"},
+        BadFlag{{"--variant", "swarm", "--workers", "4", "--quantize", "8", "--quant-margin", "0.5"}, "--quant-margin"},
         BadFlag{{"--graph", "ring"}, "--variant swarm"}, BadFlag{{"--no-such-flag"}, "no-such-flag"},
         BadFlag{{"--eval-every", "soon"}, "--eval-every"}, BadFlag{{"--target-accuracy", "88"}, "--target-accuracy"}));
 

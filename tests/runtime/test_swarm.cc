@@ -61,6 +61,140 @@ TEST(Quantizer, FullPrecisionIsTheIdentityAtFourBytesAValue) {
   EXPECT_THROW(LatticeQuantizer(4, 1e-3), UsageError);
 }
 
+// Receiver models b = x + d with heavy-tailed d (Cauchy, scaled), and the
+// per-block max |x - b| a sender that knew b would bound it by.
+struct Pair {
+  std::vector<float> x, b, true_bound;
+};
+Pair heavy_tailed_pair(size_t n, size_t block, double scale, uint64_t seed) {
+  Pair p;
+  p.x = test::random_vector<float>(n, seed, -2, 2);
+  const auto u = test::random_vector<double>(n, seed + 100, 0.001, 0.999);
+  p.b.resize(n);
+  for (size_t i = 0; i < n; ++i) p.b[i] = p.x[i] + float(scale * std::tan(M_PI * (u[i] - 0.5)));
+  for (size_t off = 0; off < n; off += block) {
+    double m = 0;
+    for (size_t i = off; i < std::min(n, off + block); ++i) m = std::max(m, std::fabs(double(p.x[i]) - double(p.b[i])));
+    p.true_bound.push_back(float(m));
+  }
+  return p;
+}
+
+// The largest |out - x| / (e/2) over the decoded blocks (1 is exact to e/2).
+double worst_half_steps(const SwarmCodec& c, const std::vector<unsigned char>& msg, const std::vector<float>& x,
+                        const std::vector<float>& out, const std::vector<unsigned char>& failed) {
+  double worst = 0;
+  for (size_t k = 0, off = 0; off < x.size(); ++k, off += c.block()) {
+    if (failed[k]) continue;
+    const double e = c.step(msg.data(), k);
+    for (size_t i = off; i < std::min(x.size(), off + c.block()); ++i) {
+      const double err = std::fabs(double(out[i]) - double(x[i])) - 1e-7 * std::fabs(double(x[i]));
+      worst = std::max(worst, err / (e / 2));
+    }
+  }
+  return worst;
+}
+
+TEST(SwarmCodec, AdaptiveRoundTripIsExactToHalfAStepForEveryTrueBound) {
+  for (int bits : {8, 16})
+    for (size_t block : {size_t(1), size_t(7), size_t(256), size_t(1024)})
+      for (double scale : {1e-6, 1e-2, 3.0})      // Cauchy differences: some far beyond the scale
+        for (double slack : {1.0, 1.5, 40.0}) {  // a tight, a loose and a very loose bound
+          SwarmCodec c(bits, 0, block);
+          const size_t n = 5000;
+          Pair p = heavy_tailed_pair(n, block, scale, uint64_t(bits + block));
+          std::vector<float> bound(p.true_bound);
+          for (float& v : bound) v *= float(slack);
+          std::vector<unsigned char> msg(c.message_bytes(n)), failed(c.blocks(n), 9);
+          std::vector<float> out(n, NAN);
+          c.encode(p.x.data(), n, bound.data(), msg.data());
+          const std::string where = std::to_string(bits) + " bits, block " + std::to_string(block) + ", scale " +
+                                    std::to_string(scale) + ", slack " + std::to_string(slack);
+          EXPECT_EQ(c.decode(msg.data(), p.b.data(), n, out.data(), failed.data()), 0u) << where;
+          EXPECT_LE(worst_half_steps(c, msg, p.x, out, failed), 1.0) << where;
+          // Each block's step is the rule's, not merely a safe one: 2 bound / (q - 4), or the floor.
+          for (size_t k = 0; k < c.blocks(n); ++k) {
+            double amax = 0;
+            for (size_t i = k * block; i < std::min(n, (k + 1) * block); ++i) amax = std::max(amax, double(std::fabs(p.x[i])));
+            const double rule = std::max(2.0 * bound[k] / ((1 << bits) - 4), amax * 0x1p-23);
+            EXPECT_NEAR(c.step(msg.data(), k), rule, rule * 1e-6 + 1e-30) << where << ", block " << k;
+          }
+        }
+}
+
+TEST(SwarmCodec, BlocksBeyondTheSafeRangeAreSentAgainAtFullPrecision) {
+  for (int bits : {8, 16})
+    for (double fixed : {0.0, bits == 8 ? 1e-4 : 1e-6}) {  // safe radius 0.0128 or 0.0328
+      SwarmCodec c(bits, fixed, 256);
+      const size_t n = 4000;  // 16 blocks, the last one short
+      Pair p = heavy_tailed_pair(n, 256, 1e-2, 7);
+      // A sender guessing a tenth of the truth (or a fixed step): some blocks cannot decode.
+      std::vector<float> bound(p.true_bound);
+      for (float& v : bound) v *= 0.1f;
+      std::vector<float> out(n, NAN), dist(c.blocks(n), -1);
+      TransferScratch scratch;
+      const TransferCount t = transfer(c, p.x.data(), p.b.data(), n, bound.data(), out.data(), dist.data(), &scratch);
+      const std::string where = std::to_string(bits) + " bits, fixed " + std::to_string(fixed);
+      EXPECT_GT(t.fallback_blocks, 0) << where;
+      EXPECT_EQ(t.out_of_range, 0) << where;
+      EXPECT_EQ(t.blocks, 16);
+      // Every block either decodes to within e/2 or is the sender's, bit for bit.
+      int64_t resent = 0, resent_coords = 0;
+      for (size_t k = 0; k < 16; ++k) {
+        const size_t off = k * 256, len = std::min<size_t>(256, n - off);
+        if (scratch.failed[k]) {
+          ++resent, resent_coords += int64_t(len);
+          for (size_t i = off; i < off + len; ++i) ASSERT_EQ(out[i], p.x[i]) << where;
+          EXPECT_FLOAT_EQ(dist[k], p.true_bound[k]) << where;  // exact where sent again
+        } else {
+          EXPECT_GE(dist[k], p.true_bound[k]) << where;  // the receiver's bound is a bound
+        }
+      }
+      EXPECT_EQ(t.fallback_blocks, resent);
+      EXPECT_LE(worst_half_steps(c, scratch.msg, p.x, out, scratch.failed), 1.0) << where;
+      // Bytes: the message, the NACK (one bit per block: 2 bytes) and the blocks again in floats.
+      const int64_t message = int64_t(n) * (bits / 8) + 16 * 8;
+      EXPECT_EQ(int64_t(c.message_bytes(n)), message);
+      EXPECT_EQ(t.sender_bytes, message + 4 * resent_coords) << where;
+      EXPECT_EQ(t.receiver_bytes, 2) << where;
+      EXPECT_EQ(t.fallback_bytes, 2 + 4 * resent_coords) << where;
+      // The same data with the raw quantizer and a fixed step decodes some values wrongly.
+      if (fixed > 0) {
+        LatticeQuantizer raw(bits, fixed);
+        std::vector<unsigned char> m(raw.message_bytes(n));
+        std::vector<float> o(n);
+        raw.encode(p.x.data(), n, m.data());
+        raw.decode(m.data(), p.b.data(), n, o.data());
+        EXPECT_GT(count_out_of_range(p.x.data(), o.data(), n, fixed), 0u);
+      }
+    }
+}
+
+TEST(SwarmCodec, NonFiniteValuesAndByteCounts) {
+  SwarmCodec c8(8, 0, 1024), c16(16, 0, 1024), fp(0, 0, 1024);
+  EXPECT_EQ(c8.message_bytes(1), 1u + 8);
+  EXPECT_EQ(c8.message_bytes(1024), 1024u + 8);
+  EXPECT_EQ(c8.message_bytes(1025), 1025u + 16);
+  EXPECT_EQ(c16.message_bytes(1025), 2050u + 16);
+  EXPECT_EQ(fp.message_bytes(1025), 4100u);
+  EXPECT_EQ(c8.nack_bytes(1025), 1u);
+  EXPECT_EQ(c8.nack_bytes(9 * 1024), 2u);
+  EXPECT_THROW(SwarmCodec(8, -1, 1024), UsageError);
+  EXPECT_THROW(SwarmCodec(4, 0, 1024), UsageError);
+  // A NaN cannot be quantised: its block goes at full precision, the others not.
+  const size_t n = 3000;
+  auto x = test::random_vector<float>(n, 5);
+  x[1500] = NAN;
+  const std::vector<float> bound(c8.blocks(n), 0.f);
+  std::vector<float> out(n);
+  TransferScratch s;
+  const TransferCount t = transfer(c8, x.data(), x.data(), n, bound.data(), out.data(), nullptr, &s);
+  EXPECT_EQ(t.fallback_blocks, 1);
+  EXPECT_EQ(s.failed[1], 1);
+  EXPECT_TRUE(std::isnan(out[1500]));
+  EXPECT_EQ(t.out_of_range, 0);
+}
+
 TEST(GossipGraphs, ShapesAndDegrees) {
   auto c = GossipGraph::make("complete", 6, 0, 1);
   for (int i = 0; i < 6; ++i) EXPECT_EQ(c.neighbours(i).size(), 5u);
@@ -186,10 +320,91 @@ TEST(Gossip, BytesAreCountedExactly) {
       StopAfter stop(50);
       rig.eng->run_virtual(stop);
       const SwarmStats s = rig.eng->stats();
-      const int64_t per_message = int64_t(n) * (bits == 0 ? 4 : bits / 8);
+      // 333 coordinates: one block, with its 8-byte header (step and check).
+      const int64_t per_message = bits == 0 ? 4 * int64_t(n) : int64_t(n) * (bits / 8) + 8;
+      EXPECT_EQ(s.fallback_bytes, 0);  // identical models: nothing is sent again
       EXPECT_EQ(s.bytes_total(), s.interactions * per_message * (blocking ? 2 : 1)) << bits << " bits";
       EXPECT_GT(s.interactions, 0);
     }
+}
+
+TEST(Gossip, TwoNodesFarApartAverageCorrectlyWithAnyStep) {
+  // Models 10 apart: 78 times the 8-bit safe radius of a fixed step 1e-3.
+  for (bool blocking : {true, false})
+    for (double fixed : {0.0, 1e-3}) {
+      SwarmConfig cfg;
+      cfg.graph = "ring";
+      cfg.blocking = blocking;
+      cfg.bits = 8;
+      cfg.quant_step = fixed;
+      cfg.local_steps = 1;
+      cfg.lr = 0;
+      const size_t n = 3000;
+      GossipRig rig(cfg, 2, n, true);
+      const auto x0 = test::random_vector<float>(n, 30, -1, 1);
+      auto x1 = test::random_vector<float>(n, 31, -1, 1);
+      for (float& v : x1) v += 10;
+      rig.eng->set_model(0, x0.data());
+      rig.eng->set_model(1, x1.data());
+      StopAfter stop(2);  // one interaction
+      rig.eng->run_virtual(stop);
+      const SwarmStats s = rig.eng->stats();
+      ASSERT_EQ(s.interactions, 1);
+      EXPECT_EQ(s.out_of_range, 0);
+      // Nothing told the first sender how far apart the models are: its 3
+      // blocks are sent again. An adaptive reply uses the distance it learnt
+      // and decodes; a fixed one cannot and is sent again too.
+      const int64_t resent_messages = blocking && fixed > 0 ? 2 : 1;
+      EXPECT_EQ(s.fallback_blocks, 3 * resent_messages);
+      const int64_t message = int64_t(n) + 3 * 8;
+      EXPECT_EQ(s.bytes_total(), message * (blocking ? 2 : 1) + resent_messages * (1 + 4 * int64_t(n)));
+      EXPECT_EQ(s.fallback_bytes, resent_messages * (1 + 4 * int64_t(n)));
+      // Blocking: both hold the average, up to half the reply's step (its
+      // bound is at most 12). Non-blocking: the initiator holds it alone.
+      std::vector<float> avg(n);
+      double consensus = 0;
+      rig.eng->average(avg.data(), &consensus);
+      const double half_step = fixed > 0 ? fixed / 2 : 12.0 / 252;
+      if (blocking) {
+        for (size_t k = 0; k < n; ++k) ASSERT_NEAR(avg[k], 0.5 * (x0[k] + x1[k]), half_step / 2) << k;
+        EXPECT_LT(consensus, double(n) * half_step * half_step);
+      } else {
+        // The initiator's model and the other's, averaged: (3 x_a + x_b) / 4 for one of the two.
+        double err0 = 0, err1 = 0;
+        for (size_t k = 0; k < n; ++k) {
+          err0 = std::max(err0, std::fabs(avg[k] - 0.25 * (3 * x0[k] + x1[k])));
+          err1 = std::max(err1, std::fabs(avg[k] - 0.25 * (x0[k] + 3 * x1[k])));
+        }
+        EXPECT_LE(std::min(err0, err1), half_step / 4 + 1e-5);
+      }
+    }
+}
+
+TEST(Gossip, AdaptiveStepReachesConsensusAtTheMinimumWithFewResends) {
+  for (bool blocking : {true, false}) {
+    SwarmConfig cfg;
+    cfg.graph = "torus";
+    cfg.blocking = blocking;
+    cfg.local_steps = 3;
+    cfg.bits = 8;
+    cfg.quant_block = 64;
+    cfg.lr = 0.1f;
+    GossipRig rig(cfg, 6, 1000, false, 0.5f);
+    for (int i = 0; i < 6; ++i) rig.eng->set_model(i, test::random_vector<float>(1000, 40 + uint64_t(i), -5, 5).data());
+    StopAfter stop(1500);
+    rig.eng->run_virtual(stop);
+    std::vector<float> mean(1000);
+    double consensus = 0;
+    rig.eng->average(mean.data(), &consensus);
+    // Models started 10 apart; the step shrinks with their distance, so they meet far
+    // more closely than a fixed step fitted to the start (e = 10 / 127) would allow.
+    for (float m : mean) ASSERT_NEAR(m, 0.5f, 1e-4) << blocking;
+    EXPECT_LT(consensus, 1e-8) << blocking;
+    const SwarmStats s = rig.eng->stats();
+    EXPECT_EQ(s.out_of_range, 0);
+    EXPECT_GT(s.fallback_blocks, 0);  // the first exchanges cannot know the spread
+    EXPECT_LT(double(s.fallback_blocks), 0.05 * double(s.blocks_sent)) << blocking;
+  }
 }
 
 using test::small_data;
@@ -220,6 +435,7 @@ TEST(SwarmTrainer, TrainsOnBothClocksAndReportsConsensusAndBytes) {
       EXPECT_GT(s.final_eval.accuracy, 0.6) << clock << " " << mode;
       EXPECT_GT(s.interactions, 0);
       EXPECT_GT(s.bytes_sent, 0);
+      EXPECT_EQ(s.out_of_range, 0) << clock << " " << mode;
       std::ifstream in(path);
       std::string line;
       int evals = 0;
@@ -227,7 +443,8 @@ TEST(SwarmTrainer, TrainsOnBothClocksAndReportsConsensusAndBytes) {
         auto j = nlohmann::json::parse(line);
         if (j["event"] != "eval" && j["event"] != "final") continue;
         ++evals;
-        for (const char* key : {"consensus_distance", "bytes_total", "bytes_per_worker", "out_of_range"})
+        for (const char* key : {"consensus_distance", "bytes_total", "bytes_per_worker", "out_of_range",
+                                 "fallback_blocks", "fallback_fraction", "fallback_bytes"})
           EXPECT_TRUE(j.contains(key)) << key;
       }
       EXPECT_GE(evals, 2);
@@ -255,8 +472,10 @@ TEST(SwarmTrainer, FashionMnistInVirtualTime) {
   const RunSummary s = t.run();
   EXPECT_GT(s.final_eval.accuracy, 0.6);
   EXPECT_EQ(s.out_of_range, 0);
-  // 8-bit messages: a quarter of full precision's bytes per interaction.
-  EXPECT_EQ(s.bytes_sent, s.interactions * 2 * int64_t(61706));
+  // 8-bit messages: a byte per parameter and 8 per block of 1024 (61 blocks),
+  // both ways, plus what was sent again at full precision (rare, counted).
+  EXPECT_EQ(s.bytes_sent, s.interactions * 2 * int64_t(61706 + 8 * 61) + s.fallback_bytes);
+  EXPECT_LT(double(s.bytes_sent) / double(s.interactions * 2 * 4 * 61706), 0.27);
 }
 
 }  // namespace
