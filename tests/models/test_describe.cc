@@ -172,7 +172,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadDescription{"pool7,relu,pool29,fc", "--model 'pool7,relu,pool29,fc': layer 2 'relu,pool29' does not fit "
                                                "its input 1x4x4: a 29x29 window needs at least 29x29"},
         BadDescription{"fc1048576,fc1048576,fc", "--model 'fc1048576,fc1048576,fc': layer 2 'fc1048576' has "
-                                                 "1099512676352 parameters for its input 1048576x1x1: more than 2^31"}));
+                                                 "1099512676352 parameters for its input 1048576x1x1: more than 2^31"}),
+    [](const auto& info) { return "case" + std::to_string(info.index); });
 
 struct BadJson {
   std::string text;
@@ -215,7 +216,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadJson{"{\"layers\": [{\"type\": \"pool\", \"size\": -2}, \"fc\"]}",
                 "layers[0]: expected pool size in [1, 1024], found '-2'"},
         BadJson{"{\"layers\": [{\"type\": \"relu\", \"inplace\": true}, \"fc\"]}",
-                "layers[0]: unknown key \"inplace\" for a relu layer (expected none)"}));
+                "layers[0]: unknown key \"inplace\" for a relu layer (expected none)"}),
+    [](const auto& info) { return "case" + std::to_string(info.index); });
 
 TEST(Describe, AMissingJsonFileIsNamed) {
   try {
