@@ -51,8 +51,9 @@ def regime_specs(quick):
                  straggler="shifted-exp:shift=1,mean=1", seeds=7),
             dict(conv, name="stragglers-convex-pareto", workers=16, ks=[1, 2, 4, 8, 16],
                  straggler="pareto:scale=1,shape=1.5", seeds=7),
+            # K = 1 diverges here (16 workers, staleness about 15, lr 0.2): AdaSync starts at K0 = 2.
             dict(mlp, name="stragglers-mlp-pareto", workers=16, ks=[1, 2, 4, 8, 16],
-                 straggler="pareto:scale=1,shape=1.5", seeds=3, variants=["k-async"]),
+                 straggler="pareto:scale=1,shape=1.5", seeds=3, variants=["k-async"], k0=2),
         ],
     }
     if quick:
@@ -111,9 +112,12 @@ def loss_curve(path):
 
 
 def median_curve(runs):
-    n = min(len(p) for p, _ in runs)
-    return [(runs[0][0][i][0], statistics.median(p[i][1] for p, _ in runs),
-             statistics.median(p[i][2] for p, _ in runs)) for i in range(n)]
+    # A run that diverged stops early: its missing evaluations count as an
+    # infinite loss and zero accuracy.
+    longest = max(runs, key=lambda r: len(r[0]))[0]
+    inf = (0, float("inf"), 0.0)
+    return [(longest[i][0], statistics.median((p[i] if i < len(p) else inf)[1] for p, _ in runs),
+             statistics.median((p[i] if i < len(p) else inf)[2] for p, _ in runs)) for i in range(len(longest))]
 
 
 def first_time(curve, level):
@@ -151,14 +155,15 @@ def run_regime(a, spec, rules, log):
         for k in spec["ks"]:
             jobs.append((variant, f"K{k}", ["--k", str(k)]))
         for r in rules:
-            jobs.append((variant, r, rule_flags(r)))
+            jobs.append((variant, r, rule_flags(r) + ["--k0", str(spec.get("k0", 1))]))
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(a.jobs) as ex:
         futs = {(v, t, s): ex.submit(regime_run, a, spec, v, t, f, s) for v, t, f in jobs for s in seeds}
         paths = {key: f.result() for key, f in futs.items()}
     results = {}
     log(f"\n== regime {spec['name']}: {spec['model']} on Fashion-MNIST, P = {spec['workers']}, batch {spec['batch']}, "
-        f"lr {spec['lr']}, {spec['straggler']} compute times, budget {spec['budget']:g}, virtual clock, "
+        f"lr {spec['lr']}, {spec['straggler']} compute times, budget {spec['budget']:g}, AdaSync from "
+        f"K0 = {spec.get('k0', 1)}, virtual clock, "
         f"median of seeds {seeds[0]}-{seeds[-1]}")
     for variant in spec["variants"]:
         fixed = {f"K={k}": median_curve([loss_curve(paths[(variant, f'K{k}', s)]) for s in seeds]) for k in spec["ks"]}
@@ -201,8 +206,10 @@ def plot_regime(a, spec, variant, curves, fixed, env, rules, kpaths, seeds):
     for col, (ax, what) in enumerate(zip(axes[:2], ("test loss", "test error (%)"))):
         for name, c in curves.items():
             ys = [p[1] if col == 0 else 100 * (1 - p[2]) for p in c]
-            style = dict(lw=1.2) if name in fixed else dict(lw=2.2, ls="--" if name != "plateau" else "-")
-            ax.plot([p[0] for p in c], ys, label=name, **style)
+            style = dict(lw=1.2) if name in fixed else dict(lw=2.0, ls="--")
+            if name == RULES[-1]:  # the default
+                style = dict(lw=2.8, color="black", label=name + " (default)")
+            ax.plot([p[0] for p in c], ys, **dict(dict(label=name), **style))
         if col == 0:
             ax.plot([p[0] for p in list(fixed.values())[0][:len(env)]], env, color="black", lw=3, alpha=0.25,
                     label="envelope of fixed K")

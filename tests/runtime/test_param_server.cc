@@ -88,7 +88,13 @@ TEST(ParamServer, PullsRacingWithUpdatesAlwaysSeeAWholeVersion) {
       }
     });
   const std::vector<float> g(n, 1.f);
-  for (int i = 0; i < 300; ++i) ps->apply({g.data()}, {1.f}, 1.f);
+  // The readers must race with the updates, not start after them (on a loaded
+  // machine the 300 updates could finish before any reader has run).
+  while (pulls < 3) std::this_thread::yield();
+  for (int i = 0; i < 300; ++i) {
+    ps->apply({g.data()}, {1.f}, 1.f);
+    if (i % 30 == 0) std::this_thread::yield();
+  }
   stop = true;
   for (auto& t : readers) t.join();
   EXPECT_EQ(torn, 0);
