@@ -257,7 +257,7 @@ CONFIGS = [
     ("k-batch-async K=4", ["--variant", "k-batch-async", "--k", "4"]),
     # The sqrt rule was the default until the plateau rule replaced it.
     ("AdaSync (k-async)", ["--variant", "k-async", "--schedule", "adasync", "--k0", "1", "--adasync-rule", "sqrt"]),
-    ("AdaSync plateau (k-async)", ["--variant", "k-async", "--schedule", "adasync", "--k0", "1"]),
+    ("AdaSync default (k-async)", ["--variant", "k-async", "--schedule", "adasync", "--k0", "1"]),
     # The order-statistic rule raises K later (K = 3 at F0/Ft > 4.67, not 4);
     # under Exp times k-async's time per update is k-sync's, the rule's premise.
     ("AdaSync order-stat (k-async)",
@@ -421,7 +421,7 @@ def main():
         style = {"lw": 1.3}
         if name.startswith("AdaSync"):
             ls = ":" if "T10" in name else "--" if "order-stat" in name else "-"
-            style = {"lw": 2.5, "color": "crimson" if "plateau" in name else "black", "ls": ls}
+            style = {"lw": 2.5, "color": "crimson" if "default" in name else "black", "ls": ls}
         if name.startswith("sync"):  # with P = 8 it is k-async K=8 exactly: dashed, so both show
             style = {"lw": 2.0, "ls": "--", "color": "grey"}
         line, = ax.plot(ts, err, label=name + (" (real)" if a.real else ""), **style)
