@@ -183,7 +183,11 @@ struct BadJson {
 class BadJsonFiles : public ::testing::TestWithParam<BadJson> {};
 
 TEST_P(BadJsonFiles, AreOneClearError) {
-  const std::string path = ::testing::TempDir() + "/bad_model.json";
+  // One file per case: ctest runs the cases as parallel processes.
+  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  for (char& c : name)
+    if (c == '/') c = '_';
+  const std::string path = ::testing::TempDir() + "/bad_model_" + name + ".json";
   std::ofstream(path) << GetParam().text;
   try {
     parse_model(path);
