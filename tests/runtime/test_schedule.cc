@@ -11,6 +11,7 @@
 #include "runtime/schedule.h"
 #include "runtime/theory.h"
 #include "runtime/trainer.h"
+#include "tests/support/small_data.h"
 #include "tests/support/test_util.h"
 
 namespace adasync {
@@ -495,6 +496,43 @@ TEST(AdaSync, DefaultRuleReachesKFourOnTheConvexRegime) {
     plateau |= ch.reason.find("plateau: window loss") != std::string::npos;
   }
   EXPECT_TRUE(plateau) << "the last rungs come from plateaus, where the loss ratio stalls";
+}
+
+// On the real clock the workers report their compute times from their own
+// threads (the runtime rule's sample) while the PS thread decides: K still
+// rises, each change named; ThreadSanitizer runs this in CI.
+TEST(AdaSync, RealClockDecisionsUseTheWorkersObservedTimes) {
+  TrainConfig c;
+  c.model = "mlp";
+  c.dataset = "gaussian";
+  c.batch = 16;
+  c.lr = 0.1;
+  c.workers = 4;
+  c.variant = "k-async";
+  c.schedule = "adasync";
+  c.schedule_every = 0.02;
+  c.clock = "real";
+  c.straggler = "exp:mean=2ms";
+  c.max_updates = 600;
+  c.eval_every = "0";
+  c.progress = "none";
+  c.devices = "cpu";
+  c.threads = 2;
+  for (const char* rule : {"runtime", "runtime-plateau"}) {
+    c.adasync_rule = rule;
+    const RunSummary s = Trainer(c, test::small_data()).run();
+    ASSERT_FALSE(s.k_changes.empty()) << rule;
+    int k = 1;
+    bool timed = false;
+    for (const auto& ch : s.k_changes) {
+      EXPECT_EQ(ch.k_prev, k);
+      EXPECT_GT(ch.k, k);
+      EXPECT_EQ(ch.reason.rfind(std::string(rule) + " rule", 0), 0u) << ch.reason;
+      timed |= ch.reason.find("K E[T_K]") != std::string::npos;  // the observed times were used
+      k = ch.k;
+    }
+    EXPECT_TRUE(timed) << rule;
+  }
 }
 
 TEST(AdaSync, RuleFlagsAreValidated) {
