@@ -521,6 +521,9 @@ void Trainer::restore_checkpoint() {
                        (h["config"].contains(key) ? h["config"][key].dump() : "?") + ", this run has " +
                        want[key].dump());
   }
+  if (h["config"].contains("adasync_rule") && h["config"]["adasync_rule"] != cfg_.adasync_rule)
+    throw UsageError("--resume: " + last_checkpoint_ + " was written with adasync_rule = " +
+                     h["config"]["adasync_rule"].dump() + ", this run has \"" + cfg_.adasync_rule + "\"");
   if (h["config"].value("ps_time", 0.0) != cfg_.ps_time)
     throw UsageError("--resume: " + last_checkpoint_ + " was written with ps_time = " +
                      std::to_string(h["config"].value("ps_time", 0.0)) + ", this run has " + std::to_string(cfg_.ps_time));

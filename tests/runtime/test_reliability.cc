@@ -195,6 +195,28 @@ TEST(Checkpoints, ResumeRefusesACheckpointOfADifferentRun) {
   }
 }
 
+TEST(Checkpoints, ResumeRefusesAnotherAdaSyncRuleOrPsTime) {
+  const std::string dir = fresh_dir("mismatch_rule");
+  TrainConfig c = base("k-async", "virtual");
+  c.schedule = "adasync";
+  c.adasync_rule = "plateau";
+  c.max_updates = 20;
+  c.checkpoint_dir = dir;
+  Trainer(c, data()).run();
+  for (int which = 0; which < 2; ++which) {
+    TrainConfig r = c;
+    r.resume = true;
+    if (which == 0) r.adasync_rule = "sqrt";
+    if (which == 1) r.ps_time = 0.5;
+    try {
+      Trainer(r, data()).run();
+      FAIL() << which;
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find(which == 0 ? "adasync_rule" : "ps_time"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(Faults, NonFiniteGradientsAreDroppedOrStopTheRun) {
   TrainConfig c = base("k-async", "virtual");
   c.max_updates = 100;
