@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session on a lent H100/H200 (16 cores): a clean build for the
 # machine's architecture, every `gpu` test and every GPU benchmark, each step
-# timed under its own cap and all of it under one deadline (full: 9.5 min,
-# --quick: 3.7 min), so the whole command ends inside a 10-minute call.
+# timed under its own cap and all of it under one deadline (full: 9 min,
+# --quick: 3.3 min): a full run, the machine's start and a quick rerun fit in 15.
 #   OUT=dir bash bench/gpu_session.sh [--quick] [--keep-build] [--pack]
 #   --quick       incremental build, shorter runs, no deep regime or profile
 #   --keep-build  do not wipe the build folder first (the dry run here)
@@ -32,7 +32,7 @@ mkdir -p "$L"
 rm -f "$L"/*.txt "$OUT/summary.txt" "$OUT/session.log"
 exec > >(tee -a "$OUT/session.log") 2>&1
 start=$(date +%s)
-budget=$([ $quick = 1 ] && echo 220 || echo 570)
+budget=$([ $quick = 1 ] && echo 200 || echo 540)
 deadline=$((start + budget))
 log() { echo "== $(date +%T) (+$(( $(date +%s) - start ))s) $*"; }
 echo "# adasync GPU session ($([ $quick = 1 ] && echo quick || echo full)), $(date -u '+%F %T') UTC, commit $(git rev-parse --short HEAD 2>/dev/null), deadline ${budget}s"
@@ -116,6 +116,7 @@ s_tests() {
   # each skip's reason, from a verbose run of the skipped ones (cheap: they skip at once)
   local skipped
   skipped=$(grep -oE '[A-Za-z0-9_.]+ \.+\*+Skipped' "$L/ctest.log" | awk '{print $1}' | paste -sd'|')
+  echo "gpu tests: $(grep -cE '\*+Skipped' "$L/ctest.log") skipped, $(grep -cE 'Test +#[0-9]+: .* Passed' "$L/ctest.log") passed, $(grep -cE '\*+(Failed|Timeout|Exception)' "$L/ctest.log") failed"
   [ -n "$skipped" ] && ctest --test-dir "$B" -L gpu -V -R "$skipped" 2>&1 \
     | awk '/: Skipped$/ { getline r; sub(/^[0-9]+: /, "", r); print "skip reason: " r }' | sort | uniq -c
   return $rc
@@ -214,12 +215,12 @@ export -f s_machine s_build s_tests s_bandwidth s_ps_apply s_throughput s_tta s_
 step machine 15 s_machine
 step build $([ $quick = 1 ] && echo 120 || echo 240) s_build
 if [ -x "$B/trainer" ]; then
-  step tests $([ $quick = 1 ] && echo 80 || echo 150) s_tests
-  step throughput $([ $quick = 1 ] && echo 60 || echo 200) s_throughput
+  step tests $([ $quick = 1 ] && echo 60 || echo 150) s_tests
+  step throughput $([ $quick = 1 ] && echo 75 || echo 200) s_throughput
   step tta $([ $quick = 1 ] && echo 40 || echo 130) s_tta
   step scaling $([ $quick = 1 ] && echo 15 || echo 60) s_scaling
   step virtual $([ $quick = 1 ] && echo 25 || echo 50) s_virtual
-  step bandwidth 40 s_bandwidth
+  step bandwidth $([ $quick = 1 ] && echo 20 || echo 40) s_bandwidth
   step ps_apply $([ $quick = 1 ] && echo 20 || echo 45) s_ps_apply
   [ $quick = 0 ] && step deep 100 s_deep
   [ $quick = 0 ] && step profile 40 s_profile
@@ -234,7 +235,7 @@ fi
   echo; cat "$L/steps.tsv"
   sect() { [ -s "$L/$1.txt" ] && { echo; echo "## $2"; grep -E "$3" "$L/$1.txt" | head -${4:-20}; }; }
   sect build build "adasync:|Built target|error"
-  sect tests "gpu tests" "tests passed|tests failed|\(Skipped\)|skip reason|\(Failed\)|Timeout" 30
+  sect tests "gpu tests" "gpu tests:|tests passed|tests failed|\(Skipped\)|skip reason|\(Failed\)|Timeout" 30
   sect throughput "throughput vs PyTorch (cnn, batch 64, one worker)" "framework|adasync|pytorch|fastest|skipped"
   sect tta "time to 91%" "^(side|adasync|pytorch|best|time to)|skipped"
   sect scaling "workers on one GPU (host PS)" "variant|async|skipped"
