@@ -233,10 +233,12 @@ fi
   echo "# adasync GPU session ($([ $quick = 1 ] && echo quick || echo full)), $(date -u '+%F %T') UTC, commit $(git rev-parse --short HEAD 2>/dev/null), $(( $(date +%s) - start ))s of ${budget}s"
   cat "$L/machine.txt" 2>/dev/null
   echo; cat "$L/steps.tsv"
-  sect() { [ -s "$L/$1.txt" ] && { echo; echo "## $2"; grep -E "$3" "$L/$1.txt" | head -${4:-20}; }; }
+  sect() { local lines; lines=$(grep -E "$3" "$L/$1.txt" 2>/dev/null | head -"${4:-20}")
+           [ -n "$lines" ] && { echo; echo "## $2"; echo "$lines"; }; }
   sect build build "adasync:|Built target|error"
   sect tests "gpu tests" "gpu tests:|tests passed|tests failed|\(Skipped\)|skip reason|\(Failed\)|Timeout" 30
-  sect throughput "throughput vs PyTorch (cnn, batch 64, one worker)" "framework|adasync|pytorch|fastest|skipped"
+  sect throughput "throughput vs PyTorch (cnn, batch 64, one worker)" "skipped"
+  sect throughput-table "throughput vs PyTorch (cnn, batch 64, one worker; written after each compiled mode)" "."
   sect tta "time to 91%" "^(side|adasync|pytorch|best|time to)|skipped"
   sect scaling "workers on one GPU (host PS)" "variant|async|skipped"
   sect virtual "virtual clock on the GPU" "run|virtual|skipped"
