@@ -1148,7 +1148,9 @@ RunSummary Trainer::run_device_sync() {
   st.counted = st.pushes = version * P;
   for (int w = 0; w < P; ++w) st.counted_by_worker[size_t(w)] = st.pushes_by_worker[size_t(w)] = version;
   agg_->set_version(version);
-  return finish(now);
+  RunSummary sum = finish(now);
+  sum.device_update = true;
+  return sum;
 }
 
 // SwarmSGD: no parameter server in the loop. The PS holds the average model

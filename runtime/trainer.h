@@ -126,6 +126,7 @@ struct RunSummary {
   AggregatorStats stats;
   uint64_t checksum = 0;  // of the final parameters
   int k = 0;
+  bool device_update = false;  // sync steps ran on the GPUs (NCCL + device optimizer), not through the PS
   std::vector<float> params;  // final parameters
   std::vector<KChange> k_changes;
   std::string error;          // why the run stopped early ("" = it did not); exit code 1

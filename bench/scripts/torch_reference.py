@@ -10,6 +10,14 @@ JSON object: samples/s over the timed steps and the test accuracy.
   --threads N         CPU threads (torch.set_num_threads)
   --steps N           timed training steps (after --warmup steps)
   --epochs E          or: train E epochs (timed as a whole) and report accuracy
+  --compile MODE      torch.compile the model (default, reduce-overhead,
+                      max-autotune, max-autotune-no-cudagraphs); the warm-up
+                      steps absorb the compilation, reported as compile_s
+  --optimizer sgd|adam
+  --target-accuracy A time to accuracy: train until the full test set reaches
+                      A (checked every --eval-every steps, evaluation time
+                      included) or --epochs run out; prints target_s
+On --device cuda without a usable GPU it prints {"skipped": reason} and exits 0.
 """
 import argparse
 import gzip
@@ -78,8 +86,18 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-item", action="store_true",
                     help="do not read each step's loss (no per-step host sync): PyTorch's best case")
+    ap.add_argument("--compile", default="", help="torch.compile mode ('' = eager)")
+    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    ap.add_argument("--target-accuracy", type=float, default=0)
+    ap.add_argument("--eval-every", type=int, default=200, help="steps between test-set checks (--target-accuracy)")
     a = ap.parse_args()
 
+    name = "pytorch " + torch.__version__ + (f" compile({a.compile})" if a.compile else "") + \
+        (" (no per-step sync)" if a.no_item else "")
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        why = "torch " + torch.__version__ + (" built without CUDA" if torch.version.cuda is None else " sees no usable GPU")
+        print(json.dumps({"framework": name, "device": a.device, "skipped": why}))
+        return 0
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     dev = torch.device(a.device)
@@ -87,7 +105,12 @@ def main():
     xtr, ytr = torch.from_numpy(xtr).to(dev), torch.from_numpy(ytr).to(dev)
     xte, yte = torch.from_numpy(xte).to(dev), torch.from_numpy(yte).to(dev)
     model = Cnn().to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum)
+    fused = {"fused": True} if dev.type == "cuda" else {}  # one kernel for the whole update
+    if a.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=a.lr, **fused)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum, **fused)
+    fwd = torch.compile(model, mode=None if a.compile == "default" else a.compile) if a.compile else model
     gen = torch.Generator(device="cpu").manual_seed(a.seed)
     n = xtr.shape[0]
 
@@ -99,9 +122,13 @@ def main():
 
     it = batches()
 
+    graphs = a.compile in ("reduce-overhead", "max-autotune")  # modes that replay CUDA graphs
+
     def step():
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten
         idx = next(it)
-        loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+        loss = F.cross_entropy(fwd(xtr[idx]), ytr[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -111,9 +138,23 @@ def main():
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
+    def accuracy():
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, xte.shape[0], 1000):
+                correct += (model(xte[i:i + 1000]).argmax(1) == yte[i:i + 1000]).sum().item()
+        model.train()
+        return correct / xte.shape[0]
+
+    # Warm-up: cuDNN autotuning, and for --compile the compilation itself.
+    t0 = time.perf_counter()
     for _ in range(a.warmup):
         step()
     sync()
+    compile_s = time.perf_counter() - t0
+    if a.target_accuracy > 0:
+        return time_to_accuracy(a, name, step, sync, accuracy, n, compile_s)
     steps = a.steps if a.steps > 0 else int(a.epochs * n / a.batch)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -122,16 +163,35 @@ def main():
             loss.item()  # a training loop reads its loss every step
     sync()
     dt = time.perf_counter() - t0
+    out = {"framework": name, "device": a.device, "threads": a.threads, "batch": a.batch, "steps": steps,
+           "seconds": dt, "samples_per_s": steps * a.batch / dt, "test_accuracy": accuracy()}
+    if a.compile:
+        out["compile_s"] = compile_s  # warm-up steps included
+    print(json.dumps(out))
 
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, xte.shape[0], 1000):
-            correct += (model(xte[i:i + 1000]).argmax(1) == yte[i:i + 1000]).sum().item()
-    name = "pytorch " + torch.__version__ + (" (no per-step sync)" if a.no_item else "")
-    print(json.dumps({"framework": name, "device": a.device, "threads": a.threads,
-                      "batch": a.batch, "steps": steps, "seconds": dt, "samples_per_s": steps * a.batch / dt,
-                      "test_accuracy": correct / xte.shape[0]}))
+
+def time_to_accuracy(a, name, step, sync, accuracy, n, compile_s):
+    """Steps until the full test set reaches the target. Eager warm-up steps
+    count as training time; compiled ones (the compilation) are reported apart."""
+    max_steps = int((a.epochs or 20) * n / a.batch)
+    done, acc, hit = a.warmup, 0.0, -1.0
+    t0 = time.perf_counter()
+    while done < max_steps:
+        for _ in range(min(a.eval_every, max_steps - done)):
+            step()
+        done = min(done + a.eval_every, max_steps)
+        sync()
+        t_params = time.perf_counter() - t0  # as adasync: the time of the parameters evaluated
+        acc = accuracy()  # earlier evaluations' time is counted in later ones
+        if acc >= a.target_accuracy:
+            hit = t_params
+            break
+    sync()
+    warm_s = compile_s if not a.compile else 0.0  # eager warm-up is training time too
+    print(json.dumps({"framework": name, "device": a.device, "optimizer": a.optimizer, "lr": a.lr,
+                      "batch": a.batch, "target": a.target_accuracy, "reached": hit >= 0,
+                      "target_s": hit + warm_s if hit >= 0 else None, "compile_s": compile_s if a.compile else 0,
+                      "steps": done, "epochs": done * a.batch / n, "test_accuracy": acc}))
 
 
 if __name__ == "__main__":
