@@ -28,9 +28,12 @@ double expected_time(Variant v, int workers, int k, const StragglerSpec& spec, d
 // empirical distribution of xs. For k-batch-sync the renewal form is exact
 // under Exp times and an approximation otherwise.
 double expected_time_observed(Variant v, int workers, int k, std::vector<double> xs);
+// The same for every K at once (index K = 1..P; O(n P)).
+std::vector<double> expected_times_observed(Variant v, int workers, std::vector<double> xs);
 
-// E[X_{K:P}] for X uniform over the (sorted) values xs.
+// E[X_{K:P}] for X uniform over the (sorted) values xs: one K, or all (index K).
 double empirical_order_stat(const std::vector<double>& sorted_xs, int k, int workers);
+std::vector<double> empirical_order_stats(const std::vector<double>& sorted_xs, int workers);
 
 struct Estimate {
   double mean = 0;      // time per update

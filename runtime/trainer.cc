@@ -655,13 +655,19 @@ DecisionInputs Trainer::decision_inputs(const SnapshotPtr& s) {
     std::lock_guard<std::mutex> lk(mu_);
     return start_loss_n_ > 0 ? start_loss_sum_ / double(start_loss_n_) : NAN;
   };
-  in.update_time = [this](int k) {
-    std::vector<double> xs;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      xs.assign(observed_times_.begin(), observed_times_.end());
+  // E[T_K] for every K from one pass over the observed times, computed at
+  // most once per decision and only if the rule asks.
+  auto table = std::make_shared<std::vector<double>>();
+  in.update_time = [this, table](int k) {
+    if (table->empty()) {
+      std::vector<double> xs;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        xs.assign(observed_times_.begin(), observed_times_.end());
+      }
+      *table = theory::expected_times_observed(agg_->variant(), cfg_.workers, std::move(xs));
     }
-    return theory::expected_time_observed(agg_->variant(), cfg_.workers, k, std::move(xs));
+    return (*table)[size_t(k)];
   };
   return in;
 }
@@ -700,6 +706,7 @@ void Trainer::on_update(Aggregator& agg, const Aggregator::UpdateResult& u, doub
     now_ = now;
     stats_ = agg.stats();
     k_ = agg.k();
+    ++sched_updates_;
     if (first_update_time_ < 0) {
       first_update_time_ = now;
       first_update_samples_ = stats_.counted * cfg_.batch;
@@ -718,10 +725,6 @@ void Trainer::on_update(Aggregator& agg, const Aggregator::UpdateResult& u, doub
   }
   lr_rule_->on_publish(*u.snapshot);
   if (!virtual_clock_ && checkpoint_due(now, u.snapshot->version)) write_checkpoint(now, nullptr, {});
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    ++sched_updates_;
-  }
   if (schedule_->needs_start_loss() && cfg_.loss_estimate == "window") {
     std::lock_guard<std::mutex> lk(mu_);
     // F_0: the mean loss of the gradients computed at the initial parameters,
