@@ -150,7 +150,7 @@ class AdaSyncSchedule : public KSchedule {
     why << to_string(c_.rule) << " rule, F0/Ft = " << ratio;
     if (c_.rule == AdaRule::Runtime)
       why << ", K E[T_K]: " << k_now * in.update_time(k_now) << " -> " << k * in.update_time(k);
-    return KChange{k_now, k, now, f0_, ft, why.str()};
+    return KChange{k_now, k, now, f0_, ft, why.str(), to_string(c_.rule)};
   }
 
  private:
@@ -190,7 +190,7 @@ class AdaSyncSchedule : public KSchedule {
     }
     prev_ = LossWindow{};  // the next test compares two windows at the new K
     updates_at_k_ = 0;
-    return KChange{k_now, k, now, prev.mean, w.mean, why.str()};
+    return KChange{k_now, k, now, prev.mean, w.mean, why.str(), to_string(c_.rule)};
   }
 
   // The larger of the runtime rule's K and the plateau ladder's: the loss
@@ -212,7 +212,7 @@ class AdaSyncSchedule : public KSchedule {
     why.precision(3);
     why << to_string(c_.rule) << " rule, runtime: F0/Ft = " << ratio << ", K E[T_K]: "
         << k_now * in.update_time(k_now) << " -> " << k_rt * in.update_time(k_rt);
-    return KChange{k_now, k_rt, now, f0_, w.mean, why.str()};
+    return KChange{k_now, k_rt, now, f0_, w.mean, why.str(), to_string(c_.rule)};
   }
 
   ScheduleConfig c_;
@@ -238,7 +238,7 @@ class PiecewiseSchedule : public KSchedule {
     for (auto& [t, kk] : pts_)
       if (now >= t) k = kk;
     if (k == k_now) return std::nullopt;
-    return KChange{k_now, k, now, NAN, NAN, "piecewise schedule"};
+    return KChange{k_now, k, now, NAN, NAN, "piecewise schedule", "piecewise"};
   }
 
  private:

@@ -58,6 +58,7 @@ struct KChange {
   double time = 0;
   double loss_start = 0, loss_now = 0;  // F_0, F_t (NaN where the rule has none)
   std::string reason;                   // rule and numbers, e.g. "sqrt rule, F0/Ft = 3.77"
+  std::string rule;                     // sqrt, order-stat, runtime, plateau, runtime-plateau, piecewise
 };
 
 // A training-loss estimate over the window since the last decision: the mean

@@ -439,7 +439,7 @@ Checkpoint Trainer::capture_state(double now, const VirtualState* vs) {
     std::lock_guard<std::mutex> lk(mu_);
     nlohmann::json kc = nlohmann::json::array();
     for (const auto& ch : k_changes_)
-      kc.push_back({ch.k_prev, ch.k, ch.time, ch.loss_start, ch.loss_now, ch.reason});
+      kc.push_back({ch.k_prev, ch.k, ch.time, ch.loss_start, ch.loss_now, ch.reason, ch.rule});
     h["trainer"] = {{"next_eval_time", next_eval_time_},     {"next_eval_update", next_eval_update_},
                     {"next_ckpt_time", next_ckpt_time_},     {"next_ckpt_update", next_ckpt_update_},
                     {"win_loss_sum", win_loss_sum_},         {"win_loss_n", win_loss_n_},
@@ -584,8 +584,10 @@ void Trainer::restore_checkpoint() {
     last_loss_ = t.at("last_loss");
     first_update_time_ = t.at("first_update_time");
     first_update_samples_ = t.at("first_update_samples");
+    auto num = [](const nlohmann::json& x) { return x.is_null() ? NAN : x.get<double>(); };  // NaN is written as null
     for (const auto& kc : t.at("k_changes"))
-      k_changes_.push_back(KChange{kc[0], kc[1], kc[2], kc[3], kc[4], kc[5]});
+      k_changes_.push_back(KChange{kc[0], kc[1], kc[2], num(kc[3]), num(kc[4]), kc[5],
+                                   kc.size() > 6 ? kc[6].get<std::string>() : std::string()});
     if (DistanceSketch* sk = lr_rule_->sketch(); sk && h.contains("sketch_versions"))
       sk->restore(h.at("sketch_versions").get<std::vector<int64_t>>(), c.floats("sketch"));
     resume_time_ = h.at("time");
@@ -752,7 +754,7 @@ void Trainer::report_k_change(const KChange& ch, int64_t version) {
                                    {"time", ch.time},
                                    {"wall", wall_.seconds()},
                                    {"updates", version},
-                                   {"rule", ch.reason.substr(0, ch.reason.find(' '))},
+                                   {"rule", ch.rule},
                                    {"k_prev", ch.k_prev},
                                    {"k", ch.k},
                                    {"loss_start", ch.loss_start},

@@ -64,6 +64,7 @@ TEST_P(VirtualResume, ContinuesExactlyLikeAnUninterruptedRun) {
     if (std::string(rc.extra) == "plateau") c.schedule = "adasync", c.adasync_rule = "plateau", c.plateau_updates = 20;
     if (std::string(rc.extra) == "runtime") c.schedule = "adasync", c.adasync_rule = "runtime", c.schedule_every = 20;
     if (std::string(rc.extra) == "ps-time") c.ps_time = 0.3;
+    if (std::string(rc.extra) == "piecewise") c.schedule = "piecewise", c.schedule_points = "0:1,20:2,60:4";
     if (std::string(rc.extra) == "distance") c.lr_rule = "distance", c.lr_c = 1.0;
     if (std::string(rc.extra) == "momentum") c.momentum = 0.9;
     return c;
@@ -91,7 +92,7 @@ TEST_P(VirtualResume, ContinuesExactlyLikeAnUninterruptedRun) {
   EXPECT_EQ(a.stats.staleness_sum, b.stats.staleness_sum);
   EXPECT_EQ(a.k, b.k);
   EXPECT_EQ(a.k_changes.size(), b.k_changes.size());
-  if (std::string(rc.extra) == "plateau" || std::string(rc.extra) == "runtime")
+  if (std::string(rc.extra) == "plateau" || std::string(rc.extra) == "runtime" || std::string(rc.extra) == "piecewise")
     EXPECT_FALSE(a.k_changes.empty()) << "the schedule's state is exercised only if K changes";
 }
 
@@ -99,7 +100,8 @@ INSTANTIATE_TEST_SUITE_P(Variants, VirtualResume,
                          ::testing::Values(ResumeCase{"k-async", ""}, ResumeCase{"k-sync", "momentum"},
                                            ResumeCase{"k-batch-sync", ""}, ResumeCase{"k-batch-async", "distance"},
                                            ResumeCase{"k-async", "adasync"}, ResumeCase{"k-sync", "plateau"},
-                                           ResumeCase{"k-async", "runtime"}, ResumeCase{"async", "ps-time"}),
+                                           ResumeCase{"k-async", "runtime"}, ResumeCase{"async", "ps-time"},
+                                           ResumeCase{"k-async", "piecewise"}),
                          [](const auto& info) {
                            std::string n = std::string(info.param.variant) + "_" + info.param.extra;
                            for (auto& ch : n)

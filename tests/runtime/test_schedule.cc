@@ -452,6 +452,7 @@ TEST(AdaSync, KRisesFromK0UnderEveryVariantAndLossEstimate) {
         EXPECT_GT(ch.k, ch.k_prev) << variant << " " << est;
         EXPECT_GT(ch.loss_start, ch.loss_now) << variant << " " << est;
         EXPECT_NE(ch.reason.find("sqrt rule"), std::string::npos) << ch.reason;
+        EXPECT_EQ(ch.rule, "sqrt");
         k = ch.k;
       }
       EXPECT_EQ(s.k, k);
