@@ -1,8 +1,15 @@
 // layer_times: where one training step of a model goes, layer by layer, on
 // the CPU (or a GPU with --devices cuda). Prints the median forward and
-// backward time of each layer over repeated steps on random data.
+// backward time of each layer over repeated steps on random data and, on the
+// CPU, the GFLOP/s of the convolutions and linear layers next to the peak
+// measured in the same run: a tight FMA loop of the CPU path in use
+// (kernels/cpu/simd.h; ADASYNC_CPU_PATH lowers it) on every thread at once.
 //
-//   layer_times [--model cnn] [--batch 64] [--threads 2] [--steps 20] [--devices cpu|cuda]
+//   layer_times [--model cnn] [--batch 64] [--threads 2] [--steps 20] [--devices cpu|cuda] [--stat median|min]
+//
+// --stat min: the fastest of the steps per layer, and the peak probed before
+// and after them; on a shared machine, what the code does when it has the
+// cores to itself.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -12,12 +19,13 @@
 #include <vector>
 
 #include "kernels/context.h"
+#include "kernels/cpu/simd.h"
 #include "models/model.h"
 
 using namespace adasync;
 
 int main(int argc, char** argv) {
-  std::string arch = "cnn", devices = "cpu";
+  std::string arch = "cnn", devices = "cpu", stat = "median";
   int batch = 64, threads = 2, steps = 20;
   CLI::App app{"per-layer step times"};
   app.add_option("--model", arch);
@@ -25,6 +33,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads);
   app.add_option("--steps", steps);
   app.add_option("--devices", devices);
+  app.add_option("--stat", stat)->check(CLI::IsMember({"median", "min"}));
   CLI11_PARSE(app, argc, argv);
 
   ThreadPool pool(threads);
@@ -58,6 +67,26 @@ int main(int argc, char** argv) {
   const size_t L = layers.size();
   std::vector<std::vector<double>> tf(L), tb(L);
   auto now = [] { return std::chrono::steady_clock::now(); };
+  // The ceiling: every thread runs the path's FMA loop at once; the best of
+  // 5 probes before the steps and 5 after.
+  auto probe_peak = [&] {
+    const auto& k = cpu::simd::kernels();
+    std::vector<float> sink(static_cast<size_t>(threads));
+    double best = 0;
+    for (int rep = 0; rep < 5; ++rep) {
+      std::vector<double> flops(static_cast<size_t>(threads));
+      const auto t0 = now();
+      pool.parallel_chunks(size_t(threads), 1, [&](int slot, size_t b, size_t e) {
+        for (size_t t = b; t < e; ++t) flops[t] = k.fma_loop(2000000, &sink[t]);
+      });
+      const double sec = std::chrono::duration<double>(now() - t0).count();
+      double total = 0;
+      for (double f : flops) total += f;
+      best = std::max(best, total / sec * 1e-9);
+    }
+    return best;
+  };
+  double peak = devices != "cuda" ? probe_peak() : 0;
   for (int it = 0; it < steps + 3; ++it) {
     for (size_t i = 0; i < L; ++i) {
       if (getenv("TWICE")) layers[i]->forward(*ctx, i == 0 ? x.data() : act[i - 1].data(), act[i].data(), batch);
@@ -74,19 +103,42 @@ int main(int argc, char** argv) {
       if (it >= 3) tb[i].push_back(std::chrono::duration<double>(now() - t0).count());
     }
   }
-  auto median = [](std::vector<double> v) {
+  auto median = [&](std::vector<double> v) {
     std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
+    return stat == "min" ? v.front() : v[v.size() / 2];
   };
-  double sf = 0, sb = 0;
-  std::printf("%-28s %10s %10s\n", "layer", "fwd ms", "bwd ms");
+  const bool cpu = devices != "cuda";
+  if (cpu) {
+    peak = std::max(peak, probe_peak());
+    std::printf("%s; peak %.1f GFLOP/s on %d threads (FMA loop, best of 5 before and 5 after); layer times: %s\n",
+                cpu::cpu_kernel_path_summary().c_str(), peak, threads, stat == "min" ? "fastest step" : "median");
+  }
+  // Multiply-adds of a layer with weights and a bias per output channel
+  // (convolutions, linear layers): outputs x weights per output channel.
+  auto gflop = [&](size_t i) {
+    const auto& l = *layers[i];
+    if (l.param_shapes().size() != 2) return 0.0;
+    const size_t k = size_t(l.param_shapes()[1][0]);
+    return 2.0 * batch * double(l.out_shape().size()) * double(l.num_params() / k - 1) * 1e-9;
+  };
+  double sf = 0, sb = 0, flop_total = 0;
+  std::printf("%-28s %10s %10s %12s %12s\n", "layer", "fwd ms", "bwd ms", "fwd GFLOP/s", "bwd GFLOP/s");
   for (size_t i = 0; i < L; ++i) {
     const double f = median(tf[i]) * 1e3, b = median(tb[i]) * 1e3;
     sf += f;
     sb += b;
-    std::printf("%-28s %10.3f %10.3f\n", layers[i]->describe().c_str(), f, b);
+    // Backward: the weight gradient, and the input gradient but for layer 0.
+    const double gf = gflop(i), gb = gf * (i == 0 ? 1 : 2);
+    flop_total += gf + gb;
+    if (gf > 0 && cpu)
+      std::printf("%-28s %10.3f %10.3f %7.1f (%2.0f%%) %6.1f (%2.0f%%)\n", layers[i]->describe().c_str(), f, b,
+                  gf / f * 1e3, 100 * gf / f * 1e3 / peak, gb / b * 1e3, 100 * gb / b * 1e3 / peak);
+    else std::printf("%-28s %10.3f %10.3f\n", layers[i]->describe().c_str(), f, b);
   }
   std::printf("%-28s %10.3f %10.3f   step %.3f ms = %.0f samples/s\n", "total", sf, sb, sf + sb,
               batch / ((sf + sb) * 1e-3));
+  if (cpu)
+    std::printf("step: %.2f GFLOP in %.3f ms = %.1f GFLOP/s, %.0f%% of the %.1f GFLOP/s peak\n", flop_total, sf + sb,
+                flop_total / (sf + sb) * 1e3, 100 * flop_total / (sf + sb) * 1e3 / peak, peak);
   return 0;
 }

@@ -1,6 +1,6 @@
-// Direct stride-1 convolutions for AVX-512 builds: register-blocked kernels
-// that read the zero-padded input in place instead of building an im2col
-// matrix, with the output channels in the vector lanes. They cover the
+// Direct stride-1 convolutions on the AVX-512 and AVX2 paths (simd.h):
+// register-blocked kernels that read the zero-padded input in place instead
+// of building an im2col matrix, with the output channels in the vector lanes. They cover the
 // shapes of the model zoo's convolutions (5x5 and 3x3, channel counts that
 // are multiples of 16); ops_cpu.cc falls back to im2col + GEMM for the rest.
 //
@@ -15,7 +15,7 @@
 
 namespace adasync::cpu::direct {
 
-bool available();  // built with AVX-512
+bool available();  // the CPU path in use has them (not scalar)
 bool forward_ok(const ConvShape& s);
 bool backward_data_ok(const ConvShape& s);
 bool backward_filter_ok(const ConvShape& s);
@@ -28,7 +28,8 @@ void pack_backward_data(const ConvShape& s, const float* w, float* wt);
 
 // out[ko][oh][ow] = bias[ko] + sum_{ci,r,s} wt[ci][r][s][ko] in[ci][oh+r][ow+s]
 // for one image: `in` is Cin planes of Hp x Wp already padded, OH = Hp-R+1,
-// OW = Wp-S+1; Kout a multiple of 16. bias may be null.
+// OW = Wp-S+1; Kout a multiple of 16. bias may be null. The kernels of the
+// path in use (simd_kernels.inc).
 void conv_image(const float* in, int cin, int hp, int wp, int r, int s, const float* wt, int kout,
                 const float* bias, float* out);
 
@@ -42,5 +43,7 @@ void filter_image(const float* in, int c, int hp, int wp, int r, int s, const fl
 void pad_planes(const float* src, int c, int h, int w, int ph, int pw, float* dst);
 // dst[p][k] = src[k][p] for k < K, p < n.
 void transpose(const float* src, int k, size_t n, float* dst);
+// dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols.
+void transpose(const float* src, int rows, size_t cols, size_t lds, float* dst, size_t ldd);
 
 }  // namespace adasync::cpu::direct

@@ -2,8 +2,10 @@
 
 #include "kernels/cpu/conv_direct.h"
 
+#include "kernels/cpu/simd.h"
+
 #include <cblas.h>
-#if defined(__AVX512F__)
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
@@ -15,6 +17,12 @@
 #include <vector>
 
 namespace adasync::cpu {
+namespace simd {
+namespace {
+#include "kernels/cpu/simd_kernels.inc"
+}  // namespace
+}  // namespace simd
+
 namespace {
 
 // Elementwise loops are split in chunks of this many items.
@@ -33,111 +41,22 @@ void blas(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, 
               lda, b, ldb, beta, c, ldc);
 }
 
-// Short runs (an output row of a convolution: 14 or 28 values in the zoo) are
-// copied and accumulated with AVX-512 masked loads and stores when the build
-// has them: one instruction pair per 16 values and no scalar remainder.
-template <typename T>
-inline void copy_run(T* __restrict dst, const T* __restrict src, int n) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    int i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_loadu_ps(src + i));
-    if (i < n) {
-      const __mmask16 m = __mmask16((1u << (n - i)) - 1);
-      _mm512_mask_storeu_ps(dst + i, m, _mm512_maskz_loadu_ps(m, src + i));
-    }
-    return;
-  }
-#endif
-  for (int i = 0; i < n; ++i) dst[i] = src[i];
+simd::ConvGeom geom(const ConvShape& s) {
+  return {s.c, s.h, s.w, s.r, s.s, s.pad_h, s.pad_w, s.stride_h, s.stride_w, s.out_h(), s.out_w()};
 }
 
-template <typename T>
-inline void add_run(T* __restrict dst, const T* __restrict src, int n) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    int i = 0;
-    for (; i + 16 <= n; i += 16)
-      _mm512_storeu_ps(dst + i, _mm512_add_ps(_mm512_loadu_ps(dst + i), _mm512_loadu_ps(src + i)));
-    if (i < n) {
-      const __mmask16 m = __mmask16((1u << (n - i)) - 1);
-      _mm512_mask_storeu_ps(dst + i, m,
-                            _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + i), _mm512_maskz_loadu_ps(m, src + i)));
-    }
-    return;
-  }
-#endif
-  for (int i = 0; i < n; ++i) dst[i] += src[i];
-}
-
-// The image (C planes) staged with its zero border: the im2col rows then copy
-// plain runs of OW values with no bounds tests. `pad` has C*(H+2ph)*(W+2pw) room.
-template <typename T>
-void stage_padded(const ConvShape& s, const T* x, T* pad) {
-  const int hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
-  std::fill(pad, pad + size_t(s.c) * hp * wp, T(0));
-  for (int c = 0; c < s.c; ++c)
-    for (int ih = 0; ih < s.h; ++ih) {
-      const T* src = x + (size_t(c) * s.h + ih) * s.w;
-      T* dst = pad + (size_t(c) * hp + ih + s.pad_h) * wp + s.pad_w;
-      copy_run(dst, src, s.w);
-    }
-}
-
-// One image: col[(c*R + r)*S + s][oh*OW + ow] = x[c][oh*sh - ph + r][ow*sw - pw + s] (0 outside),
-// read from the padded staging copy.
+// Float runs the leaf kernels of the CPU path in use; double (the oracle and
+// the gradient checks) the same templates compiled here.
 template <typename T>
 void im2col_one(const ConvShape& s, const T* x, T* pad, T* col) {
-  const int OH = s.out_h(), OW = s.out_w();
-  const int hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
-  const size_t ohw = size_t(OH) * OW;
-  stage_padded(s, x, pad);
-  for (int c = 0; c < s.c; ++c)
-    for (int rr = 0; rr < s.r; ++rr)
-      for (int ss = 0; ss < s.s; ++ss) {
-        T* __restrict out = col + ((size_t(c) * s.r + rr) * s.s + ss) * ohw;
-        const T* in = pad + (size_t(c) * hp + rr) * wp + ss;
-        for (int oh = 0; oh < OH; ++oh) {
-          const T* __restrict src = in + size_t(oh) * s.stride_h * wp;
-          T* __restrict o = out + size_t(oh) * OW;
-          if (s.stride_w == 1) {
-            copy_run(o, src, OW);
-          } else {
-            for (int ow = 0; ow < OW; ++ow) o[ow] = src[ow * s.stride_w];
-          }
-        }
-      }
+  if constexpr (std::is_same_v<T, float>) simd::kernels().im2col(geom(s), x, pad, col);
+  else simd::im2col_one<T>(geom(s), x, pad, col);
 }
 
-// One image: dx (overwritten) = scatter-add of dcol rows, accumulated in a
-// padded plane (no bounds tests) whose interior is then copied out.
 template <typename T>
 void col2im_one(const ConvShape& s, const T* dcol, T* pad, T* dx) {
-  const int OH = s.out_h(), OW = s.out_w();
-  const int hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
-  const size_t ohw = size_t(OH) * OW;
-  std::fill(pad, pad + size_t(s.c) * hp * wp, T(0));
-  for (int c = 0; c < s.c; ++c)
-    for (int rr = 0; rr < s.r; ++rr)
-      for (int ss = 0; ss < s.s; ++ss) {
-        const T* in = dcol + ((size_t(c) * s.r + rr) * s.s + ss) * ohw;
-        T* out = pad + (size_t(c) * hp + rr) * wp + ss;
-        for (int oh = 0; oh < OH; ++oh) {
-          T* __restrict dst = out + size_t(oh) * s.stride_h * wp;
-          const T* __restrict src = in + size_t(oh) * OW;
-          if (s.stride_w == 1) {
-            add_run(dst, src, OW);
-          } else {
-            for (int ow = 0; ow < OW; ++ow) dst[ow * s.stride_w] += src[ow];
-          }
-        }
-      }
-  for (int c = 0; c < s.c; ++c)
-    for (int ih = 0; ih < s.h; ++ih) {
-      const T* src = pad + (size_t(c) * hp + ih + s.pad_h) * wp + s.pad_w;
-      T* dst = dx + (size_t(c) * s.h + ih) * s.w;
-      copy_run(dst, src, s.w);
-    }
+  if constexpr (std::is_same_v<T, float>) simd::kernels().col2im(geom(s), dcol, pad, dx);
+  else simd::col2im_one<T>(geom(s), dcol, pad, dx);
 }
 
 // Scratch floats per thread for one image: its im2col matrix and padded copy.
@@ -184,10 +103,56 @@ const bool blas_single = [] {
 }  // namespace
 int blas_threads() { return openblas_get_num_threads(); }
 
+namespace {
+// Terms per k-block of the path's GEMM: b's panel (256 x 64 floats) stays in L2.
+constexpr int kSimdGemmK = 256;
+
+// The linear layers' products (alpha 1, beta 0) on the AVX paths: the
+// GemmPanel tiles, whose sums run over k in order whatever the vector width
+// or thread split. The lanes run along a dimension with unit stride that is a
+// multiple of 16 (the same test on both paths, so they agree bit for bit);
+// other shapes, and the scalar path, go to OpenBLAS.
+bool simd_gemm(Context& ctx, bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb,
+               float* c, int ldc) {
+  const auto& kern = simd::kernels();
+  if (kern.gemm_panel == nullptr || (ta && tb) || k == 0) return false;
+  simd::GemmPanel p{};
+  if (!ta && tb) {
+    // C^T = B A^T: lanes along C's rows (the batch), A packed transposed.
+    if (m % 16 != 0) return false;
+    float* at = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(k) * size_t(m)));
+    parallel_for(ctx.pool(), size_t(k), 256, [&](size_t l0, size_t l1) {
+      direct::transpose(a + l0, m, l1 - l0, size_t(lda), at + l0 * size_t(m), size_t(m));
+    });
+    // One k-block: C's tiles are stored transposed, and reloading them per
+    // block would cost a quarter of the FMAs' time.
+    p = {0, n, 0, m, k, k, b, size_t(ldb), 1, at, size_t(m), c, size_t(ldc), true};
+  } else {
+    if (n % 16 != 0) return false;
+    p = {0, m, 0, n, k, kSimdGemmK, a, ta ? 1 : size_t(lda), ta ? size_t(lda) : 1, b, size_t(ldb), c, size_t(ldc),
+         false};
+  }
+  // Split the longer way in whole tiles: 30 rows (tiles are 6 or 5 rows), or
+  // 64 columns.
+  constexpr int kRows = 30, kCols = 64;
+  const int row_units = (p.r1 + kRows - 1) / kRows, col_units = (p.c1 + kCols - 1) / kCols;
+  const bool by_rows = row_units >= col_units;
+  parallel_for(ctx.pool(), size_t(by_rows ? row_units : col_units), 1, [&](size_t u0, size_t u1) {
+    simd::GemmPanel q = p;
+    if (by_rows) q.r0 = int(u0) * kRows, q.r1 = std::min(p.r1, int(u1) * kRows);
+    else q.c0 = int(u0) * kCols, q.c1 = std::min(p.c1, int(u1) * kCols);
+    kern.gemm_panel(q);
+  });
+  return true;
+}
+}  // namespace
+
 template <typename T>
 void gemm(Context& ctx, bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, int lda,
           const T* b, int ldb, T beta, T* c, int ldc) {
   if (m == 0 || n == 0) return;
+  if constexpr (std::is_same_v<T, float>)
+    if (alpha == 1.f && beta == 0.f && simd_gemm(ctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)) return;
   if (k == 0) {
     for (int i = 0; i < m; ++i)
       for (int j = 0; j < n; ++j) c[size_t(i) * ldc + j] = beta == T(0) ? T(0) : beta * c[size_t(i) * ldc + j];
@@ -222,10 +187,8 @@ void gemm(Context& ctx, bool trans_a, bool trans_b, int m, int n, int k, T alpha
 template <typename T>
 void bias_add(Context& ctx, T* y, const T* b, int rows, int cols) {
   parallel_for(ctx.pool(), size_t(rows), std::max<size_t>(1, kGrain / std::max(cols, 1)), [&](size_t r0, size_t r1) {
-    for (size_t r = r0; r < r1; ++r) {
-      T* yr = y + r * cols;
-      for (int c = 0; c < cols; ++c) yr[c] += b[c];
-    }
+    if constexpr (std::is_same_v<T, float>) simd::kernels().bias_add(y + r0 * cols, b, r1 - r0, cols);
+    else simd::bias_add<T>(y + r0 * cols, b, r1 - r0, cols);
   });
 }
 
@@ -397,53 +360,12 @@ void maxpool2d_forward(Context& ctx, const PoolShape& s, const T* x, T* y, int32
   const int OH = s.out_h(), OW = s.out_w();
   const size_t planes = size_t(s.n) * s.c, in_plane = size_t(s.h) * s.w, out_plane = size_t(OH) * OW;
   parallel_for(ctx.pool(), planes, 16, [&](size_t p0, size_t p1) {
-    for (size_t p = p0; p < p1; ++p) {
-      const T* xp = x + p * in_plane;
-      T* yp = y + p * out_plane;
-      int32_t* ap = argmax + p * out_plane;
-      if (s.size == 2 && s.stride == 2) {
-        // The common case, branch-free (a mispredicted branch per window costs
-        // more than the loads): first maximum of (0,0), (0,1), (1,0), (1,1).
-        for (int oh = 0; oh < OH; ++oh) {
-          const T* r0 = xp + size_t(2 * oh) * s.w;
-          const T* r1 = r0 + s.w;
-          T* yo = yp + size_t(oh) * OW;
-          int32_t* ao = ap + size_t(oh) * OW;
-          const int32_t base = 2 * oh * s.w;
-          for (int ow = 0; ow < OW; ++ow) {
-            const T v00 = r0[2 * ow], v01 = r0[2 * ow + 1], v10 = r1[2 * ow], v11 = r1[2 * ow + 1];
-            // std::max(a, b) keeps a unless b > a: first-maximum order, no branch.
-            const T mt = std::max(v00, v01), mb = std::max(v10, v11);
-            const int32_t it = int32_t(v01 > v00), ib = s.w + int32_t(v11 > v10);
-            const int32_t bottom = int32_t(mb > mt);
-            T v = std::max(mt, mb);
-            int32_t a = base + 2 * ow + it + bottom * (ib - it);
-            if (relu) {
-              const int32_t pos = int32_t(v > T(0));
-              a = (a + 1) * pos - 1;
-              v = std::max(v, T(0));
-            }
-            yo[ow] = v;
-            ao[ow] = a;
-          }
-        }
-        continue;
-      }
-      for (int oh = 0; oh < OH; ++oh) {
-        for (int ow = 0; ow < OW; ++ow) {
-          int32_t a = (oh * s.stride) * s.w + ow * s.stride;
-          T v = xp[a];
-          for (int i = 0; i < s.size; ++i)
-            for (int j = 0; j < s.size; ++j) {
-              const int32_t idx = (oh * s.stride + i) * s.w + ow * s.stride + j;
-              if (xp[idx] > v) v = xp[idx], a = idx;
-            }
-          if (relu && !(v > T(0))) v = T(0), a = -1;
-          yp[size_t(oh) * OW + ow] = v;
-          ap[size_t(oh) * OW + ow] = a;
-        }
-      }
-    }
+    const T* xp = x + p0 * in_plane;
+    T* yp = y + p0 * out_plane;
+    int32_t* ap = argmax + p0 * out_plane;
+    if constexpr (std::is_same_v<T, float>)
+      simd::kernels().maxpool_forward(xp, yp, ap, p1 - p0, s.h, s.w, s.size, s.stride, OH, OW, relu);
+    else simd::maxpool_forward<T>(xp, yp, ap, p1 - p0, s.h, s.w, s.size, s.stride, OH, OW, relu);
   });
 }
 
@@ -452,31 +374,28 @@ void maxpool2d_backward(Context& ctx, const PoolShape& s, const T* dy, const int
   const size_t planes = size_t(s.n) * s.c, in_plane = size_t(s.h) * s.w;
   const size_t out_plane = size_t(s.out_h()) * s.out_w();
   parallel_for(ctx.pool(), planes, 8, [&](size_t p0, size_t p1) {
-    for (size_t p = p0; p < p1; ++p) {
-      T* dxp = dx + p * in_plane;
-      std::fill(dxp, dxp + in_plane, T(0));
-      const int32_t* ap = argmax + p * out_plane;
-      const T* dyp = dy + p * out_plane;
-      for (size_t o = 0; o < out_plane; ++o)
-        if (ap[o] >= 0) dxp[ap[o]] += dyp[o];
-    }
+    const T* dyp = dy + p0 * out_plane;
+    const int32_t* ap = argmax + p0 * out_plane;
+    T* dxp = dx + p0 * in_plane;
+    if constexpr (std::is_same_v<T, float>)
+      simd::kernels().maxpool_backward(dyp, ap, dxp, p1 - p0, in_plane, out_plane);
+    else simd::maxpool_backward<T>(dyp, ap, dxp, p1 - p0, in_plane, out_plane);
   });
 }
 
 template <typename T>
 void relu_forward(Context& ctx, const T* x, T* y, size_t n) {
   parallel_for(ctx.pool(), n, kGrain, [&](size_t b, size_t e) {
-    for (size_t i = b; i < e; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
+    if constexpr (std::is_same_v<T, float>) simd::kernels().relu_forward(x + b, y + b, e - b);
+    else simd::relu_forward<T>(x + b, y + b, e - b);
   });
 }
 
 template <typename T>
 void relu_backward(Context& ctx, const T* y, const T* dy, T* dx, size_t n) {
   parallel_for(ctx.pool(), n, kGrain, [&](size_t b, size_t e) {
-    for (size_t i = b; i < e; ++i) {
-      const T d = dy[i];  // unconditional load: the select vectorises
-      dx[i] = y[i] > T(0) ? d : T(0);
-    }
+    if constexpr (std::is_same_v<T, float>) simd::kernels().relu_backward(y + b, dy + b, dx + b, e - b);
+    else simd::relu_backward<T>(y + b, dy + b, dx + b, e - b);
   });
 }
 
@@ -522,16 +441,8 @@ void count_correct(Context& ctx, const T* logits, const int32_t* labels, int row
 void sgd_update(Context& ctx, float* w, const float* g, float* velocity, size_t n, float lr, float mu,
                 float weight_decay, bool nesterov) {
   parallel_for(ctx.pool(), n, kGrain, [&](size_t b, size_t e) {
-    for (size_t i = b; i < e; ++i) {
-      const float gi = g[i] + weight_decay * w[i];
-      if (velocity == nullptr) {
-        w[i] -= lr * gi;
-      } else {
-        const float v = mu * velocity[i] + gi;
-        velocity[i] = v;
-        w[i] -= lr * (nesterov ? gi + mu * v : v);
-      }
-    }
+    simd::kernels().sgd_update(w + b, g + b, velocity == nullptr ? nullptr : velocity + b, e - b, lr, mu,
+                               weight_decay, nesterov);
   });
 }
 
@@ -568,14 +479,16 @@ void fill(Context& ctx, T* x, T value, size_t n) {
 template <typename T>
 void axpy(Context& ctx, T a, const T* x, T* y, size_t n) {
   parallel_for(ctx.pool(), n, kGrain, [&](size_t b, size_t e) {
-    for (size_t i = b; i < e; ++i) y[i] += a * x[i];
+    if constexpr (std::is_same_v<T, float>) simd::kernels().axpy(a, x + b, y + b, e - b);
+    else simd::axpy<T>(a, x + b, y + b, e - b);
   });
 }
 
 template <typename T>
 void scale(Context& ctx, T a, const T* x, T* y, size_t n) {
   parallel_for(ctx.pool(), n, kGrain, [&](size_t b, size_t e) {
-    for (size_t i = b; i < e; ++i) y[i] = a * x[i];
+    if constexpr (std::is_same_v<T, float>) simd::kernels().scale(a, x + b, y + b, e - b);
+    else simd::scale<T>(a, x + b, y + b, e - b);
   });
 }
 

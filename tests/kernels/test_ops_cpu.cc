@@ -1,19 +1,46 @@
 // CPU ops against straightforward double-precision references on random
 // input, in float and in double, with pooled (threaded) and serial contexts.
+// The float ops run on every CPU path (kernels/cpu/simd.h) this machine
+// supports; a path it lacks skips, saying which feature is missing.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <string>
 
 #include "kernels/cpu/ops_cpu.h"
+#include "kernels/cpu/simd.h"
 #include "kernels/ops.h"
 #include "tests/support/test_util.h"
 
 namespace adasync {
 namespace {
 
+using cpu::CpuPath;
 using test::max_rel_error;
 using test::random_vector;
+
+const auto kPaths = ::testing::Values(CpuPath::avx512, CpuPath::avx2, CpuPath::scalar);
+
+// Selects a CPU path for the float kernels while alive; the previous one after.
+class PathScope {
+ public:
+  explicit PathScope(CpuPath p) : prev_(cpu::cpu_path()) { cpu::set_cpu_path(p); }
+  ~PathScope() { cpu::set_cpu_path(prev_); }
+  PathScope(const PathScope&) = delete;
+  PathScope& operator=(const PathScope&) = delete;
+
+ private:
+  CpuPath prev_;
+};
+
+// Runs the rest of the test on path p, or skips naming what is missing.
+#define USE_CPU_PATH(p)                                                                                \
+  if (std::string why; !cpu::cpu_path_supported(p, &why))                                              \
+    GTEST_SKIP() << cpu::cpu_path_name(p) << " kernels cannot run here: " << why;                      \
+  PathScope path_scope_(p)
+
+std::string path_param_name(const ::testing::TestParamInfo<CpuPath>& info) { return cpu::cpu_path_name(info.param); }
 
 // y[n][k][oh][ow] = b[k] + sum_{c,r,s} w[k][c][r][s] * x[n][c][oh*sh-ph+r][ow*sw-pw+s]
 std::vector<double> conv_ref(const ConvShape& s, const std::vector<double>& x, const std::vector<double>& w,
@@ -41,10 +68,11 @@ struct ConvCase {
   int n, c, h, w, k, r, pad, stride;
 };
 
-class ConvOps : public ::testing::TestWithParam<std::tuple<ConvCase, int>> {};
+class ConvOps : public ::testing::TestWithParam<std::tuple<ConvCase, int, CpuPath>> {};
 
 TEST_P(ConvOps, ForwardAndBothBackwardsMatchTheDirectReference) {
-  const auto [cc, threads] = GetParam();
+  const auto [cc, threads, path] = GetParam();
+  USE_CPU_PATH(path);
   ConvShape s;
   s.n = cc.n, s.c = cc.c, s.h = cc.h, s.w = cc.w, s.k = cc.k, s.r = s.s = cc.r;
   s.pad_h = s.pad_w = cc.pad;
@@ -91,7 +119,7 @@ TEST_P(ConvOps, ForwardAndBothBackwardsMatchTheDirectReference) {
   EXPECT_LT(max_rel_error(dx, dx_ref), 1e-12);
   EXPECT_LT(max_rel_error(dw, dw_ref), 1e-12);
   EXPECT_LT(max_rel_error(db, db_ref), 1e-12);
-  // And in float (the direct AVX-512 kernels take these shapes when they can).
+  // And in float (the direct kernels of the AVX paths take these shapes when they can).
   std::vector<float> dyf(dy.begin(), dy.end()), dxf(s.x_size(), NAN), dwf(s.w_size(), NAN), dbf(size_t(s.k), NAN);
   ops::conv2d_backward_data<float>(*ctx, s, dyf.data(), wf.data(), dxf.data());
   ops::conv2d_backward_filter<float>(*ctx, s, xf.data(), dyf.data(), dwf.data(), dbf.data());
@@ -107,15 +135,19 @@ INSTANTIATE_TEST_SUITE_P(
                                          ConvCase{2, 2, 9, 9, 3, 3, 0, 2},    // valid, strided
                                          ConvCase{17, 2, 5, 5, 3, 1, 0, 1},   // pointwise, more than one group
                                          ConvCase{10, 1, 6, 6, 2, 3, 2, 2},   // wide padding, strided
-                                         // Shapes of the direct AVX-512 kernels (channels in multiples of 16):
+                                         // Shapes of the direct kernels (channels in multiples of 16):
                                          ConvCase{3, 16, 9, 11, 32, 5, 2, 1},   // like conv2, odd width tails
                                          ConvCase{2, 1, 28, 28, 32, 5, 2, 1},   // conv1 of the cnn
                                          ConvCase{9, 32, 7, 5, 64, 3, 1, 1},    // 3x3, more than one group
-                                         ConvCase{2, 16, 8, 8, 48, 5, 0, 1}),   // valid, K = 48
-                       ::testing::Values(1, 3)));
+                                         ConvCase{2, 16, 8, 8, 48, 5, 0, 1},    // valid, K = 48
+                                         ConvCase{2, 64, 14, 14, 64, 5, 2, 1}), // conv2 of the cnn (backward data too)
+                       ::testing::Values(1, 3), kPaths));
 
-TEST(ConvOps, ResultsDoNotDependOnTheThreadCount) {
-  for (int k : {4, 32}) {  // the GEMM path and the direct path
+class ConvPaths : public ::testing::TestWithParam<CpuPath> {};
+
+TEST_P(ConvPaths, ResultsDoNotDependOnTheThreadCount) {
+  USE_CPU_PATH(GetParam());
+  for (int k : {4, 32}) {  // the GEMM path and (except on scalar) the direct path
     ConvShape s;
     s.n = 19, s.c = 16, s.h = 8, s.w = 8, s.k = k, s.r = s.s = 3, s.pad_h = s.pad_w = 1;
     const auto x = random_vector<float>(s.x_size(), 5);
@@ -136,6 +168,36 @@ TEST(ConvOps, ResultsDoNotDependOnTheThreadCount) {
     EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * 4)) << "K=" << k;
     EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[2].data(), outs[0].size() * 4)) << "K=" << k;
   }
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, ConvPaths, kPaths, path_param_name);
+
+// The direct kernels accumulate each output in the same order at every vector
+// width, so the AVX2 path reproduces the AVX-512 path's bits (the golden
+// checksums then hold for both).
+TEST(ConvOps, Avx2AndAvx512DirectKernelsAgreeBitForBit) {
+  for (CpuPath p : {CpuPath::avx512, CpuPath::avx2})
+    if (std::string why; !cpu::cpu_path_supported(p, &why)) GTEST_SKIP() << cpu::cpu_path_name(p) << ": " << why;
+  ConvShape s;
+  s.n = 3, s.c = 32, s.h = 9, s.w = 13, s.k = 64, s.r = s.s = 5, s.pad_h = s.pad_w = 2;
+  const auto x = random_vector<float>(s.x_size(), 31);
+  const auto dy = random_vector<float>(s.y_size(), 32);
+  const auto w = random_vector<float>(s.w_size(), 33);
+  const auto b = random_vector<float>(size_t(s.k), 34);
+  std::vector<std::vector<float>> outs;
+  for (CpuPath p : {CpuPath::avx512, CpuPath::avx2}) {
+    PathScope scope(p);
+    ThreadPool pool(2);
+    auto ctx = Context::cpu(&pool);
+    std::vector<float> y(s.y_size(), NAN), dx(s.x_size(), NAN), dw(s.w_size(), NAN), db(size_t(s.k), NAN);
+    ops::conv2d_forward<float>(*ctx, s, x.data(), w.data(), b.data(), y.data());
+    ops::conv2d_backward_data<float>(*ctx, s, dy.data(), w.data(), dx.data());
+    ops::conv2d_backward_filter<float>(*ctx, s, x.data(), dy.data(), dw.data(), db.data());
+    y.insert(y.end(), dx.begin(), dx.end());
+    y.insert(y.end(), dw.begin(), dw.end());
+    outs.push_back(y);
+  }
+  EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * 4));
 }
 
 class GemmOps : public ::testing::TestWithParam<std::tuple<bool, bool, int>> {};
@@ -164,10 +226,53 @@ TEST_P(GemmOps, MatchesTheTripleLoopInEveryTransposeAndThreadCount) {
 
 INSTANTIATE_TEST_SUITE_P(All, GemmOps, ::testing::Combine(::testing::Bool(), ::testing::Bool(), ::testing::Values(1, 2, 3)));
 
-class PoolOps : public ::testing::TestWithParam<std::tuple<int, int, bool>> {};
+// The linear layers' products (alpha 1, beta 0, a dimension a multiple of 16)
+// run the path's own tiles on the AVX paths: each transpose the layers use,
+// with row and column tails, k longer than one k-block, and in every thread
+// count the same bits.
+class GemmPaths : public ::testing::TestWithParam<CpuPath> {};
+
+TEST_P(GemmPaths, LinearLayerProductsMatchTheTripleLoopAndTheThreadCount) {
+  USE_CPU_PATH(GetParam());
+  struct Case {
+    bool ta, tb;
+    int m, n, k;
+  };
+  // forward (x W^T), weight gradient (dY^T X), input gradient (dY W)
+  for (const Case& cs : {Case{false, true, 32, 13, 301}, Case{false, true, 64, 70, 600},
+                         Case{true, false, 23, 48, 64}, Case{true, false, 1030, 80, 17},
+                         Case{false, false, 7, 48, 600}, Case{false, false, 64, 112, 10}}) {
+    const auto [ta, tb, m, n, k] = cs;
+    const auto a = random_vector<float>(size_t(m) * k, 21);
+    const auto b = random_vector<float>(size_t(k) * n, 22);
+    std::vector<double> ref(size_t(m) * n);
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int l = 0; l < k; ++l)
+          acc += double(ta ? a[size_t(l) * m + i] : a[size_t(i) * k + l]) * double(tb ? b[size_t(j) * k + l] : b[size_t(l) * n + j]);
+        ref[size_t(i) * n + j] = acc;
+      }
+    std::vector<std::vector<float>> outs;
+    for (int threads : {1, 3}) {
+      ThreadPool pool(threads);
+      auto ctx = Context::cpu(&pool);
+      std::vector<float> c(size_t(m) * n, NAN);
+      ops::gemm<float>(*ctx, ta, tb, m, n, k, 1.f, a.data(), ta ? m : k, b.data(), tb ? k : n, 0.f, c.data(), n);
+      EXPECT_LT(max_rel_error(c, ref), 1e-5) << ta << tb << " " << m << "x" << n << "x" << k;
+      outs.push_back(c);
+    }
+    EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * 4)) << ta << tb << " " << m << "x" << n;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, GemmPaths, kPaths, path_param_name);
+
+class PoolOps : public ::testing::TestWithParam<std::tuple<std::tuple<int, int, bool>, CpuPath>> {};
 
 TEST_P(PoolOps, ForwardTakesTheFirstMaximumAndBackwardRoutesToIt) {
-  const auto [size, stride, relu] = GetParam();
+  const auto [size, stride, relu] = std::get<0>(GetParam());
+  USE_CPU_PATH(std::get<1>(GetParam()));
   ThreadPool pool(2);
   auto ctx = Context::cpu(&pool);
   PoolShape s;
@@ -203,11 +308,15 @@ TEST_P(PoolOps, ForwardTakesTheFirstMaximumAndBackwardRoutesToIt) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, PoolOps,
-                         ::testing::Values(std::make_tuple(2, 2, false), std::make_tuple(2, 2, true),
-                                           std::make_tuple(3, 2, false), std::make_tuple(3, 3, true),
-                                           std::make_tuple(2, 1, true)));
+                         ::testing::Combine(::testing::Values(std::make_tuple(2, 2, false), std::make_tuple(2, 2, true),
+                                                              std::make_tuple(3, 2, false), std::make_tuple(3, 3, true),
+                                                              std::make_tuple(2, 1, true)),
+                                            kPaths));
 
-TEST(ElementwiseOps, ReluBiasAndBlasLevel1MatchTheirDefinitions) {
+class ElementwiseOps : public ::testing::TestWithParam<CpuPath> {};
+
+TEST_P(ElementwiseOps, ReluBiasAndBlasLevel1MatchTheirDefinitions) {
+  USE_CPU_PATH(GetParam());
   auto ctx = Context::cpu();
   const size_t n = 1000;
   const auto x = random_vector<float>(n, 12);
@@ -239,6 +348,8 @@ TEST(ElementwiseOps, ReluBiasAndBlasLevel1MatchTheirDefinitions) {
   ops::scale<float>(*ctx, 0.5f, z.data(), z.data(), n);
   for (size_t i = 0; i < n; ++i) EXPECT_FLOAT_EQ(z[i], 0.5f * (1.f + 2.f * x[i]));
 }
+
+INSTANTIATE_TEST_SUITE_P(Paths, ElementwiseOps, kPaths, path_param_name);
 
 TEST(LossOps, SoftmaxCrossEntropyAndAccuracyMatchTheDefinition) {
   auto ctx = Context::cpu();
@@ -274,7 +385,10 @@ TEST(LossOps, SoftmaxCrossEntropyAndAccuracyMatchTheDefinition) {
   EXPECT_THROW(ops::softmax_xent<double>(*ctx, z.data(), y.data(), rows, classes, &loss, d.data()), Error);
 }
 
-TEST(OptimOps, SgdUpdateAndGatherAndNonFiniteCount) {
+class OptimOps : public ::testing::TestWithParam<CpuPath> {};
+
+TEST_P(OptimOps, SgdUpdateAndGatherAndNonFiniteCount) {
+  USE_CPU_PATH(GetParam());
   auto ctx = Context::cpu();
   const size_t n = 257;
   auto w = random_vector<float>(n, 17);
@@ -282,11 +396,15 @@ TEST(OptimOps, SgdUpdateAndGatherAndNonFiniteCount) {
   auto v = random_vector<float>(n, 19);
   const auto w0 = w, v0 = v;
   ops::sgd_update(*ctx, w.data(), g.data(), v.data(), n, 0.1f, 0.9f, 0.01f, true);
+  // In double; the bound is a few float roundings of the terms, which the
+  // step's cancellation (w0 minus a step of its size) can leave larger than
+  // the result's own ulps.
   for (size_t i = 0; i < n; ++i) {
-    const float gi = g[i] + 0.01f * w0[i];
-    const float vi = 0.9f * v0[i] + gi;
-    EXPECT_FLOAT_EQ(v[i], vi);
-    EXPECT_FLOAT_EQ(w[i], w0[i] - 0.1f * (gi + 0.9f * vi));
+    const double gi = double(g[i]) + 0.01 * double(w0[i]);
+    const double vi = 0.9 * double(v0[i]) + gi;
+    const double step = 0.1 * (gi + 0.9 * vi);
+    EXPECT_NEAR(v[i], vi, 4 * 6e-8 * (std::fabs(0.9 * v0[i]) + std::fabs(gi)));
+    EXPECT_NEAR(w[i], double(w0[i]) - step, 8 * 6e-8 * (std::fabs(w0[i]) + std::fabs(step)));
   }
   const std::vector<float> rows = {0, 1, 2, 3, 4, 5};
   const std::vector<int32_t> labels = {7, 8, 9};
@@ -305,6 +423,24 @@ TEST(OptimOps, SgdUpdateAndGatherAndNonFiniteCount) {
   int32_t bad = -1;
   ops::count_nonfinite(*ctx, f.data(), f.size(), &bad);
   EXPECT_EQ(bad, 3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, OptimOps, kPaths, path_param_name);
+
+TEST(CpuPaths, TheBestPathIsSupportedAndTheChoiceCanBeLoweredAndRestored) {
+  const CpuPath best = cpu::best_cpu_path();
+  std::string why;
+  EXPECT_TRUE(cpu::cpu_path_supported(best, &why)) << why;
+  EXPECT_TRUE(cpu::cpu_path_supported(CpuPath::scalar));
+  {
+    PathScope scope(CpuPath::scalar);
+    EXPECT_STREQ(cpu::cpu_kernel_path(), "scalar");
+    EXPECT_EQ(cpu::simd::kernels().conv_image, nullptr);  // scalar: im2col + GEMM only
+    EXPECT_NE(cpu::cpu_kernel_path_summary().find("forced"), std::string::npos);
+  }
+  for (CpuPath p : {CpuPath::avx512, CpuPath::avx2})
+    if (!cpu::cpu_path_supported(p)) EXPECT_THROW(cpu::set_cpu_path(p), UsageError) << cpu::cpu_path_name(p);
+    else EXPECT_NE(cpu::simd::kernels(p).conv_image, nullptr);
 }
 
 }  // namespace
