@@ -11,8 +11,8 @@
 #include <cstdio>
 #include <vector>
 
-#include "runtime/param_server.h"
-#include "runtime/worker.h"
+#include "runtime/engine/param_server.h"
+#include "runtime/drivers/worker.h"
 
 using namespace adasync;
 
@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
     auto ctx = Context::cuda(0, "bench");
     Buffer<float> dev(MemKind::Device, n, 0), pinned(MemKind::Pinned, n, 0);
     SnapshotPtr snap = ps.latest();
-    Slot slot = ps.acquire_slot();
+    SlotLease slot = ps.acquire_slot();
     Event done;
     const int reps = 20;
     // Plain synchronous copies between pinned memory and the device.
@@ -65,11 +65,11 @@ int main(int argc, char** argv) {
       done.synchronize();
     }, reps);
     const double t_push = time_median([&] {
-      mem_copy(slot.data, dev.data(), bytes, ctx->stream());
+      mem_copy(slot.data(), dev.data(), bytes, ctx->stream());
       done.record(*ctx);
       done.synchronize();
     }, reps);
-    ps.release_slot(slot);
+    slot.release();
     const double gb = double(bytes) / 1e9;
     std::printf("%-14zu %12.1f %12.1f %12.1f %12.1f %8.1f %7.0f%%/%.0f%%\n", n, double(bytes) / 1e6, gb / t_h2d,
                 gb / t_pull, gb / t_d2h, gb / t_push, 100 * t_h2d / t_pull, 100 * t_d2h / t_push);

@@ -20,7 +20,7 @@
 
 #include "bench/bench_util.h"
 #include "kernels/context.h"
-#include "runtime/optimizer.h"
+#include "runtime/engine/optimizer.h"
 
 using namespace adasync;
 

@@ -107,7 +107,8 @@ DataSplit load_cifar10_dir(const std::string& dir) {
   }
   if (base.empty()) {
     if (!fs::is_directory(dir, ec)) {
-      throw DataError("cifar10: data directory " + dir + " does not exist; " + kHint);
+      throw DataError("cifar10: data directory " + dir +
+                      (fs::exists(dir, ec) ? " is not a directory (a file); " : " does not exist; ") + kHint);
     }
     throw DataError("cifar10: no CIFAR-10 binary batches in " + dir + " or " +
                     (fs::path(dir) / "cifar-10-batches-bin").string() +

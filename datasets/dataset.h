@@ -44,9 +44,11 @@ struct IdxArray {
   std::vector<uint8_t> data;
 };
 
-// Reads one IDX file, gzip-compressed or raw (zlib reads both), and checks
-// the magic (0x0000 08 <ndims>), that ndims == expected_ndims and that the
-// payload holds exactly prod(dims) bytes.
+// Reads one IDX file, gzip-compressed (by content: it starts with 1f 8b) or
+// raw, and checks the magic (0x0000 08 <ndims>), that ndims == expected_ndims
+// and that the payload holds exactly prod(dims) bytes. A gzip file is one or
+// more whole gzip members (concatenated members read as one stream, as gunzip
+// does); bytes after the last member that are not another member are an error.
 IdxArray read_idx(const std::string& path, int expected_ndims);
 
 // MNIST / Fashion-MNIST from a directory holding train-images-idx3-ubyte,

@@ -33,32 +33,114 @@ std::string dims_str(const std::vector<uint32_t>& dims) {
   return s.empty() ? "(scalar)" : s;
 }
 
-struct GzClose {
-  void operator()(gzFile_s* f) const { gzclose(f); }
+struct FileClose {
+  void operator()(std::FILE* f) const { std::fclose(f); }
 };
-using GzFile = std::unique_ptr<gzFile_s, GzClose>;
 
-// Reads up to n bytes, fewer only at the end of the data. zlib reports a cut-off
-// gzip stream as a short read with Z_BUF_ERROR set, so the error state is checked
-// after every short read, not just when gzread returns -1.
-size_t read_some(gzFile f, uint8_t* buf, size_t n, const std::string& path, const char* what) {
-  size_t got = 0;
-  while (got < n) {
-    const unsigned chunk = unsigned(std::min<size_t>(n - got, size_t(1) << 30));
-    const int r = gzread(f, buf + got, chunk);
-    if (r > 0) got += size_t(r);
-    if (r < 0 || unsigned(r) < chunk) {
-      int errnum = Z_OK;
-      const char* msg = gzerror(f, &errnum);
-      if (errnum != Z_OK) {
-        throw DataError(path + ": corrupt or truncated gzip stream while reading " + what +
-                        " (zlib: " + (msg && *msg ? msg : "unknown error") + ")");
-      }
-      if (r <= 0) break;
+// The bytes of a data file: raw, or decompressed when it starts with the gzip
+// magic (1f 8b). A gzip file is one or more whole members (RFC 1952 allows
+// several, and `cat a.gz b.gz` is what gunzip reads as the concatenation);
+// anything after the last member that is not another member is an error.
+// zlib's gzread would silently drop such trailing bytes, hence inflate here.
+class DataSource {
+ public:
+  explicit DataSource(const std::string& path) : path_(path), f_(std::fopen(path.c_str(), "rb")) {
+    if (!f_) throw DataError(path + ": cannot open: " + std::strerror(errno));
+    in_.resize(size_t(1) << 18);
+    fill(2);
+    gzip_ = end_ - pos_ >= 2 && in_[pos_] == 0x1f && in_[pos_ + 1] == 0x8b;
+    if (gzip_) {
+      if (inflateInit2(&z_, 16 + MAX_WBITS) != Z_OK) throw DataError(path + ": cannot start zlib");
+      z_live_ = true;
     }
   }
-  return got;
-}
+  ~DataSource() {
+    if (z_live_) inflateEnd(&z_);
+  }
+  DataSource(const DataSource&) = delete;
+  DataSource& operator=(const DataSource&) = delete;
+
+  // Reads up to n bytes, fewer only at the end of the data.
+  size_t read(uint8_t* buf, size_t n, const char* what) { return gzip_ ? inflate_some(buf, n, what) : raw(buf, n); }
+
+ private:
+  // Makes at least `want` unread bytes available unless the file ends first.
+  void fill(size_t want) {
+    if (end_ - pos_ >= want || eof_) return;
+    std::memmove(in_.data(), in_.data() + pos_, end_ - pos_);
+    end_ -= pos_;
+    pos_ = 0;
+    while (end_ < want && !eof_) {
+      const size_t r = std::fread(in_.data() + end_, 1, in_.size() - end_, f_.get());
+      end_ += r;
+      if (r == 0) {
+        if (std::ferror(f_.get())) throw DataError(path_ + ": read error: " + std::strerror(errno));
+        eof_ = true;
+      }
+    }
+  }
+
+  size_t raw(uint8_t* buf, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+      fill(1);
+      if (pos_ == end_) break;
+      const size_t k = std::min(n - got, end_ - pos_);
+      std::memcpy(buf + got, in_.data() + pos_, k);
+      pos_ += k;
+      got += k;
+    }
+    return got;
+  }
+
+  [[noreturn]] void corrupt(const char* what, const std::string& why) const {
+    throw DataError(path_ + ": corrupt or truncated gzip stream while reading " + what + " (zlib: " + why + ")");
+  }
+
+  size_t inflate_some(uint8_t* buf, size_t n, const char* what) {
+    size_t got = 0;
+    while (got < n) {
+      if (member_done_) {
+        fill(2);
+        if (pos_ == end_) break;  // the end of the file after a whole member
+        if (end_ - pos_ < 2 || in_[pos_] != 0x1f || in_[pos_ + 1] != 0x8b) {
+          char found[64];
+          std::snprintf(found, sizeof found, "0x%02X%s", in_[pos_], end_ - pos_ >= 2 ? " ..." : "");
+          throw DataError(path_ + ": trailing bytes after the gzip data: expected the end of the file or another " +
+                          "gzip member (0x1F 0x8B) at byte " + std::to_string(consumed_) + ", found " + found);
+        }
+        inflateReset(&z_);
+        member_done_ = false;
+      }
+      fill(1);
+      z_.next_in = in_.data() + pos_;
+      z_.avail_in = uInt(end_ - pos_);
+      z_.next_out = buf + got;
+      z_.avail_out = uInt(std::min<size_t>(n - got, size_t(1) << 30));
+      const uInt in_before = z_.avail_in, out_before = z_.avail_out;
+      const int r = inflate(&z_, Z_NO_FLUSH);
+      pos_ += in_before - z_.avail_in;
+      consumed_ += in_before - z_.avail_in;
+      got += out_before - z_.avail_out;
+      if (r == Z_STREAM_END) {
+        member_done_ = true;
+      } else if (r == Z_BUF_ERROR || (r == Z_OK && in_before == z_.avail_in && out_before == z_.avail_out)) {
+        if (eof_ && pos_ == end_) corrupt(what, "unexpected end of file");
+      } else if (r != Z_OK) {
+        corrupt(what, z_.msg != nullptr ? z_.msg : "error " + std::to_string(r));
+      }
+    }
+    return got;
+  }
+
+  std::string path_;
+  std::unique_ptr<std::FILE, FileClose> f_;
+  std::vector<uint8_t> in_;
+  size_t pos_ = 0, end_ = 0;
+  uint64_t consumed_ = 0;  // compressed bytes inflate has taken
+  bool eof_ = false, gzip_ = false, z_live_ = false, member_done_ = false;
+  z_stream z_{};
+};
 
 }  // namespace
 
@@ -72,12 +154,10 @@ IdxArray read_idx(const std::string& path, int expected_ndims) {
   if (!fs::exists(st)) throw DataError(path + ": file not found");
   if (!fs::is_regular_file(st)) throw DataError(path + ": expected a regular IDX file, found something else");
 
-  GzFile f(gzopen(path.c_str(), "rb"));
-  if (!f) throw DataError(path + ": cannot open: " + std::strerror(errno));
-  gzbuffer(f.get(), 1 << 18);
+  DataSource f(path);
 
   uint8_t magic[4];
-  const size_t got_magic = read_some(f.get(), magic, 4, path, "the IDX header");
+  const size_t got_magic = f.read(magic, 4, "the IDX header");
   if (got_magic < 4) {
     throw DataError(path + ": expected a 4-byte IDX magic number, found a file of " +
                     std::to_string(got_magic) + " bytes");
@@ -103,7 +183,7 @@ IdxArray read_idx(const std::string& path, int expected_ndims) {
 
   IdxArray out;
   std::vector<uint8_t> raw_dims(size_t(expected_ndims) * 4);
-  const size_t got_dims = read_some(f.get(), raw_dims.data(), raw_dims.size(), path, "the IDX dimensions");
+  const size_t got_dims = f.read(raw_dims.data(), raw_dims.size(), "the IDX dimensions");
   if (got_dims < raw_dims.size()) {
     throw DataError(path + ": truncated IDX header: expected " + std::to_string(raw_dims.size()) +
                     " bytes of dimensions after the magic number, found " + std::to_string(got_dims));
@@ -137,7 +217,7 @@ IdxArray read_idx(const std::string& path, int expected_ndims) {
   while (got < want) {
     const size_t step = size_t(std::min<uint64_t>(want - got, std::max<size_t>(kChunk, got)));
     out.data.resize(got + step);
-    const size_t r = read_some(f.get(), out.data.data() + got, step, path, "the IDX data");
+    const size_t r = f.read(out.data.data() + got, step, "the IDX data");
     got += r;
     if (r < step) break;
   }
@@ -150,7 +230,7 @@ IdxArray read_idx(const std::string& path, int expected_ndims) {
   uint64_t extra = 0;
   std::vector<uint8_t> scratch(1 << 16);
   for (;;) {
-    const size_t r = read_some(f.get(), scratch.data(), scratch.size(), path, "past the IDX data");
+    const size_t r = f.read(scratch.data(), scratch.size(), "past the IDX data");
     extra += r;
     if (r < scratch.size()) break;
   }
@@ -225,7 +305,8 @@ Dataset make_images(const std::string& name, const std::string& images_path, con
 DataSplit load_mnist_dir(const std::string& dir, const std::string& name) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
-    throw DataError(name + ": data directory " + dir + " does not exist (expected it to hold " +
+    throw DataError(name + ": data directory " + dir +
+                    (fs::exists(dir, ec) ? " is not a directory (a file;" : " does not exist (") + " expected a directory holding " +
                     "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and " +
                     "t10k-labels-idx1-ubyte.gz); " + missing_hint(name));
   }

@@ -52,6 +52,36 @@ class Reader {
   size_t n_, pos_ = 0;
   std::string what_;
 };
+
+constexpr size_t kPrefixBytes = 8 + 4 + 8;  // magic, format version, header length
+constexpr size_t kMinBytes = kPrefixBytes + 4 + 4;  // and the section count and the CRC
+
+void check_magic(const unsigned char* p, const std::string& what) {
+  if (std::memcmp(p, kMagic, 8) != 0) throw CheckpointError(what + ": not a checkpoint: the magic is not \"ADASYNCK\"");
+}
+
+void check_format(uint32_t format, const std::string& what) {
+  if (format != kCheckpointFormat)
+    throw CheckpointError(what + ": checkpoint format " + std::to_string(format) + ", expected " +
+                          std::to_string(kCheckpointFormat));
+}
+
+nlohmann::json parse_header(const unsigned char* h, uint64_t n, const std::string& what) {
+  try {
+    return nlohmann::json::parse(h, h + n);
+  } catch (const std::exception& e) {
+    throw CheckpointError(what + ": damaged checkpoint header: " + e.what());
+  }
+}
+
+bool all_digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+}
+
+bool has_affixes(const std::string& n, const std::string& prefix, const std::string& suffix) {
+  return n.size() >= prefix.size() + suffix.size() && n.compare(0, prefix.size(), prefix) == 0 &&
+         n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
 }  // namespace
 
 void Checkpoint::put_floats(const std::string& name, const float* p, size_t n) {
@@ -106,9 +136,10 @@ std::vector<unsigned char> encode_checkpoint(const Checkpoint& c) {
 }
 
 Checkpoint decode_checkpoint(const unsigned char* data, size_t size, const std::string& what) {
-  if (size < 8 + 4 + 8 + 4 + 4)
-    throw CheckpointError(what + ": not a checkpoint: expected at least 28 bytes, found " + std::to_string(size));
-  if (std::memcmp(data, kMagic, 8) != 0) throw CheckpointError(what + ": not a checkpoint: the magic is not \"ADASYNCK\"");
+  if (size < kMinBytes)
+    throw CheckpointError(what + ": not a checkpoint: expected at least " + std::to_string(kMinBytes) +
+                          " bytes, found " + std::to_string(size));
+  check_magic(data, what);
   uint32_t stored = 0;
   std::memcpy(&stored, data + size - 4, 4);
   const uint32_t crc = uint32_t(crc32_z(0L, data, size - 4));
@@ -119,18 +150,10 @@ Checkpoint decode_checkpoint(const unsigned char* data, size_t size, const std::
   }
   Reader r(data, size - 4, what);
   r.bytes(8, "the magic");
-  const uint32_t version = r.get<uint32_t>("the format version");
-  if (version != kCheckpointFormat)
-    throw CheckpointError(what + ": checkpoint format " + std::to_string(version) + ", expected " +
-                          std::to_string(kCheckpointFormat));
+  check_format(r.get<uint32_t>("the format version"), what);
   Checkpoint c;
   const uint64_t hlen = r.get<uint64_t>("the header length");
-  const unsigned char* h = r.bytes(hlen, "the header");
-  try {
-    c.header = nlohmann::json::parse(h, h + hlen);
-  } catch (const std::exception& e) {
-    throw CheckpointError(what + ": damaged checkpoint header: " + e.what());
-  }
+  c.header = parse_header(r.bytes(hlen, "the header"), hlen, what);
   const uint32_t count = r.get<uint32_t>("the section count");
   for (uint32_t i = 0; i < count; ++i) {
     const uint32_t nlen = r.get<uint32_t>("a section name length");
@@ -145,14 +168,28 @@ Checkpoint decode_checkpoint(const unsigned char* data, size_t size, const std::
 }
 
 std::string save_checkpoint(const std::string& dir, int64_t version, const Checkpoint& c, int keep) {
+  // The listing trusts a file only when its name and the version inside agree.
+  const auto hv = c.header.is_object() ? c.header.find("version") : c.header.end();
+  EXPECTS(hv != c.header.end() && hv->is_number_integer() && hv->get<int64_t>() == version,
+          "the header's \"version\" is " << (hv == c.header.end() ? std::string("missing") : hv->dump())
+                                          << ", saving version " << version);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw UsageError("--checkpoint-dir: cannot create '" + dir + "': " + ec.message());
   const std::string path = (fs::path(dir) / checkpoint_name(version)).string();
   const auto bytes = encode_checkpoint(c);
   write_file_atomic(path, std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
-  const auto all = list_checkpoints(dir);
-  for (size_t i = size_t(std::max(keep, 1)); i < all.size(); ++i) fs::remove(all[i], ec);
+  // The file just written is always kept (a damaged one of a higher version
+  // must not push it out); then the newest valid others, up to `keep`.
+  size_t kept = 1;
+  for (const auto& [v, f] : list_valid_checkpoints(dir)) {
+    if (f == path) continue;
+    if (kept < size_t(std::max(keep, 1))) {
+      ++kept;
+    } else {
+      fs::remove(f, ec);
+    }
+  }
   return path;
 }
 
@@ -169,15 +206,97 @@ Checkpoint load_checkpoint(const std::string& path) {
   return decode_checkpoint(bytes.data(), bytes.size(), path);
 }
 
+nlohmann::json read_checkpoint_header(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::error_code ec;
+  const uint64_t size = fs::file_size(path, ec);
+  if (!in || ec) throw CheckpointError(path + ": cannot open checkpoint");
+  unsigned char prefix[kPrefixBytes];
+  in.read(reinterpret_cast<char*>(prefix), kPrefixBytes);
+  if (size < kMinBytes || size_t(in.gcount()) < kPrefixBytes)
+    throw CheckpointError(path + ": not a checkpoint: expected at least " + std::to_string(kMinBytes) +
+                          " bytes, found " + std::to_string(size));
+  check_magic(prefix, path);
+  uint32_t format = 0;
+  uint64_t hlen = 0;
+  std::memcpy(&format, prefix + 8, 4);
+  std::memcpy(&hlen, prefix + 12, 8);
+  check_format(format, path);
+  if (hlen > size - kMinBytes)
+    throw CheckpointError(path + ": truncated checkpoint: expected " + std::to_string(hlen) +
+                          " bytes of header at offset " + std::to_string(kPrefixBytes) + ", found " +
+                          std::to_string(size - kMinBytes));
+  std::vector<unsigned char> h(static_cast<size_t>(hlen));
+  in.read(reinterpret_cast<char*>(h.data()), std::streamsize(hlen));
+  if (uint64_t(in.gcount()) != hlen) throw CheckpointError(path + ": cannot read the checkpoint header");
+  return parse_header(h.data(), hlen, path);
+}
+
+CheckpointListing scan_checkpoints(const std::string& dir) {
+  CheckpointListing out;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    if (!has_affixes(n, "ckpt-", ".bin")) continue;
+    const std::string path = it->path().string();
+    std::error_code sec;
+    if (!fs::is_regular_file(it->symlink_status(sec))) {
+      out.ignored.push_back(path + ": not a regular file");
+      continue;
+    }
+    nlohmann::json h;
+    try {
+      h = read_checkpoint_header(path);
+    } catch (const CheckpointError& e) {
+      out.ignored.push_back(e.what());
+      continue;
+    }
+    const auto v = h.is_object() ? h.find("version") : h.end();
+    if (v == h.end() || !v->is_number_integer() || v->get<int64_t>() < 0) {
+      out.ignored.push_back(path + ": expected a non-negative integer \"version\" in the header, found " +
+                            (v == h.end() ? std::string("none") : v->dump()));
+      continue;
+    }
+    const int64_t version = v->get<int64_t>();
+    if (checkpoint_name(version) != n) {
+      out.ignored.push_back(path + ": holds version " + std::to_string(version) + ", which would be named " +
+                            checkpoint_name(version) + " (a copied or renamed checkpoint: left alone)");
+      continue;
+    }
+    out.valid.emplace_back(version, path);
+  }
+  std::sort(out.valid.begin(), out.valid.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::sort(out.ignored.begin(), out.ignored.end());
+  return out;
+}
+
+std::vector<std::pair<int64_t, std::string>> list_valid_checkpoints(const std::string& dir) {
+  return scan_checkpoints(dir).valid;
+}
+
 std::vector<std::string> list_checkpoints(const std::string& dir) {
   std::vector<std::string> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string n = e.path().filename().string();
-    if (n.rfind("ckpt-", 0) == 0 && n.size() > 9 && n.substr(n.size() - 4) == ".bin") out.push_back(e.path().string());
-  }
-  std::sort(out.rbegin(), out.rend());  // zero-padded versions: lexicographic = numeric
+  for (auto& [v, path] : list_valid_checkpoints(dir)) out.push_back(std::move(path));
   return out;
+}
+
+int remove_stale_temporaries(const std::string& dir) {
+  int removed = 0;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    // write_file_atomic(P) writes P + ".tmp": ckpt-<digits>.bin.tmp.
+    const std::string prefix = "ckpt-", suffix = ".bin.tmp";
+    if (!has_affixes(n, prefix, suffix) || !all_digits(n.substr(prefix.size(), n.size() - prefix.size() - suffix.size())))
+      continue;
+    std::error_code sec;
+    if (!fs::is_regular_file(it->symlink_status(sec))) continue;
+    if (fs::remove(it->path(), sec)) ++removed;
+    if (sec)
+      throw UsageError("--checkpoint-dir: cannot remove the stale temporary '" + it->path().string() +
+                       "': " + sec.message());
+  }
+  return removed;
 }
 
 }  // namespace adasync

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -45,13 +46,40 @@ class CheckpointError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Writes `c` as DIR/ckpt-<version>.bin atomically and deletes all but the
-// newest `keep` checkpoints of DIR. Returns the path written.
+// Writes `c` as DIR/ckpt-<version>.bin atomically, then deletes all but the
+// newest `keep` (at least 1) checkpoints of DIR as list_valid_checkpoints sees
+// them; files that are not (damaged headers, foreign files, misnamed copies)
+// are never counted and never deleted. `c.header["version"]` must equal
+// `version`. Returns the path written.
 std::string save_checkpoint(const std::string& dir, int64_t version, const Checkpoint& c, int keep);
 Checkpoint load_checkpoint(const std::string& path);
+// The header JSON of a checkpoint file, reading only the magic, the format
+// and the header (not the sections, not the CRC: load_checkpoint checks
+// those). CheckpointError naming the file when they do not read.
+nlohmann::json read_checkpoint_header(const std::string& path);
 // The file name of version v's checkpoint ("ckpt-000000000042.bin").
 std::string checkpoint_name(int64_t version);
-// Checkpoint files of DIR, newest (highest version) first.
+
+// A checkpoint of DIR is a file named checkpoint_name(v) whose header reads
+// (read_checkpoint_header) and holds the integer "version" v: the name and
+// the version inside agree. A ckpt-*.bin file whose name and inside version
+// differ was copied or renamed by hand: it is not resumed from, not counted
+// against --checkpoint-keep and never deleted, like any foreign file.
+struct CheckpointListing {
+  std::vector<std::pair<int64_t, std::string>> valid;  // (version inside, path), newest first
+  std::vector<std::string> ignored;                    // "PATH: why" for each other ckpt-*.bin file
+};
+CheckpointListing scan_checkpoints(const std::string& dir);
+// scan_checkpoints(dir).valid.
+std::vector<std::pair<int64_t, std::string>> list_valid_checkpoints(const std::string& dir);
+// The paths of list_valid_checkpoints (newest first): what --resume tries, in
+// order (a file whose sections or CRC are damaged still fails at load).
 std::vector<std::string> list_checkpoints(const std::string& dir);
+
+// Removes the temporaries a write_file_atomic of a checkpoint leaves when the
+// process is killed mid-write (DIR/ckpt-<digits>.bin.tmp, regular files only;
+// nothing else is touched) and returns how many it removed. Call it at start,
+// holding the directory's lock, so no live writer's file is taken.
+int remove_stale_temporaries(const std::string& dir);
 
 }  // namespace adasync

@@ -6,8 +6,12 @@
 
 #include <unistd.h>
 
+#include <thread>
+
 #include "models/model.h"
 #include "runtime/model_io.h"
+#include "runtime/supervisor.h"
+#include "runtime/trace.h"
 #include "runtime/trainer.h"
 
 namespace adasync {
@@ -28,6 +32,11 @@ int trainer_main(int argc, char** argv) {
       "With no flags it trains the cnn on Fashion-MNIST for one epoch."};
   app.get_formatter()->column_width(34);
   std::string time_budget, base_time;
+  // Flags with a fixed set of values are read as text and parsed once below.
+  std::string variant = "sync", clock = "real", schedule = "fixed", adasync_rule = "auto", sqrt_rounding = "ceil",
+              loss_estimate = "window", lr_rule = "const", lr_distance = "sketch", graph = "complete",
+              local_steps_dist = "fixed", swarm_mode = "blocking", devices = "auto", aggregate = "auto",
+              on_nonfinite = "drop", progress = "auto", eval_every = "200", checkpoint_every = "0";
 
   auto* g_data = "Model and data";
   app.add_option("--model", c.model,
@@ -75,7 +84,7 @@ int trainer_main(int argc, char** argv) {
   app.add_option("--max-updates", c.max_updates, "Stop after this many parameter-server updates")->group(g_len);
   app.add_option("--time-budget", time_budget, "Stop after this much clock time, e.g. 60s, 5min (virtual seconds with --clock virtual)")
       ->group(g_len);
-  app.add_option("--eval-every", c.eval_every, "Evaluate every N updates, or every duration such as 10s; 0: only at the end")
+  app.add_option("--eval-every", eval_every, "Evaluate every N updates, or every duration such as 10s; 0: only at the end")
       ->capture_default_str()->group(g_len);
   app.add_option("--target-accuracy", c.target_accuracy,
                  "Stop at the first evaluation whose test accuracy reaches this fraction (time-to-accuracy runs)")
@@ -85,11 +94,11 @@ int trainer_main(int argc, char** argv) {
 
   auto* g_eng = "Asynchronous engine";
   app.add_option("--workers", c.workers, "Number of workers P")->capture_default_str()->group(g_eng);
-  app.add_option("--variant", c.variant,
+  app.add_option("--variant", variant,
                  "sync, k-sync, k-batch-sync, async, k-async, k-batch-async, or swarm (decentralised SwarmSGD)")
       ->capture_default_str()->group(g_eng);
   app.add_option("--k", c.k, "Synchronicity K (gradients per update) for the k-variants")->capture_default_str()->group(g_eng);
-  app.add_option("--clock", c.clock, "real (threads, wall time) or virtual (deterministic discrete-event simulation)")
+  app.add_option("--clock", clock, "real (threads, wall time) or virtual (deterministic discrete-event simulation)")
       ->capture_default_str()->group(g_eng);
   app.add_option("--straggler", c.straggler,
                  "Compute-time model: none, const:value=T, exp:mean=T, shifted-exp:shift=T,mean=T, pareto:scale=T,shape=A, "
@@ -106,7 +115,7 @@ int trainer_main(int argc, char** argv) {
   app.add_option("--max-staleness", c.max_staleness, "Drop gradients more than this many versions old (async variants; -1: no bound)")
       ->capture_default_str()->group(g_eng);
   auto* g_sched = "Synchronicity schedule and learning-rate rules";
-  app.add_option("--schedule", c.schedule,
+  app.add_option("--schedule", schedule,
                  "K over time: fixed, adasync (raise K as the loss falls) or piecewise (--schedule-points)")
       ->capture_default_str()->group(g_sched);
   app.add_option("--k0", c.k0, "AdaSync: starting K")->capture_default_str()->group(g_sched);
@@ -114,12 +123,12 @@ int trainer_main(int argc, char** argv) {
   app.add_option("--schedule-every", schedule_every,
                  "AdaSync: decision interval T_0 in clock time (default: plateau rule budget / 100, else 1s; other rules budget / 20, else 10s)")
       ->group(g_sched);
-  app.add_option("--adasync-rule", c.adasync_rule,
+  app.add_option("--adasync-rule", adasync_rule,
                  "auto (= plateau), sqrt (K0 sqrt(F0/Ft), rounded), order-stat "
                  "(K^2/(P-K) >= (F0/Ft) K0^2/(P-K0)), runtime (K E[T_K] >= (F0/Ft) K0 E[T_K0], E[T_K] from the "
                  "observed compute times) or plateau (double K when the loss stops falling against its noise)")
       ->capture_default_str()->group(g_sched);
-  app.add_option("--sqrt-rounding", c.sqrt_rounding, "sqrt rule: ceil or round")->capture_default_str()->group(g_sched);
+  app.add_option("--sqrt-rounding", sqrt_rounding, "sqrt rule: ceil or round")->capture_default_str()->group(g_sched);
   app.add_option("--plateau-z", c.plateau_z,
                  "plateau rule: K doubles when the window's loss fell by less than this many standard errors")
       ->capture_default_str()->group(g_sched);
@@ -131,27 +140,27 @@ int trainer_main(int argc, char** argv) {
                  "time per update, fit in the time left (0: no budget test)")
       ->capture_default_str()->group(g_sched);
   app.add_option("--schedule-points", c.schedule_points, "Piecewise K, e.g. 0:1,30s:2,60s:4")->group(g_sched);
-  app.add_option("--loss-estimate", c.loss_estimate,
+  app.add_option("--loss-estimate", loss_estimate,
                  "AdaSync's loss F_t: window (mean mini-batch loss of the gradients counted since the last decision; "
                  "F_0 from those computed at the initial parameters) or sample (loss on a fixed training sample)")
       ->capture_default_str()->group(g_sched);
   app.add_option("--loss-sample", c.loss_sample, "Images in the fixed training sample")->capture_default_str()->group(g_sched);
-  app.add_option("--lr-rule", c.lr_rule,
+  app.add_option("--lr-rule", lr_rule,
                  "const, staleness (eta / max(1, staleness)) or distance (min(C / ||w_j - w_tau||^2, eta), eta = --lr)")
       ->capture_default_str()->group(g_sched);
   app.add_option("--lr-c", c.lr_c, "C of the distance rule")->group(g_sched);
-  app.add_option("--lr-distance", c.lr_distance,
+  app.add_option("--lr-distance", lr_distance,
                  "distance rule: sketch (per-version count-sketches, no parameter copies) or exact")
       ->capture_default_str()->group(g_sched);
 
   auto* g_swarm = "SwarmSGD (--variant swarm)";
-  app.add_option("--graph", c.graph, "Communication graph: complete, ring, torus (2-D) or regular (random r-regular)")
+  app.add_option("--graph", graph, "Communication graph: complete, ring, torus (2-D) or regular (random r-regular)")
       ->capture_default_str()->group(g_swarm);
   app.add_option("--degree", c.degree, "r of a random r-regular graph")->capture_default_str()->group(g_swarm);
   app.add_option("--local-steps", c.local_steps, "Local SGD steps H between averagings")->capture_default_str()->group(g_swarm);
-  app.add_option("--local-steps-dist", c.local_steps_dist, "fixed H, or geometric with mean H")
+  app.add_option("--local-steps-dist", local_steps_dist, "fixed H, or geometric with mean H")
       ->capture_default_str()->group(g_swarm);
-  app.add_option("--swarm-mode", c.swarm_mode,
+  app.add_option("--swarm-mode", swarm_mode,
                  "blocking (both nodes average) or nonblocking (the initiator averages with the partner's last published copy)")
       ->capture_default_str()->group(g_swarm);
   app.add_option("--quantize", c.quantize, "Bits per coordinate of exchanged models: 0 (full precision), 8 or 16")
@@ -166,8 +175,8 @@ int trainer_main(int argc, char** argv) {
                  "Adaptive step: factor on the sender's guess of max |x - b| per block (0: 2 blocking, 4 non-blocking)")
       ->group(g_swarm);
 
-  app.add_option("--devices", c.devices, "auto (GPU if usable), cpu or cuda")->capture_default_str()->group(g_eng);
-  app.add_option("--aggregate", c.aggregate,
+  app.add_option("--devices", devices, "auto (GPU if usable), cpu or cuda")->capture_default_str()->group(g_eng);
+  app.add_option("--aggregate", aggregate,
                  "Where a sync update runs: host (parameter server), device (NCCL all-reduce and SGD on the GPUs; "
                  "sync, one worker per GPU) or auto (device when it applies)")
       ->capture_default_str()->group(g_eng);
@@ -181,14 +190,17 @@ int trainer_main(int argc, char** argv) {
                  "Write checkpoints here (atomically; the newest --checkpoint-keep are kept); one is always written at "
                  "the end, and on SIGINT or SIGTERM")
       ->group(g_rel);
-  app.add_option("--checkpoint-every", c.checkpoint_every, "Also every N updates, or every duration such as 60s")
+  app.add_option("--checkpoint-every", checkpoint_every, "Also every N updates, or every duration such as 60s")
       ->capture_default_str()->group(g_rel);
   app.add_option("--checkpoint-keep", c.checkpoint_keep, "Checkpoints kept")->capture_default_str()->group(g_rel);
   app.add_flag("--resume", c.resume,
                "Continue from the newest readable checkpoint in --checkpoint-dir (a damaged one is skipped); on the "
                "virtual clock the run continues exactly as if never stopped")
       ->group(g_rel);
-  app.add_option("--on-nonfinite", c.on_nonfinite, "A NaN or infinite gradient is dropped and counted (drop) or stops the run (stop)")
+  app.add_option("--on-nonfinite", on_nonfinite, "A NaN or infinite gradient is dropped and counted (drop) or stops the run (stop)")
+      ->capture_default_str()->group(g_rel);
+  app.add_option("--nonfinite-limit", c.nonfinite_limit,
+                 "With --on-nonfinite drop: stop (exit 1) after this many non-finite gradients in a row")
       ->capture_default_str()->group(g_rel);
   std::string watchdog;
   app.add_option("--watchdog", watchdog, "Flag a worker that pushes nothing for this long, e.g. 30s")->group(g_rel);
@@ -197,12 +209,13 @@ int trainer_main(int argc, char** argv) {
       ->group(g_rel);
 
   auto* g_out = "Output and reproducibility";
-  app.add_option("--seed", c.seed, "Seed of initialisation, sampling and straggler draws")->capture_default_str()->group(g_out);
+  std::string seed = std::to_string(c.seed);
+  app.add_option("--seed", seed, "Seed of initialisation, sampling and straggler draws")->capture_default_str()->group(g_out);
   app.add_option("--threads", c.threads, "CPU threads (0: all)")->capture_default_str()->group(g_out);
   app.add_option("--metrics", c.metrics, "Write JSON Lines metrics to FILE (one object per evaluation)")->group(g_out);
   app.add_option("--trace", c.trace, "Record every applied gradient to FILE (JSON Lines)")->group(g_out);
   app.add_option("--replay", c.replay, "Re-apply a recorded trace and print the final parameters' checksum")->group(g_out);
-  app.add_option("--progress", c.progress, "auto (live line on a terminal), plain or none")->capture_default_str()->group(g_out);
+  app.add_option("--progress", progress, "auto (live line on a terminal), plain or none")->capture_default_str()->group(g_out);
 
   try {
     app.parse(argc, argv);
@@ -216,6 +229,31 @@ int trainer_main(int argc, char** argv) {
   }
 
   try {
+    // CLI11 would read "-1" into an unsigned seed as 2^64 - 1.
+    if (seed.empty() || seed.find_first_not_of("0123456789") != std::string::npos || seed.size() > 20)
+      throw UsageError("--seed: expected a non-negative integer, found '" + seed + "'");
+    try {
+      c.seed = std::stoull(seed);
+    } catch (const std::exception&) {
+      throw UsageError("--seed: expected an integer below 2^64, found '" + seed + "'");
+    }
+    c.set_variant(variant);
+    c.clock = parse_enum<ClockKind>(clock, "--clock");
+    c.schedule = parse_enum<ScheduleKind>(schedule, "--schedule");
+    c.adasync_rule = parse_enum<AdaRule>(adasync_rule, "--adasync-rule");
+    c.sqrt_rounding = parse_enum<Rounding>(sqrt_rounding, "--sqrt-rounding");
+    c.loss_estimate = parse_enum<LossEstimate>(loss_estimate, "--loss-estimate");
+    c.lr_rule = parse_enum<LrKind>(lr_rule, "--lr-rule");
+    c.lr_distance = parse_enum<DistanceKind>(lr_distance, "--lr-distance");
+    c.graph = parse_enum<GraphKind>(graph, "--graph");
+    c.local_steps_dist = parse_enum<StepsDist>(local_steps_dist, "--local-steps-dist");
+    c.swarm_mode = parse_enum<SwarmMode>(swarm_mode, "--swarm-mode");
+    c.devices = parse_enum<Devices>(devices, "--devices");
+    c.aggregate = parse_enum<Aggregate>(aggregate, "--aggregate");
+    c.on_nonfinite = parse_enum<OnNonfinite>(on_nonfinite, "--on-nonfinite");
+    c.progress = parse_enum<Progress>(progress, "--progress");
+    c.eval_every = Cadence::parse(eval_every, "--eval-every");
+    c.checkpoint_every = Cadence::parse(checkpoint_every, "--checkpoint-every");
     c.opt.bias_correction = !no_bias_correction;
     c.cuda_graphs = !no_graphs;
     if (c.opt.name == "momentum") c.opt.name = "sgd";
@@ -223,7 +261,32 @@ int trainer_main(int argc, char** argv) {
     if (!base_time.empty()) c.base_time = parse_seconds(base_time, "--base-time");
     if (!ps_time.empty()) c.ps_time = parse_seconds(ps_time, "--ps-time");
     if (!schedule_every.empty()) c.schedule_every = parse_seconds(schedule_every, "--schedule-every");
-    if (!watchdog.empty()) c.watchdog = parse_seconds(watchdog, "--watchdog");
+    if (!watchdog.empty()) {
+      c.watchdog = parse_seconds(watchdog, "--watchdog");
+      if (!(c.watchdog > 0))
+        throw UsageError("--watchdog: expected a positive duration such as 30s (leave the flag out for none), found " +
+                         watchdog);
+    }
+    if (!c.replay.empty()) {
+      // A replay takes every setting from the trace's header.
+      std::string given;
+      for (const CLI::Option* o : app.get_options())
+        if (o->count() > 0 && o->get_name() != "--replay" && o->get_name() != "--progress" &&
+            o->get_name() != "--threads" && o->get_name() != "--devices" && o->get_name() != "--deterministic" &&
+            o->get_name() != "--no-cuda-graphs")
+          given += (given.empty() ? "" : ", ") + o->get_name();
+      if (!given.empty())
+        throw UsageError("--replay takes its settings from the trace's header; these would be ignored: " + given +
+                         " (only --progress, --threads, --devices, --deterministic and --no-cuda-graphs apply)");
+    }
+    if (app.count("--k") > 0 && c.k != 1 && (c.swarm || !has_k(c.variant)))
+      std::fprintf(stderr, "note: --k %d is ignored: %s\n", c.k,
+                   c.swarm ? "--variant swarm has no K"
+                   : c.variant == Variant::Sync ? "sync waits for every worker (K = P)"
+                                                : "async applies each gradient (K = 1)");
+    if (const unsigned hw = std::thread::hardware_concurrency(); hw > 0 && c.threads > int(2 * hw))
+      std::fprintf(stderr, "note: --threads %d on %u hardware threads: the threads take turns, which is slower than %u\n",
+                   c.threads, hw, hw);
     if (!c.export_from.empty()) {
       if (c.save_model.empty())
         throw UsageError("--export " + c.export_from + ": expected --save-model FILE.safetensors to write to");
@@ -243,7 +306,7 @@ int trainer_main(int argc, char** argv) {
     sigaction(SIGTERM, &sa, nullptr);
     Trainer trainer(c);
     const RunSummary s = trainer.run();
-    if (c.progress != "none" || !c.replay.empty()) {
+    if (c.progress != Progress::None || !c.replay.empty()) {
       if (!c.replay.empty()) {
         std::printf("replayed %lld updates: test accuracy %.2f%%, test loss %.4f\n", static_cast<long long>(s.updates),
                     100 * s.final_eval.accuracy, s.final_eval.loss);
@@ -251,13 +314,13 @@ int trainer_main(int argc, char** argv) {
         const double stale = s.stats.counted ? s.stats.staleness_sum / double(s.stats.counted) : 0;
         std::printf("done: %lld updates, %lld samples in %.2f s %s(%.0f samples/s; %.0f after the first update; wall %.2f s)\n",
                     static_cast<long long>(s.updates), static_cast<long long>(s.samples), s.time,
-                    c.clock == "virtual" ? "virtual " : "", s.time > 0 ? double(s.samples) / s.time : 0.0,
+                    c.clock == ClockKind::Virtual ? "virtual " : "", s.time > 0 ? double(s.samples) / s.time : 0.0,
                     s.steady_samples_per_s, s.wall);
         std::printf("test accuracy %.2f%%, test loss %.4f\n", 100 * s.final_eval.accuracy, s.final_eval.loss);
         if (c.target_accuracy > 0) {
           if (s.target_time >= 0)
             std::printf("reached %.2f%% test accuracy at %.2f s%s\n", 100 * c.target_accuracy, s.target_time,
-                        c.clock == "virtual" ? " (virtual)" : "");
+                        c.clock == ClockKind::Virtual ? " (virtual)" : "");
           else
             std::printf("did not reach %.2f%% test accuracy\n", 100 * c.target_accuracy);
         }
@@ -267,6 +330,7 @@ int trainer_main(int argc, char** argv) {
                     static_cast<long long>(s.stats.dropped_nonfinite), static_cast<long long>(s.stats.cancelled));
       }
       std::printf("params checksum %s\n", checksum_hex(s.checksum).c_str());
+      if (!s.stop_reason.empty() && c.replay.empty()) std::printf("stop reason: %s\n", s.stop_reason.c_str());
       if (!s.failed_workers.empty()) {
         std::printf("failed workers:");
         for (int w : s.failed_workers) std::printf(" %d", w);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdio>
+#include <mutex>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -22,6 +23,7 @@ class AtomicLines {
   bool open() const { return f_ != nullptr; }
   const std::string& path() const { return path_; }
   void write(const nlohmann::json& j);
+  // One whole line per call, from any thread (never two objects on one line).
   void write_line(const std::string& line);
   // fsync, close and rename PATH.tmp to PATH.
   void commit();
@@ -29,6 +31,24 @@ class AtomicLines {
  private:
   std::string path_, tmp_;
   std::FILE* f_ = nullptr;
+  std::mutex mu_;
+};
+
+// An exclusive lock on a directory (flock on DIR/.lock, which holds the pid):
+// one run per checkpoint directory. Released when destroyed.
+class DirLock {
+ public:
+  DirLock() = default;
+  // Creates DIR if needed; throws UsageError naming DIR and the holder's pid
+  // when another process holds it.
+  static DirLock acquire(const std::string& dir, const std::string& flag);
+  DirLock(DirLock&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  DirLock& operator=(DirLock&& o) noexcept;
+  ~DirLock();
+  bool held() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
 };
 
 // Writes `data` to `path` atomically (temp file, fsync, rename, fsync dir).

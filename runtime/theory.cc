@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "datasets/sampler.h"
-#include "runtime/clock.h"
+#include "runtime/drivers/driver.h"
 
 namespace adasync::theory {
 
@@ -107,13 +107,12 @@ class NullWorker : public GradientWorker {
   }
 };
 
-class CountingListener : public EngineListener {
+class Counting : public DriverHooks, public UpdateObserver {
  public:
-  explicit CountingListener(int64_t target) : target_(target) { times_.reserve(size_t(target)); }
-  UpdateRates rates(const Aggregator&, double) override { return UpdateRates{0.f, {}}; }
-  void on_update(Aggregator&, const Aggregator::UpdateResult&, double now) override { times_.push_back(now); }
+  explicit Counting(int64_t target) : target_(target) { times_.reserve(size_t(target)); }
+  void on_update(const UpdateEvent& e) override { times_.push_back(e.now); }
   bool on_time(double) override { return true; }
-  bool keep_going(const Aggregator& agg, double) override { return agg.version() < target_; }
+  bool keep_going(double) override { return int64_t(times_.size()) < target_; }
   const std::vector<double>& times() const { return times_; }
 
  private:
@@ -137,17 +136,22 @@ Estimate simulate(Variant v, int P, int K, const StragglerSpec& spec, int64_t up
   std::vector<Sampler> samplers;
   for (int w = 0; w < P; ++w) samplers.emplace_back(1, 1, seed, 0, 1, false);
   NullWorker worker;
-  CountingListener listener(updates);
-  EngineSetup es;
-  es.ps = &ps;
-  es.agg = &agg;
-  es.straggler = &straggler;
-  es.samplers = &samplers;
-  es.workers = {&worker};
-  es.base_time = base;
-  es.ps_time = ps_time;
-  es.listener = &listener;
-  run_virtual(es);
+  PolicyConfig pc;
+  pc.lr.lr = 0;
+  pc.workers = P;
+  Policy policy(pc, 1, seed, *ps.latest());
+  UpdateLoop loop(ps, agg, policy);
+  Counting listener(updates);
+  loop.observe(&listener);
+  DriverSetup ds;
+  ds.loop = &loop;
+  ds.straggler = &straggler;
+  ds.samplers = &samplers;
+  ds.workers = {&worker};
+  ds.base_time = base;
+  ds.ps_time = ps_time;
+  ds.hooks = &listener;
+  run_virtual(ds);
 
   Estimate e;
   const auto& t = listener.times();

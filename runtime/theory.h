@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "runtime/straggler.h"
-#include "runtime/variant.h"
+#include "runtime/engine/aggregator.h"
 
 namespace adasync::theory {
 

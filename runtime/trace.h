@@ -1,23 +1,35 @@
 // Trace of applied gradients, and its replay.
 //
-// `--trace FILE` writes JSON Lines: a header object with the settings that
-// determine the computation (model, data, seed, batch, workers, sharding,
-// optimizer), then one object per applied gradient: time, worker, tau,
-// version (the version the update produced), staleness, batch, weight and
-// the update's learning rate. Replaying applies the same gradients in the same
-// order with the same weights and rates: each is recomputed from its worker's
-// sampler batch at the snapshot of version tau, so the final parameters are
-// bit-identical on the same backend, whatever clock or timing produced the
-// trace.
+// `--trace FILE` writes JSON Lines (format kTraceFormat):
+//   line 1     a header object with the settings that determine the
+//              computation (model, data, seed, batch, workers, sharding,
+//              optimizer) and "trace": kTraceFormat;
+//   then       one object per applied gradient: time, worker, tau, version
+//              (the version the update produced), staleness, batch, weight
+//              and the update's learning rate;
+//   last line  the end record trace_footer(updates, entries), so a trace cut
+//              off at a line boundary is told apart from a whole one.
+// Replaying applies the same gradients in the same order with the same weights
+// and rates: each is recomputed from its worker's sampler batch at the snapshot
+// of version tau, so the final parameters are bit-identical on the same
+// backend, whatever clock or timing produced the trace.
+//
+// read_trace checks every line before any work is done (see trace.cc for the
+// exact rules and bounds); any bad value is a UsageError naming the file, the
+// line, what was expected and what was found.
 #pragma once
 
 #include <cstdint>
+#include <istream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 namespace adasync {
+
+// Format 1 had no end record; format 2 ends with trace_footer's line.
+constexpr int kTraceFormat = 2;
 
 struct TraceEntry {
   double time = 0;
@@ -35,9 +47,15 @@ struct Trace {
   std::vector<TraceEntry> entries;
 };
 
-// Reads a trace; throws UsageError naming the file and line on bad input.
+// Reads and validates a trace; throws UsageError naming the file and line on
+// bad input, and "truncated: no end record" when the footer is missing.
 Trace read_trace(const std::string& path);
+// The same on a stream; `name` stands for the file in messages.
+Trace parse_trace(std::istream& in, const std::string& name);
 nlohmann::json to_json(const TraceEntry& e);
+// The last line of a trace: {"end": true, "updates": U, "entries": E}, U the
+// number of updates (the last version written), E the number of entry lines.
+nlohmann::json trace_footer(int64_t updates, int64_t entries);
 
 // FNV-1a 64-bit hash of a float array's bytes: the run summary prints it so
 // two runs (or a run and its replay) can be compared bit for bit.

@@ -310,7 +310,7 @@ def check_train(a, model, tmp, train_raw, y_train, meta):
          "--batch", str(a.batch), "--max-updates", str(a.steps), "--eval-every", "0", "--threads", str(a.threads),
          "--progress", "none", "--seed", str(a.seed), "--init-from", init, "--save-model", final, "--trace", trace,
          "--checkpoint-dir", ckdir, "--checkpoint-every", "1", "--checkpoint-keep", str(a.steps + 1)])
-    entries = [json.loads(l) for l in open(trace)][1:]
+    entries = [e for e in (json.loads(l) for l in open(trace)) if "version" in e]  # no header, no footer
     numbers = [e["batch"] for e in sorted(entries, key=lambda e: e["version"])]
     # Worker 0's sampler seed (runtime/trainer.cc): seed * 1000003 + 17 * worker + 1.
     batches = sampler_batches(len(y_train), a.batch, (a.seed * 1000003 + 1) & M64, numbers)

@@ -67,6 +67,20 @@ void copy(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream));
 }
 
+}  // namespace cuda_backend
+
+CudaState::~CudaState() {
+  cudaSetDevice(device);
+  if (stream) CUDA_CHECK_NOTHROW(cudaStreamSynchronize(stream));
+  conv_plans.clear();
+  if (cudnn) cudnnDestroy(cudnn);
+  if (cublas) cublasDestroy(cublas);
+  if (cublas_ws) CUDA_CHECK_NOTHROW(cudaFree(cublas_ws));
+  if (stream) CUDA_CHECK_NOTHROW(cudaStreamDestroy(stream));
+}
+
+namespace cuda_backend {
+
 CudaState* create_state(int device, const std::string& name) {
   auto s = std::make_unique<CudaState>();
   s->device = device;
@@ -85,17 +99,7 @@ CudaState* create_state(int device, const std::string& name) {
   return s.release();
 }
 
-void destroy_state(CudaState* s) noexcept {
-  if (s == nullptr) return;
-  cudaSetDevice(s->device);
-  if (s->stream) CUDA_CHECK_NOTHROW(cudaStreamSynchronize(s->stream));
-  s->conv_plans.clear();
-  if (s->cudnn) cudnnDestroy(s->cudnn);
-  if (s->cublas) cublasDestroy(s->cublas);
-  if (s->cublas_ws) CUDA_CHECK_NOTHROW(cudaFree(s->cublas_ws));
-  if (s->stream) CUDA_CHECK_NOTHROW(cudaStreamDestroy(s->stream));
-  delete s;
-}
+void destroy_state(CudaState* s) noexcept { delete s; }
 
 cudaStream_t stream(const CudaState* s) { return s->stream; }
 

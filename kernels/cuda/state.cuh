@@ -26,7 +26,13 @@ struct ConvPlan {
   ~ConvPlan();
 };
 
+// Owns its stream, handles and workspace: the destructor releases whatever
+// was created, so a half-built state (a failed cudnnCreate) leaks nothing.
 struct CudaState {
+  CudaState() = default;
+  CudaState(const CudaState&) = delete;
+  CudaState& operator=(const CudaState&) = delete;
+  ~CudaState();
   int device = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;

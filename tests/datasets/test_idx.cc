@@ -226,6 +226,55 @@ TEST_F(IdxTest, GarbageDeflateData) {
   expect_contains(msg, {path("g.idx.gz"), "gzip", "zlib:"});
 }
 
+// zlib's gzread drops bytes after a whole gzip member that do not start
+// another member; the reader must not: a raw file with extra bytes is
+// rejected, and so is a gzip file.
+TEST_F(IdxTest, GarbageAfterAWholeGzipMemberIsRejected) {
+  const auto payload = idx_bytes(0x801, {300}, pattern(300, 15));
+  write_gz(path("ok.gz"), payload);
+  const auto gz = read_all(path("ok.gz"));
+  ASSERT_EQ(read_idx(path("ok.gz"), 1).data.size(), 300u);  // the stream itself is fine
+  const std::vector<std::vector<uint8_t>> tails = {
+      {'g', 'a', 'r', 'b', 'a', 'g', 'e'}, {0x00}, std::vector<uint8_t>(4096, 0), {0x1f}, pattern(70000, 16)};
+  for (const auto& tail : tails) {
+    auto bytes = gz;
+    bytes.insert(bytes.end(), tail.begin(), tail.end());
+    write_raw(path("tail.gz"), bytes);
+    const std::string msg = error_of([&] { read_idx(path("tail.gz"), 1); });
+    expect_contains(msg, {path("tail.gz"), "trailing bytes after the gzip data",
+                          "at byte " + std::to_string(gz.size())});
+  }
+}
+
+// Several whole members are one gzip stream (RFC 1952; `cat a.gz b.gz`
+// gunzips to the concatenation): allowed, and read as their concatenation.
+TEST_F(IdxTest, ConcatenatedGzipMembersReadAsOneStream) {
+  const auto payload = idx_bytes(0x801, {5000}, pattern(5000, 17));
+  const size_t cut = 1234;
+  write_gz(path("a.gz"), std::vector<uint8_t>(payload.begin(), payload.begin() + cut));
+  write_gz(path("b.gz"), std::vector<uint8_t>(payload.begin() + cut, payload.end()));
+  write_gz(path("empty.gz"), {});
+  auto both = read_all(path("a.gz"));
+  const auto b = read_all(path("b.gz")), e = read_all(path("empty.gz"));
+  both.insert(both.end(), e.begin(), e.end());
+  both.insert(both.end(), b.begin(), b.end());
+  write_raw(path("ab.gz"), both);
+  const IdxArray a = read_idx(path("ab.gz"), 1);
+  EXPECT_EQ(a.data, std::vector<uint8_t>(payload.begin() + 8, payload.end()));
+  // A second member that adds data past the payload is the trailing-data error.
+  both.insert(both.end(), e.begin(), e.end());
+  write_gz(path("one.gz"), {7});
+  const auto one = read_all(path("one.gz"));
+  both.insert(both.end(), one.begin(), one.end());
+  write_raw(path("abc.gz"), both);
+  expect_contains(error_of([&] { read_idx(path("abc.gz"), 1); }),
+                  {path("abc.gz"), "expected 5000 bytes of data after the header, found 5001"});
+  // A second member cut off is a truncated stream.
+  both.resize(both.size() - 3);
+  write_raw(path("abc.gz"), both);
+  expect_contains(error_of([&] { read_idx(path("abc.gz"), 1); }), {path("abc.gz"), "gzip", "unexpected end of file"});
+}
+
 TEST_F(IdxTest, LoadMnistDirGz) {
   write_mnist(5, 3);
   const DataSplit s = load_mnist_dir(dir_, "mnist");

@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-#include "runtime/variant.h"
+#include "runtime/engine/aggregator.h"
 
 namespace adasync {
 namespace {
@@ -30,8 +30,8 @@ struct Rig {
     p.tau = tau;
     p.finite = finite;
     p.slot = ps->acquire_slot();
-    for (size_t i = 0; i < kN; ++i) p.slot.data[i] = std::ldexp(1.f, worker);
-    return agg->push(p);
+    for (size_t i = 0; i < kN; ++i) p.slot.data()[i] = std::ldexp(1.f, worker);
+    return agg->push(std::move(p));
   }
   Aggregator::UpdateResult update() { return agg->update(UpdateRates{1.f, {}}); }
   float param() const { return ps->latest()->data[0]; }

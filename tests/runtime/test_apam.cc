@@ -2,26 +2,25 @@
 // (softmax regression on Gaussian classes), with a staleness bound.
 #include <gtest/gtest.h>
 
-#include "runtime/clock.h"
+#include "runtime/drivers/driver.h"
 #include "runtime/trainer.h"
 
 namespace adasync {
 namespace {
 
 // Records what happened to every arriving gradient.
-class Recorder : public EngineListener {
+class Recorder : public DriverHooks, public UpdateObserver {
  public:
   explicit Recorder(int64_t updates) : updates_(updates) {}
-  UpdateRates rates(const Aggregator&, double) override { return UpdateRates{1e-2f, {}}; }
-  void on_push(const Push& p, const Aggregator::PushResult& r, double) override {
-    arrivals.push_back({version_at_arrival, p.tau, r.counted, r.drop});
+  void on_push(const PushEvent& e) override {
+    arrivals.push_back({version_at_arrival, e.tau, e.result.counted, e.result.drop});
   }
-  void on_update(Aggregator& agg, const Aggregator::UpdateResult& u, double) override {
-    version_at_arrival = agg.version();
-    for (const auto& a : u.applied) max_applied = std::max(max_applied, a.staleness);
+  void on_update(const UpdateEvent& e) override {
+    version_at_arrival = e.update.snapshot->version;
+    for (const auto& a : e.update.applied) max_applied = std::max(max_applied, a.staleness);
   }
   bool on_time(double) override { return true; }
-  bool keep_going(const Aggregator& agg, double) override { return agg.version() < updates_; }
+  bool keep_going(double) override { return version_at_arrival < updates_; }
 
   struct Arrival {
     int64_t version, tau;
@@ -57,14 +56,19 @@ TEST(Apam, ConvergesOnAConvexProblemAndDropsExactlyTheGradientsOverTheBound) {
   std::vector<Sampler> samplers;
   for (int w = 0; w < P; ++w) samplers.emplace_back(d.train.size(), 32, 100 + uint64_t(w));
   Recorder rec(3000);
-  EngineSetup es;
-  es.ps = &ps;
-  es.agg = &agg;
-  es.straggler = &straggler;
-  es.samplers = &samplers;
-  es.workers = {&worker};
-  es.listener = &rec;
-  run_virtual(es);
+  PolicyConfig pc;
+  pc.lr.lr = 1e-2;
+  pc.workers = P;
+  Policy policy(pc, init.size(), 1, *ps.latest());
+  UpdateLoop loop(ps, agg, policy);
+  loop.observe(&rec);
+  DriverSetup ds;
+  ds.loop = &loop;
+  ds.straggler = &straggler;
+  ds.samplers = &samplers;
+  ds.workers = {&worker};
+  ds.hooks = &rec;
+  run_virtual(ds);
 
   // Every arrival: counted iff its staleness at arrival is within the bound.
   int64_t over = 0;
@@ -98,14 +102,14 @@ TEST(Apam, TrainerRunsAsyncAmsGradWithTheBoundInItsMetrics) {
   c.opt.name = "amsgrad";
   c.lr = 1e-2;
   c.workers = 8;
-  c.variant = "async";
+  c.set_variant("async");
   c.max_staleness = 4;
-  c.clock = "virtual";
+  c.clock = ClockKind::Virtual;
   c.straggler = "pareto:scale=1,shape=1.5";
   c.max_updates = 1500;
   c.eval_every = "0";
-  c.progress = "none";
-  c.devices = "cpu";
+  c.progress = Progress::None;
+  c.devices = Devices::Cpu;
   Trainer t(c, data);
   const RunSummary s = t.run();
   EXPECT_GT(s.stats.dropped_bound, 0);

@@ -76,13 +76,13 @@ TrainConfig small_config(const std::string& variant, int k, const std::string& c
   c.lr = 0.1;
   c.momentum = 0;
   c.workers = 4;
-  c.variant = variant;
+  c.set_variant(variant);
   c.k = k;
-  c.clock = clock;
+  c.clock = parse_enum<ClockKind>(clock, "--clock");
   c.max_updates = 150;
   c.eval_every = "0";
-  c.progress = "none";
-  c.devices = "cpu";
+  c.progress = Progress::None;
+  c.devices = Devices::Cpu;
   c.threads = 2;
   c.straggler = clock == "real" ? "exp:mean=2ms" : "exp:mean=1";
   return c;
@@ -191,8 +191,8 @@ TEST(Trace, RecordThenReplayReproducesTheParametersBitForBit) {
     const RunSummary a = rec.run();
     TrainConfig r;
     r.replay = c.trace;
-    r.progress = "none";
-    r.devices = "cpu";
+    r.progress = Progress::None;
+    r.devices = Devices::Cpu;
     Trainer rep(r, small_data());
     const RunSummary b = rep.run();
     EXPECT_EQ(b.updates, a.updates) << clock;
@@ -206,7 +206,7 @@ TEST(Trace, ReplayRejectsADamagedTrace) {
   std::ofstream(path) << "{\"not\":\"a trace\"}\n";
   TrainConfig r;
   r.replay = path;
-  r.progress = "none";
+  r.progress = Progress::None;
   Trainer rep(r, small_data());
   try {
     rep.run();

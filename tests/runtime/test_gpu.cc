@@ -63,9 +63,9 @@ TEST_F(Gpu, CudaWorkerGradientMatchesTheCpuWorker) {
 
 TrainConfig gpu_config() {
   TrainConfig c;
-  c.devices = "cuda";
+  c.devices = Devices::Cuda;
   c.eval_every = "0";
-  c.progress = "none";
+  c.progress = Progress::None;
   return c;
 }
 
@@ -74,7 +74,7 @@ TEST_F(Gpu, CnnOnTheGpuReachesTheCpuAccuracyBand) {
   c.max_updates = 300;
   Trainer g(c, fashion());
   const RunSummary sg = g.run();
-  c.devices = "cpu";
+  c.devices = Devices::Cpu;
   Trainer cpu(c, fashion());
   const RunSummary sc = cpu.run();
   EXPECT_EQ(sg.updates, 300);
@@ -86,10 +86,10 @@ TEST_F(Gpu, DeviceUpdateMatchesTheHostParameterServer) {
   TrainConfig c = gpu_config();
   c.max_updates = 5;
   c.deterministic = true;
-  c.aggregate = "device";
+  c.aggregate = Aggregate::Device;
   Trainer dev(c, fashion());
   const RunSummary a = dev.run();
-  c.aggregate = "host";
+  c.aggregate = Aggregate::Host;
   Trainer host(c, fashion());
   const RunSummary b = host.run();
   EXPECT_EQ(a.updates, 5);
@@ -100,7 +100,7 @@ TEST_F(Gpu, DeviceUpdateMatchesTheHostParameterServer) {
 TEST_F(Gpu, FourAsyncWorkersShareOneGpuAndRecordStaleness) {
   TrainConfig c = gpu_config();
   c.workers = 4;
-  c.variant = "k-async";
+  c.set_variant("k-async");
   c.k = 2;
   c.max_updates = 200;
   c.straggler = "exp:mean=2ms";
@@ -115,7 +115,7 @@ TEST_F(Gpu, FourAsyncWorkersShareOneGpuAndRecordStaleness) {
 TEST_F(Gpu, KSyncCancelsStragglersOnTheDevice) {
   TrainConfig c = gpu_config();
   c.workers = 4;
-  c.variant = "k-sync";
+  c.set_variant("k-sync");
   c.k = 2;
   c.max_updates = 60;
   c.straggler = "exp:mean=5ms";
@@ -130,7 +130,7 @@ TEST_F(Gpu, RecordedAsyncRunReplaysBitForBitOnTheDevice) {
   const std::string trace = ::testing::TempDir() + "/gpu_trace.jsonl";
   TrainConfig c = gpu_config();
   c.workers = 3;
-  c.variant = "async";
+  c.set_variant("async");
   c.max_updates = 40;
   c.deterministic = true;
   c.trace = trace;
@@ -171,9 +171,9 @@ TEST_F(Gpu, DeviceSyncCheckpointResumesWhereItStopped) {
 
 TEST_F(Gpu, VirtualClockOnTheGpuIsBitIdenticalAcrossRuns) {
   TrainConfig c = gpu_config();
-  c.clock = "virtual";
+  c.clock = ClockKind::Virtual;
   c.workers = 4;
-  c.variant = "k-async";
+  c.set_variant("k-async");
   c.k = 2;
   c.straggler = "exp:mean=1";
   c.max_updates = 100;
@@ -192,9 +192,9 @@ TEST_F(Gpu, VirtualClockOnTheGpuIsBitIdenticalAcrossRuns) {
 TEST_F(Gpu, SwarmNodesShareTheGpu) {
   TrainConfig c = gpu_config();
   c.model = "lenet5";
-  c.variant = "swarm";
+  c.set_variant("swarm");
   c.workers = 3;
-  c.graph = "ring";
+  c.graph = GraphKind::Ring;
   c.quantize = 8;
   c.max_updates = 600;
   const RunSummary s = Trainer(c, fashion()).run();
@@ -205,7 +205,7 @@ TEST_F(Gpu, SwarmNodesShareTheGpu) {
 TEST_F(Gpu, AFailedGpuWorkerLeavesAndTheRestFinish) {
   TrainConfig c = gpu_config();
   c.workers = 3;
-  c.variant = "k-async";
+  c.set_variant("k-async");
   c.k = 2;
   c.max_updates = 80;
   c.inject = "throw@2:5";

@@ -21,13 +21,13 @@ TrainConfig base() {
   c.dataset = "gaussian";
   c.batch = 16;
   c.workers = 3;
-  c.variant = "k-async";
+  c.set_variant("k-async");
   c.k = 2;
-  c.clock = "virtual";
+  c.clock = ClockKind::Virtual;
   c.straggler = "exp:mean=1";
   c.eval_every = "0";
-  c.progress = "none";
-  c.devices = "cpu";
+  c.progress = Progress::None;
+  c.devices = Devices::Cpu;
   c.threads = 1;
   return c;
 }

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "runtime/optimizer.h"
+#include "runtime/engine/optimizer.h"
 #include "tests/support/test_util.h"
 
 namespace adasync {

@@ -5,8 +5,9 @@
 #include <atomic>
 #include <set>
 #include <thread>
+#include <vector>
 
-#include "runtime/param_server.h"
+#include "runtime/engine/param_server.h"
 
 namespace adasync {
 namespace {
@@ -51,22 +52,47 @@ TEST(ParamServer, ResetRepublishesWithoutDeadlockAndBuffersAreReused) {
 
 TEST(ParamServer, SlotsAreHandedOutOnceAndComeBack) {
   auto ps = make_ps(3, 2);
-  Slot a = ps->acquire_slot(), b = ps->acquire_slot();
-  EXPECT_NE(a.index, b.index);
+  SlotLease a = ps->acquire_slot(), b = ps->acquire_slot();
+  EXPECT_NE(a.data(), b.data());
   EXPECT_EQ(ps->free_slots(), 0);
   std::atomic<bool> got{false};
   std::thread t([&] {
-    Slot c = ps->acquire_slot();  // blocks until a slot is released
+    SlotLease c = ps->acquire_slot();  // blocks until a slot is released
     got = true;
-    ps->release_slot(c);
-  });
+  });  // c goes back here
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_FALSE(got);
-  ps->release_slot(a);
+  a.release();
   t.join();
   EXPECT_TRUE(got);
-  ps->release_slot(b);
+  {
+    SlotLease moved = std::move(b);  // one owner: moving does not release
+    EXPECT_FALSE(b);
+    EXPECT_EQ(ps->free_slots(), 1);
+  }
   EXPECT_EQ(ps->free_slots(), 2);
+}
+
+// A stopping run closes the slots: whoever waits for one gets an empty lease
+// at once, instead of waiting for slots that queued messages hold.
+TEST(ParamServer, ClosingTheSlotsWakesEveryWaiter) {
+  auto ps = make_ps(3, 1);
+  SlotLease held = ps->acquire_slot();
+  std::atomic<int> empty{0};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 3; ++i)
+    ts.emplace_back([&] {
+      if (!ps->acquire_slot()) ++empty;
+    });
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  EXPECT_EQ(empty.load(), 0);
+  ps->close_slots();
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(empty.load(), 3);
+  EXPECT_FALSE(ps->acquire_slot());
+  ps->open_slots();
+  held.release();
+  EXPECT_TRUE(ps->acquire_slot());
 }
 
 TEST(ParamServer, PullsRacingWithUpdatesAlwaysSeeAWholeVersion) {

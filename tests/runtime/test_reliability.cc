@@ -10,10 +10,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "runtime/checkpoint.h"
 #include "runtime/trainer.h"
@@ -34,13 +37,13 @@ TrainConfig base(const std::string& variant, const std::string& clock) {
   c.batch = 16;
   c.lr = 0.05;
   c.workers = 4;
-  c.variant = variant;
+  c.set_variant(variant);
   c.k = 2;
-  c.clock = clock;
+  c.clock = parse_enum<ClockKind>(clock, "--clock");
   c.straggler = clock == "real" ? "exp:mean=1ms" : "exp:mean=1";
   c.eval_every = "0";
-  c.progress = "none";
-  c.devices = "cpu";
+  c.progress = Progress::None;
+  c.devices = Devices::Cpu;
   return c;
 }
 
@@ -60,12 +63,12 @@ class VirtualResume : public ::testing::TestWithParam<ResumeCase> {};
 TEST_P(VirtualResume, ContinuesExactlyLikeAnUninterruptedRun) {
   const ResumeCase rc = GetParam();
   auto configure = [&](TrainConfig c) {
-    if (std::string(rc.extra) == "adasync") c.schedule = "adasync", c.schedule_every = 20;
-    if (std::string(rc.extra) == "plateau") c.schedule = "adasync", c.adasync_rule = "plateau", c.plateau_updates = 20;
-    if (std::string(rc.extra) == "runtime") c.schedule = "adasync", c.adasync_rule = "runtime", c.schedule_every = 20;
+    if (std::string(rc.extra) == "adasync") c.schedule = ScheduleKind::AdaSync, c.schedule_every = 20;
+    if (std::string(rc.extra) == "plateau") c.schedule = ScheduleKind::AdaSync, c.adasync_rule = AdaRule::Plateau, c.plateau_updates = 20;
+    if (std::string(rc.extra) == "runtime") c.schedule = ScheduleKind::AdaSync, c.adasync_rule = AdaRule::Runtime, c.schedule_every = 20;
     if (std::string(rc.extra) == "ps-time") c.ps_time = 0.3;
-    if (std::string(rc.extra) == "piecewise") c.schedule = "piecewise", c.schedule_points = "0:1,20:2,60:4";
-    if (std::string(rc.extra) == "distance") c.lr_rule = "distance", c.lr_c = 1.0;
+    if (std::string(rc.extra) == "piecewise") c.schedule = ScheduleKind::Piecewise, c.schedule_points = "0:1,20:2,60:4";
+    if (std::string(rc.extra) == "distance") c.lr_rule = LrKind::Distance, c.lr_c = 1.0;
     if (std::string(rc.extra) == "momentum") c.momentum = 0.9;
     return c;
   };
@@ -92,8 +95,9 @@ TEST_P(VirtualResume, ContinuesExactlyLikeAnUninterruptedRun) {
   EXPECT_EQ(a.stats.staleness_sum, b.stats.staleness_sum);
   EXPECT_EQ(a.k, b.k);
   EXPECT_EQ(a.k_changes.size(), b.k_changes.size());
-  if (std::string(rc.extra) == "plateau" || std::string(rc.extra) == "runtime" || std::string(rc.extra) == "piecewise")
+  if (std::string(rc.extra) == "plateau" || std::string(rc.extra) == "runtime" || std::string(rc.extra) == "piecewise") {
     EXPECT_FALSE(a.k_changes.empty()) << "the schedule's state is exercised only if K changes";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, VirtualResume,
@@ -108,6 +112,63 @@ INSTANTIATE_TEST_SUITE_P(Variants, VirtualResume,
                              if (ch == '-') ch = '_';
                            return n;
                          });
+
+// SwarmSGD checkpoints like the others: stopped by its step limit (a node's
+// interaction still to come) or by the time budget (between events), with
+// checkpoints on the way, it resumes bit for bit on the virtual clock.
+TEST(SwarmResume, ContinuesExactlyLikeAnUninterruptedRun) {
+  struct Case {
+    const char* mode;
+    int bits;
+    bool by_budget;
+  };
+  for (const Case k : {Case{"blocking", 0, false}, Case{"nonblocking", 8, false}, Case{"blocking", 8, true},
+                       Case{"nonblocking", 0, true}}) {
+    auto configure = [&](TrainConfig c) {
+      c.swarm_mode = parse_enum<SwarmMode>(k.mode, "--swarm-mode");
+      c.quantize = k.bits;
+      c.graph = GraphKind::Ring;
+      c.local_steps = 3;
+      c.local_steps_dist = StepsDist::Geometric;
+      return c;
+    };
+    TrainConfig whole = configure(base("swarm", "virtual"));
+    if (k.by_budget) whole.time_budget = 80;
+    else whole.max_updates = 400;
+    const RunSummary a = Trainer(whole, data()).run();
+
+    const std::string dir = fresh_dir(std::string("swarm_resume_") + k.mode + std::to_string(k.bits));
+    TrainConfig first = configure(base("swarm", "virtual"));
+    if (k.by_budget) first.time_budget = 31.7;
+    else first.max_updates = 170;
+    first.checkpoint_dir = dir;
+    first.checkpoint_every = "50";
+    const RunSummary f = Trainer(first, data()).run();
+    ASSERT_FALSE(f.last_checkpoint.empty());
+
+    TrainConfig rest = configure(base("swarm", "virtual"));
+    rest.time_budget = whole.time_budget;
+    rest.max_updates = whole.max_updates;
+    rest.checkpoint_dir = dir;
+    rest.resume = true;
+    const RunSummary b = Trainer(rest, data()).run();
+    EXPECT_EQ(a.updates, b.updates) << k.mode << " " << k.bits;
+    EXPECT_EQ(a.checksum, b.checksum) << k.mode << " " << k.bits << (k.by_budget ? " budget" : " steps");
+    EXPECT_EQ(a.interactions, b.interactions);
+    EXPECT_EQ(a.bytes_sent, b.bytes_sent);
+  }
+}
+
+TEST(SwarmResume, RefusesMomentumAndWeightDecay) {
+  TrainConfig c = base("swarm", "virtual");
+  c.momentum = 0.9;
+  EXPECT_THROW(validate(c), UsageError);
+  c.momentum = -1;
+  c.opt.weight_decay = 1e-4;
+  EXPECT_THROW(validate(c), UsageError);
+  c.opt.weight_decay = 0;
+  EXPECT_NO_THROW(validate(c));
+}
 
 TEST(VirtualResume, ARunStoppedBetweenUpdatesResumesFromItsLastQuietPoint) {
   TrainConfig whole = base("k-async", "virtual");
@@ -200,15 +261,15 @@ TEST(Checkpoints, ResumeRefusesACheckpointOfADifferentRun) {
 TEST(Checkpoints, ResumeRefusesAnotherAdaSyncRuleOrPsTime) {
   const std::string dir = fresh_dir("mismatch_rule");
   TrainConfig c = base("k-async", "virtual");
-  c.schedule = "adasync";
-  c.adasync_rule = "plateau";
+  c.schedule = ScheduleKind::AdaSync;
+  c.adasync_rule = AdaRule::Plateau;
   c.max_updates = 20;
   c.checkpoint_dir = dir;
   Trainer(c, data()).run();
   for (int which = 0; which < 2; ++which) {
     TrainConfig r = c;
     r.resume = true;
-    if (which == 0) r.adasync_rule = "sqrt";
+    if (which == 0) r.adasync_rule = AdaRule::Sqrt;
     if (which == 1) r.ps_time = 0.5;
     try {
       Trainer(r, data()).run();
@@ -228,7 +289,7 @@ TEST(Faults, NonFiniteGradientsAreDroppedOrStopTheRun) {
   EXPECT_EQ(s.updates, 100);
   EXPECT_TRUE(s.error.empty());
   EXPECT_GT(s.final_eval.accuracy, 0.6);  // the model was not poisoned
-  c.on_nonfinite = "stop";
+  c.on_nonfinite = OnNonfinite::Stop;
   const RunSummary t = Trainer(c, data()).run();
   EXPECT_NE(t.error.find("worker 2"), std::string::npos) << t.error;
   EXPECT_LT(t.updates, 100);
@@ -362,6 +423,289 @@ TEST(Processes, SigintStopsCleanlyWritesACheckpointAndExitsZero) {
   EXPECT_NE(out.find("stopped by SIGINT"), std::string::npos) << out;
 }
 
+// Exit status, or -1 when the process is still running after `seconds` (it
+// is then killed: a hang).
+int wait_exit_within(pid_t pid, double seconds) {
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = 0;
+  while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < seconds) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  return -1;
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// k-batch workers never wait for the PS: at the end, queued pushes held every
+// slot while the workers waited for one and the PS for the workers. Twenty
+// runs of each k-batch variant, stopped by SIGTERM and by their update limit,
+// with a checkpoint after every update: none may hang.
+TEST(Processes, KBatchRunsWithCheckpointsNeverHangAtTheEnd) {
+  struct stat st;
+  if (stat(trainer_path().c_str(), &st) != 0) GTEST_SKIP() << "trainer binary not built at " << trainer_path();
+  int runs = 0;
+  for (const char* variant : {"k-batch-async", "k-batch-sync"})
+    for (int i = 0; i < 20; ++i)
+      for (bool signal : {true, false}) {
+        const std::string dir = fresh_dir(std::string("kbatch-") + variant + std::to_string(i) + (signal ? "s" : "n"));
+        const pid_t pid = spawn({trainer_path(), "--dataset", "gaussian", "--model", "mlp", "--workers", "4",
+                                 "--variant", variant, "--k", "2", "--max-updates", signal ? "1000000" : "60",
+                                 "--time-budget", "60s", "--eval-every", "0", "--progress", "plain", "--devices",
+                                 "cpu", "--checkpoint-dir", dir, "--checkpoint-every", "1", "--metrics",
+                                 dir + ".jsonl"},
+                                dir + ".log");
+        if (signal) {
+          // Once training runs (its first checkpoint is there), at a different moment each time.
+          for (int t = 0; t < 3000 && list_checkpoints(dir).empty(); ++t)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          std::this_thread::sleep_for(std::chrono::milliseconds(10 * i));
+          kill(pid, SIGTERM);
+        }
+        const int code = wait_exit_within(pid, 30);
+        ASSERT_EQ(code, 0) << variant << (signal ? " SIGTERM" : " natural end") << " run " << i
+                           << (code < 0 ? ": hung" : "") << "\n" << read_all(dir + ".log");
+        EXPECT_FALSE(list_checkpoints(dir).empty());
+        EXPECT_FALSE(fs::exists(dir + ".jsonl.tmp")) << "metrics left uncommitted";
+        ++runs;
+      }
+  EXPECT_EQ(runs, 80);
+}
+
+// Evaluations (monitor thread) and checkpoints (PS thread) after every update,
+// both writing metrics: every line is one whole JSON object.
+TEST(Processes, EveryMetricsLineParsesUnderConcurrentWriters) {
+  struct stat st;
+  if (stat(trainer_path().c_str(), &st) != 0) GTEST_SKIP() << "trainer binary not built at " << trainer_path();
+  const std::string dir = fresh_dir("metrics-stress");
+  const pid_t pid = spawn({trainer_path(), "--dataset", "gaussian", "--model", "linear", "--workers", "4", "--variant",
+                           "k-async", "--k", "2", "--max-updates", "1500", "--checkpoint-dir", dir,
+                           "--checkpoint-every", "1", "--eval-every", "1", "--eval-samples", "1", "--metrics",
+                           dir + ".jsonl", "--progress", "none", "--devices", "cpu"},
+                          dir + ".log");
+  ASSERT_EQ(wait_exit_within(pid, 120), 0) << read_all(dir + ".log");
+  std::ifstream in(dir + ".jsonl");
+  std::string line;
+  int n = 0, evals = 0, checkpoints = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    nlohmann::json j;
+    ASSERT_NO_THROW(j = nlohmann::json::parse(line)) << "line " << n << ": '" << line << "'";
+    evals += j.value("event", "") == "eval";
+    checkpoints += j.value("event", "") == "checkpoint";
+  }
+  EXPECT_GT(evals, 10);
+  EXPECT_GE(checkpoints, 1500);
+}
+
+// One run per checkpoint directory: the second is refused, naming the
+// directory and the holder's pid, and the first one's files are untouched.
+TEST(Processes, ASecondRunOnACheckpointDirectoryInUseIsRefused) {
+  struct stat st;
+  if (stat(trainer_path().c_str(), &st) != 0) GTEST_SKIP() << "trainer binary not built at " << trainer_path();
+  const std::string dir = fresh_dir("locked");
+  const pid_t first = spawn(trainer_args(dir, "1000000"), dir + ".first.log");
+  for (int i = 0; i < 600 && list_checkpoints(dir).empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_FALSE(list_checkpoints(dir).empty());
+  const pid_t second = spawn(trainer_args(dir, "50"), dir + ".second.log");
+  EXPECT_EQ(wait_exit_within(second, 30), 2);
+  const std::string err = read_all(dir + ".second.log");
+  EXPECT_NE(err.find("in use by another run (pid " + std::to_string(first) + ")"), std::string::npos) << err;
+  EXPECT_NE(err.find(dir), std::string::npos) << err;
+  kill(first, SIGTERM);
+  EXPECT_EQ(wait_exit_within(first, 30), 0);
+  // Free again: a resume continues the first run.
+  auto args = trainer_args(dir, "0");
+  args[std::find(args.begin(), args.end(), "--max-updates") - args.begin() + 1] =
+      std::to_string(int64_t(load_checkpoint(list_checkpoints(dir)[0]).header["version"]) + 10);
+  args.push_back("--resume");
+  EXPECT_EQ(wait_exit_within(spawn(args, dir + ".third.log"), 60), 0) << read_all(dir + ".third.log");
+}
+
+// Real clock, every mode the CPU runs, evaluations and checkpoints every few
+// updates and an injected fault: the runs ThreadSanitizer watches in CI.
+TEST(Supervised, RealClockRunsOfEveryModeWithEvaluationsCheckpointsAndFaults) {
+  for (const char* v : {"sync", "k-sync", "k-batch-sync", "async", "k-async", "k-batch-async", "swarm"}) {
+    TrainConfig c = base(v, "real");
+    c.max_updates = 60;
+    c.eval_every = "3";
+    c.eval_samples = 50;
+    c.checkpoint_dir = fresh_dir(std::string("supervised-") + v);
+    c.checkpoint_every = "4";
+    if (std::string(v) != "swarm") c.inject = "nan@1:3,hang@2:5:20ms";
+    Trainer t(c, data());
+    const RunSummary s = t.run();
+    EXPECT_GE(s.updates, 60) << v;
+    EXPECT_TRUE(s.error.empty()) << v << ": " << s.error;
+    EXPECT_FALSE(s.last_checkpoint.empty()) << v;
+    if (std::string(v) != "swarm") {
+      // The NaN gradient is dropped, unless a sync variant cancelled that computation first.
+      if (!is_synchronous(parse_variant(v))) {
+        EXPECT_GE(s.stats.dropped_nonfinite, 1) << v;
+      }
+    }
+  }
+}
+
+// --lr 1e30 used to drop non-finite gradients forever at update 1.
+TEST(Faults, ARunOfNonFiniteGradientsStopsAtTheLimit) {
+  TrainConfig c = base("async", "virtual");
+  c.lr = 1e30;
+  c.max_updates = 100000;
+  c.nonfinite_limit = 50;
+  const RunSummary s = Trainer(c, data()).run();
+  EXPECT_NE(s.error.find("non-finite gradients in a row (--nonfinite-limit 50)"), std::string::npos) << s.error;
+  EXPECT_EQ(s.stop_reason, "non-finite limit");
+  EXPECT_LT(s.updates, 100);
+  EXPECT_GE(s.stats.dropped_nonfinite, 50);
+}
+
+// A resumed run already at its limit stops at once: no update, no new checkpoint.
+TEST(Checkpoints, ResumingAtTheUpdateLimitStopsAtOnce) {
+  const std::string dir = fresh_dir("resume_at_limit");
+  TrainConfig c = base("k-async", "virtual");
+  c.max_updates = 40;
+  c.checkpoint_dir = dir;
+  const RunSummary a = Trainer(c, data()).run();
+  const auto before = list_checkpoints(dir);
+  c.resume = true;
+  const RunSummary b = Trainer(c, data()).run();
+  EXPECT_EQ(b.updates, 40);
+  EXPECT_EQ(a.checksum, b.checksum);
+  EXPECT_EQ(list_checkpoints(dir), before);
+  EXPECT_EQ(b.stop_reason, "updates");
+}
+
+// A run killed mid-write leaves ckpt-N.bin.tmp; the next run on the
+// directory removes it (under the directory's lock) and nothing else.
+TEST(Checkpoints, StaleTemporariesAreRemovedAtTheStart) {
+  const std::string dir = fresh_dir("stale_tmp");
+  fs::create_directories(dir);
+  std::ofstream(dir + "/ckpt-000000000005.bin.tmp") << "half a checkpoint";
+  std::ofstream(dir + "/notes.txt") << "the user's";
+  TrainConfig c = base("k-async", "virtual");
+  c.max_updates = 10;
+  c.checkpoint_dir = dir;
+  Trainer(c, data()).run();
+  EXPECT_FALSE(fs::exists(dir + "/ckpt-000000000005.bin.tmp"));
+  EXPECT_TRUE(fs::exists(dir + "/notes.txt"));
+  EXPECT_EQ(list_checkpoints(dir).size(), 1u);
+}
+
+// --k on --resume cannot change K: the run says so and goes on at the checkpoint's.
+TEST(Checkpoints, AnotherKOnResumeGetsANotice) {
+  const std::string dir = fresh_dir("resume_k");
+  TrainConfig c = base("k-async", "virtual");
+  c.max_updates = 20;
+  c.checkpoint_dir = dir;
+  Trainer(c, data()).run();
+  c.k = 3;
+  c.max_updates = 30;
+  c.resume = true;
+  ::testing::internal::CaptureStderr();
+  const RunSummary s = Trainer(c, data()).run();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("note: --k 3 is ignored: the run resumes at the checkpoint's K = 2"), std::string::npos) << err;
+  EXPECT_EQ(s.k, 2);
+}
+
+TEST(Checkpoints, AStragglerTraceNeedsALinePerWorker) {
+  const std::string f = ::testing::TempDir() + "/two_lines.txt";
+  std::ofstream(f) << "0.1 0.2\n0.3\n";
+  TrainConfig c = base("async", "virtual");
+  c.straggler = "trace:path=" + f;
+  c.workers = 2;
+  EXPECT_NO_THROW(validate(c));
+  c.workers = 4;
+  try {
+    validate(c);
+    FAIL() << "a 2-line trace was accepted for 4 workers";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("4 workers, found 2 line(s)"), std::string::npos) << e.what();
+  }
+}
+
+// Under sync one hung worker keeps the others waiting: only it is flagged.
+TEST(Faults, TheWatchdogNamesOnlyTheWorkerThatIsStuck) {
+  TrainConfig c = base("sync", "real");
+  c.workers = 3;
+  c.max_updates = 30;
+  c.inject = "hang@1:5:1500ms";
+  c.watchdog = 0.5;
+  c.metrics = ::testing::TempDir() + "/watchdog.jsonl";
+  const RunSummary s = Trainer(c, data()).run();
+  EXPECT_EQ(s.watchdog_alarms, 1);
+  std::ifstream in(c.metrics);
+  std::string line;
+  std::vector<int> flagged;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.value("event", "") == "watchdog") flagged.push_back(j.at("worker"));
+  }
+  EXPECT_EQ(flagged, std::vector<int>{1});
+}
+
+TEST(Processes, KOfARuleWithoutKAndTooManyThreadsGetANotice) {
+  struct stat st;
+  if (stat(trainer_path().c_str(), &st) != 0) GTEST_SKIP() << "trainer binary not built at " << trainer_path();
+  const std::string log = ::testing::TempDir() + "/notice.log";
+  const pid_t pid = spawn({trainer_path(), "--dataset", "gaussian", "--model", "linear", "--workers", "2", "--variant",
+                           "sync", "--k", "2", "--threads", "1000", "--max-updates", "3", "--progress", "none",
+                           "--devices", "cpu", "--clock", "virtual"},
+                          log);
+  EXPECT_EQ(wait_exit_within(pid, 60), 0);
+  const std::string out = read_all(log);
+  EXPECT_NE(out.find("note: --k 2 is ignored: sync waits for every worker"), std::string::npos) << out;
+  const unsigned hw = std::thread::hardware_concurrency();
+  if (hw > 0 && hw < 500) {
+    EXPECT_NE(out.find("note: --threads 1000"), std::string::npos) << out;
+  }
+}
+
+// A checkpoint directory or metrics file the user cannot write is an error
+// before any work (it used to train the whole run, then fail). Permissions
+// do not bind root: the trainer runs as `nobody` when the test is root.
+TEST(Processes, UnwritableOutputsAreRefusedBeforeTraining) {
+  struct stat st;
+  if (stat(trainer_path().c_str(), &st) != 0) GTEST_SKIP() << "trainer binary not built at " << trainer_path();
+  const uid_t nobody = 65534;
+  if (geteuid() != 0 && access("/", W_OK) == 0) GTEST_SKIP() << "cannot drop privileges to test permissions";
+  const std::string ro = fresh_dir("readonly");
+  fs::create_directories(ro);
+  fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read | fs::perms::group_exec |
+                          fs::perms::others_read | fs::perms::others_exec);
+  fs::permissions(::testing::TempDir(), fs::perms::all, fs::perm_options::add);  // the log files
+  for (const auto& [flag, value] : {std::pair<std::string, std::string>{"--checkpoint-dir", ro + "/ck"},
+                                    {"--checkpoint-dir", ro}, {"--metrics", ro + "/m.jsonl"}}) {
+    const std::string log = ::testing::TempDir() + "/readonly.log";
+    const pid_t pid = fork();
+    if (pid == 0) {
+      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      if (geteuid() == 0 && (setgid(nobody) != 0 || setuid(nobody) != 0)) _exit(97);
+      const std::string exe = trainer_path();
+      execl(exe.c_str(), exe.c_str(), "--dataset", "gaussian", "--model", "linear", "--max-updates", "1000000",
+            "--devices", "cpu", "--progress", "none", flag.c_str(), value.c_str(), static_cast<char*>(nullptr));
+      _exit(98);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const int code = wait_exit_within(pid, 60);
+    const std::string err = read_all(log);
+    if (code == 97) GTEST_SKIP() << "cannot become nobody";
+    EXPECT_EQ(code, 2) << flag << " " << value << ": " << err;
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10) << "trained first";
+    EXPECT_NE(err.find(flag), std::string::npos) << err;
+    EXPECT_NE(err.find("Permission denied"), std::string::npos) << err;
+  }
+}
+
 // ------------------------------------------------------------------ flags
 struct BadFlag {
   std::vector<std::string> args;
@@ -403,7 +747,19 @@ INSTANTIATE_TEST_SUITE_P(
         BadFlag{{"--variant", "swarm", "--workers", "4", "--quantize", "8", "--quant-block", "0"}, "--quant-block"},
         BadFlag{{"--variant", "swarm", "--workers", "4", "--quantize", "8", "--quant-margin", "0.5"}, "--quant-margin"},
         BadFlag{{"--graph", "ring"}, "--variant swarm"}, BadFlag{{"--no-such-flag"}, "no-such-flag"},
-        BadFlag{{"--eval-every", "soon"}, "--eval-every"}, BadFlag{{"--target-accuracy", "88"}, "--target-accuracy"}));
+        BadFlag{{"--eval-every", "soon"}, "--eval-every"}, BadFlag{{"--target-accuracy", "88"}, "--target-accuracy"},
+        // Runs that would never end, or end only after the work.
+        BadFlag{{"--epochs", "nan"}, "--epochs"}, BadFlag{{"--epochs", "inf"}, "--epochs"},
+        BadFlag{{"--clock", "virtual", "--eval-every", "1e-12s"}, "--eval-every"},
+        BadFlag{{"--checkpoint-dir", "/tmp/adasync-bad-ckpt", "--checkpoint-every", "1e-12s"}, "--checkpoint-every"},
+        BadFlag{{"--eval-every", "99999999999999999999"}, "--eval-every"}, BadFlag{{"--metrics", "/tmp"}, "--metrics"},
+        BadFlag{{"--trace", "/tmp"}, "--trace"}, BadFlag{{"--data-dir", "/etc/hostname"}, "not a directory"},
+        // Accepted silently before.
+        BadFlag{{"--momentum", "nan"}, "--momentum"}, BadFlag{{"--watchdog", "0"}, "--watchdog"},
+        BadFlag{{"--seed", "-1"}, "--seed"}, BadFlag{{"--nonfinite-limit", "0"}, "--nonfinite-limit"},
+        BadFlag{{"--replay", "/nonexistent/t.jsonl", "--lr", "0.1", "--workers", "3"}, "--lr, --workers"},
+        BadFlag{{"--variant", "swarm", "--workers", "4", "--momentum", "0.9"}, "--momentum"},
+        BadFlag{{"--variant", "swarm", "--workers", "4", "--weight-decay", "1e-4"}, "--weight-decay"}));
 
 }  // namespace
 }  // namespace adasync

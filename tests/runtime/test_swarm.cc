@@ -7,7 +7,7 @@
 #include <fstream>
 #include <sys/stat.h>
 
-#include "runtime/swarm.h"
+#include "runtime/modes/swarm.h"
 #include "runtime/trainer.h"
 #include "tests/support/test_util.h"
 #include "tests/support/small_data.h"
@@ -419,17 +419,17 @@ TEST(SwarmTrainer, TrainsOnBothClocksAndReportsConsensusAndBytes) {
       c.batch = 16;
       c.lr = 0.1;
       c.workers = 4;
-      c.variant = "swarm";
-      c.graph = "ring";
-      c.swarm_mode = mode;
+      c.set_variant("swarm");
+      c.graph = GraphKind::Ring;
+      c.swarm_mode = parse_enum<SwarmMode>(mode, "--swarm-mode");
       c.quantize = 8;
-      c.clock = clock;
+      c.clock = parse_enum<ClockKind>(clock, "--clock");
       c.straggler = clock == "real" ? "exp:mean=1ms" : "exp:mean=1";
       c.max_updates = 400;
       c.eval_every = "100";
       c.metrics = path;
-      c.progress = "none";
-      c.devices = "cpu";
+      c.progress = Progress::None;
+      c.devices = Devices::Cpu;
       Trainer t(c, small_data());
       const RunSummary s = t.run();
       EXPECT_GT(s.final_eval.accuracy, 0.6) << clock << " " << mode;
@@ -458,16 +458,16 @@ TEST(SwarmTrainer, FashionMnistInVirtualTime) {
   c.model = "lenet5";
   c.batch = 32;
   c.workers = 8;
-  c.variant = "swarm";
-  c.graph = "ring";
+  c.set_variant("swarm");
+  c.graph = GraphKind::Ring;
   c.local_steps = 4;
   c.quantize = 8;
-  c.clock = "virtual";
+  c.clock = ClockKind::Virtual;
   c.straggler = "exp:mean=1";
   c.time_budget = 150;
   c.eval_every = "0";
-  c.progress = "none";
-  c.devices = "cpu";
+  c.progress = Progress::None;
+  c.devices = Devices::Cpu;
   Trainer t(c);
   const RunSummary s = t.run();
   EXPECT_GT(s.final_eval.accuracy, 0.6);

@@ -18,8 +18,8 @@ TEST(TrainerE2E, CnnReaches80PercentOnFashionMnistIn300UpdatesOnTheCpu) {
   c.max_updates = 300;
   c.batch = 64;
   c.eval_every = "0";
-  c.progress = "none";
-  c.devices = "cpu";
+  c.progress = Progress::None;
+  c.devices = Devices::Cpu;
   Trainer t(c);
   const RunSummary s = t.run();
   EXPECT_EQ(s.updates, 300);

@@ -1,4 +1,4 @@
-#include "runtime/worker.h"
+#include "runtime/drivers/worker.h"
 
 #include <chrono>
 #include <cmath>

@@ -49,7 +49,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/variant.h"
+#include "runtime/engine/aggregator.h"
 
 namespace adasync {
 
@@ -97,10 +97,11 @@ class KSchedule {
   virtual void set_state(const std::vector<double>&) {}
 };
 
-enum class AdaRule { Sqrt, OrderStat, Runtime, Plateau, RuntimePlateau };
+// Auto: the default rule (default_ada_rule), resolved when the run starts.
+enum class AdaRule { Auto, Sqrt, OrderStat, Runtime, Plateau, RuntimePlateau };
 AdaRule parse_ada_rule(const std::string& s);  // throws UsageError naming --adasync-rule
 // The rule `--adasync-rule auto` takes for a variant (README: why).
-const char* default_ada_rule(Variant v);
+AdaRule default_ada_rule(Variant v);
 // T_0 when --schedule-every is not given: the ratio rules decide every
 // budget/20 (10 s without a budget); the plateau rule, whose windows are
 // counted in updates, checks every budget/100 (1 s).

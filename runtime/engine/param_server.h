@@ -11,11 +11,11 @@
 // buffers.
 //
 // Slots are the push targets: each holds one gradient of n floats. A worker
-// takes a free slot, fills it, and hands it to the PS with its tag; the PS
-// releases it once the gradient is applied or dropped. 2P slots mean a worker
+// takes a free slot (a SlotLease), fills it, and hands it to the PS with its
+// tag; the lease returns it once the gradient is applied or dropped. 2P slots mean a worker
 // never waits for one (at most P in flight plus K - 1 <= P - 1 counted).
 //
-// Thread safety: latest(), acquire_slot() and release_slot() may be called
+// Thread safety: latest(), acquire_slot() and SlotLease::release() may be called
 // from any thread; apply() and the setters only from the PS thread.
 #pragma once
 
@@ -23,10 +23,11 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "kernels/context.h"
-#include "runtime/optimizer.h"
+#include "runtime/engine/optimizer.h"
 
 namespace adasync {
 
@@ -37,9 +38,28 @@ struct Snapshot {
 };
 using SnapshotPtr = std::shared_ptr<const Snapshot>;
 
-struct Slot {
-  float* data = nullptr;
-  int index = -1;
+class ParamServer;
+
+// One gradient slot, held by whoever fills or owns the gradient; it goes back
+// to the pool when the lease is destroyed (move-only, so exactly one owner).
+class SlotLease {
+ public:
+  SlotLease() = default;
+  SlotLease(SlotLease&& o) noexcept { *this = std::move(o); }
+  SlotLease& operator=(SlotLease&& o) noexcept;
+  SlotLease(const SlotLease&) = delete;
+  SlotLease& operator=(const SlotLease&) = delete;
+  ~SlotLease() { release(); }
+  float* data() const { return data_; }
+  explicit operator bool() const { return data_ != nullptr; }
+  void release();
+
+ private:
+  friend class ParamServer;
+  SlotLease(ParamServer* ps, float* data, int index) : ps_(ps), data_(data), index_(index) {}
+  ParamServer* ps_ = nullptr;
+  float* data_ = nullptr;
+  int index_ = -1;
 };
 
 class ParamServer {
@@ -64,8 +84,11 @@ class ParamServer {
   // older versions that computations in flight were started on).
   SnapshotPtr make_snapshot(const float* params, int64_t version);
 
-  Slot acquire_slot();            // blocks while none is free
-  void release_slot(const Slot& s);
+  // Blocks while none is free; an empty lease once the slots are closed (a
+  // stopping run: nobody may wait for a slot that queued messages hold).
+  SlotLease acquire_slot();
+  void close_slots();
+  void open_slots();
   int free_slots() const;
 
   // Memory kind of snapshot and slot buffers (pinned when a GPU is usable).
@@ -76,6 +99,8 @@ class ParamServer {
   void publish(SnapshotPtr s);
   float* take_buffer();
   void give_buffer(float* p);
+  friend class SlotLease;
+  void release_slot(int index);
 
   size_t n_;
   std::unique_ptr<HostOptimizer> opt_;
@@ -90,6 +115,7 @@ class ParamServer {
   std::condition_variable slot_cv_;
   std::vector<Buffer<float>> slots_;
   std::vector<int> free_slots_;
+  bool slots_closed_ = false;
   // Outstanding snapshots point back here; this flag catches a PS destroyed first.
   std::shared_ptr<bool> alive_;
 };

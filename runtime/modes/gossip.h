@@ -1,36 +1,12 @@
-// SwarmSGD (ALGORITHMS.md section 7): decentralised training with local
-// steps and lattice-quantised pairwise averaging. No parameter server: node i
-// keeps its own model x_i and samples its own shard.
-//
-//   loop: take H local SGD steps on x_i (H fixed, or geometric with mean H)
-//         pick a neighbour j uniformly on the graph
-//         blocking:     x_i, x_j <- (x_i + Q(x_j)) / 2, (x_j + Q(x_i)) / 2
-//         non-blocking: x_i <- (s_i + Q(p_j)) / 2 + (x_i - s_i), with p_j the
-//                       partner's last published copy and s_i the
-//                       initiator's own at its last publication (our rule)
-//
-// Q is lattice quantisation relative to the receiver's model: the sender
-// encodes c = round(x / e) mod q, the receiver with model b decodes
-// e c + q e round((b - e c) / (q e)); exact to e/2 per coordinate while
-// |x - b| < q e / 2. Messages go in blocks with their own step e and a check
-// of the lattice indices (SwarmCodec, our rule): a block the receiver cannot
-// decode is sent again at full precision, so nothing is decoded wrongly.
-// Messages travel through host buffers, so workers on any device exchange the
-// same way. The engine counts every byte each node sends (headers, NACKs and
-// blocks sent again included) and how many decoded coordinates still left
-// the safe range (zero unless a 32-bit check collides).
+// SwarmSGD's communication: gossip graphs, the lattice quantizer, and the
+// block codec with its check and full-precision fallback (ALGORITHMS.md
+// section 7; see swarm.h for the protocol).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
-
-#include "datasets/sampler.h"
-#include "runtime/straggler.h"
-#include "runtime/worker.h"
 
 namespace adasync {
 
@@ -137,79 +113,5 @@ struct TransferScratch {
 // a simulation has).
 TransferCount transfer(const SwarmCodec& c, const float* x, const float* b, size_t n, const float* bound, float* out,
                        float* dist, TransferScratch* s);
-
-// ------------------------------------------------------------------ engine
-struct SwarmConfig {
-  std::string graph = "complete";
-  int degree = 4;             // random r-regular graphs
-  double local_steps = 4;     // H
-  bool geometric = false;     // H geometric with mean H instead of fixed
-  bool blocking = true;
-  int bits = 0;               // 0: full precision
-  double quant_step = 0;      // fixed e; 0: adaptive per block
-  size_t quant_block = 1024;  // coordinates per block
-  double quant_margin = 0;    // adaptive: the sender's guess at max |x - b| times this (0: 2 blocking, 4 non-blocking)
-  float lr = 0.05f;
-  uint64_t seed = 1;
-};
-
-struct SwarmStats {
-  int64_t local_steps = 0, interactions = 0;
-  int64_t out_of_range = 0;       // decoded coordinates off by more than e/2
-  int64_t coordinates_sent = 0;
-  int64_t blocks_sent = 0, fallback_blocks = 0;  // quantised blocks; those sent again at full precision
-  int64_t fallback_bytes = 0;                     // NACKs and blocks sent again (in bytes_sent too)
-  std::vector<int64_t> bytes_sent;  // per node
-  int64_t bytes_total() const;
-};
-
-// Callbacks into the trainer: evaluation times and stop conditions.
-class SwarmListener {
- public:
-  virtual ~SwarmListener() = default;
-  // Clock reached `now`; false stops. May call SwarmEngine::average().
-  virtual bool on_time(double now) = 0;
-  // After each local step (loss of its mini-batch); false stops.
-  virtual bool after_step(int node, float loss, double now) = 0;
-};
-
-class SwarmEngine {
- public:
-  // workers: one per node (real clock) or one shared (virtual clock).
-  SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> workers, std::vector<Sampler>* samplers,
-              Straggler* straggler, const float* init, size_t n, int nodes);
-  ~SwarmEngine();
-
-  double run_virtual(SwarmListener& l);
-  double run_real(SwarmListener& l);
-
-  // Sets node i's model (and its published copy); before running.
-  void set_model(int i, const float* x);
-  // x_bar = mean_i x_i, and the consensus distance mean_i ||x_i - x_bar||^2.
-  void average(float* out, double* consensus);
-  SwarmStats stats();
-  const GossipGraph& graph() const { return graph_; }
-  const SwarmCodec& codec() const { return codec_; }
-
- private:
-  struct Node;
-  int draw_steps(int i);
-  void interact(int i, double now);
-  void estimate_bound(const Node& sender, float* bound) const;
-  void account(const TransferCount& t, int sender, int receiver);
-
-  SwarmConfig cfg_;
-  size_t n_;
-  GossipGraph graph_;
-  SwarmCodec codec_;
-  size_t blocks_;
-  double margin_;
-  std::vector<GradientWorker*> workers_;
-  std::vector<Sampler>* samplers_;
-  Straggler* straggler_;
-  std::vector<std::unique_ptr<Node>> nodes_;
-  std::mutex stats_mu_;
-  SwarmStats stats_;
-};
 
 }  // namespace adasync

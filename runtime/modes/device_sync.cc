@@ -1,4 +1,4 @@
-#include "runtime/device_sync.h"
+#include "runtime/modes/device_sync.h"
 
 #include <cmath>
 

@@ -1,4 +1,4 @@
-#include "runtime/variant.h"
+#include "runtime/engine/aggregator.h"
 
 #include <algorithm>
 
@@ -77,7 +77,7 @@ bool Aggregator::accepts(int64_t tau) const {
   return cfg_.max_staleness < 0 || version_ - tau <= cfg_.max_staleness;
 }
 
-Aggregator::PushResult Aggregator::push(const Push& p) {
+Aggregator::PushResult Aggregator::push(Push p) {
   PushResult r;
   const Variant v = cfg_.variant;
   const bool sync = is_synchronous(v);
@@ -94,7 +94,6 @@ Aggregator::PushResult Aggregator::push(const Push& p) {
       case Drop::OverBound: ++stats_.dropped_bound; break;
       default: ++stats_.dropped_nonfinite; break;
     }
-    ps_.release_slot(p.slot);
     // A stale gradient's worker already has a pull from the update that made
     // it stale; a sync worker whose fresh gradient was rejected tries another
     // batch at w_j; an async worker starts over at the latest version.
@@ -106,7 +105,7 @@ Aggregator::PushResult Aggregator::push(const Push& p) {
   ++stats_.counted;
   ++stats_.counted_by_worker[size_t(p.worker)];
   counted_this_round_[size_t(p.worker)] = 1;
-  pending_.push_back(p);
+  pending_.push_back(std::move(p));
   r.update_due = int(pending_.size()) >= k_;
   switch (v) {
     case Variant::KBatchSync: r.next = Next::Continue; break;
@@ -132,7 +131,7 @@ Aggregator::UpdateResult Aggregator::update(const UpdateRates& rates) {
     EXPECTS(rates.weights.size() == k, rates.weights.size() << " weights for " << k << " gradients");
     c = rates.weights;
   }
-  for (size_t l = 0; l < k; ++l) grads[l] = pending_[l].slot.data;
+  for (size_t l = 0; l < k; ++l) grads[l] = pending_[l].slot.data();
 
   UpdateResult r;
   r.snapshot = ps_.apply(grads, c, rates.lr);
@@ -143,7 +142,6 @@ Aggregator::UpdateResult Aggregator::update(const UpdateRates& rates) {
     stats_.staleness_sum += double(s);
     stats_.staleness_max = std::max(stats_.staleness_max, s);
     r.applied.push_back(Applied{p.worker, p.tau, p.batch, s, c[l], p.loss, p.time});
-    ps_.release_slot(p.slot);
   }
   ++version_;
   ++stats_.updates;

@@ -1,6 +1,7 @@
-#include "runtime/param_server.h"
+#include "runtime/engine/param_server.h"
 
 #include <cstring>
+#include <utility>
 
 namespace adasync {
 
@@ -91,21 +92,51 @@ SnapshotPtr ParamServer::apply(const std::vector<const float*>& grads, const std
   return next;
 }
 
-Slot ParamServer::acquire_slot() {
-  std::unique_lock<std::mutex> lk(slot_mu_);
-  slot_cv_.wait(lk, [this] { return !free_slots_.empty(); });
-  const int i = free_slots_.back();
-  free_slots_.pop_back();
-  return Slot{slots_[size_t(i)].data(), i};
+SlotLease& SlotLease::operator=(SlotLease&& o) noexcept {
+  if (this != &o) {
+    release();
+    ps_ = std::exchange(o.ps_, nullptr);
+    data_ = std::exchange(o.data_, nullptr);
+    index_ = std::exchange(o.index_, -1);
+  }
+  return *this;
 }
 
-void ParamServer::release_slot(const Slot& s) {
-  if (s.index < 0) return;
+void SlotLease::release() {
+  if (ps_ != nullptr) ps_->release_slot(index_);
+  ps_ = nullptr;
+  data_ = nullptr;
+  index_ = -1;
+}
+
+SlotLease ParamServer::acquire_slot() {
+  std::unique_lock<std::mutex> lk(slot_mu_);
+  slot_cv_.wait(lk, [this] { return slots_closed_ || !free_slots_.empty(); });
+  if (slots_closed_) return SlotLease();
+  const int i = free_slots_.back();
+  free_slots_.pop_back();
+  return SlotLease(this, slots_[size_t(i)].data(), i);
+}
+
+void ParamServer::release_slot(int index) {
   {
     std::lock_guard<std::mutex> lk(slot_mu_);
-    free_slots_.push_back(s.index);
+    free_slots_.push_back(index);
   }
   slot_cv_.notify_one();
+}
+
+void ParamServer::close_slots() {
+  {
+    std::lock_guard<std::mutex> lk(slot_mu_);
+    slots_closed_ = true;
+  }
+  slot_cv_.notify_all();
+}
+
+void ParamServer::open_slots() {
+  std::lock_guard<std::mutex> lk(slot_mu_);
+  slots_closed_ = false;
 }
 
 int ParamServer::free_slots() const {

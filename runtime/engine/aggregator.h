@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/param_server.h"
+#include "runtime/engine/param_server.h"
 
 namespace adasync {
 
@@ -44,7 +44,7 @@ struct Push {
   uint64_t batch = 0;    // the worker's batch number
   float loss = 0;        // mini-batch loss at w_tau
   bool finite = true;    // every gradient entry finite
-  Slot slot;             // the gradient (released by the Aggregator)
+  SlotLease slot;        // the gradient (returned when the push is applied or dropped)
   SnapshotPtr params;    // w_tau, held until the gradient is applied or dropped
   double time = 0;       // arrival time (clock seconds)
 };
@@ -104,7 +104,7 @@ class Aggregator {
     bool update_due = false;  // call update() now
     Next next = Next::Wait;   // what the pusher does when no update is due
   };
-  PushResult push(const Push& p);
+  PushResult push(Push p);
 
   struct UpdateResult {
     SnapshotPtr snapshot;

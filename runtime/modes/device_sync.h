@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "kernels/collective.h"
-#include "runtime/optimizer.h"
-#include "runtime/worker.h"
+#include "runtime/engine/optimizer.h"
+#include "runtime/drivers/worker.h"
 
 namespace adasync {
 

@@ -25,7 +25,7 @@
 
 #include "datasets/dataset.h"
 #include "models/model.h"
-#include "runtime/param_server.h"
+#include "runtime/engine/param_server.h"
 
 namespace adasync {
 

@@ -1,4 +1,4 @@
-#include "runtime/schedule.h"
+#include "runtime/engine/schedule.h"
 
 #include <algorithm>
 #include <cmath>
@@ -65,7 +65,7 @@ AdaRule parse_ada_rule(const std::string& s) {
   throw UsageError("--adasync-rule: expected sqrt, order-stat, runtime, plateau or runtime-plateau, found '" + s + "'");
 }
 
-const char* default_ada_rule(Variant) { return "runtime-plateau"; }
+AdaRule default_ada_rule(Variant) { return AdaRule::RuntimePlateau; }
 
 double default_decision_interval(AdaRule r, double budget) {
   if (r == AdaRule::Plateau || r == AdaRule::RuntimePlateau) return budget > 0 ? budget / 100 : 1.0;
@@ -74,6 +74,7 @@ double default_decision_interval(AdaRule r, double budget) {
 
 const char* to_string(AdaRule r) {
   switch (r) {
+    case AdaRule::Auto: return "auto";
     case AdaRule::Sqrt: return "sqrt";
     case AdaRule::OrderStat: return "order-stat";
     case AdaRule::Runtime: return "runtime";
@@ -140,6 +141,7 @@ class AdaSyncSchedule : public KSchedule {
       case AdaRule::Runtime:
         if (in.update_time) k = runtime_rule_k(ratio, c_.k, k_now, c_.workers, in.update_time);
         break;
+      case AdaRule::Auto:  // resolved (default_ada_rule) before a schedule is made
       case AdaRule::Plateau:
       case AdaRule::RuntimePlateau: break;
     }
@@ -250,6 +252,7 @@ class PiecewiseSchedule : public KSchedule {
 std::unique_ptr<KSchedule> make_schedule(const ScheduleConfig& c) {
   if (c.kind == "fixed") return std::make_unique<FixedSchedule>(c.k);
   if (c.kind == "adasync") {
+    EXPECTS(c.rule != AdaRule::Auto, "the AdaSync rule is resolved (default_ada_rule) before a schedule is made");
     if (c.k < 1 || c.k > c.workers)
       throw UsageError("--k0: expected a start K in [1, --workers = " + std::to_string(c.workers) + "], found " +
                        std::to_string(c.k));

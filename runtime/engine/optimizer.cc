@@ -1,4 +1,4 @@
-#include "runtime/optimizer.h"
+#include "runtime/engine/optimizer.h"
 
 #include <algorithm>
 #include <cmath>

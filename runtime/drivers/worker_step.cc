@@ -1,0 +1,41 @@
+#include "runtime/drivers/worker_step.h"
+
+#include <limits>
+#include <string>
+
+namespace adasync {
+
+StepPlan prepare_step(int w, int64_t n, Sampler& sampler, Straggler& straggler, const FaultPlan* faults,
+                      std::vector<int32_t>* idx) {
+  StepPlan p;
+  p.batch = sampler.next(idx);
+  p.drawn = straggler.draw(w);
+  p.fault = faults != nullptr ? faults->at(w, n) : nullptr;
+  if (p.fault && p.fault->kind == Fault::Kind::Hang) p.hang = p.fault->seconds;
+  return p;
+}
+
+bool compute_step(GradientWorker& gw, ParamServer& ps, int w, const SnapshotPtr& params,
+                  const std::vector<int32_t>& idx, const StepPlan& plan, double delay, const CancelSource* cancel,
+                  uint64_t gen, Push* out) {
+  if (plan.fault && plan.fault->kind == Fault::Kind::Throw)
+    throw InjectedFailure("injected failure at computation " + std::to_string(plan.fault->at));
+  SlotLease slot = ps.acquire_slot();
+  if (!slot) return false;
+  GradResult res;
+  if (!gw.compute(idx, slot.data(), delay, cancel, gen, &res)) return false;
+  if (plan.fault && plan.fault->kind == Fault::Kind::Nan) {
+    slot.data()[0] = std::numeric_limits<float>::quiet_NaN();
+    res.finite = false;
+  }
+  out->worker = w;
+  out->tau = params->version;
+  out->batch = plan.batch;
+  out->loss = res.loss;
+  out->finite = res.finite;
+  out->slot = std::move(slot);
+  out->params = params;
+  return true;
+}
+
+}  // namespace adasync

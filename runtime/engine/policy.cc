@@ -1,0 +1,122 @@
+#include "runtime/engine/policy.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "runtime/theory.h"
+
+namespace adasync {
+
+namespace {
+// JSON writes NaN (a value not known yet) as null.
+double num(const nlohmann::json& x) { return x.is_null() ? NAN : x.get<double>(); }
+}  // namespace
+
+Policy::Policy(const PolicyConfig& c, size_t n_params, uint64_t seed, const Snapshot& initial) : cfg_(c) {
+  schedule_ = make_schedule(c.schedule);
+  lr_rule_ = std::make_unique<LrRule>(c.lr, n_params, seed);
+  lr_rule_->on_publish(initial);
+  if (!c.window_estimate && c.sample_loss) schedule_->set_start_loss(c.sample_loss(initial));
+}
+
+UpdateRates Policy::rates(const Aggregator& agg, const Snapshot& current) {
+  last_rates_ = lr_rule_->rates(agg, current);
+  return last_rates_;
+}
+
+void Policy::on_counted(int64_t tau, float loss) {
+  sched_loss_sum_ += loss;
+  sched_loss_sq_ += double(loss) * double(loss);
+  ++sched_loss_n_;
+  if (tau == 0) {
+    start_loss_sum_ += loss;
+    ++start_loss_n_;
+  }
+}
+
+void Policy::on_draw(double x) {
+  std::lock_guard<std::mutex> lk(times_mu_);
+  observed_times_.push_back(x);
+  if (observed_times_.size() > kObservedTimes) observed_times_.pop_front();
+}
+
+LossWindow Policy::take_window(const Snapshot& s) {
+  LossWindow w;
+  w.updates = sched_updates_;
+  sched_updates_ = 0;
+  if (!cfg_.window_estimate) {
+    // The fixed sample's loss has no sampling noise of its own: variance 0.
+    w.mean = cfg_.sample_loss(s);
+    w.n = 1;
+    return w;
+  }
+  w.n = sched_loss_n_;
+  if (w.n > 0) {
+    w.mean = sched_loss_sum_ / double(w.n);
+    w.var = w.n > 1 ? std::max(0.0, (sched_loss_sq_ - double(w.n) * w.mean * w.mean) / double(w.n - 1)) : 0;
+  }
+  sched_loss_sum_ = sched_loss_sq_ = 0;
+  sched_loss_n_ = 0;
+  return w;
+}
+
+DecisionInputs Policy::decision_inputs(Variant v, const SnapshotPtr& s) {
+  DecisionInputs in;
+  in.loss = [this, s] { return take_window(*s); };
+  in.start_loss = [this] { return start_loss_n_ > 0 ? start_loss_sum_ / double(start_loss_n_) : NAN; };
+  // E[T_K] for every K from one pass over the observed times, computed at
+  // most once per decision and only if the rule asks.
+  auto table = std::make_shared<std::vector<double>>();
+  in.update_time = [this, table, v](int k) {
+    if (table->empty()) {
+      std::vector<double> xs;
+      {
+        std::lock_guard<std::mutex> lk(times_mu_);
+        xs.assign(observed_times_.begin(), observed_times_.end());
+      }
+      *table = theory::expected_times_observed(v, cfg_.workers, std::move(xs));
+    }
+    return (*table)[size_t(k)];
+  };
+  return in;
+}
+
+std::optional<KChange> Policy::after_update(Aggregator& agg, const SnapshotPtr& s, double now) {
+  ++sched_updates_;
+  lr_rule_->on_publish(*s);
+  if (schedule_->needs_start_loss() && cfg_.window_estimate) {
+    // F_0: the mean loss of the gradients computed at the initial parameters,
+    // once all P workers' first ones are in; the schedule asks for what there
+    // is at its first decision otherwise (k-sync counts only K of them).
+    if (start_loss_n_ >= cfg_.workers) schedule_->set_start_loss(start_loss_sum_ / double(start_loss_n_));
+  }
+  auto ch = schedule_->after_update(now, agg.k(), decision_inputs(agg.variant(), s));
+  if (ch) agg.set_k(ch->k);
+  return ch;
+}
+
+nlohmann::json Policy::state() const {
+  std::lock_guard<std::mutex> lk(times_mu_);
+  nlohmann::json j{{"schedule", schedule_->state()},     {"start_loss_sum", start_loss_sum_},
+                   {"start_loss_n", start_loss_n_},       {"sched_loss_sum", sched_loss_sum_},
+                   {"sched_loss_sq", sched_loss_sq_},     {"sched_loss_n", sched_loss_n_},
+                   {"sched_updates", sched_updates_},     {"observed_times", observed_times_}};
+  return j;
+}
+
+void Policy::restore(const nlohmann::json& j) {
+  std::vector<double> st;
+  for (const auto& x : j.at("schedule")) st.push_back(num(x));
+  schedule_->set_state(st);
+  start_loss_sum_ = j.at("start_loss_sum");
+  start_loss_n_ = j.at("start_loss_n");
+  sched_loss_sum_ = j.at("sched_loss_sum");
+  sched_loss_sq_ = j.at("sched_loss_sq");
+  sched_loss_n_ = j.at("sched_loss_n");
+  sched_updates_ = j.at("sched_updates");
+  const auto obs = j.at("observed_times").get<std::vector<double>>();
+  std::lock_guard<std::mutex> lk(times_mu_);
+  observed_times_.assign(obs.begin(), obs.end());
+}
+
+}  // namespace adasync

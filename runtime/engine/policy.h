@@ -1,0 +1,74 @@
+// The update policy: the K schedule, the learning-rate rule and the loss
+// estimate they decide on (ALGORITHMS.md sections 4 and 5). The update loop
+// consults it for every update's rates and, after the update, for a change of
+// K; it observes every counted gradient's loss and every compute time drawn.
+//
+// Threads: on_draw() may come from any worker thread; everything else runs on
+// the thread that applies updates.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/engine/aggregator.h"
+#include "runtime/engine/schedule.h"
+
+namespace adasync {
+
+struct PolicyConfig {
+  ScheduleConfig schedule;
+  LrConfig lr;
+  int workers = 1;
+  bool window_estimate = true;  // F_t from counted mini-batch losses; false: from sample_loss
+  // The loss on a fixed training sample (the `sample` estimate).
+  std::function<double(const Snapshot&)> sample_loss;
+};
+
+class Policy {
+ public:
+  Policy(const PolicyConfig& c, size_t n_params, uint64_t seed, const Snapshot& initial);
+
+  KSchedule& schedule() { return *schedule_; }
+  LrRule& lr_rule() { return *lr_rule_; }
+
+  // Rates of the update about to be applied (the last ones are kept for the trace).
+  UpdateRates rates(const Aggregator& agg, const Snapshot& current);
+  const UpdateRates& last_rates() const { return last_rates_; }
+  // A counted gradient's mini-batch loss, computed at version tau (window estimate, F_0).
+  void on_counted(int64_t tau, float loss);
+  // A worker started a computation taking `x` clock seconds.
+  void on_draw(double x);
+  // After an update published `s`: may change K (applied to agg), returned.
+  std::optional<KChange> after_update(Aggregator& agg, const SnapshotPtr& s, double now);
+
+  // Checkpoint state (schedule, windows, observed times); restore() throws
+  // nlohmann::json::exception on a malformed value.
+  nlohmann::json state() const;
+  void restore(const nlohmann::json& j);
+
+ private:
+  LossWindow take_window(const Snapshot& s);
+  DecisionInputs decision_inputs(Variant v, const SnapshotPtr& s);
+
+  PolicyConfig cfg_;
+  std::unique_ptr<KSchedule> schedule_;
+  std::unique_ptr<LrRule> lr_rule_;
+  UpdateRates last_rates_;
+  // Losses of gradients computed at version 0 (F_0) and of those counted since
+  // the last decision (F_t), window estimate.
+  double start_loss_sum_ = 0, sched_loss_sum_ = 0, sched_loss_sq_ = 0;
+  int64_t start_loss_n_ = 0, sched_loss_n_ = 0, sched_updates_ = 0;
+  // Compute times drawn (the runtime rule's sample; the newest kept).
+  mutable std::mutex times_mu_;
+  std::deque<double> observed_times_;
+  static constexpr size_t kObservedTimes = 4096;
+};
+
+}  // namespace adasync

@@ -1,0 +1,33 @@
+// The parameter-server mode: workers push to the update loop, driven by the
+// virtual clock or by threads.
+#include "runtime/run.h"
+
+namespace adasync {
+
+double run_ps_mode(Run& r) {
+  DriverSetup ds;
+  ds.loop = r.loop.get();
+  ds.straggler = r.straggler.get();
+  ds.samplers = &r.samplers;
+  for (auto& w : r.replicas) ds.workers.push_back(w.get());
+  ds.hooks = r.supervisor.get();
+  ds.base_time = r.cfg.base_time;
+  ds.ps_time = r.cfg.ps_time;
+  ds.faults = r.faults.empty() ? nullptr : &r.faults;
+  ds.positions = r.positions.get();
+  ds.time_offset = r.resume_time;
+  if (r.resume_state) {
+    ds.resume = r.resume_state.get();
+    ds.snapshot_of = [&r](int64_t v) {
+      auto it = r.resume_snapshots.find(v);
+      EXPECTS(it != r.resume_snapshots.end(), "checkpoint lacks the parameters of version " << v);
+      return it->second;
+    };
+  }
+  if (r.virtual_clock && ds.base_time == 0 && r.straggler->spec().mean() == 0) ds.base_time = 1e-3;
+  if (r.virtual_clock) return run_virtual(ds);
+  return r.supervisor->run_monitored([&] { return run_threads(ds); }, [&] { return r.ps->version(); },
+                                     r.resume_time);
+}
+
+}  // namespace adasync

@@ -1,0 +1,411 @@
+#include "runtime/modes/swarm.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <queue>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include "datasets/rng.h"
+#include "runtime/drivers/driver.h"
+#include "runtime/drivers/event_queue.h"
+
+namespace adasync {
+// ------------------------------------------------------------------ engine
+int64_t SwarmStats::bytes_total() const {
+  int64_t s = 0;
+  for (int64_t b : bytes_sent) s += b;
+  return s;
+}
+
+struct SwarmEngine::Node {
+  std::mutex mu;  // real clock: guards x, pub, dist and the interaction scratch (tmp_a, tmp_b, bound, d_*, io)
+  Buffer<float> x, pub, grad, work, tmp_a, tmp_b;
+  // Adaptive step: the last max |x - partner| per block this node learnt, and scratch.
+  std::vector<float> dist, bound, d_in, d_out;
+  TransferScratch io;
+  std::vector<int32_t> idx;
+  Rng rng;
+  int steps_left = 0;
+  float loss = 0;
+  // Virtual: the pending step's event. Real: the sampler position.
+  bool has_event = false;
+  double due = 0;
+  uint64_t seq = 0;
+  std::atomic<uint64_t> position{0};
+};
+
+SwarmEngine::SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> workers, std::vector<Sampler>* samplers,
+                         Straggler* straggler, const float* init, size_t n, int nodes)
+    : cfg_(cfg),
+      n_(n),
+      graph_(GossipGraph::make(cfg.graph, nodes, cfg.degree, cfg.seed)),
+      codec_(cfg.bits, cfg.quant_step, cfg.quant_block),
+      blocks_(codec_.blocks(n)),
+      // Non-blocking: the partner guesses for a stale copy and a receiver it has not seen.
+      margin_(cfg.quant_margin > 0 ? cfg.quant_margin : (cfg.blocking ? 2 : 4)),
+      workers_(std::move(workers)),
+      samplers_(samplers),
+      straggler_(straggler) {
+  if (!(cfg.local_steps >= 1)) throw UsageError("--local-steps: expected at least 1, found " + std::to_string(cfg.local_steps));
+  if (!(margin_ >= 1)) throw UsageError("--quant-margin: expected at least 1, found " + std::to_string(margin_));
+  stats_.bytes_sent.assign(size_t(nodes), 0);
+  for (int i = 0; i < nodes; ++i) {
+    auto nd = std::make_unique<Node>();
+    for (Buffer<float>* b : {&nd->x, &nd->pub, &nd->grad, &nd->work, &nd->tmp_a, &nd->tmp_b}) {
+      *b = Buffer<float>(MemKind::Pinned, n);
+    }
+    std::memcpy(nd->x.data(), init, n * sizeof(float));
+    std::memcpy(nd->pub.data(), init, n * sizeof(float));
+    for (auto* v : {&nd->dist, &nd->bound, &nd->d_in, &nd->d_out}) v->assign(blocks_, 0.f);
+    nd->io.msg.resize(codec_.message_bytes(n));
+    nd->io.failed.resize(blocks_);
+    nd->rng.reseed(cfg.seed, 0x5a12 + uint64_t(i));
+    nodes_.push_back(std::move(nd));
+  }
+  for (int i = 0; i < nodes; ++i) nodes_[size_t(i)]->steps_left = draw_steps(i);
+}
+
+SwarmEngine::~SwarmEngine() = default;
+
+int SwarmEngine::draw_steps(int i) {
+  if (!cfg_.geometric) return std::max(1, int(std::lround(cfg_.local_steps)));
+  // Geometric on {1, 2, ...} with mean H: success probability 1/H.
+  Rng& r = nodes_[size_t(i)]->rng;
+  const double p = 1.0 / cfg_.local_steps;
+  int k = 1;
+  while (r.uniform() >= p && k < 1000000) ++k;
+  return k;
+}
+
+// The sender's guess at max |x - b| per block when it cannot know b (our
+// rule): the distance it last learnt to a partner, plus twice its own drift
+// since that exchange (the partner drifted too), times the margin. A guess
+// that falls short costs that block a NACK and a full-precision resend, never
+// a wrong decode. The caller holds the sender's lock.
+void SwarmEngine::estimate_bound(const Node& s, float* bound) const {
+  const float* x = s.x.data();
+  const float* p = s.pub.data();
+  const size_t B = codec_.block();
+  for (size_t k = 0, off = 0; k < blocks_; ++k, off += B) {
+    const size_t end = std::min(n_, off + B);
+    float drift = 0;
+    for (size_t i = off; i < end; ++i) drift = std::max(drift, std::fabs(x[i] - p[i]));
+    bound[k] = float(margin_ * (double(s.dist[k]) + 2.0 * double(drift)));
+  }
+}
+
+void SwarmEngine::account(const TransferCount& t, int sender, int receiver) {
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  stats_.bytes_sent[size_t(sender)] += t.sender_bytes;
+  stats_.bytes_sent[size_t(receiver)] += t.receiver_bytes;
+  stats_.coordinates_sent += int64_t(n_);
+  stats_.out_of_range += t.out_of_range;
+  stats_.blocks_sent += t.blocks;
+  stats_.fallback_blocks += t.fallback_blocks;
+  stats_.fallback_bytes += t.fallback_bytes;
+}
+
+// Scratch lives in the initiator's node (its lock is held): another initiator
+// may be encoding the same partner's model at the same time.
+void SwarmEngine::interact(int i, double) {
+  ADASYNC_RANGE("swarm/interact");
+  Node& a = *nodes_[size_t(i)];
+  const auto& nb = graph_.neighbours(i);
+  const int j = nb[a.rng.below(nb.size())];
+  Node& b = *nodes_[size_t(j)];
+  const bool adaptive = codec_.adaptive();
+  if (cfg_.blocking) {
+    // Both models change: lock in index order (as average() does).
+    std::unique_lock<std::mutex> l1(nodes_[size_t(std::min(i, j))]->mu, std::defer_lock);
+    std::unique_lock<std::mutex> l2(nodes_[size_t(std::max(i, j))]->mu, std::defer_lock);
+    l1.lock();
+    l2.lock();
+    // i speaks first with its guess; j, having decoded x_i, knows a true
+    // bound on max |x_i - x_j| per block and replies with it (never fails).
+    if (adaptive) estimate_bound(a, a.bound.data());
+    const TransferCount t1 = transfer(codec_, a.x.data(), b.x.data(), n_, a.bound.data(), a.tmp_a.data(),
+                                      a.d_in.data(), &a.io);  // Q(x_i) at j
+    const TransferCount t2 = transfer(codec_, b.x.data(), a.x.data(), n_, a.d_in.data(), a.tmp_b.data(),
+                                      a.d_out.data(), &a.io);  // Q(x_j) at i
+    account(t1, i, j);
+    account(t2, j, i);
+    if (adaptive) {
+      b.dist = a.d_in;
+      a.dist = a.d_out;
+    }
+    float* xa = a.x.data();
+    float* xb = b.x.data();
+    const float* qa = a.tmp_a.data();
+    const float* qb = a.tmp_b.data();
+    for (size_t k = 0; k < n_; ++k) {
+      const float na = 0.5f * (xa[k] + qb[k]), nbv = 0.5f * (xb[k] + qa[k]);
+      xa[k] = na;
+      xb[k] = nbv;
+    }
+    std::memcpy(a.pub.data(), xa, n_ * sizeof(float));
+    std::memcpy(b.pub.data(), xb, n_ * sizeof(float));
+  } else {
+    // Non-blocking: the partner's last published copy, the partner untouched;
+    // the partner guesses the bound, as it cannot know x_i.
+    {
+      std::lock_guard<std::mutex> lk(b.mu);
+      std::memcpy(a.tmp_a.data(), b.pub.data(), n_ * sizeof(float));
+      if (adaptive) estimate_bound(b, a.bound.data());
+    }
+    std::lock_guard<std::mutex> lk(a.mu);
+    const TransferCount t = transfer(codec_, a.tmp_a.data(), a.x.data(), n_, a.bound.data(), a.tmp_b.data(),
+                                     a.d_in.data(), &a.io);
+    account(t, j, i);
+    if (adaptive) a.dist = a.d_in;
+    float* x = a.x.data();
+    float* s = a.pub.data();
+    const float* q = a.tmp_b.data();
+    for (size_t k = 0; k < n_; ++k) {
+      x[k] = 0.5f * (s[k] + q[k]) + (x[k] - s[k]);
+      s[k] = x[k];
+    }
+  }
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  ++stats_.interactions;
+}
+
+void SwarmEngine::set_model(int i, const float* x) {
+  Node& nd = *nodes_[size_t(i)];
+  std::lock_guard<std::mutex> lk(nd.mu);
+  std::memcpy(nd.x.data(), x, n_ * sizeof(float));
+  std::memcpy(nd.pub.data(), x, n_ * sizeof(float));
+}
+
+void SwarmEngine::average(float* out, double* consensus) {
+  for (auto& nd : nodes_) nd->mu.lock();
+  const double inv = 1.0 / double(nodes_.size());
+  for (size_t k = 0; k < n_; ++k) {
+    double s = 0;
+    for (auto& nd : nodes_) s += nd->x.data()[k];
+    out[k] = float(s * inv);
+  }
+  double c = 0;
+  for (auto& nd : nodes_)
+    for (size_t k = 0; k < n_; ++k) {
+      const double d = double(nd->x.data()[k]) - double(out[k]);
+      c += d * d;
+    }
+  *consensus = c * inv;
+  for (auto& nd : nodes_) nd->mu.unlock();
+}
+
+SwarmStats SwarmEngine::stats() {
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  return stats_;
+}
+
+namespace {
+// A node's buffer presented as a snapshot for GradientWorker::pull (the
+// buffer outlives the computation; the shared_ptr owns only the header).
+SnapshotPtr view(const float* data, size_t n) { return std::make_shared<Snapshot>(Snapshot{0, data, n}); }
+
+void sgd_apply(float* __restrict x, const float* __restrict g, float lr, size_t n) {
+  for (size_t k = 0; k < n; ++k) x[k] -= lr * g[k];
+}
+}  // namespace
+
+double SwarmEngine::run_virtual(SwarmListener& l) {
+  const int P = graph_.nodes();
+  virtual_ = true;
+  EventQueue<int> q;
+  GradientWorker& gw = *workers_[0];
+  // The gradient of a step is taken at the model the node has when it starts.
+  auto start = [&](int i) {
+    Node& nd = *nodes_[size_t(i)];
+    (*samplers_)[size_t(i)].next(&nd.idx);
+    gw.pull(view(nd.x.data(), n_));
+    GradResult r;
+    gw.compute(nd.idx, nd.grad.data(), 0, nullptr, 0, &r);
+    nd.loss = r.loss;
+    nd.due = vnow_ + std::max(straggler_->draw(i), 1e-9);
+    nd.seq = q.push(nd.due, i);
+    nd.has_event = true;
+    vseq_ = q.seq();
+  };
+  // After node i's step: its interaction when due, then its next step.
+  auto go_on = [&](int i) {
+    Node& nd = *nodes_[size_t(i)];
+    if (--nd.steps_left <= 0) {
+      interact(i, vnow_);
+      nd.steps_left = draw_steps(i);
+    }
+    start(i);
+  };
+  if (resumed_) {
+    q.set_seq(vseq_);
+    for (int i = 0; i < P; ++i) {
+      const Node& nd = *nodes_[size_t(i)];
+      if (nd.has_event) q.restore(nd.due, nd.seq, i);
+    }
+    if (pending_ >= 0) go_on(std::exchange(pending_, -1));
+  } else {
+    for (int i = 0; i < P; ++i) start(i);
+  }
+  while (!q.empty()) {
+    const auto ev = q.pop();
+    if (!l.on_time(ev.t)) {
+      q.restore(ev.t, ev.seq, ev.what);  // not taken: the state stays whole
+      break;
+    }
+    vnow_ = ev.t;
+    Node& nd = *nodes_[size_t(ev.what)];
+    nd.has_event = false;
+    sgd_apply(nd.x.data(), nd.grad.data(), cfg_.lr, n_);
+    {
+      std::lock_guard<std::mutex> lk(stats_mu_);
+      ++stats_.local_steps;
+    }
+    pending_ = ev.what;
+    if (!l.after_step(ev.what, nd.loss, vnow_)) break;
+    pending_ = -1;
+    go_on(ev.what);
+  }
+  return vnow_;
+}
+
+std::vector<uint64_t> SwarmEngine::positions() {
+  std::vector<uint64_t> p;
+  for (size_t i = 0; i < nodes_.size(); ++i)
+    p.push_back(virtual_ ? (*samplers_)[i].position() : nodes_[i]->position.load(std::memory_order_relaxed));
+  return p;
+}
+
+nlohmann::json SwarmEngine::save(Checkpoint* c) {
+  nlohmann::json nodes = nlohmann::json::array();
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    Node& nd = *nodes_[i];
+    std::lock_guard<std::mutex> lk(nd.mu);
+    const std::string k = std::to_string(i);
+    c->put_floats("swarm:x:" + k, nd.x.data(), n_);
+    c->put_floats("swarm:pub:" + k, nd.pub.data(), n_);
+    c->put_floats("swarm:dist:" + k, nd.dist.data(), nd.dist.size());
+    nlohmann::json j{{"has_event", false}};
+    if (virtual_) {
+      uint64_t st[4];
+      nd.rng.get_state(st);
+      j = {{"rng", std::vector<uint64_t>(st, st + 4)}, {"steps_left", nd.steps_left}, {"loss", nd.loss},
+           {"has_event", nd.has_event}, {"due", nd.due}, {"seq", nd.seq}};
+      if (nd.has_event) c->put_floats("swarm:grad:" + k, nd.grad.data(), n_);
+    }
+    nodes.push_back(j);
+  }
+  SwarmStats st = stats();
+  return nlohmann::json{{"virtual", virtual_},
+                        {"now", vnow_},
+                        {"seq", vseq_},
+                        {"pending", pending_},
+                        {"nodes", nodes},
+                        {"stats",
+                         {{"local_steps", st.local_steps},
+                          {"interactions", st.interactions},
+                          {"out_of_range", st.out_of_range},
+                          {"coordinates_sent", st.coordinates_sent},
+                          {"blocks_sent", st.blocks_sent},
+                          {"fallback_blocks", st.fallback_blocks},
+                          {"fallback_bytes", st.fallback_bytes},
+                          {"bytes_sent", st.bytes_sent}}}};
+}
+
+void SwarmEngine::restore(const nlohmann::json& j, const Checkpoint& c) {
+  const auto& nodes = j.at("nodes");
+  if (nodes.size() != nodes_.size())
+    throw CheckpointError("SwarmSGD state for " + std::to_string(nodes.size()) + " nodes, this run has " +
+                          std::to_string(nodes_.size()));
+  const bool exact = j.at("virtual").get<bool>();
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    Node& nd = *nodes_[i];
+    const std::string k = std::to_string(i);
+    auto put = [&](const std::string& name, float* out, size_t n) {
+      const std::vector<float> v = c.floats(name);
+      if (v.size() != n) throw CheckpointError(name + ": expected " + std::to_string(n) + " values, found " + std::to_string(v.size()));
+      std::copy(v.begin(), v.end(), out);
+    };
+    put("swarm:x:" + k, nd.x.data(), n_);
+    put("swarm:pub:" + k, nd.pub.data(), n_);
+    put("swarm:dist:" + k, nd.dist.data(), nd.dist.size());
+    if (!exact) continue;
+    const auto& nj = nodes[i];
+    const auto rng = nj.at("rng").get<std::vector<uint64_t>>();
+    if (rng.size() != 4) throw CheckpointError("SwarmSGD node " + k + ": RNG state of " + std::to_string(rng.size()) + " words");
+    nd.rng.set_state(rng.data());
+    nd.steps_left = nj.at("steps_left");
+    nd.loss = nj.at("loss");
+    nd.has_event = nj.at("has_event");
+    nd.due = nj.at("due");
+    nd.seq = nj.at("seq");
+    if (nd.has_event) put("swarm:grad:" + k, nd.grad.data(), n_);
+  }
+  if (exact) {
+    vnow_ = j.at("now");
+    vseq_ = j.at("seq");
+    pending_ = j.at("pending");
+    resumed_ = true;
+  }
+  const auto& st = j.at("stats");
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  stats_.local_steps = st.at("local_steps");
+  stats_.interactions = st.at("interactions");
+  stats_.out_of_range = st.at("out_of_range");
+  stats_.coordinates_sent = st.at("coordinates_sent");
+  stats_.blocks_sent = st.at("blocks_sent");
+  stats_.fallback_blocks = st.at("fallback_blocks");
+  stats_.fallback_bytes = st.at("fallback_bytes");
+  stats_.bytes_sent = st.at("bytes_sent").get<std::vector<int64_t>>();
+}
+
+double SwarmEngine::run_real(SwarmListener& l) {
+  const int P = graph_.nodes();
+  EXPECTS(int(workers_.size()) == P, workers_.size() << " workers for " << P << " real-time swarm nodes");
+  std::atomic<bool> stop{false};
+  WallTimer clock;
+  auto node_main = [&](int i) {
+    name_this_thread("swarm" + std::to_string(i));
+    Node& nd = *nodes_[size_t(i)];
+    GradientWorker& gw = *workers_[size_t(i)];
+    while (!stop) {
+      {
+        std::lock_guard<std::mutex> lk(nd.mu);  // a private copy: others may average x meanwhile
+        std::memcpy(nd.work.data(), nd.x.data(), n_ * sizeof(float));
+      }
+      (*samplers_)[size_t(i)].next(&nd.idx);
+      nd.position.store((*samplers_)[size_t(i)].position(), std::memory_order_relaxed);
+      gw.pull(view(nd.work.data(), n_));
+      GradResult r;
+      gw.compute(nd.idx, nd.grad.data(), straggler_->draw(i), nullptr, 0, &r);
+      {
+        std::lock_guard<std::mutex> lk(nd.mu);
+        sgd_apply(nd.x.data(), nd.grad.data(), cfg_.lr, n_);
+      }
+      {
+        std::lock_guard<std::mutex> lk(stats_mu_);
+        ++stats_.local_steps;
+      }
+      if (!l.after_step(i, r.loss, clock.seconds())) stop = true;
+      if (--nd.steps_left <= 0) {
+        interact(i, clock.seconds());
+        nd.steps_left = draw_steps(i);
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < P; ++i) threads.emplace_back(node_main, i);
+  double now = 0;
+  while (!stop) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    now = clock.seconds();
+    if (!l.on_time(now)) stop = true;
+  }
+  for (auto& t : threads) t.join();
+  return clock.seconds();
+}
+
+}  // namespace adasync

@@ -1,0 +1,154 @@
+// The SwarmSGD mode: no parameter server in the loop. The PS holds the
+// average model x_bar, refreshed for every evaluation and at the end;
+// "updates" count local steps over all nodes.
+#include <algorithm>
+#include <cstdio>
+
+#include "runtime/modes/swarm.h"
+#include "runtime/run.h"
+#include "runtime/state.h"
+
+namespace adasync {
+
+namespace {
+struct SwarmHooks : SwarmListener {
+  Run& r;
+  std::atomic<int64_t> steps{0};
+  explicit SwarmHooks(Run& run) : r(run) {}
+  bool on_time(double now) override { return r.supervisor->on_time(now); }
+  bool after_step(int, float loss, double now) override {
+    const int64_t s = steps.fetch_add(1) + 1;
+    r.reporter->add_losses({loss});
+    r.reporter->count_steps(s, s, 1, now, s == 1);
+    if (r.supervisor->should_stop(s, s, 0)) return false;
+    r.supervisor->after_step(s, now, !r.virtual_clock);
+    return true;
+  }
+};
+}  // namespace
+
+double run_swarm_mode(Run& r) {
+  const TrainConfig& c = r.cfg;
+  const int P = r.workers();
+  SwarmConfig sc;
+  sc.graph = name_of(c.graph);
+  sc.degree = c.degree;
+  sc.local_steps = c.local_steps;
+  sc.geometric = c.local_steps_dist == StepsDist::Geometric;
+  sc.blocking = c.swarm_mode == SwarmMode::Blocking;
+  sc.bits = c.quantize;
+  sc.quant_step = c.quant_step;  // 0: adaptive per block
+  sc.quant_block = size_t(c.quant_block);
+  sc.quant_margin = c.quant_margin;  // 0: the engine's choice per mode
+  sc.lr = float(c.lr);
+  sc.seed = c.seed;
+  std::vector<GradientWorker*> ws;
+  for (auto& w : r.replicas) ws.push_back(w.get());
+  SwarmEngine eng(sc, ws, &r.samplers, r.straggler.get(), r.ps->latest()->data, r.ps->size(), P);
+  SwarmHooks hooks(r);
+  if (!r.resume_swarm.is_null()) {
+    try {
+      eng.restore(r.resume_swarm, *r.resumed);
+      hooks.steps = r.resume_swarm.at("steps").get<int64_t>();
+    } catch (const CheckpointError& e) {
+      throw UsageError("--resume: " + r.supervisor->last_checkpoint() + ": " + e.what());
+    } catch (const nlohmann::json::exception& e) {
+      throw UsageError("--resume: " + r.supervisor->last_checkpoint() + ": malformed SwarmSGD state: " + e.what());
+    }
+  }
+  if (c.progress != Progress::None) {
+    std::string q = "full precision";
+    if (c.quantize != 0) {
+      q = std::to_string(c.quantize) + "-bit lattice quantisation in blocks of " + std::to_string(sc.quant_block) + ", ";
+      if (eng.codec().adaptive()) {
+        q += "adaptive step";
+      } else {
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "e = %g (safe radius %g)", sc.quant_step,
+                      LatticeQuantizer(c.quantize, sc.quant_step).safe_radius());
+        q += buf;
+      }
+    }
+    std::printf("swarm: %s, H = %g (%s), %s averaging, %s\n", eng.graph().describe().c_str(), c.local_steps,
+                name_of(c.local_steps_dist), name_of(c.swarm_mode), q.c_str());
+    std::fflush(stdout);
+  }
+  std::vector<float> avg(r.ps->size());
+  auto extra = [&](double consensus) {
+    const SwarmStats st = eng.stats();
+    int64_t worst = 0;
+    for (int64_t b : st.bytes_sent) worst = std::max(worst, b);
+    return nlohmann::json{{"consensus_distance", consensus},
+                          {"bytes_total", st.bytes_total()},
+                          {"bytes_per_worker", double(st.bytes_total()) / P},
+                          {"bytes_per_worker_max", worst},
+                          {"interactions", st.interactions},
+                          {"out_of_range", st.out_of_range},
+                          {"out_of_range_fraction",
+                           st.coordinates_sent ? double(st.out_of_range) / double(st.coordinates_sent) : 0.0},
+                          {"fallback_blocks", st.fallback_blocks},
+                          {"fallback_fraction", st.blocks_sent ? double(st.fallback_blocks) / double(st.blocks_sent) : 0.0},
+                          {"fallback_bytes", st.fallback_bytes}};
+  };
+  // x_bar into the PS, as the version counting local steps.
+  auto publish = [&] {
+    double consensus = 0;
+    eng.average(avg.data(), &consensus);
+    r.ps->reset(avg.data(), hooks.steps.load());
+    return consensus;
+  };
+  SupervisorActions act;
+  std::mutex publish_mu;  // an x_bar and the snapshot taken of it belong together
+  act.evaluate = [&](double now) {
+    double consensus;
+    SnapshotPtr s;
+    {
+      std::lock_guard<std::mutex> lk(publish_mu);
+      consensus = publish();
+      s = r.ps->latest();
+    }
+    return r.evaluate(s, now, false, extra(consensus));
+  };
+  // A checkpoint holds x_bar as its parameters (what --export writes) and
+  // every node's state.
+  act.capture = [&](double now, const VirtualState*, const SnapshotPtr& p) {
+    Checkpoint ck = capture_state(r, now, nullptr, p);
+    // Virtual: exactly p's version; real: the nodes have gone on meanwhile.
+    ck.header["swarm"]["steps"] = hooks.steps.load();
+    return ck;
+  };
+  act.save = [&](Checkpoint ck, const SnapshotPtr& p, const std::vector<SnapshotPtr>& f, double now) {
+    return save_state(r, std::move(ck), p, f, now);
+  };
+  act.params = [&] {
+    std::lock_guard<std::mutex> lk(publish_mu);
+    publish();
+    return r.ps->latest();
+  };
+  r.supervisor->set_actions(act);
+  r.swarm = &eng;
+
+  double end = r.virtual_clock ? eng.run_virtual(hooks)
+                               : r.supervisor->run_monitored([&] { return eng.run_real(hooks); },
+                                                             [&] { return hooks.steps.load(); }, 0);
+  r.supervisor->final_checkpoint(end, false);  // while the nodes' state is here
+  r.swarm = nullptr;
+  r.supervisor->set_actions(r.default_actions);
+  r.checkpointed_at_end = true;
+  const double consensus = publish();
+  const int64_t steps = hooks.steps.load();
+  AggregatorStats& as = r.agg->stats();
+  as.updates = as.counted = as.pushes = steps;
+  r.agg->set_version(steps);
+  r.final_extra = extra(consensus);
+  const SwarmStats st = eng.stats();
+  if (c.progress != Progress::None)
+    std::printf("swarm: %lld interactions, %.1f MB sent per worker (mean), consensus distance %.3g, %lld of %lld "
+                "blocks sent again at full precision, %lld decoded values outside the safe range\n",
+                static_cast<long long>(st.interactions), double(st.bytes_total()) / P / 1e6, consensus,
+                static_cast<long long>(st.fallback_blocks), static_cast<long long>(st.blocks_sent),
+                static_cast<long long>(st.out_of_range));
+  return end;
+}
+
+}  // namespace adasync

@@ -1,0 +1,281 @@
+#include "runtime/reporter.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "runtime/drivers/worker.h"
+#include "runtime/trace.h"
+
+namespace adasync {
+
+namespace {
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+double num(const nlohmann::json& x) { return x.is_null() ? NAN : x.get<double>(); }  // NaN is written as null
+}  // namespace
+
+Reporter::Reporter(const TrainConfig& cfg, const WallTimer* wall) : cfg_(cfg), wall_(wall) {
+  tty_ = cfg_.progress == Progress::Auto && isatty(fileno(stdout));
+}
+
+void Reporter::open(const nlohmann::json& start, const nlohmann::json& trace_header) {
+  auto create = [](const std::string& path, const char* flag) {
+    try {
+      return std::make_unique<AtomicLines>(path);
+    } catch (const UsageError& e) {
+      throw UsageError(std::string(flag) + ": " + e.what());
+    }
+  };
+  if (!cfg_.metrics.empty()) metrics_ = create(cfg_.metrics, "--metrics");
+  if (!cfg_.trace.empty()) {
+    trace_ = create(cfg_.trace, "--trace");
+    trace_->write(trace_header);
+  }
+  if (metrics_) metrics_->write(start);
+}
+
+void Reporter::commit(int64_t trace_updates) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (metrics_) metrics_->commit();
+  if (trace_) {
+    trace_->write(trace_footer(trace_updates, trace_entries_));
+    trace_->commit();
+  }
+}
+
+void Reporter::on_push(const PushEvent& e) {
+  if (!e.result.counted) return;
+  std::lock_guard<std::mutex> lk(mu_);
+  win_loss_sum_ += e.loss;
+  ++win_loss_n_;
+}
+
+void Reporter::on_update(const UpdateEvent& e) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stats_ = e.stats;
+    k_ = e.k;
+    if (first_update_time_ < 0) {
+      first_update_time_ = e.now;
+      first_update_samples_ = stats_.counted * cfg_.batch;
+    }
+    for (const Applied& a : e.update.applied) {
+      win_stale_sum_ += double(a.staleness);
+      ++win_stale_n_;
+      win_stale_max_ = std::max(win_stale_max_, a.staleness);
+    }
+    if (trace_) {
+      for (const Applied& a : e.update.applied) {
+        TraceEntry t{a.time, a.worker, a.tau, e.update.snapshot->version, a.staleness, a.batch, a.weight, e.lr};
+        trace_->write(to_json(t));
+        ++trace_entries_;
+      }
+    }
+  }
+  if (e.k_change) k_change(*e.k_change, e.update.snapshot->version);
+}
+
+void Reporter::k_change(const KChange& ch, int64_t version) {
+  std::lock_guard<std::mutex> lk(mu_);
+  k_changes_.push_back(ch);
+  k_ = ch.k;
+  if (metrics_)
+    metrics_->write(nlohmann::json{{"event", "k_change"},
+                                   {"time", ch.time},
+                                   {"wall", wall_->seconds()},
+                                   {"updates", version},
+                                   {"rule", ch.rule},
+                                   {"k_prev", ch.k_prev},
+                                   {"k", ch.k},
+                                   {"loss_start", ch.loss_start},
+                                   {"loss_now", ch.loss_now},
+                                   {"loss_ratio", ch.loss_start / ch.loss_now},
+                                   {"reason", ch.reason}});
+  if (cfg_.progress != Progress::None) {
+    std::printf("%s[%8.2fs] K %d -> %d (%s", tty_ ? "\r" : "", ch.time, ch.k_prev, ch.k, ch.reason.c_str());
+    if (std::isfinite(ch.loss_start)) std::printf(": loss %.4f -> %.4f", ch.loss_start, ch.loss_now);
+    std::printf(")\n");
+    std::fflush(stdout);
+  }
+}
+
+void Reporter::on_worker_failed(int w, const std::string& what, int left, double now) {
+  std::lock_guard<std::mutex> lk(mu_);
+  failed_workers_.push_back(w);
+  if (metrics_) metrics_->write(nlohmann::json{{"event", "worker_failed"}, {"time", now}, {"worker", w}, {"error", what}});
+  std::fprintf(stderr, "%strainer: worker %d failed: %s; %s\n", tty_ ? "\n" : "", w, what.c_str(),
+               left > 0 ? ("continuing with " + std::to_string(left) + " worker(s)").c_str() : "no worker left, stopping");
+}
+
+void Reporter::count_steps(int64_t updates, int64_t counted, int k, double now, bool first_at_now) {
+  std::lock_guard<std::mutex> lk(mu_);
+  stats_.updates = updates;
+  stats_.counted = counted;
+  stats_.pushes = counted;
+  k_ = k;
+  if (first_at_now && first_update_time_ < 0) {
+    first_update_time_ = now;
+    first_update_samples_ = counted * cfg_.batch;
+  }
+}
+
+void Reporter::add_losses(const std::vector<float>& losses) {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (float l : losses) {
+    win_loss_sum_ += l;
+    ++win_loss_n_;
+  }
+}
+
+void Reporter::set_stats(const AggregatorStats& s, int k) {
+  std::lock_guard<std::mutex> lk(mu_);
+  stats_ = s;
+  k_ = k;
+}
+
+int64_t Reporter::counted_samples() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return stats_.counted * cfg_.batch;
+}
+
+void Reporter::evaluated(const EvalResult& ev, int64_t version, double now, bool final, const nlohmann::json& extra,
+                         int64_t samples) {
+  std::lock_guard<std::mutex> lk(mu_);
+  const AggregatorStats& st = stats_;
+  const double loss = win_loss_n_ ? win_loss_sum_ / double(win_loss_n_) : last_loss_;
+  last_loss_ = loss;
+  last_acc_ = ev.accuracy;
+  const double stale_mean = win_stale_n_ ? win_stale_sum_ / double(win_stale_n_) : 0.0;
+  nlohmann::json j{{"event", final ? "final" : "eval"},
+                   {"time", now},
+                   {"wall", wall_->seconds()},
+                   {"updates", version},
+                   {"samples", samples},
+                   {"loss", loss},
+                   {"test_loss", ev.loss},
+                   {"test_accuracy", ev.accuracy},
+                   {"test_samples", ev.samples},
+                   {"samples_per_s", now > 0 ? double(samples) / now : 0.0},
+                   {"k", k_},
+                   {"staleness_mean", stale_mean},
+                   {"staleness_max", win_stale_max_},
+                   {"dropped", st.dropped()},
+                   {"dropped_stale", st.dropped_stale},
+                   {"dropped_bound", st.dropped_bound},
+                   {"dropped_nonfinite", st.dropped_nonfinite},
+                   {"cancelled", st.cancelled}};
+  if (version > last_eval_updates_ && now > last_eval_time_) {
+    j["time_per_update"] = (now - last_eval_time_) / double(version - last_eval_updates_);
+    last_eval_time_ = now;
+    last_eval_updates_ = version;
+  }
+  for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
+  if (metrics_) metrics_->write(j);
+  if (cfg_.progress != Progress::None) {
+    std::printf("%s[%8.2fs] upd %7lld  samples %9lld  %8.0f samp/s  K %d  loss %.4f  test acc %6.2f%%  stale %.2f/%lld\n",
+                tty_ ? "\r" : "", now, static_cast<long long>(version), static_cast<long long>(samples),
+                now > 0 ? double(samples) / now : 0.0, k_, loss, 100 * ev.accuracy, stale_mean,
+                static_cast<long long>(win_stale_max_));
+    std::fflush(stdout);
+  }
+  win_loss_sum_ = 0;
+  win_loss_n_ = 0;
+  win_stale_sum_ = 0;
+  win_stale_n_ = 0;
+  win_stale_max_ = 0;
+}
+
+void Reporter::checkpoint_written(double now, int64_t version, const std::string& path) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (metrics_)
+    metrics_->write(nlohmann::json{{"event", "checkpoint"}, {"time", now}, {"updates", version}, {"path", path}});
+}
+
+void Reporter::watchdog(int w, double idle, double now) {
+  std::lock_guard<std::mutex> lk(mu_);
+  ++watchdog_alarms_;
+  std::fprintf(stderr, "%strainer: watchdog: worker %d has pushed nothing for %.1f s (limit %.1f s)\n", tty_ ? "\n" : "",
+               w, idle, cfg_.watchdog);
+  if (metrics_) metrics_->write(nlohmann::json{{"event", "watchdog"}, {"time", now}, {"worker", w}, {"idle", idle}});
+}
+
+void Reporter::progress(double now, bool force) {
+  if (!tty_) return;
+  std::lock_guard<std::mutex> lk(mu_);
+  const double wall = wall_->seconds();
+  if (!force && wall - last_progress_wall_ < 0.25) return;
+  last_progress_wall_ = wall;
+  const int64_t samples = stats_.counted * cfg_.batch;
+  const double loss = win_loss_n_ ? win_loss_sum_ / double(win_loss_n_) : last_loss_;
+  std::printf("\r[%8.2fs] upd %7lld  %8.0f samp/s  K %d  loss %.4f  acc %s  stale %.2f   ", now,
+              static_cast<long long>(stats_.updates), now > 0 ? double(samples) / now : 0.0, k_, loss,
+              last_acc_ < 0 ? "  -   " : fmt("%5.2f%%", 100 * last_acc_).c_str(),
+              win_stale_n_ ? win_stale_sum_ / double(win_stale_n_) : 0.0);
+  std::fflush(stdout);
+}
+
+void Reporter::line(const nlohmann::json& j) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (metrics_) metrics_->write(j);
+}
+
+void Reporter::summary(const nlohmann::json& j) { line(j); }
+
+std::vector<KChange> Reporter::k_changes() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return k_changes_;
+}
+std::vector<int> Reporter::failed_workers() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return failed_workers_;
+}
+int64_t Reporter::watchdog_alarms() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return watchdog_alarms_;
+}
+double Reporter::first_update_time() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return first_update_time_;
+}
+int64_t Reporter::first_update_samples() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return first_update_samples_;
+}
+int64_t Reporter::trace_entries() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return trace_entries_;
+}
+
+nlohmann::json Reporter::state() {
+  std::lock_guard<std::mutex> lk(mu_);
+  nlohmann::json kc = nlohmann::json::array();
+  for (const auto& ch : k_changes_) kc.push_back({ch.k_prev, ch.k, ch.time, ch.loss_start, ch.loss_now, ch.reason, ch.rule});
+  return nlohmann::json{{"win_loss_sum", win_loss_sum_},     {"win_loss_n", win_loss_n_},
+                        {"win_stale_sum", win_stale_sum_},   {"win_stale_n", win_stale_n_},
+                        {"win_stale_max", win_stale_max_},   {"last_loss", last_loss_},
+                        {"first_update_time", first_update_time_}, {"first_update_samples", first_update_samples_},
+                        {"k_changes", kc}};
+}
+
+void Reporter::restore(const nlohmann::json& t) {
+  std::lock_guard<std::mutex> lk(mu_);
+  win_loss_sum_ = t.at("win_loss_sum");
+  win_loss_n_ = t.at("win_loss_n");
+  win_stale_sum_ = t.at("win_stale_sum");
+  win_stale_n_ = t.at("win_stale_n");
+  win_stale_max_ = t.at("win_stale_max");
+  last_loss_ = t.at("last_loss");
+  first_update_time_ = t.at("first_update_time");
+  first_update_samples_ = t.at("first_update_samples");
+  k_changes_.clear();
+  for (const auto& kc : t.at("k_changes"))
+    k_changes_.push_back(KChange{kc[0], kc[1], kc[2], num(kc[3]), num(kc[4]), kc[5], kc[6].get<std::string>()});
+}
+
+}  // namespace adasync

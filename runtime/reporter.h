@@ -1,0 +1,91 @@
+// The reporter: everything a run says about itself. It observes the update
+// loop (read-only) and is told of evaluations, checkpoints and failures; it
+// writes the progress line, the metrics (JSON Lines) and the trace. All its
+// state is behind one lock: the update thread, the supervisor's monitor and
+// worker threads all report.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/config.h"
+#include "runtime/drivers/driver.h"
+#include "runtime/engine/update_loop.h"
+#include "runtime/output.h"
+
+namespace adasync {
+
+struct EvalResult;
+
+class Reporter : public UpdateObserver {
+ public:
+  Reporter(const TrainConfig& cfg, const WallTimer* wall);
+
+  // Files: the metrics' start object and the trace header.
+  void open(const nlohmann::json& start, const nlohmann::json& trace_header);
+  void commit(int64_t trace_updates);
+
+  // UpdateObserver
+  void on_push(const PushEvent& e) override;
+  void on_update(const UpdateEvent& e) override;
+  void on_worker_failed(int w, const std::string& what, int left, double now) override;
+
+  // Modes without a parameter server (device sync, swarm) count their own steps.
+  void count_steps(int64_t updates, int64_t counted, int k, double now, bool first_at_now);
+  void add_losses(const std::vector<float>& losses);
+  void set_stats(const AggregatorStats& s, int k);
+
+  // An evaluation of version `version` at clock time `now`: the metrics object
+  // and the progress line. `extra` adds mode-specific keys.
+  void evaluated(const EvalResult& ev, int64_t version, double now, bool final, const nlohmann::json& extra,
+                 int64_t samples);
+  int64_t counted_samples();  // counted gradients x batch, now
+  void checkpoint_written(double now, int64_t version, const std::string& path);
+  void watchdog(int w, double idle, double now);
+  void progress(double now, bool force);
+  void line(const nlohmann::json& j);  // a metrics object as is
+  void k_change(const KChange& ch, int64_t version);
+  void summary(const nlohmann::json& j);
+
+  std::vector<KChange> k_changes();
+  std::vector<int> failed_workers();
+  int64_t watchdog_alarms();
+  double first_update_time();
+  int64_t first_update_samples();
+  bool tty() const { return tty_; }
+  int64_t trace_entries();
+
+  // Checkpoint state: the windows, the first update, the K changes.
+  nlohmann::json state();
+  void restore(const nlohmann::json& j);
+
+ private:
+  const TrainConfig& cfg_;
+  const WallTimer* wall_;
+  bool tty_ = false;
+  std::mutex mu_;
+  std::unique_ptr<AtomicLines> metrics_, trace_;
+  int64_t trace_entries_ = 0;
+  AggregatorStats stats_;
+  int k_ = 1;
+  double win_loss_sum_ = 0;
+  int64_t win_loss_n_ = 0;
+  double win_stale_sum_ = 0;
+  int64_t win_stale_n_ = 0, win_stale_max_ = 0;
+  double last_loss_ = 0, last_acc_ = -1;
+  double last_progress_wall_ = -1;
+  double last_eval_time_ = 0;  // for the time per update between evaluations
+  int64_t last_eval_updates_ = 0;
+  double first_update_time_ = -1;  // clock time of the first update, and the samples counted by then
+  int64_t first_update_samples_ = 0;
+  std::vector<KChange> k_changes_;
+  std::vector<int> failed_workers_;
+  int64_t watchdog_alarms_ = 0;
+};
+
+}  // namespace adasync

@@ -1,0 +1,31 @@
+#include <algorithm>
+
+#include "runtime/run.h"
+
+namespace adasync {
+
+EvalResult Run::evaluate(const SnapshotPtr& s, double now, bool final, const nlohmann::json& extra) {
+  // Counted before the evaluation: training goes on while it runs, and the
+  // samples must match the snapshot's update count.
+  const int64_t samples = reporter->counted_samples();
+  const EvalResult ev = evaluator->evaluate(s->data, final ? 0 : cfg.eval_samples);
+  reporter->evaluated(ev, s->version, now, final, extra, samples);
+  return ev;
+}
+
+std::unique_ptr<Dataset> training_sample(const Dataset& train, int images, uint64_t seed) {
+  const size_t m = std::min(size_t(images), train.size());
+  auto ls = std::make_unique<Dataset>();
+  ls->name = train.name + "-sample";
+  ls->c = train.c, ls->h = train.h, ls->w = train.w, ls->classes = train.classes;
+  Sampler pick(train.size(), int(m), seed, 0, 1, true);
+  std::vector<int32_t> idx;
+  pick.next(&idx);
+  for (int32_t i : idx) {
+    ls->x.insert(ls->x.end(), train.row(size_t(i)), train.row(size_t(i)) + train.dim());
+    ls->y.push_back(train.y[size_t(i)]);
+  }
+  return ls;
+}
+
+}  // namespace adasync

@@ -1,0 +1,87 @@
+// Run: everything a run is made of, set up by the trainer and shared by the
+// run modes (ps, device_sync, swarm, replay), the supervisor's actions and the
+// checkpoint state.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "datasets/dataset.h"
+#include "datasets/sampler.h"
+#include "runtime/config.h"
+#include "runtime/drivers/driver.h"
+#include "runtime/drivers/worker.h"
+#include "runtime/engine/update_loop.h"
+#include "runtime/faults.h"
+#include "runtime/output.h"
+#include "runtime/reporter.h"
+#include "runtime/straggler.h"
+#include "runtime/supervisor.h"
+
+namespace adasync {
+
+class SwarmEngine;
+
+struct Run {
+  TrainConfig cfg;  // momentum and the AdaSync rule resolved
+  std::shared_ptr<const DataSplit> data;
+  bool use_cuda = false;
+  bool device_sync = false;  // sync steps on the GPUs (NCCL), not through the PS
+  bool virtual_clock = false;
+  int threads = 1;
+  std::unique_ptr<ThreadPool> compute_pool, apply_pool;
+  std::vector<std::unique_ptr<Context>> contexts;
+  std::vector<std::unique_ptr<ModelWorker>> replicas;
+  std::unique_ptr<Context> eval_ctx, sample_ctx;
+  std::unique_ptr<Evaluator> evaluator, sample_eval;
+  std::unique_ptr<Dataset> loss_sample_set;
+  std::unique_ptr<ParamServer> ps;
+  std::unique_ptr<Aggregator> agg;
+  std::unique_ptr<Policy> policy;
+  std::unique_ptr<UpdateLoop> loop;
+  std::unique_ptr<Straggler> straggler;
+  std::vector<Sampler> samplers;
+  std::unique_ptr<std::vector<std::atomic<uint64_t>>> positions;  // threads: sampler positions
+  FaultPlan faults;
+  WallTimer wall;
+  int64_t max_samples = 0;
+  std::unique_ptr<Reporter> reporter;
+  std::unique_ptr<Supervisor> supervisor;
+  DirLock dir_lock;
+  // Resume.
+  double resume_time = 0;
+  std::unique_ptr<VirtualState> resume_state;
+  std::map<int64_t, SnapshotPtr> resume_snapshots;
+  nlohmann::json resume_swarm;  // SwarmSGD's state, read by its mode
+  std::unique_ptr<Checkpoint> resumed;
+  SwarmEngine* swarm = nullptr;  // while a swarm runs: its state goes into checkpoints
+  bool nothing_ran = false;          // resumed at a limit
+  bool checkpointed_at_end = false;  // the mode wrote its final checkpoint itself
+  SupervisorActions default_actions;  // the parameter server's (modes with their own restore them)
+  nlohmann::json final_extra = nlohmann::json::object();  // mode-specific keys of the final evaluation
+
+  int workers() const { return cfg.workers; }
+  // Evaluates `s` (all test samples when final) and reports it.
+  EvalResult evaluate(const SnapshotPtr& s, double now, bool final, const nlohmann::json& extra = nlohmann::json::object());
+};
+
+// A fixed sample of `images` training images (the loss estimate `sample`).
+std::unique_ptr<Dataset> training_sample(const Dataset& train, int images, uint64_t seed);
+
+// The run modes: each drives training until the supervisor says stop and
+// returns the clock time at the end.
+double run_ps_mode(Run& r);
+double run_device_sync_mode(Run& r);
+double run_swarm_mode(Run& r);
+// Replay: the settings a trace's header fixes, then its updates re-applied
+// (returns the last version).
+struct Trace;
+void replay_config(const Trace& t, const std::string& file, TrainConfig* cfg);
+int64_t replay_trace(Run& r, const Trace& t);
+
+}  // namespace adasync

@@ -1,0 +1,300 @@
+#include "runtime/state.h"
+
+#include <cmath>
+#include <cstdio>
+#include <set>
+
+#include "runtime/modes/swarm.h"
+
+
+namespace adasync {
+
+void to_json(nlohmann::json& j, const OptimizerConfig& o) {
+  j = nlohmann::json{{"name", o.name},   {"momentum", o.momentum}, {"nesterov", o.nesterov},
+                     {"beta1", o.beta1}, {"beta2", o.beta2},       {"eps", o.eps},
+                     {"bias_correction", o.bias_correction}, {"weight_decay", o.weight_decay}};
+}
+void from_json(const nlohmann::json& j, OptimizerConfig& o) {
+  j.at("name").get_to(o.name);
+  j.at("momentum").get_to(o.momentum);
+  j.at("nesterov").get_to(o.nesterov);
+  j.at("beta1").get_to(o.beta1);
+  j.at("beta2").get_to(o.beta2);
+  j.at("eps").get_to(o.eps);
+  j.at("bias_correction").get_to(o.bias_correction);
+  j.at("weight_decay").get_to(o.weight_decay);
+}
+
+namespace {
+struct SettingsRest {  // RunSettings beyond the identity
+  std::string slowdown;
+  double base_time, ps_time;
+  AdaRule adasync_rule;
+  int64_t max_staleness;
+  ScheduleKind schedule;
+  int k0;
+  LrKind lr_rule;
+  double lr_c;
+  LossEstimate loss_estimate;
+  GraphKind graph;
+  int degree;
+  double local_steps;
+  StepsDist local_steps_dist;
+  SwarmMode swarm_mode;
+  int quantize;
+  double quant_step;
+  int quant_block;
+  double quant_margin;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SettingsRest, slowdown, base_time, ps_time, adasync_rule, max_staleness, schedule, k0,
+                                   lr_rule, lr_c, loss_estimate, graph, degree, local_steps, local_steps_dist,
+                                   swarm_mode, quantize, quant_step, quant_block, quant_margin)
+}  // namespace
+
+void to_json(nlohmann::json& j, const RunSettings& x) {
+  j = x.identity;
+  const SettingsRest r{x.slowdown, x.base_time, x.ps_time,    x.adasync_rule, x.max_staleness, x.schedule, x.k0,
+                       x.lr_rule,  x.lr_c,      x.loss_estimate, x.graph,     x.degree,        x.local_steps,
+                       x.local_steps_dist, x.swarm_mode, x.quantize, x.quant_step, x.quant_block, x.quant_margin};
+  j.update(nlohmann::json(r));
+}
+void from_json(const nlohmann::json& j, RunSettings& x) {
+  x.identity = j.get<RunIdentity>();
+  const SettingsRest r = j.get<SettingsRest>();
+  x.slowdown = r.slowdown, x.base_time = r.base_time, x.ps_time = r.ps_time, x.adasync_rule = r.adasync_rule;
+  x.max_staleness = r.max_staleness, x.schedule = r.schedule, x.k0 = r.k0, x.lr_rule = r.lr_rule, x.lr_c = r.lr_c;
+  x.loss_estimate = r.loss_estimate, x.graph = r.graph, x.degree = r.degree, x.local_steps = r.local_steps;
+  x.local_steps_dist = r.local_steps_dist, x.swarm_mode = r.swarm_mode, x.quantize = r.quantize;
+  x.quant_step = r.quant_step, x.quant_block = r.quant_block, x.quant_margin = r.quant_margin;
+}
+
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AggregatorStats, pushes, counted, updates, dropped_stale, dropped_bound,
+                                   dropped_nonfinite, cancelled, staleness_sum, staleness_max, pushes_by_worker,
+                                   counted_by_worker)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(VirtualJob, active, tau, batch, gen, finish, seq, computations)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(VirtualState, now, seq, ps_free, jobs)
+
+void to_json(nlohmann::json& j, const TrainState& x) {
+  j = nlohmann::json{{"state_format", x.state_format},
+                     {"config", x.config},
+                     {"version", x.version},
+                     {"time", x.time},
+                     {"k", x.k},
+                     {"stats", x.stats},
+                     {"dead", x.dead},
+                     {"optimizer_steps", x.optimizer_steps},
+                     {"samplers", x.samplers},
+                     {"policy", x.policy},
+                     {"supervisor", x.supervisor},
+                     {"reporter", x.reporter},
+                     {"swarm", x.swarm},
+                     {"sketch_versions", x.sketch_versions}};
+  if (x.virtual_clock) j["virtual"] = *x.virtual_clock;
+}
+void from_json(const nlohmann::json& j, TrainState& x) {
+  j.at("state_format").get_to(x.state_format);
+  j.at("config").get_to(x.config);
+  j.at("version").get_to(x.version);
+  j.at("time").get_to(x.time);
+  j.at("k").get_to(x.k);
+  j.at("stats").get_to(x.stats);
+  j.at("dead").get_to(x.dead);
+  j.at("optimizer_steps").get_to(x.optimizer_steps);
+  j.at("samplers").get_to(x.samplers);
+  x.policy = j.at("policy");
+  x.supervisor = j.at("supervisor");
+  x.reporter = j.at("reporter");
+  x.swarm = j.at("swarm");
+  j.at("sketch_versions").get_to(x.sketch_versions);
+  if (j.contains("virtual")) x.virtual_clock = j.at("virtual").get<VirtualState>();
+}
+
+RunIdentity run_identity(const Run& r) {
+  const TrainConfig& c = r.cfg;
+  return RunIdentity{c.model,     c.dataset, c.data_dir,  c.seed, c.batch, c.workers, c.shard, c.variant_name(),
+                     c.k,         c.clock,   c.straggler, c.lr,   c.opt,   r.use_cuda ? "cuda" : "cpu"};
+}
+
+RunSettings run_settings(const Run& r) {
+  const TrainConfig& c = r.cfg;
+  RunSettings s;
+  s.identity = run_identity(r);
+  s.slowdown = c.slowdown;
+  s.base_time = c.base_time;
+  s.ps_time = c.ps_time;
+  s.adasync_rule = c.adasync_rule;
+  s.max_staleness = c.max_staleness;
+  s.schedule = c.schedule;
+  s.k0 = c.k0;
+  s.lr_rule = c.lr_rule;
+  s.lr_c = c.lr_c;
+  s.loss_estimate = c.loss_estimate;
+  if (c.swarm) {
+    s.graph = c.graph;
+    s.degree = c.degree;
+    s.local_steps = c.local_steps;
+    s.local_steps_dist = c.local_steps_dist;
+    s.swarm_mode = c.swarm_mode;
+    s.quantize = c.quantize;
+    s.quant_step = c.quant_step;
+    s.quant_block = c.quant_block;
+    s.quant_margin = c.quant_margin;
+  }
+  return s;
+}
+
+Checkpoint capture_state(Run& r, double now, const VirtualState* vs, const SnapshotPtr& params) {
+  TrainState st;
+  st.config = run_settings(r);
+  st.version = params->version;
+  st.time = now;
+  st.k = r.agg->k();
+  st.stats = r.agg->stats();
+  st.stats.cancelled = r.loop->cancelled_count();
+  for (int w = 0; w < r.workers(); ++w)
+    if (!r.agg->is_alive(w)) st.dead.push_back(w);
+  st.optimizer_steps = r.ps->optimizer().steps();
+  for (int w = 0; w < r.workers(); ++w)
+    st.samplers.push_back(r.virtual_clock || r.device_sync ? r.samplers[size_t(w)].position()
+                                                           : (*r.positions)[size_t(w)].load(std::memory_order_relaxed));
+  st.policy = r.policy->state();
+  st.supervisor = r.supervisor->state();
+  st.reporter = r.reporter->state();
+  if (vs != nullptr) st.virtual_clock = *vs;
+  Checkpoint c;
+  if (r.swarm != nullptr) {
+    st.swarm = r.swarm->save(&c);
+    st.samplers = r.swarm->positions();
+  }
+  if (vs != nullptr || (r.cfg.swarm && r.virtual_clock)) c.put_u64s("straggler", r.straggler->state());
+  if (DistanceSketch* sk = r.policy->lr_rule().sketch()) {
+    st.sketch_versions = sk->versions();
+    const auto vals = sk->values();
+    c.put_floats("sketch", vals.data(), vals.size());
+  }
+  c.header = st;
+  return c;
+}
+
+std::string save_state(Run& r, Checkpoint c, const SnapshotPtr& params, const std::vector<SnapshotPtr>& in_flight,
+                       double now) {
+  ADASYNC_RANGE("checkpoint");
+  c.put_floats("params", params->data, params->size);
+  for (auto& [name, arr] : r.ps->optimizer().state()) c.put_floats("opt:" + name, arr->data(), arr->size());
+  std::set<int64_t> saved;
+  for (const auto& sp : in_flight)
+    if (sp->version != params->version && saved.insert(sp->version).second)
+      c.put_floats("snap:" + std::to_string(sp->version), sp->data, sp->size);
+  const std::string path = save_checkpoint(r.cfg.checkpoint_dir, params->version, c, r.cfg.checkpoint_keep);
+  r.reporter->checkpoint_written(now, params->version, path);
+  return path;
+}
+
+namespace {
+// The first setting that differs between a checkpoint and this run, as
+// "name = checkpoint's, this run has ours"; empty when none does.
+std::string first_difference(const nlohmann::json& have, const nlohmann::json& want, const std::string& prefix) {
+  for (auto it = want.begin(); it != want.end(); ++it) {
+    const std::string name = prefix + it.key();
+    if (!have.contains(it.key())) return name + " = (missing), this run has " + it.value().dump();
+    const nlohmann::json& h = have.at(it.key());
+    if (h != it.value()) {
+      return name + " = " + h.dump() + ", this run has " + it.value().dump();
+    }
+  }
+  return "";
+}
+}  // namespace
+
+void restore_state(Run& r) {
+  const std::string& dir = r.cfg.checkpoint_dir;
+  const auto files = list_checkpoints(dir);
+  if (files.empty()) throw UsageError("--resume: no checkpoint in '" + dir + "' (expected files ckpt-*.bin)");
+  auto c = std::make_unique<Checkpoint>();
+  std::string path;
+  for (const auto& f : files) {
+    try {
+      *c = load_checkpoint(f);
+      path = f;
+      break;
+    } catch (const CheckpointError& e) {
+      std::fprintf(stderr, "trainer: skipping %s\n", e.what());
+    }
+  }
+  if (path.empty()) throw UsageError("--resume: no readable checkpoint in '" + dir + "' (all damaged)");
+  r.supervisor->set_last_checkpoint(path);
+  try {
+    const nlohmann::json& h = c->header;
+    const int format = h.value("state_format", 1);
+    if (format != kStateFormat)
+      throw CheckpointError("state format " + std::to_string(format) + " (written by another adasync version); this "
+                            "build reads format " + std::to_string(kStateFormat));
+    // The settings that shape the computation must match (the identity's k,
+    // lr and data_dir may differ: K is the checkpoint's, see below).
+    nlohmann::json want = run_settings(r), have = h.at("config");
+    for (const char* loose : {"k", "lr", "data_dir"}) {
+      want.erase(loose);
+      have.erase(loose);
+    }
+    const std::string diff = first_difference(have, want, "");
+    if (!diff.empty()) throw UsageError("--resume: " + path + " was written with " + diff);
+    const TrainState st = h.get<TrainState>();
+    if (st.config.identity.k != r.cfg.k && r.cfg.schedule == ScheduleKind::Fixed && !r.cfg.swarm &&
+        has_k(r.cfg.variant))
+      std::fprintf(stderr, "note: --k %d is ignored: the run resumes at the checkpoint's K = %d\n", r.cfg.k, st.k);
+    const std::vector<float> params = c->floats("params");
+    if (params.size() != r.ps->size())
+      throw CheckpointError("parameters: expected " + std::to_string(r.ps->size()) + " values, found " +
+                            std::to_string(params.size()));
+    r.ps->reset(params.data(), st.version);
+    r.agg->set_version(st.version);
+    for (auto& [name, arr] : r.ps->optimizer().state()) {
+      const std::vector<float> v = c->floats("opt:" + name);
+      if (v.size() != arr->size()) throw CheckpointError("optimizer state '" + name + "' has the wrong size");
+      *arr = v;
+    }
+    r.ps->optimizer().set_steps(st.optimizer_steps);
+    AggregatorStats& as = r.agg->stats();
+    const auto pushes = as.pushes_by_worker.size();
+    as = st.stats;
+    if (as.pushes_by_worker.size() != pushes || as.counted_by_worker.size() != pushes)
+      throw CheckpointError("per-worker counters for " + std::to_string(as.pushes_by_worker.size()) + " workers");
+    r.loop->set_cancelled(st.stats.cancelled);
+    for (int w : st.dead) r.agg->worker_failed(w);
+    r.policy->restore(st.policy);
+    r.agg->set_k(st.k);
+    for (size_t w = 0; w < st.samplers.size() && w < r.samplers.size(); ++w) r.samplers[w].set_position(st.samplers[w]);
+    r.supervisor->restore(st.supervisor);
+    r.reporter->restore(st.reporter);
+    if (DistanceSketch* sk = r.policy->lr_rule().sketch(); sk && !st.sketch_versions.empty())
+      sk->restore(st.sketch_versions, c->floats("sketch"));
+    r.resume_time = st.time;
+    r.resume_swarm = st.swarm;
+    if (r.virtual_clock) {
+      if (!st.virtual_clock && !r.cfg.swarm)
+        throw CheckpointError("written by a real-clock run; this run uses the virtual clock");
+      r.straggler->set_state(c->u64s("straggler"));
+      if (st.virtual_clock) {
+        r.resume_state = std::make_unique<VirtualState>(*st.virtual_clock);
+        r.resume_snapshots[st.version] = r.ps->latest();
+        for (const auto& jb : r.resume_state->jobs) {
+          if (!jb.active || r.resume_snapshots.count(jb.tau)) continue;
+          const std::vector<float> snap = c->floats("snap:" + std::to_string(jb.tau));
+          r.resume_snapshots[jb.tau] = r.ps->make_snapshot(snap.data(), jb.tau);
+        }
+      }
+    }
+    r.reporter->set_stats(r.agg->stats(), r.agg->k());
+    r.policy->lr_rule().on_publish(*r.ps->latest());
+  } catch (const CheckpointError& e) {
+    throw UsageError("--resume: " + path + ": " + e.what());
+  } catch (const nlohmann::json::exception& e) {
+    throw UsageError("--resume: " + path + ": malformed checkpoint header: " + e.what());
+  }
+  r.resumed = std::move(c);
+  if (r.cfg.progress != Progress::None)
+    std::printf("resuming from %s (update %lld, time %.2f s)\n", path.c_str(), static_cast<long long>(r.ps->version()),
+                r.resume_time);
+}
+
+}  // namespace adasync

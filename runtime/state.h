@@ -1,0 +1,103 @@
+// TrainState: everything a checkpoint holds besides the large arrays, as one
+// declaration that writes and reads itself (nlohmann's type macros), so the
+// writer and the reader cannot drift apart. RunIdentity, the settings that
+// shape a computation, is also the trace header and the metrics' start object.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/checkpoint.h"
+#include "runtime/run.h"
+
+namespace adasync {
+
+constexpr int kStateFormat = 2;
+
+struct RunIdentity {
+  std::string model, dataset, data_dir;
+  uint64_t seed = 1;
+  int batch = 0, workers = 0;
+  bool shard = false;
+  std::string variant;
+  int k = 1;
+  ClockKind clock = ClockKind::Real;
+  std::string straggler;
+  double lr = 0;
+  OptimizerConfig optimizer;
+  std::string devices;  // cpu | cuda: the backend the run used
+};
+
+// The settings a resumed run must share with its checkpoint, beyond the identity.
+struct RunSettings {
+  RunIdentity identity;
+  std::string slowdown;
+  double base_time = 0, ps_time = 0;
+  AdaRule adasync_rule = AdaRule::Auto;
+  int64_t max_staleness = -1;
+  ScheduleKind schedule = ScheduleKind::Fixed;
+  int k0 = 1;
+  LrKind lr_rule = LrKind::Const;
+  double lr_c = 0;
+  LossEstimate loss_estimate = LossEstimate::Window;
+  // SwarmSGD
+  GraphKind graph = GraphKind::Complete;
+  int degree = 0;
+  double local_steps = 0;
+  StepsDist local_steps_dist = StepsDist::Fixed;
+  SwarmMode swarm_mode = SwarmMode::Blocking;
+  int quantize = 0;
+  double quant_step = 0;
+  int quant_block = 0;
+  double quant_margin = 0;
+};
+
+struct TrainState {
+  int state_format = kStateFormat;
+  RunSettings config;
+  int64_t version = 0;
+  double time = 0;
+  int k = 1;
+  AggregatorStats stats;
+  std::vector<int> dead;
+  int64_t optimizer_steps = 0;
+  std::vector<uint64_t> samplers;
+  nlohmann::json policy, supervisor, reporter;
+  std::optional<VirtualState> virtual_clock;
+  nlohmann::json swarm;  // SwarmSGD's engine state (null otherwise)
+  std::vector<int64_t> sketch_versions;
+};
+
+void to_json(nlohmann::json& j, const OptimizerConfig& o);
+void from_json(const nlohmann::json& j, OptimizerConfig& o);
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(RunIdentity, model, dataset, data_dir, seed, batch, workers, shard, variant, k,
+                                   clock, straggler, lr, optimizer, devices)
+// Flat: the identity's keys and the rest side by side (exported models read them).
+void to_json(nlohmann::json& j, const RunSettings& x);
+void from_json(const nlohmann::json& j, RunSettings& x);
+void to_json(nlohmann::json& j, const TrainState& x);
+void from_json(const nlohmann::json& j, TrainState& x);
+
+RunIdentity run_identity(const Run& r);
+RunSettings run_settings(const Run& r);
+
+// Everything needed to continue: parameters (and, on the virtual clock, the
+// versions computations in flight started on), optimizer state, counters,
+// policy, samplers, straggler streams, the supervisor's cadences and the
+// reporter's windows.
+// `params`: the parameters it will hold (their version is the checkpoint's).
+Checkpoint capture_state(Run& r, double now, const VirtualState* vs, const SnapshotPtr& params);
+// Adds the large arrays to a captured state and writes it; returns the path.
+std::string save_state(Run& r, Checkpoint c, const SnapshotPtr& params, const std::vector<SnapshotPtr>& in_flight,
+                       double now);
+// Loads the newest checkpoint of --checkpoint-dir that reads back whole (a
+// damaged one is reported and the previous one used), checks that it was
+// written by the same settings (UsageError naming the field and both values)
+// and restores every part of the run.
+void restore_state(Run& r);
+
+}  // namespace adasync

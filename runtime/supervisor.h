@@ -1,0 +1,124 @@
+// The supervisor: when a run stops, evaluates and checkpoints, the same for
+// every mode. It is the drivers' hooks (time passing, after each update, the
+// virtual clock's quiet points) and observes the update loop; the mode gives
+// it the actions (evaluate, capture and save a checkpoint).
+//
+// Stop rules: a signal, a stop request (target accuracy reached, a non-finite
+// gradient under --on-nonfinite stop, an error), the time budget, the update
+// limit, the sample limit (epochs). Cadences: evaluations and checkpoints
+// every N updates (the next at the first multiple of N above the version) or
+// every T clock seconds (the virtual clock evaluates at every multiple of T it
+// passes, stamped with that time; the threads driver once, now).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/checkpoint.h"
+#include "runtime/config.h"
+#include "runtime/drivers/driver.h"
+#include "runtime/drivers/worker.h"
+#include "runtime/engine/update_loop.h"
+#include "runtime/reporter.h"
+
+namespace adasync {
+
+struct SupervisorActions {
+  // An intermediate evaluation at clock time `now`.
+  std::function<EvalResult(double now)> evaluate;
+  // The state to continue from (virtual: with the driver's state), and writing it.
+  std::function<Checkpoint(double now, const VirtualState* vs, const SnapshotPtr& params)> capture;
+  std::function<std::string(Checkpoint c, const SnapshotPtr& params, const std::vector<SnapshotPtr>& in_flight,
+                            double now)>
+      save;
+  std::function<SnapshotPtr()> params;  // the parameters a checkpoint holds now (called before capture)
+};
+
+class Supervisor : public DriverHooks, public UpdateObserver {
+ public:
+  Supervisor(const TrainConfig& cfg, Reporter& rep, int64_t max_samples);
+  void set_actions(SupervisorActions a) { act_ = std::move(a); }
+  // Where the run starts (resume): the version and the gradients counted.
+  void start_at(int64_t version, int64_t counted, double now);
+
+  // Stop rules.
+  void request_stop();
+  void fail(const std::string& error);  // stops; the run ends with exit code 1
+  std::string error();
+  std::string cause();  // a stop reason the supervisor itself decided ("" if none)
+  double target_time();
+  // Any stop rule met at `updates` updates, `counted` counted gradients, clock `now`?
+  bool should_stop(int64_t updates, int64_t counted, double now);
+
+  // Cadences for modes that count their own steps: evaluations (unless a
+  // monitor thread does them) and checkpoints due now.
+  void after_step(int64_t updates, double now, bool monitored = false);
+
+  // DriverHooks
+  bool on_time(double now) override;
+  bool keep_going(double now) override;
+  void at_quiet_point(const VirtualState& state, const std::vector<SnapshotPtr>& in_flight, double now) override;
+  // UpdateObserver
+  void on_push(const PushEvent& e) override;
+  void on_update(const UpdateEvent& e) override;
+  void on_worker_failed(int w, const std::string& what, int left, double now) override;
+
+  // Threads: runs `engine` on its own thread while this one evaluates when
+  // due (by `version()` or by wall time, plus `offset`: the clock at the start).
+  double run_monitored(const std::function<double()>& engine, const std::function<int64_t()>& version,
+                       double offset);
+  // The run's last checkpoint (virtual: the last quiet point, the state a run
+  // that stopped between updates can continue from exactly).
+  void final_checkpoint(double end, bool virtual_clock);
+  std::string last_checkpoint();
+  void set_last_checkpoint(const std::string& path);
+
+  nlohmann::json state();
+  void restore(const nlohmann::json& j);
+
+ private:
+  struct Next {
+    int64_t update = 0;
+    double time = 0;
+  };
+  bool updates_due(Next& n, const Cadence& c, int64_t v);
+  void evaluate(double now);
+  void checkpoint(double now);
+
+  const TrainConfig& cfg_;
+  Reporter& rep_;
+  SupervisorActions act_;
+  const bool virtual_clock_;
+  const int64_t max_samples_;
+  std::mutex mu_;
+  std::mutex ckpt_mu_;  // one checkpoint written at a time
+  Next eval_, ckpt_;
+  bool stop_ = false;
+  std::string error_, cause_;
+  double target_time_ = -1;
+  int64_t version_ = 0, counted_ = 0;
+  std::string last_checkpoint_;
+  int64_t nonfinite_run_ = 0;  // non-finite gradients in a row
+  double last_update_ = 0;     // clock time of the last update (the watchdog's reference in sync variants)
+  std::vector<double> last_push_;
+  std::vector<char> flagged_;
+  // Virtual: the state at the last quiet point.
+  Checkpoint quiet_;
+  SnapshotPtr quiet_params_;
+  std::vector<SnapshotPtr> quiet_in_flight_;
+  double quiet_time_ = 0;
+};
+
+// SIGINT / SIGTERM: the run stops at its next update, writes a final
+// checkpoint (with --checkpoint-dir) and exits 0. request_stop is
+// async-signal-safe; stop_signal() is 0 until a stop was requested.
+void request_stop(int signal);
+int stop_signal();
+void clear_stop_request();
+
+}  // namespace adasync
