@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "models/model.h"
+#include "runtime/drivers/mpi.h"
 #include "runtime/model_io.h"
 #include "runtime/supervisor.h"
 #include "runtime/trace.h"
@@ -36,7 +37,8 @@ int trainer_main(int argc, char** argv) {
   std::string variant = "sync", clock = "real", schedule = "fixed", adasync_rule = "auto", sqrt_rounding = "ceil",
               loss_estimate = "window", lr_rule = "const", lr_distance = "sketch", graph = "complete",
               local_steps_dist = "fixed", swarm_mode = "blocking", devices = "auto", aggregate = "auto",
-              on_nonfinite = "drop", progress = "auto", eval_every = "200", checkpoint_every = "0";
+              on_nonfinite = "drop", progress = "auto", eval_every = "200", checkpoint_every = "0",
+              transport = "local";
 
   auto* g_data = "Model and data";
   app.add_option("--model", c.model,
@@ -180,6 +182,10 @@ int trainer_main(int argc, char** argv) {
                  "Where a sync update runs: host (parameter server), device (NCCL all-reduce and SGD on the GPUs; "
                  "sync, one worker per GPU) or auto (device when it applies)")
       ->capture_default_str()->group(g_eng);
+  app.add_option("--transport", transport,
+                 "local (worker threads of this process) or mpi (under mpirun: the parameter server on rank 0, the "
+                 "workers spread over the other ranks, each rank using its host's GPUs or CPU threads)")
+      ->capture_default_str()->group(g_eng);
   bool no_graphs = false;
   app.add_flag("--no-cuda-graphs", no_graphs, "CUDA: launch each step's kernels one by one instead of as a captured graph")
       ->group(g_eng);
@@ -250,6 +256,7 @@ int trainer_main(int argc, char** argv) {
     c.swarm_mode = parse_enum<SwarmMode>(swarm_mode, "--swarm-mode");
     c.devices = parse_enum<Devices>(devices, "--devices");
     c.aggregate = parse_enum<Aggregate>(aggregate, "--aggregate");
+    c.transport = parse_enum<TransportKind>(transport, "--transport");
     c.on_nonfinite = parse_enum<OnNonfinite>(on_nonfinite, "--on-nonfinite");
     c.progress = parse_enum<Progress>(progress, "--progress");
     c.eval_every = Cadence::parse(eval_every, "--eval-every");
@@ -304,7 +311,21 @@ int trainer_main(int argc, char** argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
+    std::unique_ptr<MpiWorld> mpi;
+    if (c.transport == TransportKind::Mpi) {
+      mpi = start_mpi(c, argc, argv);
+      if (mpi == nullptr) return 2;  // rank 0 said why
+      if (mpi->rank() != 0) return run_worker_rank(c, *mpi);
+    }
+    // Worker ranks wait for rank 0's word whatever happens here.
+    struct StopWorkers {
+      MpiWorld* mpi;
+      ~StopWorkers() {
+        if (mpi != nullptr) mpi->stop_workers();
+      }
+    } stop_workers{mpi.get()};
     Trainer trainer(c);
+    trainer.set_mpi(mpi.get());
     const RunSummary s = trainer.run();
     if (c.progress != Progress::None || !c.replay.empty()) {
       if (!c.replay.empty()) {

@@ -147,6 +147,15 @@ void validate(const TrainConfig& c) {
     if (c.opt.name != "sgd" && c.opt.name != "momentum") throw UsageError("--aggregate device supports sgd (with momentum), not " + c.opt.name);
     if (!c.trace.empty()) throw UsageError("--trace records parameter-server updates: use --aggregate host");
   }
+  if (c.transport == TransportKind::Mpi) {
+    if (c.clock == ClockKind::Virtual)
+      throw UsageError("--transport mpi: the virtual clock simulates every worker in one process; use --clock real "
+                       "over MPI, or --clock virtual without --transport mpi");
+    if (swarm) throw UsageError("--transport mpi: --variant swarm does not run over MPI yet; run it in one process");
+    if (c.aggregate == Aggregate::Device)
+      throw UsageError("--transport mpi: --aggregate device (NCCL across ranks) is not built yet; use --aggregate host");
+    if (!c.replay.empty()) throw UsageError("--transport mpi: --replay runs in one process");
+  }
   validate(c.opt);
   if (const StragglerSpec sp = parse_straggler(c.straggler);
       sp.kind == StragglerSpec::Kind::Trace && int(sp.trace.size()) < c.workers)

@@ -25,6 +25,7 @@ enum class GraphKind { Complete, Ring, Torus, Regular };
 enum class StepsDist { Fixed, Geometric };
 enum class SwarmMode { Blocking, Nonblocking };
 enum class Aggregate { Auto, Host, Device };
+enum class TransportKind { Local, Mpi };
 enum class Progress { Auto, Plain, None };
 enum class OnNonfinite { Drop, Stop };
 enum class LrKind { Const, Staleness, Distance };
@@ -57,6 +58,7 @@ ADASYNC_ENUM_NAMES(GraphKind, {GraphKind::Complete, "complete"}, {GraphKind::Rin
 ADASYNC_ENUM_NAMES(StepsDist, {StepsDist::Fixed, "fixed"}, {StepsDist::Geometric, "geometric"})
 ADASYNC_ENUM_NAMES(SwarmMode, {SwarmMode::Blocking, "blocking"}, {SwarmMode::Nonblocking, "nonblocking"})
 ADASYNC_ENUM_NAMES(Aggregate, {Aggregate::Auto, "auto"}, {Aggregate::Host, "host"}, {Aggregate::Device, "device"})
+ADASYNC_ENUM_NAMES(TransportKind, {TransportKind::Local, "local"}, {TransportKind::Mpi, "mpi"})
 ADASYNC_ENUM_NAMES(Progress, {Progress::Auto, "auto"}, {Progress::Plain, "plain"}, {Progress::None, "none"})
 ADASYNC_ENUM_NAMES(OnNonfinite, {OnNonfinite::Drop, "drop"}, {OnNonfinite::Stop, "stop"})
 #undef ADASYNC_ENUM_NAMES
@@ -164,6 +166,9 @@ struct TrainConfig {
   // Where a sync update runs: host (the parameter server), device (all-reduce
   // and update on the GPUs, sync with one worker per GPU only) or auto.
   Aggregate aggregate = Aggregate::Auto;
+  // Where the workers run: local (threads of this process) or mpi (worker
+  // groups on the other ranks of an mpirun job; the PS on rank 0).
+  TransportKind transport = TransportKind::Local;
   bool deterministic = false;    // deterministic cuDNN algorithms only
   bool cuda_graphs = true;       // capture each worker's step as a CUDA graph
   // reliability

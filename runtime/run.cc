@@ -13,6 +13,11 @@ EvalResult Run::evaluate(const SnapshotPtr& s, double now, bool final, const nlo
   return ev;
 }
 
+Sampler make_sampler(const TrainConfig& c, size_t train_size, int w) {
+  return Sampler(train_size, c.batch, c.seed * 1000003ULL + 17 * uint64_t(w) + 1, c.shard ? w : 0,
+                 c.shard ? c.workers : 1);
+}
+
 std::unique_ptr<Dataset> training_sample(const Dataset& train, int images, uint64_t seed) {
   const size_t m = std::min(size_t(images), train.size());
   auto ls = std::make_unique<Dataset>();

@@ -26,6 +26,7 @@
 namespace adasync {
 
 class SwarmEngine;
+class MpiWorld;
 
 struct Run {
   TrainConfig cfg;  // momentum and the AdaSync rule resolved
@@ -59,6 +60,7 @@ struct Run {
   std::map<int64_t, SnapshotPtr> resume_snapshots;
   nlohmann::json resume_swarm;  // SwarmSGD's state, read by its mode
   std::unique_ptr<Checkpoint> resumed;
+  MpiWorld* mpi = nullptr;  // --transport mpi, rank 0: the workers are on the other ranks
   SwarmEngine* swarm = nullptr;  // while a swarm runs: its state goes into checkpoints
   bool nothing_ran = false;          // resumed at a limit
   bool checkpointed_at_end = false;  // the mode wrote its final checkpoint itself
@@ -69,6 +71,9 @@ struct Run {
   // Evaluates `s` (all test samples when final) and reports it.
   EvalResult evaluate(const SnapshotPtr& s, double now, bool final, const nlohmann::json& extra = nlohmann::json::object());
 };
+
+// Worker w's sampler (the same on whichever rank the worker runs).
+Sampler make_sampler(const TrainConfig& c, size_t train_size, int w);
 
 // A fixed sample of `images` training images (the loss estimate `sample`).
 std::unique_ptr<Dataset> training_sample(const Dataset& train, int images, uint64_t seed);
@@ -83,5 +88,13 @@ double run_swarm_mode(Run& r);
 struct Trace;
 void replay_config(const Trace& t, const std::string& file, TrainConfig* cfg);
 int64_t replay_trace(Run& r, const Trace& t);
+
+// --transport mpi. start_mpi initialises MPI and checks, on every rank, what
+// must hold before any set-up (two or more ranks, the same flags everywhere,
+// a worker for every worker rank); null when it does not (rank 0 said why).
+// run_worker_rank is the whole life of ranks 1..: set-up, then computing
+// until rank 0 says stop; it returns the exit code.
+std::unique_ptr<MpiWorld> start_mpi(const TrainConfig& c, int argc, char** argv);
+int run_worker_rank(const TrainConfig& c, MpiWorld& world);
 
 }  // namespace adasync

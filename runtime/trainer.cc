@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "kernels/cpu/simd.h"
+#include "runtime/drivers/mpi.h"
 #include "runtime/model_io.h"
 #include "runtime/state.h"
 #include "runtime/trace.h"
@@ -25,6 +26,9 @@ Trainer::Trainer(TrainConfig cfg, std::shared_ptr<const DataSplit> data) {
 Trainer::~Trainer() = default;
 
 std::string Trainer::device_description() const {
+  if (run_.mpi != nullptr)
+    return "MPI: parameter server on rank 0 (" + run_.mpi->host() + "), workers on " +
+           std::to_string(run_.mpi->worker_ranks()) + " rank(s)";
   if (!run_.use_cuda) return "cpu (" + std::to_string(run_.threads) + " threads, " + cpu::cpu_kernel_path_summary() + ")";
   return "cuda (" + std::to_string(cuda_device_count()) + " device(s), " +
          (run_.device_sync ? "update on the GPUs" : "host parameter server") + ")";
@@ -70,7 +74,7 @@ void Trainer::setup() {
                     c.trace.empty()));
   // CPU threads: several concurrent real-time workers each compute serially;
   // otherwise the one computing replica gets every thread.
-  const bool parallel_workers = !r.use_cuda && !r.virtual_clock && P > 1;
+  const bool parallel_workers = !r.use_cuda && !r.virtual_clock && P > 1 && r.mpi == nullptr;
   // More CPU workers than threads take turns: arrival order, and so staleness,
   // then follows the OS scheduler (round-robin gives every gradient staleness
   // P - 1) rather than the workers' compute times.
@@ -83,7 +87,9 @@ void Trainer::setup() {
   r.compute_pool = std::make_unique<ThreadPool>(parallel_workers ? 1 : r.threads);
   r.apply_pool = std::make_unique<ThreadPool>(r.threads);
 
-  const int replicas = r.virtual_clock ? 1 : P;
+  // The virtual clock computes every gradient on one replica; over MPI the
+  // replicas live on the worker ranks (rank 0's one gives the initial parameters).
+  const int replicas = r.virtual_clock || r.mpi != nullptr ? 1 : P;
   for (int w = 0; w < replicas; ++w) {
     if (r.use_cuda) {
       r.contexts.push_back(Context::cuda(w % gpus, "w" + std::to_string(w)));
@@ -147,9 +153,7 @@ void Trainer::setup() {
     r.straggler = std::make_unique<Straggler>(
         parse_straggler("const:value=" + std::to_string(c.base_time > 0 ? c.base_time : 1e-3)), std::vector<double>{},
         P, c.seed);
-  for (int w = 0; w < P; ++w)
-    r.samplers.emplace_back(d.train.size(), c.batch, c.seed * 1000003ULL + 17 * uint64_t(w) + 1, c.shard ? w : 0,
-                            c.shard ? P : 1);
+  for (int w = 0; w < P; ++w) r.samplers.push_back(make_sampler(c, d.train.size(), w));
   double epochs = c.epochs;
   if (epochs == 0 && c.max_updates == 0 && c.time_budget == 0) epochs = 1;
   r.max_samples = epochs > 0 ? int64_t(std::ceil(epochs * double(d.train.size()))) : 0;
@@ -211,7 +215,22 @@ RunSummary Trainer::train() {
     sum.k = 1;
     return sum;
   }
-  setup();
+  if (r.mpi != nullptr) {
+    // Every rank sets up, then all go on or none does.
+    try {
+      setup();
+    } catch (...) {
+      r.mpi->agree(false);
+      r.mpi->workers_stopped = true;
+      throw;
+    }
+    if (!r.mpi->agree(true)) {
+      r.mpi->workers_stopped = true;
+      throw UsageError("--transport mpi: another rank failed to set up (its error is above)");
+    }
+  } else {
+    setup();
+  }
   if (c.progress != Progress::None) {
     std::printf("adasync: %s on %s (%zu train / %zu test), %s, %d worker(s), %s, %s clock, batch %d, %zu params\n",
                 c.model.c_str(), c.dataset.c_str(), r.data->train.size(), r.data->test.size(),

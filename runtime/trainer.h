@@ -51,6 +51,8 @@ class Trainer {
   RunSummary run();
   const TrainConfig& config() const { return run_.cfg; }
   std::string device_description() const;
+  // --transport mpi on rank 0 (the world outlives the trainer).
+  void set_mpi(MpiWorld* mpi) { run_.mpi = mpi; }
 
  private:
   void setup();

@@ -6,79 +6,62 @@
 
 #include "runtime/drivers/driver.h"
 #include "runtime/drivers/transport.h"
+#include "runtime/drivers/worker_loop.h"
 #include "runtime/drivers/worker_step.h"
 
 namespace adasync {
 
-double run_threads(DriverSetup& s) {
-  UpdateLoop& loop = *s.loop;
-  ParamServer& ps = loop.ps();
-  const Aggregator& agg = loop.aggregator();
-  DriverHooks& hooks = *s.hooks;
-  const int P = agg.workers();
-  EXPECTS(int(s.workers.size()) == P, s.workers.size() << " gradient workers for " << P << " real-time workers");
-  const Variant variant = agg.variant();
-  const bool k_batch = variant == Variant::KBatchAsync || variant == Variant::KBatchSync;
-
-  InProcessTransport net(P);
-  WallTimer wall;
-  const double offset = s.time_offset;
-  auto clock = [&] { return offset + wall.seconds(); };
-
-  auto worker_main = [&](int w) {
-    name_this_thread("w" + std::to_string(w));
-    GradientWorker& gw = *s.workers[size_t(w)];
-    Sampler& sampler = (*s.samplers)[size_t(w)];
-    const CancelSource& cancel = net.cancel_source(w);
-    std::vector<int32_t> idx;
-    SnapshotPtr params;
-    int64_t computations = 0;
-    double last_compute = 0;  // the real part of the last computation (without the delay)
-    Next next = net.await(w);  // the first Pull
-    while (next != Next::Wait) {
-      Message m;
-      try {
-        if (next == Next::Pull || !params) {
-          params = ps.latest();
-          gw.pull(params);
-        }
-        const uint64_t gen = cancel.generation();
-        const StepPlan plan = prepare_step(w, ++computations, sampler, *s.straggler, s.faults, &idx);
-        if (s.positions != nullptr) (*s.positions)[size_t(w)].store(sampler.position(), std::memory_order_relaxed);
-        loop.drew(plan.drawn + last_compute);
-        const double delay = plan.drawn + plan.hang;
-        const WallTimer compute_timer;
-        const bool ok = compute_step(gw, ps, w, params, idx, plan, delay, &cancel, gen, &m.push);
-        if (ok) last_compute = std::max(0.0, compute_timer.seconds() - delay);
-        if (!ok || net.stopped(w)) {
-          if (!net.stopped(w)) loop.cancelled(1);
-          m = Message();  // the slot goes back now
-          next = net.await(w);
-          continue;
-        }
-        m.push.time = clock();
-        net.send(std::move(m));
-      } catch (const std::exception& e) {
-        // The worker is finished; the PS learns of it and carries on without it.
-        Message f;
-        f.push.worker = w;
-        f.failed = true;
-        f.what = e.what();
-        net.send(std::move(f));
-        return;
+void worker_loop(int w, GradientWorker& gw, Sampler& sampler, const WorkerLink& link) {
+  Transport& net = *link.net;
+  const CancelSource& cancel = net.cancel_source(w);
+  std::vector<int32_t> idx;
+  SnapshotPtr params;
+  int64_t computations = 0;
+  double last_compute = 0;  // the real part of the last computation (without the delay)
+  Next next = net.await(w);  // the first Pull
+  while (next != Next::Wait) {
+    Message m;
+    try {
+      if (next == Next::Pull || !params) {
+        params = link.pull(w);
+        if (!params) return;  // stopping
+        gw.pull(params);
       }
-      // k-batch variants go on at once; the others wait for the PS.
-      if (variant == Variant::KBatchAsync) next = net.poll(w, Next::Pull);
-      else if (variant == Variant::KBatchSync) next = net.poll(w, Next::Continue);
-      else next = net.await(w);
+      const uint64_t gen = cancel.generation();
+      const StepPlan plan = prepare_step(w, ++computations, sampler, *link.straggler, link.faults, &idx);
+      link.drew(w, plan.drawn + last_compute, sampler.position());
+      const double delay = plan.drawn + plan.hang;
+      const WallTimer compute_timer;
+      const bool ok = compute_step(gw, *link.slots, w, params, idx, plan, delay, &cancel, gen, &m.push);
+      if (ok) last_compute = std::max(0.0, compute_timer.seconds() - delay);
+      if (!ok || net.stopped(w)) {
+        if (!net.stopped(w)) link.cancelled(w);
+        m = Message();  // the slot goes back now
+        next = net.await(w);
+        continue;
+      }
+      m.push.time = link.clock();
+      net.send(std::move(m));
+    } catch (const std::exception& e) {
+      // The worker is finished; the PS learns of it and carries on without it.
+      Message f;
+      f.push.worker = w;
+      f.failed = true;
+      f.what = e.what();
+      net.send(std::move(f));
+      return;
     }
-  };
+    // k-batch variants go on at once; the others wait for the PS.
+    if (link.variant == Variant::KBatchAsync) next = net.poll(w, Next::Pull);
+    else if (link.variant == Variant::KBatchSync) next = net.poll(w, Next::Continue);
+    else next = net.await(w);
+  }
+}
 
-  std::vector<std::thread> threads;
-  for (int w = 0; w < P; ++w) threads.emplace_back(worker_main, w);
-  for (int w = 0; w < P; ++w) net.post(w, Next::Pull);
-
-  name_this_thread("ps");
+double serve_updates(UpdateLoop& loop, DriverHooks& hooks, Transport& net, const std::function<double()>& clock) {
+  const Aggregator& agg = loop.aggregator();
+  const int P = agg.workers();
+  const bool k_batch = agg.variant() == Variant::KBatchAsync || agg.variant() == Variant::KBatchSync;
   double now = 0;
   auto act = [&](const Decision& d) {
     if (d.cancel_all)
@@ -105,6 +88,42 @@ double run_threads(DriverSetup& s) {
       net.post(pusher, d.pusher);  // a dropped gradient's worker was waiting
     }
   }
+  return now;
+}
+
+double run_threads(DriverSetup& s) {
+  UpdateLoop& loop = *s.loop;
+  ParamServer& ps = loop.ps();
+  const int P = loop.aggregator().workers();
+  EXPECTS(int(s.workers.size()) == P, s.workers.size() << " gradient workers for " << P << " real-time workers");
+
+  InProcessTransport net(P);
+  WallTimer wall;
+  const double offset = s.time_offset;
+  WorkerLink link;
+  link.net = &net;
+  link.slots = &ps;
+  link.pull = [&ps](int) { return ps.latest(); };
+  link.drew = [&](int w, double x, uint64_t position) {
+    if (s.positions != nullptr) (*s.positions)[size_t(w)].store(position, std::memory_order_relaxed);
+    loop.drew(x);
+  };
+  link.cancelled = [&loop](int) { loop.cancelled(1); };
+  link.clock = [&] { return offset + wall.seconds(); };
+  link.variant = loop.aggregator().variant();
+  link.straggler = s.straggler;
+  link.faults = s.faults;
+
+  std::vector<std::thread> threads;
+  for (int w = 0; w < P; ++w)
+    threads.emplace_back([&, w] {
+      name_this_thread("w" + std::to_string(w));
+      worker_loop(w, *s.workers[size_t(w)], (*s.samplers)[size_t(w)], link);
+    });
+  for (int w = 0; w < P; ++w) net.post(w, Next::Pull);
+
+  name_this_thread("ps");
+  const double now = serve_updates(loop, *s.hooks, net, link.clock);
   // Stop: no worker may wait for a slot that queued messages hold.
   net.stop_all();
   ps.close_slots();

@@ -61,6 +61,18 @@ SnapshotPtr ParamServer::make_snapshot(const float* params, int64_t version) {
   return wrap(buf, version);
 }
 
+SnapshotPtr ParamServer::make_snapshot(const std::function<int64_t(float*)>& fill) {
+  float* buf = take_buffer();
+  int64_t version = 0;
+  try {
+    version = fill(buf);
+  } catch (...) {
+    give_buffer(buf);
+    throw;
+  }
+  return wrap(buf, version);
+}
+
 void ParamServer::publish(SnapshotPtr s) {
   SnapshotPtr old;
   {

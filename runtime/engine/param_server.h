@@ -20,6 +20,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -83,6 +84,9 @@ class ParamServer {
   // A snapshot of `params` as version `version`, not published (resume: the
   // older versions that computations in flight were started on).
   SnapshotPtr make_snapshot(const float* params, int64_t version);
+  // A snapshot whose buffer `fill` writes, returning its version (a transport
+  // receiving parameters straight into it); not published.
+  SnapshotPtr make_snapshot(const std::function<int64_t(float*)>& fill);
 
   // Blocks while none is free; an empty lease once the slots are closed (a
   // stopping run: nobody may wait for a slot that queued messages hold).

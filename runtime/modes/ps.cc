@@ -1,5 +1,6 @@
 // The parameter-server mode: workers push to the update loop, driven by the
 // virtual clock or by threads.
+#include "runtime/drivers/mpi.h"
 #include "runtime/run.h"
 
 namespace adasync {
@@ -26,6 +27,15 @@ double run_ps_mode(Run& r) {
   }
   if (r.virtual_clock && ds.base_time == 0 && r.straggler->spec().mean() == 0) ds.base_time = 1e-3;
   if (r.virtual_clock) return run_virtual(ds);
+  // Checkpoints read the positions; they start where the samplers are (resume).
+  for (int w = 0; w < r.workers(); ++w)
+    (*r.positions)[size_t(w)].store(r.samplers[size_t(w)].position(), std::memory_order_relaxed);
+  if (r.mpi != nullptr) {
+    std::vector<uint64_t> start;
+    for (const Sampler& s : r.samplers) start.push_back(s.position());
+    return r.supervisor->run_monitored([&] { return run_mpi_ps(ds, *r.mpi, start); }, [&] { return r.ps->version(); },
+                                       r.resume_time);
+  }
   return r.supervisor->run_monitored([&] { return run_threads(ds); }, [&] { return r.ps->version(); },
                                      r.resume_time);
 }

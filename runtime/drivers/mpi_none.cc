@@ -1,0 +1,21 @@
+// Built without MPI: --transport mpi says so.
+#include "runtime/drivers/mpi.h"
+
+namespace adasync {
+
+bool MpiWorld::available() { return false; }
+MpiWorld::MpiWorld() {
+  throw UsageError("--transport mpi: this build has no MPI (install libopenmpi-dev and openmpi-bin, then rebuild)");
+}
+MpiWorld::~MpiWorld() = default;
+std::pair<int, int> MpiWorld::workers_of(int, int) const { return {0, 0}; }
+int MpiWorld::rank_of(int, int) const { return 0; }
+bool MpiWorld::agree(bool ok) { return ok; }
+std::vector<int> MpiWorld::ranks_differing(const std::string&) { return {}; }
+void MpiWorld::stop_workers() {}
+double run_mpi_ps(DriverSetup&, MpiWorld&, const std::vector<uint64_t>&) {
+  throw UsageError("--transport mpi: this build has no MPI");
+}
+void serve_worker_group(WorkerGroup&, MpiWorld&) { throw UsageError("--transport mpi: this build has no MPI"); }
+
+}  // namespace adasync

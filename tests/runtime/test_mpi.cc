@@ -1,0 +1,232 @@
+// --transport mpi, end to end: the trainer binary under mpirun with CPU
+// workers on one machine (ranks oversubscribe its cores). Each test skips,
+// saying why, when the build has no MPI or mpirun is not on the PATH.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/drivers/mpi.h"
+
+namespace adasync {
+namespace {
+namespace fs = std::filesystem;
+
+std::string trainer() { return std::string(ADASYNC_BINARY_DIR) + "/trainer"; }
+
+std::string read_all(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+class Mpi : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!MpiWorld::available()) GTEST_SKIP() << "this build has no MPI (install libopenmpi-dev, openmpi-bin; rebuild)";
+    if (std::system("command -v mpirun >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun is not on the PATH";
+    // Open MPI refuses root without these, and in containers needs no CMA.
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 1);
+    dir_ = fs::path(::testing::TempDir()) /
+           ("adasync-mpi-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (!dir_.empty() && !HasFailure()) fs::remove_all(dir_);
+  }
+
+  struct Result {
+    int code = -1;
+    std::string out;
+  };
+  // Runs `cmd` (a shell line) with a time limit; code 124 when it hung.
+  Result sh(const std::string& cmd, int limit_s = 120) {
+    const std::string log = (dir_ / ("log" + std::to_string(runs_++))).string();
+    const int st = std::system(("timeout -k 5 " + std::to_string(limit_s) + " " + cmd + " >" + log + " 2>&1").c_str());
+    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, read_all(log)};
+  }
+  // mpirun -np `np` trainer --transport mpi <common flags> `flags`.
+  Result mpirun(int np, const std::string& flags, int limit_s = 120) {
+    return sh("mpirun --oversubscribe -np " + std::to_string(np) + " " + trainer() +
+                  " --transport mpi --dataset gaussian --model mlp --threads 1 --devices cpu --progress plain "
+                  "--eval-every 0 " +
+                  flags,
+              limit_s);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  fs::path dir_;
+  int runs_ = 0;
+};
+
+std::string field(const std::string& out, const std::string& re) {
+  std::smatch m;
+  return std::regex_search(out, m, std::regex(re)) ? m[1].str() : "";
+}
+
+nlohmann::json summary_of(const std::string& metrics) {
+  std::ifstream f(metrics);
+  std::string line;
+  nlohmann::json last;
+  while (std::getline(f, line))
+    if (!line.empty()) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      if (j.value("event", "") == "summary") last = j;
+    }
+  return last;
+}
+
+TEST_F(Mpi, EveryVariantRunsToItsLimitWithWorkersOnTwoRanks) {
+  for (const char* v : {"sync", "k-sync", "k-batch-sync", "async", "k-async", "k-batch-async"}) {
+    const std::string metrics = path(std::string(v) + ".jsonl");
+    const Result r = mpirun(3, std::string("--workers 4 --variant ") + v + " --k 2 --max-updates 40 --metrics " + metrics);
+    ASSERT_EQ(r.code, 0) << v << "\n" << r.out;
+    EXPECT_NE(r.out.find("workers on 2 rank(s)"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("stop reason: updates"), std::string::npos) << v << "\n" << r.out;
+    const nlohmann::json s = summary_of(metrics);
+    ASSERT_FALSE(s.is_null()) << v;
+    EXPECT_EQ(s["updates"].get<int64_t>(), 40) << v;
+    const bool asynchronous = std::string(v).find("async") != std::string::npos;
+    // Staleness travels with every push: the asynchronous rules see it, the synchronous ones apply none.
+    if (asynchronous) EXPECT_GE(s["staleness_max"].get<int64_t>(), 1) << v;
+    else EXPECT_EQ(s["staleness_max"].get<int64_t>(), 0) << v;
+    EXPECT_GT(s["test_accuracy"].get<double>(), 0.5) << v;
+  }
+}
+
+// The trace names each applied gradient by (worker, version, batch); one
+// process recomputes them all: the same bits only if every gradient crossed
+// the transport exactly and was applied to the parameters it was computed at.
+TEST_F(Mpi, ATraceRecordedOverMpiReplaysBitForBitInOneProcess) {
+  for (const char* v : {"k-async", "k-sync"}) {
+    const std::string trace = path(std::string(v) + ".trace");
+    const Result r = mpirun(4, std::string("--workers 5 --variant ") + v + " --k 2 --max-updates 60 --trace " + trace);
+    ASSERT_EQ(r.code, 0) << r.out;
+    const std::string sum = field(r.out, "params checksum ([0-9a-f]+)");
+    ASSERT_FALSE(sum.empty()) << r.out;
+    const Result replay = sh(trainer() + " --replay " + trace + " --threads 1 --devices cpu");
+    ASSERT_EQ(replay.code, 0) << replay.out;
+    EXPECT_EQ(field(replay.out, "params checksum ([0-9a-f]+)"), sum) << v << "\n" << replay.out;
+    EXPECT_NE(replay.out.find("replayed 60 updates"), std::string::npos) << replay.out;
+  }
+}
+
+TEST_F(Mpi, CheckpointsAndResumesAcrossRanks) {
+  const std::string ck = path("ck");
+  const std::string flags = "--workers 3 --variant k-async --k 2 --checkpoint-dir " + ck + " --checkpoint-every 10 ";
+  const Result first = mpirun(3, flags + "--max-updates 30");
+  ASSERT_EQ(first.code, 0) << first.out;
+  EXPECT_NE(first.out.find("checkpoint: "), std::string::npos) << first.out;
+  const std::string metrics = path("resumed.jsonl");
+  const Result second = mpirun(3, flags + "--max-updates 70 --resume --metrics " + metrics);
+  ASSERT_EQ(second.code, 0) << second.out;
+  EXPECT_EQ(summary_of(metrics)["updates"].get<int64_t>(), 70);
+  std::ifstream f(metrics);
+  std::string start;
+  std::getline(f, start);
+  const nlohmann::json j = nlohmann::json::parse(start);
+  EXPECT_EQ(j.value("resumed_version", int64_t(-1)), 30) << start;
+}
+
+// An injected failure on a worker rank: the PS reports it and goes on with the rest.
+TEST_F(Mpi, AFailedWorkerOnAnotherRankIsReportedAndTheRunGoesOn) {
+  const Result r = mpirun(3, "--workers 4 --variant async --max-updates 60 --inject throw@2:3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("failed workers: 2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("injected failure"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("stop reason: updates"), std::string::npos) << r.out;
+}
+
+TEST_F(Mpi, SigtermToTheJobStopsWithACheckpoint) {
+  const std::string ck = path("ck");
+  const std::string log = path("sigterm.log");
+  // mpirun forwards SIGTERM to every rank; rank 0 stops, checkpoints, tells the others.
+  const std::string cmd = "mpirun --oversubscribe -np 3 " + trainer() +
+                          " --transport mpi --dataset gaussian --model mlp --threads 1 --devices cpu --progress plain "
+                          "--eval-every 0 --workers 2 --variant async --time-budget 120s --checkpoint-every 20 --checkpoint-dir " + ck;
+  const Result r = sh("bash -c '" + cmd + " & pid=$!; for i in $(seq 200); do ls " + ck +
+                      "/ckpt-* >/dev/null 2>&1 && break; sleep 0.1; done; sleep 1; kill -TERM $pid; wait $pid'", 60);
+  EXPECT_NE(r.code, 124) << "hung\n" << r.out;
+  EXPECT_NE(r.out.find("stopped by SIGTERM"), std::string::npos) << r.out;
+  int checkpoints = 0;
+  for (const auto& e : fs::directory_iterator(ck)) checkpoints += e.path().filename().string().rfind("ckpt-", 0) == 0;
+  EXPECT_GE(checkpoints, 1);
+}
+
+// A worker rank killed mid-run: rank 0 goes on receiving from the others
+// (nothing waits on the dead rank), then mpirun ends the job with SIGTERM and
+// rank 0 stops with a final checkpoint, from which the run resumes.
+TEST_F(Mpi, AKilledWorkerRankEndsTheJobWithACheckpointToResumeFrom) {
+  const std::string ck = path("ck");
+  const std::string flags = "--workers 4 --variant async --checkpoint-dir " + ck;
+  // Rank 0 gets 10 s between mpirun's SIGTERM and its SIGKILL (the default is 1 s).
+  const std::string cmd = "mpirun --mca odls_base_sigkill_timeout 10 --oversubscribe -np 3 " + trainer() +
+                          " --transport mpi --dataset gaussian --model mlp --threads 1 --devices cpu --progress plain "
+                          "--eval-every 0 --time-budget 120s --checkpoint-every 50 " + flags;
+  const std::string kill_rank2 =
+      "for p in $(pgrep -f -- \"" + ck + "\"); do tr \"\\0\" \"\\n\" </proc/$p/environ 2>/dev/null | "
+      "grep -qx OMPI_COMM_WORLD_RANK=2 && kill -9 $p; done";
+  const Result r = sh("bash -c '" + cmd + " & pid=$!; for i in $(seq 300); do ls " + ck +
+                          "/ckpt-* >/dev/null 2>&1 && break; sleep 0.1; done; sleep 1; " + kill_rank2 +
+                          "; wait $pid'",
+                      90);
+  ASSERT_NE(r.code, 124) << "hung\n" << r.out;
+  EXPECT_NE(r.code, 0) << r.out;  // the job was aborted
+  EXPECT_NE(r.out.find("stopped by SIGTERM"), std::string::npos) << r.out;
+  const std::string last = field(r.out, "checkpoint: (\\S+)");
+  ASSERT_FALSE(last.empty()) << r.out;
+  EXPECT_TRUE(fs::exists(last)) << last;
+  const int64_t at = std::stoll(field(r.out, "stopped by SIGTERM after update ([0-9]+)"));
+  const std::string metrics = path("resumed.jsonl");
+  const Result again = mpirun(3, flags + " --max-updates " + std::to_string(at + 20) + " --resume --metrics " + metrics);
+  ASSERT_EQ(again.code, 0) << again.out;
+  EXPECT_EQ(summary_of(metrics)["updates"].get<int64_t>(), at + 20);
+}
+
+TEST_F(Mpi, BadSetUpsGetOneClearErrorBeforeTraining) {
+  // Not under mpirun: one process.
+  Result r = sh(trainer() + " --transport mpi --dataset gaussian --model mlp --max-updates 5");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("expected 2 or more processes"), std::string::npos) << r.out;
+  // Fewer workers than worker ranks.
+  r = mpirun(4, "--workers 2 --max-updates 5");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--workers 2 for 3 worker rank(s)"), std::string::npos) << r.out;
+  // The virtual clock is one process's simulation.
+  r = mpirun(3, "--workers 2 --clock virtual --max-updates 5");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("virtual clock"), std::string::npos) << r.out;
+  // Ranks started with different flags (MPMD).
+  const std::string common =
+      " --transport mpi --dataset gaussian --model mlp --threads 1 --devices cpu --progress none --max-updates 5";
+  r = sh("mpirun --oversubscribe -np 2 " + trainer() + common + " --workers 2 : -np 1 " + trainer() + common +
+         " --workers 3");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("rank(s) 2 got other flags than rank 0"), std::string::npos) << r.out;
+  // A rank that cannot set up (here every rank: a missing data directory) stops them all.
+  r = sh("mpirun --oversubscribe -np 3 " + trainer() +
+         " --transport mpi --dataset fashion-mnist --data-dir /nonexistent --workers 2 --progress none");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("/nonexistent"), std::string::npos) << r.out;
+  for (const std::string& out : {r.out})
+    EXPECT_EQ(out.find("did not confirm"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace adasync
