@@ -68,7 +68,8 @@ void Trainer::setup() {
     throw UsageError("--aggregate device needs one GPU per worker: " + std::to_string(P) + " workers, " +
                      std::to_string(gpus) + " GPU(s)");
   if (c.swarm) c.shard = true;  // each SwarmSGD node samples its own shard
-  r.device_sync = !c.swarm && r.use_cuda && !r.virtual_clock && c.variant == Variant::Sync && P <= gpus &&
+  r.device_sync = !c.swarm && r.use_cuda && !r.virtual_clock && r.mpi == nullptr && c.variant == Variant::Sync &&
+                  P <= gpus &&
                   (c.aggregate == Aggregate::Device ||
                    (c.aggregate == Aggregate::Auto && (c.opt.name == "sgd" || c.opt.name == "momentum") &&
                     c.trace.empty()));

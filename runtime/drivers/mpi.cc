@@ -115,7 +115,7 @@ class MpiPsTransport : public Transport {
   MpiPsTransport(MpiWorld& world, UpdateLoop& loop, int P, std::vector<std::atomic<uint64_t>>* positions,
                  std::function<double()> clock)
       : world_(world), loop_(loop), ps_(loop.ps()), P_(P), positions_(positions), clock_(std::move(clock)),
-        held_(size_t(P)), rank_version_(size_t(world.size()), -1) {}
+        held_(size_t(P)), dead_(size_t(P), false), rank_version_(size_t(world.size()), -1) {}
   ~MpiPsTransport() override {
     quit_ = true;
     if (comm_.joinable()) comm_.join();
@@ -159,9 +159,11 @@ class MpiPsTransport : public Transport {
     std::unique_lock<std::mutex> lk(mu_);
     const bool all = cv_.wait_for(lk, std::chrono::duration<double>(limit),
                                   [&] { return done_ == world_.worker_ranks() || error_; });
-    if (!all && !error_)
+    if (!all && !error_) {
       std::fprintf(stderr, "warning: --transport mpi: %d of %d worker rank(s) did not confirm the stop within %g s\n",
                    world_.worker_ranks() - done_, world_.worker_ranks(), limit);
+      world_.unclean = true;
+    }
     lk.unlock();
     quit_ = true;
     if (comm_.joinable()) comm_.join();
@@ -188,15 +190,19 @@ class MpiPsTransport : public Transport {
         backoff.reset();
         handle(msg, st, &scratch);
       }
-    } catch (...) {
-      std::lock_guard<std::mutex> lk(mu_);
-      error_ = std::current_exception();
-      cv_.notify_all();
+    } catch (const std::exception& e) {
+      // The transport itself failed (an MPI error, a malformed message): no
+      // rank can be stopped in order any more; one clear error and the job
+      // ends (mpirun takes down every rank).
+      std::fprintf(stderr, "trainer (rank 0): error: %s; aborting the MPI job\n", e.what());
+      std::fflush(nullptr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    finish_transfers();
+    if (!finish_transfers()) world_.unclean = true;
   }
 
-  void finish_transfers() {
+  // True when nothing was left under way.
+  bool finish_transfers() {
     Backoff backoff;
     // Transfers still under way finish first (a rank may still be taking
     // the last snapshot it asked for; its buffer goes back to the pool when
@@ -213,8 +219,10 @@ class MpiPsTransport : public Transport {
       }
       backoff.idle();
     }
+    const bool all = outgoing_.empty() && incoming_.empty();
     for (auto& o : outgoing_) (void)o.release();
     for (auto& in : incoming_) (void)in.release();
+    return all;
   }
 
   void handle(MPI_Message& msg, const MPI_Status& st, std::vector<float>* scratch) {
@@ -244,6 +252,10 @@ class MpiPsTransport : public Transport {
       }
       case kFailed: {
         const FailedMsg f = receive_small<FailedMsg>(&msg, st, "failed");
+        if (f.worker >= 0 && f.worker < P_) {
+          dead_[size_t(f.worker)] = true;  // woken no more: nothing to send it or keep for it
+          held_[size_t(f.worker)].clear();
+        }
         Message m;
         m.failed = true;
         m.push.worker = f.worker;
@@ -290,10 +302,13 @@ class MpiPsTransport : public Transport {
   // Pushes received in full go to the queue, in the order they arrived (one
   // that never completes, from a rank that died, holds up no other).
   void complete_receives() {
+    std::vector<bool> waiting(size_t(P_), false);  // a worker's earlier push is still under way
     for (size_t i = 0; i < incoming_.size();) {
+      const int w = incoming_[i]->header.worker;
       int done = 0;
-      check(MPI_Test(&incoming_[i]->request, &done, MPI_STATUS_IGNORE), "push");
+      if (!waiting[size_t(w)]) check(MPI_Test(&incoming_[i]->request, &done, MPI_STATUS_IGNORE), "push");
       if (!done) {
+        waiting[size_t(w)] = true;  // its later pushes wait: one worker's pushes go in order
         ++i;
         continue;
       }
@@ -301,7 +316,6 @@ class MpiPsTransport : public Transport {
       incoming_.erase(incoming_.begin() + std::ptrdiff_t(i));
       if (!p->slot) continue;
       const PushHeader& h = p->header;
-      const int w = h.worker;
       SnapshotPtr params;
       auto& held = held_[size_t(w)];
       for (const SnapshotPtr& s : held)
@@ -338,7 +352,7 @@ class MpiPsTransport : public Transport {
       if (j.kind == kWordStop) {
         for (int r = 1; r < world_.size(); ++r) send_small(j, r, kWord);
       } else if (j.kind == kWordPull) {
-        send_snapshot(j.worker, true);
+        if (!dead_[size_t(j.worker)]) send_snapshot(j.worker, true);
       } else {
         send_small(j, world_.rank_of(j.worker, P_), kWord);
       }
@@ -415,6 +429,7 @@ class MpiPsTransport : public Transport {
   };
   std::vector<std::unique_ptr<Incoming>> incoming_;
   std::vector<std::deque<SnapshotPtr>> held_;  // the snapshots each worker last pulled
+  std::vector<bool> dead_;                      // workers that failed
   std::vector<int64_t> rank_version_;    // the version each rank holds
   std::thread comm_;
   std::atomic<bool> quit_{false};
@@ -455,7 +470,9 @@ class MpiWorkerTransport : public InProcessTransport {
 void finish_worker_rank() {
   send_small(WordMsg{0, -1}, 0, kDone);
   Backoff backoff;
-  for (;;) {
+  // Rank 0 answers at once unless it has given up on this rank (it then ends the job).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
     MPI_Message msg;
     MPI_Status st;
     if (!probe(0, &msg, &st)) {
@@ -488,7 +505,15 @@ MpiWorld::MpiWorld() {
                      ", expected MPI_THREAD_MULTIPLE (" + std::to_string(MPI_THREAD_MULTIPLE) + ")");
 }
 
-MpiWorld::~MpiWorld() { MPI_Finalize(); }
+MpiWorld::~MpiWorld() {
+  if (unclean) {
+    // A rank never confirmed the stop, or a transfer with one was abandoned:
+    // MPI_Finalize could wait for it, or touch buffers already freed.
+    std::fflush(nullptr);
+    MPI_Abort(MPI_COMM_WORLD, exit_code);
+  }
+  MPI_Finalize();
+}
 
 std::pair<int, int> MpiWorld::workers_of(int r, int P) const {
   const int R = worker_ranks();
@@ -745,10 +770,12 @@ void serve_worker_group(WorkerGroup& g, MpiWorld& world) {
         throw std::runtime_error("MPI: unexpected tag " + std::to_string(st.MPI_TAG) + " from rank 0");
       }
     }
-  } catch (...) {
-    stop_local();
-    for (auto& t : threads) t.join();
-    throw;
+  } catch (const std::exception& e) {
+    // This rank can no longer take rank 0's words: one clear error, and the job ends.
+    std::fprintf(stderr, "trainer (rank %d on %s): error: %s; aborting the MPI job\n", world.rank(),
+                 world.host().c_str(), e.what());
+    std::fflush(nullptr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
   }
   stop_local();
   for (auto& t : threads) t.join();

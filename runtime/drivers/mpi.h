@@ -59,6 +59,10 @@ class MpiWorld {
 
   // Rank 0: worker ranks are told to stop once, by the run or by this.
   bool workers_stopped = false;
+  // Rank 0: a worker rank never confirmed the stop, or a transfer with one was
+  // abandoned: the destructor ends the job with MPI_Abort(exit_code), not MPI_Finalize.
+  bool unclean = false;
+  int exit_code = 1;
   // Rank 0: tells worker ranks that never started to stop, and waits for
   // them (a run that ended before training, or failed). Idempotent.
   void stop_workers();

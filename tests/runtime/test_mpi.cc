@@ -146,11 +146,13 @@ TEST_F(Mpi, CheckpointsAndResumesAcrossRanks) {
 
 // An injected failure on a worker rank: the PS reports it and goes on with the rest.
 TEST_F(Mpi, AFailedWorkerOnAnotherRankIsReportedAndTheRunGoesOn) {
-  const Result r = mpirun(3, "--workers 4 --variant async --max-updates 60 --inject throw@2:3");
-  ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("failed workers: 2"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("injected failure"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("stop reason: updates"), std::string::npos) << r.out;
+  for (const char* v : {"async", "sync"}) {
+    const Result r = mpirun(3, std::string("--workers 4 --variant ") + v + " --max-updates 60 --inject throw@2:3");
+    ASSERT_EQ(r.code, 0) << v << "\n" << r.out;
+    EXPECT_NE(r.out.find("failed workers: 2"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("injected failure"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("stop reason: updates"), std::string::npos) << r.out;
+  }
 }
 
 TEST_F(Mpi, SigtermToTheJobStopsWithACheckpoint) {
