@@ -109,6 +109,28 @@ bool probe(int source, MPI_Message* msg, MPI_Status* st) {
   return flag != 0;
 }
 
+// Waits for the next message from `source` (polling, see Backoff); false
+// once give_up() says so first.
+template <class GiveUp>
+bool wait_message(int source, MPI_Message* msg, MPI_Status* st, GiveUp give_up) {
+  Backoff backoff;
+  while (!probe(source, msg, st)) {
+    if (give_up()) return false;
+    backoff.idle();
+  }
+  return true;
+}
+bool wait_message(int source, MPI_Message* msg, MPI_Status* st) {
+  return wait_message(source, msg, st, [] { return false; });
+}
+
+// Receives a message and throws it away; returns its tag.
+int drop(MPI_Message* msg, const MPI_Status& st) {
+  std::vector<char> junk(size_t(std::max(0, message_bytes(st))));
+  check(MPI_Mrecv(junk.data(), int(junk.size()), MPI_BYTE, msg, MPI_STATUS_IGNORE), "drop");
+  return st.MPI_TAG;
+}
+
 // The parameter server's side on rank 0.
 class MpiPsTransport : public Transport {
  public:
@@ -291,8 +313,7 @@ class MpiPsTransport : public Transport {
         return;
       }
       default: {
-        std::vector<char> junk(size_t(std::max(0, message_bytes(st))));
-        MPI_Mrecv(junk.data(), int(junk.size()), MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        drop(&msg, st);
         throw std::runtime_error("MPI: unexpected message (tag " + std::to_string(st.MPI_TAG) + ") from rank " +
                                  std::to_string(src));
       }
@@ -469,21 +490,12 @@ class MpiWorkerTransport : public InProcessTransport {
 // sending now would otherwise wait forever for its receive).
 void finish_worker_rank() {
   send_small(WordMsg{0, -1}, 0, kDone);
-  Backoff backoff;
   // Rank 0 answers at once unless it has given up on this rank (it then ends the job).
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (std::chrono::steady_clock::now() < deadline) {
-    MPI_Message msg;
-    MPI_Status st;
-    if (!probe(0, &msg, &st)) {
-      backoff.idle();
-      continue;
-    }
-    backoff.reset();
-    std::vector<char> junk(size_t(std::max(0, message_bytes(st))));
-    check(MPI_Mrecv(junk.data(), int(junk.size()), MPI_BYTE, &msg, MPI_STATUS_IGNORE), "drain");
-    if (st.MPI_TAG == kFin) return;
-  }
+  MPI_Message msg;
+  MPI_Status st;
+  while (wait_message(0, &msg, &st, [&] { return std::chrono::steady_clock::now() > deadline; }))
+    if (drop(&msg, st) == kFin) return;
 }
 
 }  // namespace
@@ -560,23 +572,15 @@ void MpiWorld::stop_workers() {
   for (int r = 1; r < size_; ++r) send_small(WordMsg{kWordStop, -1}, r, kWord);
   // Their `done`, and anything they sent before it.
   int done = 0;
-  Backoff backoff;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (done < worker_ranks() && std::chrono::steady_clock::now() < deadline) {
-    MPI_Message msg;
-    MPI_Status st;
-    if (!probe(MPI_ANY_SOURCE, &msg, &st)) {
-      backoff.idle();
-      continue;
-    }
-    backoff.reset();
-    std::vector<char> junk(size_t(std::max(0, message_bytes(st))));
-    MPI_Mrecv(junk.data(), int(junk.size()), MPI_BYTE, &msg, MPI_STATUS_IGNORE);
-    if (st.MPI_TAG == kDone) {
+  MPI_Message msg;
+  MPI_Status st;
+  while (done < worker_ranks() &&
+         wait_message(MPI_ANY_SOURCE, &msg, &st, [&] { return std::chrono::steady_clock::now() > deadline; }))
+    if (drop(&msg, st) == kDone) {
       ++done;
       send_small(WordMsg{0, -1}, st.MPI_SOURCE, kFin);
     }
-  }
 }
 
 double run_mpi_ps(DriverSetup& s, MpiWorld& world, const std::vector<uint64_t>& positions) {
@@ -617,16 +621,11 @@ void serve_worker_group(WorkerGroup& g, MpiWorld& world) {
   const int L = int(g.workers.size());
   const int P = g.first + L;  // mailboxes indexed by global id
   // Rank 0's start (or a stop before any training).
-  Backoff backoff;
   std::vector<uint64_t> positions;
   for (;;) {
     MPI_Message msg;
     MPI_Status st;
-    if (!probe(0, &msg, &st)) {
-      backoff.idle();
-      continue;
-    }
-    backoff.reset();
+    wait_message(0, &msg, &st);
     if (st.MPI_TAG == kWord) {
       const WordMsg wm = receive_small<WordMsg>(&msg, st, "word");
       if (wm.kind == kWordStop) {
@@ -709,29 +708,17 @@ void serve_worker_group(WorkerGroup& g, MpiWorld& world) {
       std::lock_guard<std::mutex> lk(b->mu);
       b->cv.notify_all();
     }
-    Backoff idle;
-    while (finished.load() < L) {
-      MPI_Message msg;
-      MPI_Status st;
-      if (!probe(0, &msg, &st)) {
-        idle.idle();
-        continue;
-      }
-      idle.reset();
-      std::vector<char> junk(size_t(std::max(0, message_bytes(st))));
-      MPI_Mrecv(junk.data(), int(junk.size()), MPI_BYTE, &msg, MPI_STATUS_IGNORE);
-    }
+    MPI_Message msg;
+    MPI_Status st;
+    while (finished.load() < L)
+      if (wait_message(0, &msg, &st, [&] { return finished.load() >= L; })) drop(&msg, st);
   };
   SnapshotPtr latest;  // the version this rank holds
   try {
     for (bool running = true; running;) {
       MPI_Message msg;
       MPI_Status st;
-      if (!probe(0, &msg, &st)) {
-        backoff.idle();
-        continue;
-      }
-      backoff.reset();
+      wait_message(0, &msg, &st);
       if (st.MPI_TAG == kWord) {
         const WordMsg wm = receive_small<WordMsg>(&msg, st, "word");
         if (wm.kind == kWordStop) {
