@@ -321,7 +321,13 @@ int trainer_main(int argc, char** argv) {
     struct StopWorkers {
       MpiWorld* mpi;
       ~StopWorkers() {
-        if (mpi != nullptr) mpi->stop_workers();
+        if (mpi == nullptr) return;
+        try {
+          mpi->stop_workers();
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "trainer: could not stop the worker ranks: %s\n", e.what());
+          mpi->unclean = true;  // MPI_Abort ends them
+        }
       }
     } stop_workers{mpi.get()};
     Trainer trainer(c);

@@ -197,11 +197,11 @@ class MpiPsTransport : public Transport {
   void comm_main() {
     name_this_thread("mpi-ps");
     Backoff backoff;
-    std::vector<float> scratch;  // pushes that arrive once the slots are closed
     try {
       while (!quit_) {
         send_jobs();
         complete_sends();
+        post_receives();
         complete_receives();
         MPI_Message msg;
         MPI_Status st;
@@ -210,7 +210,7 @@ class MpiPsTransport : public Transport {
           continue;
         }
         backoff.reset();
-        handle(msg, st, &scratch);
+        handle(msg, st);
       }
     } catch (const std::exception& e) {
       // The transport itself failed (an MPI error, a malformed message): no
@@ -235,6 +235,7 @@ class MpiPsTransport : public Transport {
     while ((!outgoing_.empty() || !incoming_.empty()) && std::chrono::steady_clock::now() < deadline) {
       try {
         complete_sends();
+        post_receives();
         complete_receives();
       } catch (...) {
         break;
@@ -247,29 +248,22 @@ class MpiPsTransport : public Transport {
     return all;
   }
 
-  void handle(MPI_Message& msg, const MPI_Status& st, std::vector<float>* scratch) {
+  void handle(MPI_Message& msg, const MPI_Status& st) {
     const int src = st.MPI_SOURCE;
-    const size_t n = ps_.size();
     switch (st.MPI_TAG) {
       case kPush: {
         const PushHeader h = receive_small<PushHeader>(&msg, st, "push");
         const int w = h.worker;
         if (w < 0 || w >= P_ || world_.rank_of(w, P_) != src)
           throw std::runtime_error("MPI: rank " + std::to_string(src) + " pushed for worker " + std::to_string(w));
-        // Received without waiting: a rank that dies halfway through a push
-        // must not stall the others'.
+        // Its array is received without waiting (a rank that dies halfway
+        // through a push must not stall the others'), into a slot as soon as
+        // one is free (until then MPI holds it).
         auto in = std::make_unique<Incoming>();
         in->source = src;
         in->header = h;
-        in->slot = ps_.acquire_slot();
-        float* into = in->slot.data();
-        if (!in->slot) {  // stopping: received and dropped, as a queued push is
-          in->scratch.resize(n);
-          into = in->scratch.data();
-        }
-        check(MPI_Irecv(into, int(n * sizeof(float)), MPI_BYTE, src, kPushData + w, MPI_COMM_WORLD, &in->request),
-              "push");
         incoming_.push_back(std::move(in));
+        post_receives();
         return;
       }
       case kFailed: {
@@ -320,6 +314,27 @@ class MpiPsTransport : public Transport {
     }
   }
 
+  // Posts the receives of pushes whose headers have come, in order, while
+  // slots are free (once the slots are closed: into scratch, to drop).
+  void post_receives() {
+    const size_t n = ps_.size();
+    for (auto& in : incoming_) {
+      if (in->posted) continue;
+      bool closed = false;
+      in->slot = ps_.try_acquire_slot(&closed);
+      float* into = in->slot.data();
+      if (!in->slot) {
+        if (!closed) return;  // none free: the PS frees one when it applies
+        in->scratch.resize(n);
+        into = in->scratch.data();
+      }
+      check(MPI_Irecv(into, int(n * sizeof(float)), MPI_BYTE, in->source, kPushData + in->header.worker,
+                      MPI_COMM_WORLD, &in->request),
+            "push");
+      in->posted = true;
+    }
+  }
+
   // Pushes received in full go to the queue, in the order they arrived (one
   // that never completes, from a rank that died, holds up no other).
   void complete_receives() {
@@ -327,7 +342,8 @@ class MpiPsTransport : public Transport {
     for (size_t i = 0; i < incoming_.size();) {
       const int w = incoming_[i]->header.worker;
       int done = 0;
-      if (!waiting[size_t(w)]) check(MPI_Test(&incoming_[i]->request, &done, MPI_STATUS_IGNORE), "push");
+      if (!waiting[size_t(w)] && incoming_[i]->posted)
+        check(MPI_Test(&incoming_[i]->request, &done, MPI_STATUS_IGNORE), "push");
       if (!done) {
         waiting[size_t(w)] = true;  // its later pushes wait: one worker's pushes go in order
         ++i;
@@ -446,6 +462,7 @@ class MpiPsTransport : public Transport {
     PushHeader header{};
     SlotLease slot;
     std::vector<float> scratch;
+    bool posted = false;
     MPI_Request request = MPI_REQUEST_NULL;
   };
   std::vector<std::unique_ptr<Incoming>> incoming_;

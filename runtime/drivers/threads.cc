@@ -1,6 +1,7 @@
 // The threads driver: one host thread per worker, the update loop on this
 // thread, wall time. Workers and the loop talk only through the transport.
 #include <algorithm>
+#include <cstdio>
 #include <string>
 #include <thread>
 
@@ -48,7 +49,11 @@ void worker_loop(int w, GradientWorker& gw, Sampler& sampler, const WorkerLink& 
       f.push.worker = w;
       f.failed = true;
       f.what = e.what();
-      net.send(std::move(f));
+      try {
+        net.send(std::move(f));
+      } catch (const std::exception& e2) {  // the transport itself is gone (MPI)
+        std::fprintf(stderr, "trainer: worker %d failed (%s) and could not tell the PS: %s\n", w, e.what(), e2.what());
+      }
       return;
     }
     // k-batch variants go on at once; the others wait for the PS.

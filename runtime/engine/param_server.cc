@@ -130,6 +130,15 @@ SlotLease ParamServer::acquire_slot() {
   return SlotLease(this, slots_[size_t(i)].data(), i);
 }
 
+SlotLease ParamServer::try_acquire_slot(bool* closed) {
+  std::lock_guard<std::mutex> lk(slot_mu_);
+  *closed = slots_closed_;
+  if (slots_closed_ || free_slots_.empty()) return SlotLease();
+  const int i = free_slots_.back();
+  free_slots_.pop_back();
+  return SlotLease(this, slots_[size_t(i)].data(), i);
+}
+
 void ParamServer::release_slot(int index) {
   {
     std::lock_guard<std::mutex> lk(slot_mu_);

@@ -91,6 +91,8 @@ class ParamServer {
   // Blocks while none is free; an empty lease once the slots are closed (a
   // stopping run: nobody may wait for a slot that queued messages hold).
   SlotLease acquire_slot();
+  // Without waiting: an empty lease when none is free (*closed: the slots are closed).
+  SlotLease try_acquire_slot(bool* closed);
   void close_slots();
   void open_slots();
   int free_slots() const;

@@ -73,6 +73,30 @@ TEST(ParamServer, SlotsAreHandedOutOnceAndComeBack) {
   EXPECT_EQ(ps->free_slots(), 2);
 }
 
+// The MPI transport's receiving thread never waits for a slot.
+TEST(ParamServer, TryAcquireNeverWaitsAndSaysWhenTheSlotsAreClosed) {
+  auto ps = make_ps(3, 2);
+  bool closed = true;
+  SlotLease a = ps->try_acquire_slot(&closed);
+  EXPECT_TRUE(a);
+  EXPECT_FALSE(closed);
+  SlotLease b = ps->try_acquire_slot(&closed);
+  EXPECT_TRUE(b);
+  EXPECT_NE(a.data(), b.data());
+  EXPECT_FALSE(ps->try_acquire_slot(&closed));  // none free: empty at once
+  EXPECT_FALSE(closed);
+  a.release();
+  SlotLease c = ps->try_acquire_slot(&closed);
+  EXPECT_TRUE(c);
+  c.release();
+  ps->close_slots();
+  EXPECT_FALSE(ps->try_acquire_slot(&closed));
+  EXPECT_TRUE(closed);
+  ps->open_slots();
+  EXPECT_TRUE(ps->try_acquire_slot(&closed));
+  EXPECT_FALSE(closed);
+}
+
 // A stopping run closes the slots: whoever waits for one gets an empty lease
 // at once, instead of waiting for slots that queued messages hold.
 TEST(ParamServer, ClosingTheSlotsWakesEveryWaiter) {
