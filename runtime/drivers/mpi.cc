@@ -137,7 +137,8 @@ class MpiPsTransport : public Transport {
   MpiPsTransport(MpiWorld& world, UpdateLoop& loop, int P, std::vector<std::atomic<uint64_t>>* positions,
                  std::function<double()> clock)
       : world_(world), loop_(loop), ps_(loop.ps()), P_(P), positions_(positions), clock_(std::move(clock)),
-        held_(size_t(P)), dead_(size_t(P), false), rank_version_(size_t(world.size()), -1) {}
+        held_(size_t(P)), dead_(size_t(P), false), rank_version_(size_t(world.size()), -1),
+        confirmed_(size_t(world.size()), false) {}
   ~MpiPsTransport() override {
     quit_ = true;
     if (comm_.joinable()) comm_.join();
@@ -182,8 +183,14 @@ class MpiPsTransport : public Transport {
     const bool all = cv_.wait_for(lk, std::chrono::duration<double>(limit),
                                   [&] { return done_ == world_.worker_ranks() || error_; });
     if (!all && !error_) {
-      std::fprintf(stderr, "warning: --transport mpi: %d of %d worker rank(s) did not confirm the stop within %g s\n",
-                   world_.worker_ranks() - done_, world_.worker_ranks(), limit);
+      std::string silent;
+      for (int r = 1; r < world_.size(); ++r)
+        if (!confirmed_[size_t(r)]) {
+          const auto [first, last] = world_.workers_of(r, P_);
+          silent += " " + std::to_string(r) + " (workers " + std::to_string(first) + "-" + std::to_string(last - 1) + ")";
+        }
+      std::fprintf(stderr, "warning: --transport mpi: worker rank(s)%s did not confirm the stop within %g s\n",
+                   silent.c_str(), limit);
       world_.unclean = true;
     }
     lk.unlock();
@@ -303,6 +310,7 @@ class MpiPsTransport : public Transport {
         send_small(WordMsg{0, -1}, src, kFin);
         std::lock_guard<std::mutex> lk(mu_);
         ++done_;
+        confirmed_[size_t(src)] = true;
         cv_.notify_all();
         return;
       }
@@ -478,6 +486,7 @@ class MpiPsTransport : public Transport {
   std::condition_variable cv_;
   std::deque<Message> q_;
   int done_ = 0;
+  std::vector<bool> confirmed_;  // by rank: its `done` came
   std::exception_ptr error_;
 };
 

@@ -191,6 +191,8 @@ TEST_F(Mpi, AKilledWorkerRankEndsTheJobWithACheckpointToResumeFrom) {
   ASSERT_NE(r.code, 124) << "hung\n" << r.out;
   EXPECT_NE(r.code, 0) << r.out;  // the job was aborted
   EXPECT_NE(r.out.find("stopped by SIGTERM"), std::string::npos) << r.out;
+  // Rank 0 names the rank that never confirmed the stop, and its workers.
+  EXPECT_NE(r.out.find("worker rank(s) 2 (workers 2-3) did not confirm the stop"), std::string::npos) << r.out;
   const std::string last = field(r.out, "checkpoint: (\\S+)");
   ASSERT_FALSE(last.empty()) << r.out;
   EXPECT_TRUE(fs::exists(last)) << last;
