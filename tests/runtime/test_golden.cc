@@ -68,8 +68,11 @@ TrainConfig base() {
 // ADASYNC_CPU_PATH=avx512, avx2 and scalar. These runs train the mlp: the
 // AVX paths give the same bits (their GEMM tiles sum in the same order), the
 // scalar path's OpenBLAS GEMM others.
-// The build: -march=native there (ADASYNC_NATIVE=ON, the default).
-const std::vector<std::string> kFingerprints = {"avx512/avx512f+fma/Haswell", "avx2/avx512f+fma/Haswell"};
+// The build: -march=native there (ADASYNC_NATIVE=ON, the default). On the
+// project's AVX2-only EPYC machines (family 25, no AVX-512: an AVX2 build,
+// OpenBLAS's Zen kernel) all 22 runs give the same bits as the AVX paths above.
+const std::vector<std::string> kFingerprints = {"avx512/avx512f+fma/Haswell", "avx2/avx512f+fma/Haswell",
+                                                "avx2/avx2+fma/Zen"};
 const std::vector<std::string> kFingerprintsBlas = {"scalar/avx512f+fma/Haswell"};
 
 const std::vector<Golden>& table() {
