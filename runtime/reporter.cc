@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "runtime/drivers/worker.h"
+#include "runtime/engine/policy.h"
 #include "runtime/trace.h"
 
 namespace adasync {
@@ -17,7 +18,6 @@ std::string fmt(const char* f, double v) {
   std::snprintf(b, sizeof b, f, v);
   return b;
 }
-double num(const nlohmann::json& x) { return x.is_null() ? NAN : x.get<double>(); }  // NaN is written as null
 }  // namespace
 
 Reporter::Reporter(const TrainConfig& cfg, const WallTimer* wall) : cfg_(cfg), wall_(wall) {
@@ -275,7 +275,7 @@ void Reporter::restore(const nlohmann::json& t) {
   first_update_samples_ = t.at("first_update_samples");
   k_changes_.clear();
   for (const auto& kc : t.at("k_changes"))
-    k_changes_.push_back(KChange{kc[0], kc[1], kc[2], num(kc[3]), num(kc[4]), kc[5], kc[6].get<std::string>()});
+    k_changes_.push_back(KChange{kc[0], kc[1], kc[2], json_number(kc[3]), json_number(kc[4]), kc[5], kc[6].get<std::string>()});
 }
 
 }  // namespace adasync

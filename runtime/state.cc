@@ -9,22 +9,6 @@
 
 namespace adasync {
 
-void to_json(nlohmann::json& j, const OptimizerConfig& o) {
-  j = nlohmann::json{{"name", o.name},   {"momentum", o.momentum}, {"nesterov", o.nesterov},
-                     {"beta1", o.beta1}, {"beta2", o.beta2},       {"eps", o.eps},
-                     {"bias_correction", o.bias_correction}, {"weight_decay", o.weight_decay}};
-}
-void from_json(const nlohmann::json& j, OptimizerConfig& o) {
-  j.at("name").get_to(o.name);
-  j.at("momentum").get_to(o.momentum);
-  j.at("nesterov").get_to(o.nesterov);
-  j.at("beta1").get_to(o.beta1);
-  j.at("beta2").get_to(o.beta2);
-  j.at("eps").get_to(o.eps);
-  j.at("bias_correction").get_to(o.bias_correction);
-  j.at("weight_decay").get_to(o.weight_decay);
-}
-
 namespace {
 struct SettingsRest {  // RunSettings beyond the identity
   std::string slowdown;

@@ -72,8 +72,8 @@ struct TrainState {
   std::vector<int64_t> sketch_versions;
 };
 
-void to_json(nlohmann::json& j, const OptimizerConfig& o);
-void from_json(const nlohmann::json& j, OptimizerConfig& o);
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(OptimizerConfig, name, momentum, nesterov, beta1, beta2, eps, bias_correction,
+                                   weight_decay)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(RunIdentity, model, dataset, data_dir, seed, batch, workers, shard, variant, k,
                                    clock, straggler, lr, optimizer, devices)
 // Flat: the identity's keys and the rest side by side (exported models read them).

@@ -7,11 +7,6 @@
 
 namespace adasync {
 
-namespace {
-// JSON writes NaN (a value not known yet) as null.
-double num(const nlohmann::json& x) { return x.is_null() ? NAN : x.get<double>(); }
-}  // namespace
-
 Policy::Policy(const PolicyConfig& c, size_t n_params, uint64_t seed, const Snapshot& initial) : cfg_(c) {
   schedule_ = make_schedule(c.schedule);
   lr_rule_ = std::make_unique<LrRule>(c.lr, n_params, seed);
@@ -106,7 +101,7 @@ nlohmann::json Policy::state() const {
 
 void Policy::restore(const nlohmann::json& j) {
   std::vector<double> st;
-  for (const auto& x : j.at("schedule")) st.push_back(num(x));
+  for (const auto& x : j.at("schedule")) st.push_back(json_number(x));
   schedule_->set_state(st);
   start_loss_sum_ = j.at("start_loss_sum");
   start_loss_n_ = j.at("start_loss_n");

@@ -7,6 +7,8 @@
 // the thread that applies updates.
 #pragma once
 
+#include <cmath>
+
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -21,6 +23,9 @@
 #include "runtime/engine/schedule.h"
 
 namespace adasync {
+
+// JSON writes NaN as null (saved states: losses not yet known); this reads it back.
+inline double json_number(const nlohmann::json& x) { return x.is_null() ? NAN : x.get<double>(); }
 
 struct PolicyConfig {
   ScheduleConfig schedule;
