@@ -363,6 +363,11 @@ int trainer_main(int argc, char** argv) {
         for (int w : s.failed_workers) std::printf(" %d", w);
         std::printf("\n");
       }
+      if (!s.lost_ranks.empty()) {
+        std::printf("lost worker ranks:");
+        for (int r : s.lost_ranks) std::printf(" %d", r);
+        std::printf("\n");
+      }
       if (s.watchdog_alarms > 0) std::printf("watchdog alarms: %lld\n", static_cast<long long>(s.watchdog_alarms));
       if (!s.last_checkpoint.empty()) std::printf("checkpoint: %s\n", s.last_checkpoint.c_str());
       if (!s.saved_model.empty()) std::printf("model: %s\n", s.saved_model.c_str());

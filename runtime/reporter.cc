@@ -113,6 +113,18 @@ void Reporter::on_worker_failed(int w, const std::string& what, int left, double
                left > 0 ? ("continuing with " + std::to_string(left) + " worker(s)").c_str() : "no worker left, stopping");
 }
 
+void Reporter::on_rank_lost(int rank, int first, int last, const std::string& what, double now) {
+  std::lock_guard<std::mutex> lk(mu_);
+  lost_ranks_.push_back(rank);
+  std::vector<int> workers;
+  for (int w = first; w <= last; ++w) workers.push_back(w);
+  if (metrics_)
+    metrics_->write(nlohmann::json{
+        {"event", "rank_lost"}, {"time", now}, {"rank", rank}, {"workers", workers}, {"error", what}});
+  std::fprintf(stderr, "%strainer: worker rank %d (workers %d-%d) lost: %s\n", tty_ ? "\n" : "", rank, first, last,
+               what.c_str());
+}
+
 void Reporter::count_steps(int64_t updates, int64_t counted, int k, double now, bool first_at_now) {
   std::lock_guard<std::mutex> lk(mu_);
   stats_.updates = updates;
@@ -231,6 +243,11 @@ std::vector<KChange> Reporter::k_changes() {
   std::lock_guard<std::mutex> lk(mu_);
   return k_changes_;
 }
+std::vector<int> Reporter::lost_ranks() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return lost_ranks_;
+}
+
 std::vector<int> Reporter::failed_workers() {
   std::lock_guard<std::mutex> lk(mu_);
   return failed_workers_;

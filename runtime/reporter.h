@@ -34,6 +34,7 @@ class Reporter : public UpdateObserver {
   void on_push(const PushEvent& e) override;
   void on_update(const UpdateEvent& e) override;
   void on_worker_failed(int w, const std::string& what, int left, double now) override;
+  void on_rank_lost(int rank, int first, int last, const std::string& what, double now) override;
 
   // Modes without a parameter server (device sync, swarm) count their own steps.
   void count_steps(int64_t updates, int64_t counted, int k, double now, bool first_at_now);
@@ -54,6 +55,7 @@ class Reporter : public UpdateObserver {
 
   std::vector<KChange> k_changes();
   std::vector<int> failed_workers();
+  std::vector<int> lost_ranks();
   int64_t watchdog_alarms();
   double first_update_time();
   int64_t first_update_samples();
@@ -85,6 +87,7 @@ class Reporter : public UpdateObserver {
   int64_t first_update_samples_ = 0;
   std::vector<KChange> k_changes_;
   std::vector<int> failed_workers_;
+  std::vector<int> lost_ranks_;
   int64_t watchdog_alarms_ = 0;
 };
 

@@ -264,6 +264,7 @@ RunSummary Trainer::finish(double end) {
   sum.interrupted = stop_signal() != 0;
   sum.last_checkpoint = r.supervisor->last_checkpoint();
   sum.failed_workers = r.reporter->failed_workers();
+  sum.lost_ranks = r.reporter->lost_ranks();
   sum.watchdog_alarms = r.reporter->watchdog_alarms();
   AggregatorStats stats = r.agg->stats();
   stats.cancelled = r.loop->cancelled_count();
@@ -318,6 +319,8 @@ RunSummary Trainer::finish(double end) {
       {"dropped", sum.stats.dropped()},
       {"cancelled", sum.stats.cancelled},
       {"stop_reason", sum.stop_reason},
+      {"failed_workers", sum.failed_workers},
+      {"lost_ranks", sum.lost_ranks},
       {"checksum", checksum_hex(sum.checksum)}});
   r.reporter->commit(sum.updates);
   return sum;

@@ -35,6 +35,7 @@ struct RunSummary {
   std::string last_checkpoint;
   std::string saved_model;    // --save-model's file, once written
   std::vector<int> failed_workers;
+  std::vector<int> lost_ranks;  // --transport mpi: worker ranks that never confirmed the stop
   int64_t watchdog_alarms = 0;
   // SwarmSGD
   int64_t bytes_sent = 0, bytes_per_worker_max = 0, out_of_range = 0, interactions = 0;

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -174,6 +175,9 @@ class MpiPsTransport : public Transport {
     order({kWordStop, -1});
   }
   // Waits for every worker rank's `done` (pushes meanwhile are dropped).
+  // Worker ranks that did not confirm the stop (after drain), and the wait.
+  const std::vector<int>& lost() const { return lost_; }
+  double drain_limit() const { return drain_limit_; }
   std::deque<Message> drain() override {
     // Live ranks answer within milliseconds. After a signal the job may be
     // going down (mpirun kills every rank once one dies, and SIGKILLs them 1 s
@@ -183,14 +187,10 @@ class MpiPsTransport : public Transport {
     const bool all = cv_.wait_for(lk, std::chrono::duration<double>(limit),
                                   [&] { return done_ == world_.worker_ranks() || error_; });
     if (!all && !error_) {
-      std::string silent;
+      // The caller reports them (the progress line, the metrics, the summary).
       for (int r = 1; r < world_.size(); ++r)
-        if (!confirmed_[size_t(r)]) {
-          const auto [first, last] = world_.workers_of(r, P_);
-          silent += " " + std::to_string(r) + " (workers " + std::to_string(first) + "-" + std::to_string(last - 1) + ")";
-        }
-      std::fprintf(stderr, "warning: --transport mpi: worker rank(s)%s did not confirm the stop within %g s\n",
-                   silent.c_str(), limit);
+        if (!confirmed_[size_t(r)]) lost_.push_back(r);
+      drain_limit_ = limit;
       world_.unclean = true;
     }
     lk.unlock();
@@ -487,6 +487,8 @@ class MpiPsTransport : public Transport {
   std::deque<Message> q_;
   int done_ = 0;
   std::vector<bool> confirmed_;  // by rank: its `done` came
+  std::vector<int> lost_;        // by drain: ranks whose `done` never came
+  double drain_limit_ = 0;
   std::exception_ptr error_;
 };
 
@@ -640,6 +642,12 @@ double run_mpi_ps(DriverSetup& s, MpiWorld& world, const std::vector<uint64_t>& 
   ps.close_slots();  // a push arriving now is received and dropped
   net.drain();
   ps.open_slots();
+  std::ostringstream why;
+  why << "it did not confirm the stop within " << net.drain_limit() << " s (dead, or not answering)";
+  for (int r : net.lost()) {
+    const auto [first, last] = world.workers_of(r, P);
+    loop.rank_lost(r, first, last - 1, why.str(), now);
+  }
   return now;
 }
 

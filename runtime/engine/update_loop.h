@@ -51,6 +51,9 @@ class UpdateObserver {
   virtual void on_update(const UpdateEvent&) {}
   // Worker w failed; `left` workers remain.
   virtual void on_worker_failed(int w, const std::string& what, int left, double now) {}
+  // A process holding workers [first, last] was lost (--transport mpi: it
+  // never confirmed the stop); the run is already stopping.
+  virtual void on_rank_lost(int rank, int first, int last, const std::string& what, double now) {}
 };
 
 // What the driver does after a push or a failure.
@@ -68,6 +71,10 @@ class UpdateLoop {
 
   Decision submit(Push p, double now);
   Decision worker_failed(int w, const std::string& what, double now);
+  // Reports a lost worker process to the observers; changes nothing.
+  void rank_lost(int rank, int first, int last, const std::string& what, double now) {
+    for (UpdateObserver* o : observers_) o->on_rank_lost(rank, first, last, what, now);
+  }
   // n computations were abandoned on a cancel.
   void cancelled(int n) { cancelled_.fetch_add(n, std::memory_order_relaxed); }
   int64_t cancelled_count() const { return cancelled_.load(std::memory_order_relaxed); }

@@ -177,10 +177,11 @@ TEST_F(Mpi, SigtermToTheJobStopsWithACheckpoint) {
 TEST_F(Mpi, AKilledWorkerRankEndsTheJobWithACheckpointToResumeFrom) {
   const std::string ck = path("ck");
   const std::string flags = "--workers 4 --variant async --checkpoint-dir " + ck;
+  const std::string lost_metrics = path("lost.jsonl");
   // Rank 0 gets 10 s between mpirun's SIGTERM and its SIGKILL (the default is 1 s).
   const std::string cmd = "mpirun --mca odls_base_sigkill_timeout 10 --oversubscribe -np 3 " + trainer() +
                           " --transport mpi --dataset gaussian --model mlp --threads 1 --devices cpu --progress plain "
-                          "--eval-every 0 --time-budget 120s --checkpoint-every 50 " + flags;
+                          "--eval-every 0 --time-budget 120s --checkpoint-every 50 --metrics " + lost_metrics + " " + flags;
   const std::string kill_rank2 =
       "for p in $(pgrep -f -- \"" + ck + "\"); do tr \"\\0\" \"\\n\" </proc/$p/environ 2>/dev/null | "
       "grep -qx OMPI_COMM_WORLD_RANK=2 && kill -9 $p; done";
@@ -191,8 +192,22 @@ TEST_F(Mpi, AKilledWorkerRankEndsTheJobWithACheckpointToResumeFrom) {
   ASSERT_NE(r.code, 124) << "hung\n" << r.out;
   EXPECT_NE(r.code, 0) << r.out;  // the job was aborted
   EXPECT_NE(r.out.find("stopped by SIGTERM"), std::string::npos) << r.out;
-  // Rank 0 names the rank that never confirmed the stop, and its workers.
-  EXPECT_NE(r.out.find("worker rank(s) 2 (workers 2-3) did not confirm the stop"), std::string::npos) << r.out;
+  // Rank 0 names the rank that never confirmed the stop, and its workers, on
+  // the progress output, in the metrics and in the summary.
+  EXPECT_NE(r.out.find("worker rank 2 (workers 2-3) lost: it did not confirm the stop"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("lost worker ranks: 2"), std::string::npos) << r.out;
+  bool event = false;
+  std::ifstream in(lost_metrics);
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.value("event", "") == "rank_lost") {
+      event = true;
+      EXPECT_EQ(j["rank"].get<int>(), 2) << line;
+      EXPECT_EQ(j["workers"], nlohmann::json({2, 3})) << line;
+    }
+  }
+  EXPECT_TRUE(event) << "no rank_lost event in " << lost_metrics;
+  EXPECT_EQ(summary_of(lost_metrics)["lost_ranks"], nlohmann::json({2}));
   const std::string last = field(r.out, "checkpoint: (\\S+)");
   ASSERT_FALSE(last.empty()) << r.out;
   EXPECT_TRUE(fs::exists(last)) << last;
