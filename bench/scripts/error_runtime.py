@@ -97,9 +97,21 @@ def regime_run(a, spec, variant, tag, flags, seed):
             "--clock", "virtual", "--straggler", spec["straggler"], "--time-budget", f"{budget:g}",
             "--eval-every", f"{budget / spec['evals']:g}s", "--eval-samples", "0", "--threads", "1",
             "--progress", "none", "--devices", a.devices, "--metrics", path + ".part"] + flags
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    rc = subprocess.run(args, stdout=subprocess.DEVNULL).returncode
+    # A run that diverged stops on --nonfinite-limit with exit code 1: its
+    # curve ends there (median_curve counts the rest as an infinite loss).
+    if rc != 0 and not (rc == 1 and stop_reason(path + ".part") == "non-finite limit"):
+        raise subprocess.CalledProcessError(rc, args)
     os.replace(path + ".part", path)
     return path
+
+
+def stop_reason(path):
+    try:
+        last = open(path).read().splitlines()[-1]
+        return json.loads(last).get("stop_reason", "")
+    except (OSError, IndexError, ValueError):
+        return ""
 
 
 def loss_curve(path):
