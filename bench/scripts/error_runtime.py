@@ -127,10 +127,11 @@ def loss_curve(path):
     return pts, ks
 
 
-def median_curve(runs):
+def median_curve(runs, longest=None):
     # A run that diverged stops early: its missing evaluations count as an
-    # infinite loss and zero accuracy.
-    longest = max(runs, key=lambda r: len(r[0]))[0]
+    # infinite loss and zero accuracy. `longest`: the evaluation times to
+    # report at (default: those of the longest run).
+    longest = longest or max(runs, key=lambda r: len(r[0]))[0]
     inf = (0, float("inf"), 0.0)
     return [(longest[i][0], statistics.median((p[i] if i < len(p) else inf)[1] for p, _ in runs),
              statistics.median((p[i] if i < len(p) else inf)[2] for p, _ in runs)) for i in range(len(longest))]
@@ -182,15 +183,19 @@ def run_regime(a, spec, rules, log):
         f"K0 = {spec.get('k0', 1)}, virtual clock, "
         f"median of seeds {seeds[0]}-{seeds[-1]}")
     for variant in spec["variants"]:
-        fixed = {f"K={k}": median_curve([loss_curve(paths[(variant, f'K{k}', s)]) for s in seeds]) for k in spec["ks"]}
+        # Every curve on the grid of the longest run of this variant: where
+        # every seed of a K diverged, that K's curve is infinite throughout.
+        runs_of = {t: [loss_curve(paths[(variant, t, s)]) for s in seeds] for t in [f"K{k}" for k in spec["ks"]] + rules}
+        grid = max((r[0] for runs in runs_of.values() for r in runs), key=len)
+        fixed = {f"K={k}": median_curve(runs_of[f"K{k}"], grid) for k in spec["ks"]}
         n = min(len(c) for c in fixed.values())
         log(f"\n{variant}: median test loss")
         cols = list(fixed) + rules
         curves = dict(fixed)
         kpaths = {}
         for r in rules:
-            runs = [loss_curve(paths[(variant, r, s)]) for s in seeds]
-            curves[r] = median_curve(runs)
+            runs = runs_of[r]
+            curves[r] = median_curve(runs, grid)
             kpaths[r] = runs
         env = [min(c[i][1] for c in fixed.values()) for i in range(n)]
         log(f"{'time':>8s}" + "".join(f"{c:>11s}" for c in cols) + f"{'envelope':>10s}")
