@@ -174,10 +174,10 @@ class MpiPsTransport : public Transport {
     world_.workers_stopped = true;
     order({kWordStop, -1});
   }
-  // Waits for every worker rank's `done` (pushes meanwhile are dropped).
   // Worker ranks that did not confirm the stop (after drain), and the wait.
   const std::vector<int>& lost() const { return lost_; }
   double drain_limit() const { return drain_limit_; }
+  // Waits for every worker rank's `done` (pushes meanwhile are dropped).
   std::deque<Message> drain() override {
     // Live ranks answer within milliseconds. After a signal the job may be
     // going down (mpirun kills every rank once one dies, and SIGKILLs them 1 s
