@@ -28,6 +28,10 @@ enum Tag : int { kPush = 1, kFailed, kPull, kDraw, kCancelled, kDone, kStart = 2
 // a contiguous message, which MPI moves fastest (one copy where the ranks
 // share memory with cross-memory attach).
 constexpr int kPushData = 1000;
+// Arrays (push and snapshot data) travel on their own communicator, so that
+// the any-tag probes of the control loops never take one whose receive is
+// not posted yet (a push whose header came while every slot was busy).
+MPI_Comm g_data = MPI_COMM_NULL;
 enum WordKind : int32_t { kWordPull = 1, kWordContinue, kWordCancel, kWordStop };
 
 struct PushHeader {
@@ -125,10 +129,36 @@ bool wait_message(int source, MPI_Message* msg, MPI_Status* st) {
   return wait_message(source, msg, st, [] { return false; });
 }
 
-// Receives a message and throws it away; returns its tag.
+// Receives a message and throws it away; returns its tag. A push or a
+// snapshot header takes its array with it (it follows on g_data; given up
+// after 10 s, when the sender is gone).
 int drop(MPI_Message* msg, const MPI_Status& st) {
   std::vector<char> junk(size_t(std::max(0, message_bytes(st))));
   check(MPI_Mrecv(junk.data(), int(junk.size()), MPI_BYTE, msg, MPI_STATUS_IGNORE), "drop");
+  int data_tag = -1;
+  if (st.MPI_TAG == kPush && junk.size() == sizeof(PushHeader)) {
+    PushHeader h;
+    std::memcpy(&h, junk.data(), sizeof h);
+    data_tag = kPushData + h.worker;
+  } else if (st.MPI_TAG == kSnapshot && junk.size() == sizeof(SnapHeader)) {
+    SnapHeader h;
+    std::memcpy(&h, junk.data(), sizeof h);
+    if (h.with_data & 1) data_tag = kSnapshotData;
+  }
+  if (data_tag >= 0) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    int flag = 0;
+    MPI_Message dm;
+    MPI_Status ds;
+    while (!flag && std::chrono::steady_clock::now() < deadline) {
+      check(MPI_Improbe(st.MPI_SOURCE, data_tag, g_data, &flag, &dm, &ds), "drop");
+      if (!flag) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    if (flag) {
+      junk.resize(size_t(std::max(0, message_bytes(ds))));
+      check(MPI_Mrecv(junk.data(), int(junk.size()), MPI_BYTE, &dm, MPI_STATUS_IGNORE), "drop");
+    }
+  }
   return st.MPI_TAG;
 }
 
@@ -337,7 +367,7 @@ class MpiPsTransport : public Transport {
         into = in->scratch.data();
       }
       check(MPI_Irecv(into, int(n * sizeof(float)), MPI_BYTE, in->source, kPushData + in->header.worker,
-                      MPI_COMM_WORLD, &in->request),
+                      g_data, &in->request),
             "push");
       in->posted = true;
     }
@@ -419,7 +449,7 @@ class MpiPsTransport : public Transport {
           "snapshot");
     if (with_data) {
       out->keep = s;
-      check(MPI_Isend(s->data, int(s->size * sizeof(float)), MPI_BYTE, dest, kSnapshotData, MPI_COMM_WORLD,
+      check(MPI_Isend(s->data, int(s->size * sizeof(float)), MPI_BYTE, dest, kSnapshotData, g_data,
                       &out->requests[1]),
             "snapshot");
       rank_version_[size_t(dest)] = s->version;
@@ -508,7 +538,7 @@ class MpiWorkerTransport : public InProcessTransport {
     const PushHeader h{m.push.worker, m.push.finite ? 1 : 0, m.push.tau, m.push.batch, m.push.loss, 0};
     send_small(h, 0, kPush);
     check(MPI_Send(m.push.slot.data(), int(m.push.params->size * sizeof(float)), MPI_BYTE, 0, kPushData + h.worker,
-                   MPI_COMM_WORLD),
+                   g_data),
           "push");
   }  // the slot goes back here
 };
@@ -536,6 +566,7 @@ MpiWorld::MpiWorld() {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  MPI_Comm_dup(MPI_COMM_WORLD, &g_data);  // takes the error handler with it
   char name[MPI_MAX_PROCESSOR_NAME];
   int len = 0;
   MPI_Get_processor_name(name, &len);
@@ -552,6 +583,7 @@ MpiWorld::~MpiWorld() {
     std::fflush(nullptr);
     MPI_Abort(MPI_COMM_WORLD, exit_code);
   }
+  if (g_data != MPI_COMM_NULL) MPI_Comm_free(&g_data);
   MPI_Finalize();
 }
 
@@ -769,7 +801,7 @@ void serve_worker_group(WorkerGroup& g, MpiWorld& world) {
         if (h.with_data & 1) {
           // Its parameters follow at once, straight into a fresh buffer.
           latest = g.local->make_snapshot([&](float* buf) {
-            check(MPI_Recv(buf, int(g.params * sizeof(float)), MPI_BYTE, 0, kSnapshotData, MPI_COMM_WORLD,
+            check(MPI_Recv(buf, int(g.params * sizeof(float)), MPI_BYTE, 0, kSnapshotData, g_data,
                            MPI_STATUS_IGNORE),
                   "snapshot");
             return h.version;
