@@ -184,7 +184,8 @@ int trainer_main(int argc, char** argv) {
       ->capture_default_str()->group(g_eng);
   app.add_option("--transport", transport,
                  "local (worker threads of this process) or mpi (under mpirun: the parameter server on rank 0, the "
-                 "workers spread over the other ranks, each rank using its host's GPUs or CPU threads)")
+                 "workers spread over the other ranks, each rank using its host's GPUs or CPU threads; --variant swarm: "
+                 "the nodes on ranks 1.., rank 0 counting and evaluating)")
       ->capture_default_str()->group(g_eng);
   bool no_graphs = false;
   app.add_flag("--no-cuda-graphs", no_graphs, "CUDA: launch each step's kernels one by one instead of as a captured graph")

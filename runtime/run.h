@@ -83,6 +83,8 @@ std::unique_ptr<Dataset> training_sample(const Dataset& train, int images, uint6
 double run_ps_mode(Run& r);
 double run_device_sync_mode(Run& r);
 double run_swarm_mode(Run& r);
+struct SwarmConfig;
+SwarmConfig swarm_config(const TrainConfig& c);
 // Replay: the settings a trace's header fixes, then its updates re-applied
 // (returns the last version).
 struct Trace;

@@ -26,6 +26,9 @@ Trainer::Trainer(TrainConfig cfg, std::shared_ptr<const DataSplit> data) {
 Trainer::~Trainer() = default;
 
 std::string Trainer::device_description() const {
+  if (run_.mpi != nullptr && run_.cfg.swarm)
+    return "MPI: SwarmSGD nodes on " + std::to_string(run_.mpi->worker_ranks()) + " rank(s), rank 0 (" +
+           run_.mpi->host() + ") counting and evaluating";
   if (run_.mpi != nullptr)
     return "MPI: parameter server on rank 0 (" + run_.mpi->host() + "), workers on " +
            std::to_string(run_.mpi->worker_ranks()) + " rank(s)";

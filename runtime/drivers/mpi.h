@@ -17,6 +17,11 @@
 //                                contiguous message) when the rank does not
 //                                hold that version yet
 //                      word      pull now, continue, cancel, stop
+// SwarmSGD (--variant swarm) has no parameter server: every worker rank holds
+// its share of the nodes and exchanges with the others' directly (requests to
+// the partner's rank, served by its main thread; see mpi.cc); its nodes report
+// each local step to rank 0, which counts them, evaluates the average model it
+// gathers, and says when to stop.
 // Rank 0 keeps one thread receiving (in arrival order, from any rank), so no
 // rank waits on the parameter server while it applies; the update itself is
 // the same update loop as in one process. A worker rank's main thread
@@ -32,6 +37,10 @@
 #include "runtime/drivers/driver.h"
 
 namespace adasync {
+
+struct SwarmConfig;
+struct SwarmStats;
+class SwarmListener;
 
 class MpiWorld {
  public:
@@ -90,5 +99,40 @@ struct WorkerGroup {
 };
 // Waits for rank 0's start, computes until it says stop.
 void serve_worker_group(WorkerGroup& g, MpiWorld& world);
+
+// Rank 0 of a SwarmSGD job.
+class MpiSwarm {
+ public:
+  MpiSwarm(MpiWorld& world, int nodes, size_t params);
+  ~MpiSwarm();
+  // Sends every rank the starting model.
+  void start(const float* init);
+  // Counts the nodes' steps as they are reported until the listener says
+  // stop, then stops the nodes (their ranks keep answering until release()).
+  double run(SwarmListener& l);
+  // x_bar = mean_i x_i and the consensus distance, gathered from the ranks.
+  void average(float* out, double* consensus);
+  // The counters summed over the ranks, as of the last gather (or the stop).
+  SwarmStats stats();
+  // The ranks may end.
+  void release();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A worker rank's share of the SwarmSGD nodes: global ids first, first + 1, ...
+struct SwarmGroup {
+  const SwarmConfig* cfg = nullptr;
+  int first = 0, nodes = 0;
+  std::vector<GradientWorker*> workers;
+  std::vector<Sampler>* samplers = nullptr;  // one per local node
+  Straggler* straggler = nullptr;
+  size_t params = 0;
+};
+// Waits for rank 0's start, runs its nodes until rank 0 says stop, and serves
+// the other ranks' exchanges until rank 0 releases it.
+void serve_swarm_group(SwarmGroup& g, MpiWorld& world);
 
 }  // namespace adasync

@@ -1,5 +1,6 @@
 // Built without MPI: --transport mpi says so.
 #include "runtime/drivers/mpi.h"
+#include "runtime/modes/swarm.h"
 
 namespace adasync {
 
@@ -17,5 +18,14 @@ double run_mpi_ps(DriverSetup&, MpiWorld&, const std::vector<uint64_t>&) {
   throw UsageError("--transport mpi: this build has no MPI");
 }
 void serve_worker_group(WorkerGroup&, MpiWorld&) { throw UsageError("--transport mpi: this build has no MPI"); }
+struct MpiSwarm::Impl {};
+MpiSwarm::MpiSwarm(MpiWorld&, int, size_t) { throw UsageError("--transport mpi: this build has no MPI"); }
+MpiSwarm::~MpiSwarm() = default;
+void MpiSwarm::start(const float*) {}
+double MpiSwarm::run(SwarmListener&) { return 0; }
+void MpiSwarm::average(float*, double*) {}
+SwarmStats MpiSwarm::stats() { return {}; }
+void MpiSwarm::release() {}
+void serve_swarm_group(SwarmGroup&, MpiWorld&) { throw UsageError("--transport mpi: this build has no MPI"); }
 
 }  // namespace adasync

@@ -261,6 +261,46 @@ size_t SwarmCodec::decode(const unsigned char* msg, const float* b, size_t n, fl
   return bad;
 }
 
+size_t failed_values(const SwarmCodec& c, const unsigned char* failed, size_t n) {
+  size_t v = 0;
+  const size_t B = c.block();
+  for (size_t k = 0, off = 0; off < n && c.blocks(n) > 0; ++k, off += B)
+    if (failed[k]) v += std::min(B, n - off);
+  return v;
+}
+
+void pack_failed(const SwarmCodec& c, const float* x, const unsigned char* failed, size_t n, float* packed) {
+  const size_t B = c.block();
+  for (size_t k = 0, off = 0; off < n && c.blocks(n) > 0; ++k, off += B)
+    if (failed[k]) {
+      const size_t len = std::min(B, n - off);
+      std::memcpy(packed, x + off, len * sizeof(float));
+      packed += len;
+    }
+}
+
+void unpack_failed(const SwarmCodec& c, const float* packed, const unsigned char* failed, size_t n, float* out) {
+  const size_t B = c.block();
+  for (size_t k = 0, off = 0; off < n && c.blocks(n) > 0; ++k, off += B)
+    if (failed[k]) {
+      const size_t len = std::min(B, n - off);
+      std::memcpy(out + off, packed, len * sizeof(float));
+      packed += len;
+    }
+}
+
+void receiver_bounds(const SwarmCodec& c, const unsigned char* msg, const unsigned char* failed, const float* out,
+                     const float* b, size_t n, float* dist) {
+  const size_t B = c.block();
+  for (size_t k = 0, off = 0; off < n && c.blocks(n) > 0; ++k, off += B) {
+    const size_t len = std::min(B, n - off);
+    const double half = failed[k] ? 0 : double(c.step(msg, k)) / 2;  // a block sent again is exact
+    double d = 0;
+    for (size_t i = 0; i < len; ++i) d = std::max(d, std::fabs(double(out[off + i]) - double(b[off + i])));
+    dist[k] = float(d + half);
+  }
+}
+
 TransferCount transfer(const SwarmCodec& c, const float* x, const float* b, size_t n, const float* bound, float* out,
                        float* dist, TransferScratch* s) {
   TransferCount t;
@@ -275,29 +315,20 @@ TransferCount transfer(const SwarmCodec& c, const float* x, const float* b, size
   if (bad > 0) {
     t.receiver_bytes = int64_t(c.nack_bytes(n));
     t.fallback_blocks = int64_t(bad);
-    t.fallback_bytes = t.receiver_bytes;
+    const int64_t resent = int64_t(failed_values(c, s->failed.data(), n) * sizeof(float));
+    t.sender_bytes += resent;
+    t.fallback_bytes = t.receiver_bytes + resent;
   }
   const size_t B = c.block();
   for (size_t k = 0, off = 0; off < n && nb > 0; ++k, off += B) {
     const size_t len = std::min(B, n - off);
-    double half = 0;
-    if (s->failed[k]) {
+    if (s->failed[k])
       std::memcpy(out + off, x + off, len * sizeof(float));
-      t.sender_bytes += int64_t(len * sizeof(float));
-      t.fallback_bytes += int64_t(len * sizeof(float));
-    } else {
-      const double e = c.step(s->msg.data(), k);
-      t.out_of_range += int64_t(count_out_of_range(x + off, out + off, len, e));
-      half = e / 2;
-    }
-    if (dist) {
-      double d = 0;
-      for (size_t i = 0; i < len; ++i) d = std::max(d, std::fabs(double(out[off + i]) - double(b[off + i])));
-      dist[k] = float(d + half);
-    }
+    else
+      t.out_of_range += int64_t(count_out_of_range(x + off, out + off, len, c.step(s->msg.data(), k)));
   }
+  if (dist && nb > 0) receiver_bounds(c, s->msg.data(), s->failed.data(), out, b, n, dist);
   return t;
 }
-
 
 }  // namespace adasync

@@ -105,6 +105,18 @@ struct TransferScratch {
   std::vector<unsigned char> msg, failed;
 };
 
+// The protocol's pieces for a sender and a receiver in different processes
+// (SwarmSGD over MPI). failed: a flag per block, as SwarmCodec::decode sets.
+// How many coordinates the failed blocks hold (what is sent again).
+size_t failed_values(const SwarmCodec& c, const unsigned char* failed, size_t n);
+// The failed blocks of x, one after another (failed_values floats), and back.
+void pack_failed(const SwarmCodec& c, const float* x, const unsigned char* failed, size_t n, float* packed);
+void unpack_failed(const SwarmCodec& c, const float* packed, const unsigned char* failed, size_t n, float* out);
+// The receiver's bound on max |x - b| per block once out holds every block:
+// max |out - b| plus half the block's step (nothing for a block sent again).
+void receiver_bounds(const SwarmCodec& c, const unsigned char* msg, const unsigned char* failed, const float* out,
+                     const float* b, size_t n, float* dist);
+
 // One direction of an exchange, the whole protocol: encode x (bound as in
 // SwarmCodec::encode), decode at a receiver holding b into out, NACK and send
 // again the blocks that failed. dist (blocks(n) floats, may be null): the

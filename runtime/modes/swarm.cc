@@ -39,7 +39,8 @@ struct SwarmEngine::Node {
 };
 
 SwarmEngine::SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> workers, std::vector<Sampler>* samplers,
-                         Straggler* straggler, const float* init, size_t n, int nodes)
+                         Straggler* straggler, const float* init, size_t n, int nodes, int first, int last,
+                         SwarmPeers* peers)
     : cfg_(cfg),
       n_(n),
       graph_(GossipGraph::make(cfg.graph, nodes, cfg.degree, cfg.seed)),
@@ -49,11 +50,15 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> wo
       margin_(cfg.quant_margin > 0 ? cfg.quant_margin : (cfg.blocking ? 2 : 4)),
       workers_(std::move(workers)),
       samplers_(samplers),
-      straggler_(straggler) {
+      straggler_(straggler),
+      first_(first),
+      last_(last < 0 ? nodes : last),
+      peers_(peers) {
+  EXPECTS(0 <= first_ && first_ < last_ && last_ <= nodes, "local nodes [" << first_ << ", " << last_ << ") of " << nodes);
   if (!(cfg.local_steps >= 1)) throw UsageError("--local-steps: expected at least 1, found " + std::to_string(cfg.local_steps));
   if (!(margin_ >= 1)) throw UsageError("--quant-margin: expected at least 1, found " + std::to_string(margin_));
   stats_.bytes_sent.assign(size_t(nodes), 0);
-  for (int i = 0; i < nodes; ++i) {
+  for (int i = first_; i < last_; ++i) {
     auto nd = std::make_unique<Node>();
     for (Buffer<float>* b : {&nd->x, &nd->pub, &nd->grad, &nd->work, &nd->tmp_a, &nd->tmp_b}) {
       *b = Buffer<float>(MemKind::Pinned, n);
@@ -66,15 +71,15 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> wo
     nd->rng.reseed(cfg.seed, 0x5a12 + uint64_t(i));
     nodes_.push_back(std::move(nd));
   }
-  for (int i = 0; i < nodes; ++i) nodes_[size_t(i)]->steps_left = draw_steps(i);
+  for (int i = first_; i < last_; ++i) node(i).steps_left = draw_steps(i);
 }
 
-SwarmEngine::~SwarmEngine() = default;
+SwarmEngine::~SwarmEngine() { stop(); }  // node threads still running (an error) end first
 
 int SwarmEngine::draw_steps(int i) {
   if (!cfg_.geometric) return std::max(1, int(std::lround(cfg_.local_steps)));
   // Geometric on {1, 2, ...} with mean H: success probability 1/H.
-  Rng& r = nodes_[size_t(i)]->rng;
+  Rng& r = node(i).rng;
   const double p = 1.0 / cfg_.local_steps;
   int k = 1;
   while (r.uniform() >= p && k < 1000000) ++k;
@@ -113,15 +118,21 @@ void SwarmEngine::account(const TransferCount& t, int sender, int receiver) {
 // may be encoding the same partner's model at the same time.
 void SwarmEngine::interact(int i, double) {
   ADASYNC_RANGE("swarm/interact");
-  Node& a = *nodes_[size_t(i)];
+  Node& a = node(i);
   const auto& nb = graph_.neighbours(i);
   const int j = nb[a.rng.below(nb.size())];
-  Node& b = *nodes_[size_t(j)];
   const bool adaptive = codec_.adaptive();
+  if (j < first_ || j >= last_) {
+    interact_far(i, j);
+    std::lock_guard<std::mutex> lk(stats_mu_);
+    ++stats_.interactions;
+    return;
+  }
+  Node& b = node(j);
   if (cfg_.blocking) {
     // Both models change: lock in index order (as average() does).
-    std::unique_lock<std::mutex> l1(nodes_[size_t(std::min(i, j))]->mu, std::defer_lock);
-    std::unique_lock<std::mutex> l2(nodes_[size_t(std::max(i, j))]->mu, std::defer_lock);
+    std::unique_lock<std::mutex> l1(node(std::min(i, j)).mu, std::defer_lock);
+    std::unique_lock<std::mutex> l2(node(std::max(i, j)).mu, std::defer_lock);
     l1.lock();
     l2.lock();
     // i speaks first with its guess; j, having decoded x_i, knows a true
@@ -171,6 +182,65 @@ void SwarmEngine::interact(int i, double) {
   }
   std::lock_guard<std::mutex> lk(stats_mu_);
   ++stats_.interactions;
+}
+
+// With a node on another process. No lock is held while the messages travel
+// (the far side may be waiting for one of ours): blocking works on a copy and
+// applies the average as a difference, so that what the node's own thread
+// and other exchanges did meanwhile is kept.
+void SwarmEngine::interact_far(int i, int j) {
+  EXPECTS(peers_ != nullptr, "node " << j << " is not in this process and there are no peers");
+  Node& a = node(i);
+  const bool adaptive = codec_.adaptive();
+  TransferCount to_j, from_j;
+  if (cfg_.blocking) {
+    {
+      std::lock_guard<std::mutex> lk(a.mu);
+      std::memcpy(a.tmp_a.data(), a.x.data(), n_ * sizeof(float));
+      if (adaptive) estimate_bound(a, a.bound.data());
+    }
+    peers_->exchange(i, j, a.tmp_a.data(), a.bound.data(), a.tmp_b.data(), a.d_out.data(), &to_j, &from_j);
+    far_average(i, a.tmp_a.data(), a.tmp_b.data(), a.d_out.data());
+    account(to_j, i, j);
+    account(from_j, j, i);
+    return;
+  }
+  // Non-blocking: only this thread writes x_i, so it is read unlocked here.
+  peers_->fetch(i, j, a.x.data(), a.tmp_b.data(), a.d_in.data(), &from_j);
+  account(from_j, j, i);
+  std::lock_guard<std::mutex> lk(a.mu);
+  if (adaptive) a.dist = a.d_in;
+  float* x = a.x.data();
+  float* s = a.pub.data();
+  const float* q = a.tmp_b.data();
+  for (size_t k = 0; k < n_; ++k) {
+    x[k] = 0.5f * (s[k] + q[k]) + (x[k] - s[k]);
+    s[k] = x[k];
+  }
+}
+
+void SwarmEngine::far_state(int j, bool published, float* copy, float* bound) {
+  Node& b = node(j);
+  std::lock_guard<std::mutex> lk(b.mu);
+  std::memcpy(copy, (published ? b.pub : b.x).data(), n_ * sizeof(float));
+  if (published && bound != nullptr && codec_.adaptive()) estimate_bound(b, bound);
+}
+
+void SwarmEngine::far_average(int i, const float* s, const float* q, const float* d) {
+  Node& a = node(i);
+  std::lock_guard<std::mutex> lk(a.mu);
+  float* x = a.x.data();
+  for (size_t k = 0; k < n_; ++k) x[k] += 0.5f * (s[k] + q[k]) - s[k];
+  std::memcpy(a.pub.data(), x, n_ * sizeof(float));
+  if (codec_.adaptive()) std::copy(d, d + blocks_, a.dist.begin());
+}
+
+std::vector<float> SwarmEngine::copy_models() {
+  for (auto& nd : nodes_) nd->mu.lock();
+  std::vector<float> out(nodes_.size() * n_);
+  for (size_t i = 0; i < nodes_.size(); ++i) std::memcpy(out.data() + i * n_, nodes_[i]->x.data(), n_ * sizeof(float));
+  for (auto& nd : nodes_) nd->mu.unlock();
+  return out;
 }
 
 void SwarmEngine::set_model(int i, const float* x) {
@@ -362,22 +432,25 @@ void SwarmEngine::restore(const nlohmann::json& j, const Checkpoint& c) {
   stats_.bytes_sent = st.at("bytes_sent").get<std::vector<int64_t>>();
 }
 
-double SwarmEngine::run_real(SwarmListener& l) {
-  const int P = graph_.nodes();
-  EXPECTS(int(workers_.size()) == P, workers_.size() << " workers for " << P << " real-time swarm nodes");
-  std::atomic<bool> stop{false};
-  WallTimer clock;
-  auto node_main = [&](int i) {
+void SwarmEngine::start(SwarmListener& l) {
+  const int L = last_ - first_;
+  EXPECTS(int(workers_.size()) == L, workers_.size() << " workers for " << L << " real-time swarm nodes");
+  listener_ = &l;
+  stop_ = false;
+  alive_ = L;
+  clock_ = WallTimer();
+  auto node_main = [this](int i) {
     name_this_thread("swarm" + std::to_string(i));
-    Node& nd = *nodes_[size_t(i)];
-    GradientWorker& gw = *workers_[size_t(i)];
-    while (!stop) {
+    Node& nd = node(i);
+    GradientWorker& gw = *workers_[size_t(i - first_)];
+    Sampler& sampler = (*samplers_)[size_t(i - first_)];
+    while (!stop_) {
       {
         std::lock_guard<std::mutex> lk(nd.mu);  // a private copy: others may average x meanwhile
         std::memcpy(nd.work.data(), nd.x.data(), n_ * sizeof(float));
       }
-      (*samplers_)[size_t(i)].next(&nd.idx);
-      nd.position.store((*samplers_)[size_t(i)].position(), std::memory_order_relaxed);
+      sampler.next(&nd.idx);
+      nd.position.store(sampler.position(), std::memory_order_relaxed);
       gw.pull(view(nd.work.data(), n_));
       GradResult r;
       gw.compute(nd.idx, nd.grad.data(), straggler_->draw(i), nullptr, 0, &r);
@@ -389,23 +462,31 @@ double SwarmEngine::run_real(SwarmListener& l) {
         std::lock_guard<std::mutex> lk(stats_mu_);
         ++stats_.local_steps;
       }
-      if (!l.after_step(i, r.loss, clock.seconds())) stop = true;
+      if (!listener_->after_step(i, r.loss, clock_.seconds())) stop_ = true;
       if (--nd.steps_left <= 0) {
-        interact(i, clock.seconds());
+        interact(i, clock_.seconds());
         nd.steps_left = draw_steps(i);
       }
     }
+    --alive_;
   };
-  std::vector<std::thread> threads;
-  for (int i = 0; i < P; ++i) threads.emplace_back(node_main, i);
-  double now = 0;
-  while (!stop) {
+  for (int i = first_; i < last_; ++i) threads_.emplace_back(node_main, i);
+}
+
+void SwarmEngine::stop() {
+  stop_ = true;
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+double SwarmEngine::run_real(SwarmListener& l) {
+  start(l);
+  while (!stop_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    now = clock.seconds();
-    if (!l.on_time(now)) stop = true;
+    if (!l.on_time(clock_.seconds())) stop_ = true;
   }
-  for (auto& t : threads) t.join();
-  return clock.seconds();
+  stop();
+  return clock_.seconds();
 }
 
 }  // namespace adasync

@@ -21,17 +21,20 @@
 // the safe range (zero unless a 32-bit check collides).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "datasets/sampler.h"
 #include "runtime/checkpoint.h"
+#include "runtime/drivers/driver.h"
 #include "runtime/modes/gossip.h"
 #include "runtime/straggler.h"
 #include "runtime/drivers/worker.h"
@@ -62,6 +65,21 @@ struct SwarmStats {
   int64_t bytes_total() const;
 };
 
+// The far side of exchanges with nodes on other processes (SwarmSGD over
+// MPI): the whole protocol of transfer() in each direction, the bytes counted
+// as transfer() counts them (out_of_range stays 0: it needs both ends).
+class SwarmPeers {
+ public:
+  virtual ~SwarmPeers() = default;
+  // Blocking: node i (here) sends Q(s), s being x_i as it was when the
+  // exchange began, with its guess `bound` per block, to node j; receives
+  // Q(x_j) decoded relative to s into q, and its bound per block into d.
+  virtual void exchange(int i, int j, const float* s, const float* bound, float* q, float* d, TransferCount* to_j,
+                        TransferCount* from_j) = 0;
+  // Non-blocking: Q(p_j), node j's last published copy, decoded relative to b.
+  virtual void fetch(int i, int j, const float* b, float* q, float* d, TransferCount* from_j) = 0;
+};
+
 // Callbacks into the trainer: evaluation times and stop conditions.
 class SwarmListener {
  public:
@@ -75,12 +93,35 @@ class SwarmListener {
 class SwarmEngine {
  public:
   // workers: one per node (real clock) or one shared (virtual clock).
+  // Over MPI a process holds nodes [first, last) of the graph's `nodes`
+  // (workers and samplers for those alone) and reaches the others through
+  // `peers`; in one process, every node.
   SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> workers, std::vector<Sampler>* samplers,
-              Straggler* straggler, const float* init, size_t n, int nodes);
+              Straggler* straggler, const float* init, size_t n, int nodes, int first = 0, int last = -1,
+              SwarmPeers* peers = nullptr);
   ~SwarmEngine();
 
   double run_virtual(SwarmListener& l);
   double run_real(SwarmListener& l);
+  // run_real in parts: start() runs a thread per local node, stop() tells
+  // them to stop and waits for them; running() is false once all have ended.
+  void start(SwarmListener& l);
+  void stop();
+  void request_stop() { stop_ = true; }
+  bool running() const { return alive_.load() > 0; }
+
+  // The far side of an exchange a peer started with local node j: a copy of
+  // x_j (blocking) or of its published copy with j's guess at the bound per
+  // block (non-blocking; bound may be null with a fixed step).
+  void far_state(int j, bool published, float* copy, float* bound);
+  // Blocking, either side: x_i moves as if averaged from s, its value when
+  // the exchange began, with q: x_i += (s + q) / 2 - s (steps and exchanges
+  // since then are kept); published, with d its bound per block.
+  void far_average(int i, const float* s, const float* q, const float* d);
+  // The local nodes' models, one after another (consistent: all locked).
+  std::vector<float> copy_models();
+  int first() const { return first_; }
+  int last() const { return last_; }
 
   // Sets node i's model (and its published copy); before running.
   void set_model(int i, const float* x);
@@ -106,6 +147,7 @@ class SwarmEngine {
   struct Node;
   int draw_steps(int i);
   void interact(int i, double now);
+  void interact_far(int i, int j);
   void estimate_bound(const Node& sender, float* bound) const;
   void account(const TransferCount& t, int sender, int receiver);
 
@@ -126,6 +168,15 @@ class SwarmEngine {
   uint64_t vseq_ = 0;
   int pending_ = -1;       // virtual: the node that stepped last, its interaction and start to come
   bool resumed_ = false;
+  int first_ = 0, last_ = 0;
+  SwarmPeers* peers_ = nullptr;
+  Node& node(int i) { return *nodes_[size_t(i - first_)]; }
+  // start() / stop()
+  std::atomic<bool> stop_{false};
+  std::atomic<int> alive_{0};
+  std::vector<std::thread> threads_;
+  WallTimer clock_;
+  SwarmListener* listener_ = nullptr;
 };
 
 }  // namespace adasync

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "runtime/drivers/mpi.h"
 #include "runtime/modes/swarm.h"
 #include "runtime/run.h"
 #include "runtime/state.h"
@@ -27,9 +28,7 @@ struct SwarmHooks : SwarmListener {
 };
 }  // namespace
 
-double run_swarm_mode(Run& r) {
-  const TrainConfig& c = r.cfg;
-  const int P = r.workers();
+SwarmConfig swarm_config(const TrainConfig& c) {
   SwarmConfig sc;
   sc.graph = name_of(c.graph);
   sc.degree = c.degree;
@@ -42,11 +41,34 @@ double run_swarm_mode(Run& r) {
   sc.quant_margin = c.quant_margin;  // 0: the engine's choice per mode
   sc.lr = float(c.lr);
   sc.seed = c.seed;
-  std::vector<GradientWorker*> ws;
-  for (auto& w : r.replicas) ws.push_back(w.get());
-  SwarmEngine eng(sc, ws, &r.samplers, r.straggler.get(), r.ps->latest()->data, r.ps->size(), P);
+  return sc;
+}
+
+double run_swarm_mode(Run& r) {
+  const TrainConfig& c = r.cfg;
+  const int P = r.workers();
+  const SwarmConfig sc = swarm_config(c);
+  // In one process the engine holds every node; over MPI the worker ranks do
+  // and rank 0 gathers (the same counters, the same average).
+  std::unique_ptr<SwarmEngine> local;
+  std::unique_ptr<MpiSwarm> far;
+  if (r.mpi != nullptr) {
+    far = std::make_unique<MpiSwarm>(*r.mpi, P, r.ps->size());
+  } else {
+    std::vector<GradientWorker*> ws;
+    for (auto& w : r.replicas) ws.push_back(w.get());
+    local = std::make_unique<SwarmEngine>(sc, ws, &r.samplers, r.straggler.get(), r.ps->latest()->data, r.ps->size(), P);
+  }
+  const GossipGraph graph = GossipGraph::make(sc.graph, P, sc.degree, sc.seed);
+  const SwarmCodec codec(sc.bits, sc.quant_step, sc.quant_block);
+  auto average = [&](float* out, double* consensus) {
+    if (far) far->average(out, consensus);
+    else local->average(out, consensus);
+  };
+  auto stats = [&] { return far ? far->stats() : local->stats(); };
   SwarmHooks hooks(r);
   if (!r.resume_swarm.is_null()) {
+    SwarmEngine& eng = *local;  // resume over MPI is refused before set-up
     try {
       eng.restore(r.resume_swarm, *r.resumed);
       hooks.steps = r.resume_swarm.at("steps").get<int64_t>();
@@ -60,7 +82,7 @@ double run_swarm_mode(Run& r) {
     std::string q = "full precision";
     if (c.quantize != 0) {
       q = std::to_string(c.quantize) + "-bit lattice quantisation in blocks of " + std::to_string(sc.quant_block) + ", ";
-      if (eng.codec().adaptive()) {
+      if (codec.adaptive()) {
         q += "adaptive step";
       } else {
         char buf[96];
@@ -69,31 +91,36 @@ double run_swarm_mode(Run& r) {
         q += buf;
       }
     }
-    std::printf("swarm: %s, H = %g (%s), %s averaging, %s\n", eng.graph().describe().c_str(), c.local_steps,
+    std::printf("swarm: %s, H = %g (%s), %s averaging, %s\n", graph.describe().c_str(), c.local_steps,
                 name_of(c.local_steps_dist), name_of(c.swarm_mode), q.c_str());
     std::fflush(stdout);
   }
   std::vector<float> avg(r.ps->size());
   auto extra = [&](double consensus) {
-    const SwarmStats st = eng.stats();
+    const SwarmStats st = stats();
     int64_t worst = 0;
     for (int64_t b : st.bytes_sent) worst = std::max(worst, b);
-    return nlohmann::json{{"consensus_distance", consensus},
+    nlohmann::json j{{"consensus_distance", consensus},
                           {"bytes_total", st.bytes_total()},
                           {"bytes_per_worker", double(st.bytes_total()) / P},
                           {"bytes_per_worker_max", worst},
                           {"interactions", st.interactions},
+                          {"local_steps", st.local_steps},
                           {"out_of_range", st.out_of_range},
                           {"out_of_range_fraction",
                            st.coordinates_sent ? double(st.out_of_range) / double(st.coordinates_sent) : 0.0},
                           {"fallback_blocks", st.fallback_blocks},
                           {"fallback_fraction", st.blocks_sent ? double(st.fallback_blocks) / double(st.blocks_sent) : 0.0},
                           {"fallback_bytes", st.fallback_bytes}};
+    // Counting values decoded outside the safe range needs both ends of a
+    // transfer: one process has them, MPI ranks do not.
+    if (far) j.erase("out_of_range"), j.erase("out_of_range_fraction");
+    return j;
   };
   // x_bar into the PS, as the version counting local steps.
   auto publish = [&] {
     double consensus = 0;
-    eng.average(avg.data(), &consensus);
+    average(avg.data(), &consensus);
     r.ps->reset(avg.data(), hooks.steps.load());
     return consensus;
   };
@@ -126,28 +153,37 @@ double run_swarm_mode(Run& r) {
     return r.ps->latest();
   };
   r.supervisor->set_actions(act);
-  r.swarm = &eng;
+  r.swarm = local.get();
 
-  double end = r.virtual_clock ? eng.run_virtual(hooks)
-                               : r.supervisor->run_monitored([&] { return eng.run_real(hooks); },
-                                                             [&] { return hooks.steps.load(); }, 0);
+  double end = 0;
+  if (far) {
+    far->start(r.ps->latest()->data);
+    end = r.supervisor->run_monitored([&] { return far->run(hooks); }, [&] { return hooks.steps.load(); }, 0);
+  } else if (r.virtual_clock) {
+    end = local->run_virtual(hooks);
+  } else {
+    end = r.supervisor->run_monitored([&] { return local->run_real(hooks); }, [&] { return hooks.steps.load(); }, 0);
+  }
   r.supervisor->final_checkpoint(end, false);  // while the nodes' state is here
   r.swarm = nullptr;
   r.supervisor->set_actions(r.default_actions);
   r.checkpointed_at_end = true;
   const double consensus = publish();
+  if (far) far->release();
   const int64_t steps = hooks.steps.load();
   AggregatorStats& as = r.agg->stats();
   as.updates = as.counted = as.pushes = steps;
   r.agg->set_version(steps);
   r.final_extra = extra(consensus);
-  const SwarmStats st = eng.stats();
-  if (c.progress != Progress::None)
+  const SwarmStats st = stats();
+  if (c.progress != Progress::None) {
+    const std::string range = far ? std::string("decoded values outside the safe range not counted over MPI")
+                                  : std::to_string(st.out_of_range) + " decoded values outside the safe range";
     std::printf("swarm: %lld interactions, %.1f MB sent per worker (mean), consensus distance %.3g, %lld of %lld "
-                "blocks sent again at full precision, %lld decoded values outside the safe range\n",
+                "blocks sent again at full precision, %s\n",
                 static_cast<long long>(st.interactions), double(st.bytes_total()) / P / 1e6, consensus,
-                static_cast<long long>(st.fallback_blocks), static_cast<long long>(st.blocks_sent),
-                static_cast<long long>(st.out_of_range));
+                static_cast<long long>(st.fallback_blocks), static_cast<long long>(st.blocks_sent), range.c_str());
+  }
   return end;
 }
 

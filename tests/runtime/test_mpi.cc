@@ -218,6 +218,74 @@ TEST_F(Mpi, AKilledWorkerRankEndsTheJobWithACheckpointToResumeFrom) {
   EXPECT_EQ(summary_of(metrics)["updates"].get<int64_t>(), at + 20);
 }
 
+nlohmann::json final_of(const std::string& metrics) {
+  std::ifstream f(metrics);
+  nlohmann::json last;
+  for (std::string line; std::getline(f, line);)
+    if (!line.empty()) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      if (j.value("event", "") == "final") last = j;
+    }
+  return last;
+}
+
+// SwarmSGD with its 4 nodes on two worker ranks (the ring and the complete
+// graph both join nodes across ranks): each node averages once every H local
+// steps, every exchange's bytes are counted exactly as in one process, and
+// averaging holds the nodes together (no averaging lets them drift apart).
+// Every step takes 2 ms: on a loaded machine a starved rank would otherwise
+// take few steps, and averaging with its stale models says nothing of MPI.
+TEST_F(Mpi, SwarmSgdAveragesAcrossRanksAtItsExpectedRate) {
+  const int64_t P = 4, H = 4, n = 76810;  // the mlp on gaussian data
+  for (const std::string mode : {"blocking", "nonblocking"}) {
+    double apart = 0;
+    {
+      const std::string metrics = path(mode + "-alone.jsonl");
+      const Result r = mpirun(3, "--workers 4 --variant swarm --swarm-mode " + mode +
+                                     " --local-steps 1000000 --lr 0.2 --max-updates 400 --straggler const:value=2ms --metrics " + metrics);
+      ASSERT_EQ(r.code, 0) << r.out;
+      const nlohmann::json f = final_of(metrics);
+      ASSERT_FALSE(f.is_null()) << r.out;
+      EXPECT_EQ(f["interactions"].get<int64_t>(), 0);
+      apart = f["consensus_distance"].get<double>();
+    }
+    for (const std::string graph : {"ring", "complete"}) {
+      const std::string metrics = path(mode + graph + ".jsonl");
+      const Result r = mpirun(3, "--workers 4 --variant swarm --graph " + graph + " --swarm-mode " + mode +
+                                     " --local-steps 4 --lr 0.2 --max-updates 400 --straggler const:value=2ms --metrics " + metrics);
+      ASSERT_EQ(r.code, 0) << mode << " " << graph << "\n" << r.out;
+      EXPECT_NE(r.out.find("SwarmSGD nodes on 2 rank(s)"), std::string::npos) << r.out;
+      EXPECT_NE(r.out.find("stop reason: updates"), std::string::npos) << r.out;
+      const nlohmann::json f = final_of(metrics);
+      ASSERT_FALSE(f.is_null()) << r.out;
+      const int64_t steps = f["local_steps"].get<int64_t>(), met = f["interactions"].get<int64_t>();
+      // Past the limit: steps reported ahead of rank 0's count (a rank's
+      // window: two per node), and each node's step in hand at the stop.
+      EXPECT_GE(steps, 400);
+      EXPECT_LE(steps, 400 + 3 * P) << mode << " " << graph;
+      // Node i has had floor(s_i / H) exchanges after its s_i steps.
+      EXPECT_LE(met * H, steps) << mode << " " << graph;
+      EXPECT_GE(met * H, steps - P * (H - 1)) << mode << " " << graph;
+      // Full precision: n floats each way (blocking) or one way, nothing sent again.
+      EXPECT_EQ(f["bytes_total"].get<int64_t>(), met * 4 * n * (mode == "blocking" ? 2 : 1)) << mode << " " << graph;
+      EXPECT_EQ(f["fallback_bytes"].get<int64_t>(), 0);
+      EXPECT_LT(f["consensus_distance"].get<double>(), apart / 10) << mode << " " << graph;
+      EXPECT_GT(f["test_accuracy"].get<double>(), 0.9);
+    }
+  }
+  // Quantised: blocks that cannot be decoded cross again at full precision, both ways.
+  const std::string metrics = path("quantised.jsonl");
+  const Result r = mpirun(4, "--workers 5 --variant swarm --quantize 8 --quant-step 1e-4 --lr 0.2 --max-updates 400 "
+                                 "--straggler const:value=2ms --metrics " +
+                                 metrics);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const nlohmann::json f = final_of(metrics);
+  ASSERT_FALSE(f.is_null()) << r.out;
+  EXPECT_GT(f["fallback_blocks"].get<int64_t>(), 0);
+  EXPECT_GT(f["test_accuracy"].get<double>(), 0.9);
+  EXPECT_FALSE(f.contains("out_of_range"));  // it needs both ends of a transfer
+}
+
 TEST_F(Mpi, BadSetUpsGetOneClearErrorBeforeTraining) {
   // Not under mpirun: one process.
   Result r = sh(trainer() + " --transport mpi --dataset gaussian --model mlp --max-updates 5");
@@ -231,6 +299,10 @@ TEST_F(Mpi, BadSetUpsGetOneClearErrorBeforeTraining) {
   r = mpirun(3, "--workers 2 --clock virtual --max-updates 5");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("virtual clock"), std::string::npos) << r.out;
+  // SwarmSGD's nodes live on the worker ranks: no checkpoint holds them yet.
+  r = mpirun(3, "--workers 2 --variant swarm --max-updates 5 --checkpoint-dir " + path("ck"));
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("--variant swarm keeps its nodes on the worker ranks"), std::string::npos) << r.out;
   // Ranks started with different flags (MPMD).
   const std::string common =
       " --transport mpi --dataset gaussian --model mlp --threads 1 --devices cpu --progress none --max-updates 5";

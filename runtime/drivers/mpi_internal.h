@@ -1,0 +1,171 @@
+// The MPI transport's own vocabulary, shared by its parameter-server side
+// (mpi.cc) and its SwarmSGD side (mpi_swarm.cc): tags, messages, and the
+// polling receive. Included by those two files alone.
+#pragma once
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace adasync {
+namespace mpi_detail {
+
+enum Tag : int { kPush = 1, kFailed, kPull, kDraw, kCancelled, kDone, kStart = 20, kSnapshot, kSnapshotData, kWord, kFin,
+                // SwarmSGD: a node's step (worker rank -> 0); a gather of the models (0 -> rank, the
+                // rank's sum and counters back, the mean out, the rank's spread back); the counters at the stop
+                kSwStep = 40, kSwAverage, kSwSum, kSwSpread, kSwStats,
+                kSwAck };  // rank 0 has counted a step: the rank may report another
+// SwarmSGD arrays on g_data: the starting model, a rank's sum, the mean.
+enum SwarmData : int { kSwInit = 2000, kSwSumData, kSwMeanData };
+// A push's array travels on its worker's own tag, right after its header:
+// a contiguous message, which MPI moves fastest (one copy where the ranks
+// share memory with cross-memory attach).
+constexpr int kPushData = 1000;
+// Arrays (push and snapshot data) travel on their own communicator, so that
+// the any-tag probes of the control loops never take one whose receive is
+// not posted yet (a push whose header came while every slot was busy).
+inline MPI_Comm g_data = MPI_COMM_NULL;
+// SwarmSGD's exchanges between worker ranks (mpi_swarm.cc) on theirs.
+inline MPI_Comm g_swarm = MPI_COMM_NULL;
+enum WordKind : int32_t { kWordPull = 1, kWordContinue, kWordCancel, kWordStop };
+
+struct PushHeader {
+  int32_t worker;
+  int32_t finite;
+  int64_t tau;
+  uint64_t batch;
+  float loss;
+  float unused;
+};
+struct FailedMsg {
+  int32_t worker;
+  char what[1020];
+};
+struct DrawMsg {
+  int32_t worker;
+  int32_t unused;
+  double drawn;
+  uint64_t position;
+};
+struct SnapHeader {
+  int32_t worker;
+  int32_t with_data;  // bit 0: the array follows; bit 1: it is the PS's word "pull now"
+  int64_t version;
+};
+struct WordMsg {
+  int32_t kind;
+  int32_t worker;
+};
+
+inline void check(int rc, const char* what) {
+  if (rc != MPI_SUCCESS) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    throw std::runtime_error(std::string("MPI: ") + what + ": " + std::string(msg, size_t(len)));
+  }
+}
+
+template <class T>
+inline void send_small(const T& m, int dest, int tag) {
+  check(MPI_Send(&m, int(sizeof(T)), MPI_BYTE, dest, tag, MPI_COMM_WORLD), "send");
+}
+
+inline int message_bytes(const MPI_Status& st) {
+  int bytes = 0;
+  MPI_Get_count(&st, MPI_BYTE, &bytes);
+  return bytes;
+}
+
+template <class T>
+inline T receive_small(MPI_Message* msg, const MPI_Status& st, const char* what) {
+  if (message_bytes(st) != int(sizeof(T)))
+    throw std::runtime_error(std::string("MPI: malformed ") + what + " message from rank " +
+                             std::to_string(st.MPI_SOURCE) + " (" + std::to_string(message_bytes(st)) + " bytes)");
+  T m;
+  check(MPI_Mrecv(&m, int(sizeof(T)), MPI_BYTE, msg, MPI_STATUS_IGNORE), what);
+  return m;
+}
+
+// Polls for a message without spinning a core: ranks share cores with workers.
+class Backoff {
+ public:
+  void idle() {
+    if (++idle_ < 64) {
+      std::this_thread::yield();
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(std::min(200, 5 * (idle_ - 63))));
+  }
+  void reset() { idle_ = 0; }
+
+ private:
+  int idle_ = 0;
+};
+
+inline bool probe(int source, MPI_Message* msg, MPI_Status* st) {
+  int flag = 0;
+  check(MPI_Improbe(source, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, msg, st), "probe");
+  return flag != 0;
+}
+
+// Waits for the next message from `source` (polling, see Backoff); false
+// once give_up() says so first.
+template <class GiveUp>
+bool wait_message(int source, MPI_Message* msg, MPI_Status* st, GiveUp give_up) {
+  Backoff backoff;
+  while (!probe(source, msg, st)) {
+    if (give_up()) return false;
+    backoff.idle();
+  }
+  return true;
+}
+inline bool wait_message(int source, MPI_Message* msg, MPI_Status* st) {
+  return wait_message(source, msg, st, [] { return false; });
+}
+
+// Receives a message and throws it away; returns its tag. A push or a
+// snapshot header takes its array with it (it follows on g_data; given up
+// after 10 s, when the sender is gone).
+inline int drop(MPI_Message* msg, const MPI_Status& st) {
+  std::vector<char> junk(size_t(std::max(0, message_bytes(st))));
+  check(MPI_Mrecv(junk.data(), int(junk.size()), MPI_BYTE, msg, MPI_STATUS_IGNORE), "drop");
+  int data_tag = -1;
+  if (st.MPI_TAG == kPush && junk.size() == sizeof(PushHeader)) {
+    PushHeader h;
+    std::memcpy(&h, junk.data(), sizeof h);
+    data_tag = kPushData + h.worker;
+  } else if (st.MPI_TAG == kSnapshot && junk.size() == sizeof(SnapHeader)) {
+    SnapHeader h;
+    std::memcpy(&h, junk.data(), sizeof h);
+    if (h.with_data & 1) data_tag = kSnapshotData;
+  }
+  if (data_tag >= 0) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    int flag = 0;
+    MPI_Message dm;
+    MPI_Status ds;
+    while (!flag && std::chrono::steady_clock::now() < deadline) {
+      check(MPI_Improbe(st.MPI_SOURCE, data_tag, g_data, &flag, &dm, &ds), "drop");
+      if (!flag) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    if (flag) {
+      junk.resize(size_t(std::max(0, message_bytes(ds))));
+      check(MPI_Mrecv(junk.data(), int(junk.size()), MPI_BYTE, &dm, MPI_STATUS_IGNORE), "drop");
+    }
+  }
+  return st.MPI_TAG;
+}
+
+// A worker rank's end: `done` to rank 0, then whatever rank 0 had in flight
+// to this rank is received and dropped until its `fin`.
+void finish_worker_rank();
+
+}  // namespace mpi_detail
+}  // namespace adasync
