@@ -151,9 +151,6 @@ void validate(const TrainConfig& c) {
     if (c.clock == ClockKind::Virtual)
       throw UsageError("--transport mpi: the virtual clock simulates every worker in one process; use --clock real "
                        "over MPI, or --clock virtual without --transport mpi");
-    if (swarm && (c.resume || !c.checkpoint_dir.empty()))
-      throw UsageError("--transport mpi: --variant swarm keeps its nodes on the worker ranks and cannot checkpoint "
-                       "them yet; run it without --checkpoint-dir and --resume, or in one process");
     if (c.aggregate == Aggregate::Device)
       throw UsageError("--transport mpi: --aggregate device (NCCL across ranks) is not built yet; use --aggregate host");
     if (!c.replay.empty()) throw UsageError("--transport mpi: --replay runs in one process");

@@ -25,7 +25,7 @@
 
 namespace adasync {
 
-class SwarmEngine;
+class SwarmState;
 class MpiWorld;
 
 struct Run {
@@ -61,7 +61,7 @@ struct Run {
   nlohmann::json resume_swarm;  // SwarmSGD's state, read by its mode
   std::unique_ptr<Checkpoint> resumed;
   MpiWorld* mpi = nullptr;  // --transport mpi, rank 0: the workers are on the other ranks
-  SwarmEngine* swarm = nullptr;  // while a swarm runs: its state goes into checkpoints
+  SwarmState* swarm = nullptr;  // while a swarm runs: its state goes into checkpoints
   bool nothing_ran = false;          // resumed at a limit
   bool checkpointed_at_end = false;  // the mode wrote its final checkpoint itself
   SupervisorActions default_actions;  // the parameter server's (modes with their own restore them)

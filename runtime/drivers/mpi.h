@@ -35,12 +35,10 @@
 #include <vector>
 
 #include "runtime/drivers/driver.h"
+#include "runtime/modes/swarm.h"
 
 namespace adasync {
 
-struct SwarmConfig;
-struct SwarmStats;
-class SwarmListener;
 
 class MpiWorld {
  public:
@@ -101,12 +99,18 @@ struct WorkerGroup {
 void serve_worker_group(WorkerGroup& g, MpiWorld& world);
 
 // Rank 0 of a SwarmSGD job.
-class MpiSwarm {
+class MpiSwarm : public SwarmState {
  public:
-  MpiSwarm(MpiWorld& world, int nodes, size_t params);
-  ~MpiSwarm();
-  // Sends every rank the starting model.
-  void start(const float* init);
+  MpiSwarm(MpiWorld& world, const SwarmConfig& cfg, int nodes, size_t params);
+  ~MpiSwarm() override;
+  // Before start(): the state a checkpoint holds (SwarmEngine::save's form).
+  void restore(const nlohmann::json& j, const Checkpoint& c);
+  // Sends every rank the starting model (or its nodes' restored state) and
+  // its nodes' sampler positions (every node's, by global id).
+  void start(const float* init, const std::vector<uint64_t>& positions);
+  // Checkpoints: gathered from the ranks (the nodes go on meanwhile).
+  nlohmann::json save(Checkpoint* c) override;
+  std::vector<uint64_t> positions() override;
   // Counts the nodes' steps as they are reported until the listener says
   // stop, then stops the nodes (their ranks keep answering until release()).
   double run(SwarmListener& l);

@@ -20,9 +20,11 @@ enum Tag : int { kPush = 1, kFailed, kPull, kDraw, kCancelled, kDone, kStart = 2
                 // SwarmSGD: a node's step (worker rank -> 0); a gather of the models (0 -> rank, the
                 // rank's sum and counters back, the mean out, the rank's spread back); the counters at the stop
                 kSwStep = 40, kSwAverage, kSwSum, kSwSpread, kSwStats,
-                kSwAck };  // rank 0 has counted a step: the rank may report another
+                kSwAck,  // rank 0 has counted a step: the rank may report another
+                kSwSave, kSwState };  // a checkpoint's gather: the rank's positions and counters back
 // SwarmSGD arrays on g_data: the starting model, a rank's sum, the mean.
-enum SwarmData : int { kSwInit = 2000, kSwSumData, kSwMeanData };
+// A rank's nodes' state (model, published copy, distances: node after node).
+enum SwarmData : int { kSwInit = 2000, kSwSumData, kSwMeanData, kSwStateData };
 // A push's array travels on its worker's own tag, right after its header:
 // a contiguous message, which MPI moves fastest (one copy where the ranks
 // share memory with cross-memory attach).

@@ -19,9 +19,12 @@ double run_mpi_ps(DriverSetup&, MpiWorld&, const std::vector<uint64_t>&) {
 }
 void serve_worker_group(WorkerGroup&, MpiWorld&) { throw UsageError("--transport mpi: this build has no MPI"); }
 struct MpiSwarm::Impl {};
-MpiSwarm::MpiSwarm(MpiWorld&, int, size_t) { throw UsageError("--transport mpi: this build has no MPI"); }
+MpiSwarm::MpiSwarm(MpiWorld&, const SwarmConfig&, int, size_t) { throw UsageError("--transport mpi: this build has no MPI"); }
 MpiSwarm::~MpiSwarm() = default;
-void MpiSwarm::start(const float*) {}
+void MpiSwarm::restore(const nlohmann::json&, const Checkpoint&) {}
+void MpiSwarm::start(const float*, const std::vector<uint64_t>&) {}
+nlohmann::json MpiSwarm::save(Checkpoint*) { return {}; }
+std::vector<uint64_t> MpiSwarm::positions() { return {}; }
 double MpiSwarm::run(SwarmListener&) { return 0; }
 void MpiSwarm::average(float*, double*) {}
 SwarmStats MpiSwarm::stats() { return {}; }

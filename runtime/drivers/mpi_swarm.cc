@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -270,18 +271,55 @@ class StepReporter : public SwarmListener {
 
 // ------------------------------------------------------------------ rank 0
 struct MpiSwarm::Impl {
+  Impl(MpiWorld& w, int P, size_t params, size_t blocks) : world(w), nodes(P), n(params), nb(blocks) {
+    base.bytes_sent.assign(size_t(P), 0);
+  }
   MpiWorld& world;
   int nodes;
-  size_t n;
+  size_t n, nb;
+  size_t per_node() const { return 2 * n + nb; }  // model, published copy, distances
   std::mutex mu;  // one gather at a time
-  SwarmStats stats;
+  SwarmStats base, stats;  // the counters a resumed checkpoint held; the latest totals
+  std::vector<float> resumed;  // every node's state, node after node (resume)
+  std::vector<uint64_t> positions;  // as of the last checkpoint's gather
   bool stopped = false, released = false;
+  // Ranks count from zero: their counters go on top of a resumed run's.
+  SwarmStats start_total() const { return base; }
 };
 
-MpiSwarm::MpiSwarm(MpiWorld& world, int nodes, size_t params) : impl_(new Impl{world, nodes, params, {}, {}, false, false}) {
-  if (params * sizeof(double) >= size_t(INT_MAX))
-    throw UsageError("--transport mpi: the model's " + std::to_string(params) +
-                     " parameters are over one MPI message's 2 GB");
+MpiSwarm::MpiSwarm(MpiWorld& world, const SwarmConfig& cfg, int nodes, size_t params)
+    : impl_(new Impl(world, nodes, params, SwarmCodec(cfg.bits, cfg.quant_step, cfg.quant_block).blocks(params))) {
+  const Impl& m = *impl_;
+  const auto [first, last] = world.workers_of(1, nodes);
+  if (params * sizeof(double) >= size_t(INT_MAX) ||
+      size_t(last - first + 1) * m.per_node() * sizeof(float) >= size_t(INT_MAX))
+    throw UsageError("--transport mpi: the model's " + std::to_string(params) + " parameters for " +
+                     std::to_string(last - first + 1) + " nodes a rank are over one MPI message's 2 GB");
+}
+
+void MpiSwarm::restore(const nlohmann::json& j, const Checkpoint& c) {
+  Impl& m = *impl_;
+  const auto& nodes = j.at("nodes");
+  if (int(nodes.size()) != m.nodes)
+    throw CheckpointError("SwarmSGD state for " + std::to_string(nodes.size()) + " nodes, this run has " +
+                          std::to_string(m.nodes));
+  m.resumed.assign(size_t(m.nodes) * m.per_node(), 0.f);
+  for (int i = 0; i < m.nodes; ++i) {
+    const std::string k = std::to_string(i);
+    float* out = m.resumed.data() + size_t(i) * m.per_node();
+    for (const auto& [name, off, len] : {std::tuple<std::string, size_t, size_t>{"swarm:x:" + k, 0, m.n},
+                                         {"swarm:pub:" + k, m.n, m.n},
+                                         {"swarm:dist:" + k, 2 * m.n, m.nb}}) {
+      const std::vector<float> v = c.floats(name);
+      if (v.size() != len)
+        throw CheckpointError(name + ": expected " + std::to_string(len) + " values, found " + std::to_string(v.size()));
+      std::copy(v.begin(), v.end(), out + off);
+    }
+  }
+  SwarmStats base;
+  base.bytes_sent.assign(size_t(m.nodes), 0);
+  add_stats(&base, j.at("stats"));
+  m.base = m.stats = base;
 }
 // Ranks whose nodes have stopped wait for this (before the stop, the run's
 // end stops them: MpiWorld::stop_workers).
@@ -289,13 +327,62 @@ MpiSwarm::~MpiSwarm() {
   if (impl_->stopped) release();
 }
 
-void MpiSwarm::start(const float* init) {
+void MpiSwarm::start(const float* init, const std::vector<uint64_t>& positions) {
   Impl& m = *impl_;
-  const std::string start = nlohmann::json{{"params", m.n}, {"swarm", true}}.dump();
+  const bool resume = !m.resumed.empty();
+  m.positions = positions;
   for (int r = 1; r < m.world.size(); ++r) {
-    send_text(start, r, kStart);
-    check(MPI_Send(init, int(m.n * sizeof(float)), MPI_BYTE, r, kSwInit, g_data), "start");
+    const auto [first, last] = m.world.workers_of(r, m.nodes);
+    std::vector<uint64_t> mine;
+    for (int i = first; i < last && size_t(i) < positions.size(); ++i) mine.push_back(positions[size_t(i)]);
+    send_text(nlohmann::json{{"params", m.n}, {"swarm", true}, {"resume", resume}, {"positions", mine}}.dump(), r,
+              kStart);
+    if (resume)
+      check(MPI_Send(m.resumed.data() + size_t(first) * m.per_node(),
+                     int(size_t(last - first) * m.per_node() * sizeof(float)), MPI_BYTE, r, kSwInit, g_data),
+            "start");
+    else
+      check(MPI_Send(init, int(m.n * sizeof(float)), MPI_BYTE, r, kSwInit, g_data), "start");
   }
+  m.resumed = {};
+}
+
+// Real-clock form of SwarmEngine::save: every node's arrays, the counters.
+nlohmann::json MpiSwarm::save(Checkpoint* c) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lk(m.mu);
+  for (int r = 1; r < m.world.size(); ++r) send_small(WordMsg{0, -1}, r, kSwSave);
+  SwarmStats total = m.start_total();
+  std::vector<uint64_t> positions;
+  nlohmann::json nodes = nlohmann::json::array();
+  for (int r = 1; r < m.world.size(); ++r) {
+    const nlohmann::json j = nlohmann::json::parse(receive_text(r, kSwState, MPI_COMM_WORLD));
+    add_stats(&total, j.at("stats"));
+    const auto p = j.at("positions").get<std::vector<uint64_t>>();
+    positions.insert(positions.end(), p.begin(), p.end());
+    const auto [first, last] = m.world.workers_of(r, m.nodes);
+    std::vector<float> state(size_t(last - first) * m.per_node());
+    check(MPI_Recv(state.data(), int(state.size() * sizeof(float)), MPI_BYTE, r, kSwStateData, g_data,
+                   MPI_STATUS_IGNORE),
+          "state");
+    for (int i = first; i < last; ++i) {
+      const float* s = state.data() + size_t(i - first) * m.per_node();
+      const std::string k = std::to_string(i);
+      c->put_floats("swarm:x:" + k, s, m.n);
+      c->put_floats("swarm:pub:" + k, s + m.n, m.n);
+      c->put_floats("swarm:dist:" + k, s + 2 * m.n, m.nb);
+      nodes.push_back(nlohmann::json{{"has_event", false}});
+    }
+  }
+  m.positions = positions;
+  if (!m.stopped) m.stats = total;
+  return nlohmann::json{{"virtual", false}, {"now", 0.0},    {"seq", 0},
+                        {"pending", -1},    {"nodes", nodes}, {"stats", stats_json(total)}};
+}
+
+std::vector<uint64_t> MpiSwarm::positions() {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  return impl_->positions;
 }
 
 double MpiSwarm::run(SwarmListener& l) {
@@ -331,8 +418,7 @@ double MpiSwarm::run(SwarmListener& l) {
   // have ended; steps reported meanwhile are dropped.
   m.world.workers_stopped = true;
   for (int r = 1; r < m.world.size(); ++r) send_small(WordMsg{kWordStop, -1}, r, kWord);
-  SwarmStats total;
-  total.bytes_sent.assign(size_t(m.nodes), 0);
+  SwarmStats total = m.start_total();
   int done = 0;
   while (done < m.world.worker_ranks()) {
     MPI_Message msg;
@@ -357,8 +443,7 @@ void MpiSwarm::average(float* out, double* consensus) {
   const int R = m.world.size();
   for (int r = 1; r < R; ++r) send_small(WordMsg{0, -1}, r, kSwAverage);
   std::vector<double> sum(m.n, 0.0), part(m.n);
-  SwarmStats total;
-  total.bytes_sent.assign(size_t(m.nodes), 0);
+  SwarmStats total = m.start_total();
   for (int r = 1; r < R; ++r) {
     add_stats(&total, nlohmann::json::parse(receive_text(r, kSwSum, MPI_COMM_WORLD)));
     check(MPI_Recv(part.data(), int(m.n * sizeof(double)), MPI_BYTE, r, kSwSumData, g_data, MPI_STATUS_IGNORE),
@@ -392,7 +477,10 @@ void MpiSwarm::release() {
 // ------------------------------------------------------------------ a worker rank
 void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
   const size_t n = g.params;
-  std::vector<float> init(n);
+  const int last = g.first + int(g.workers.size());
+  const SwarmCodec codec(g.cfg->bits, g.cfg->quant_step, g.cfg->quant_block);
+  const size_t per_node = 2 * n + codec.blocks(n);
+  std::vector<float> init(n), resumed;
   {
     MPI_Message msg;
     MPI_Status st;
@@ -409,13 +497,24 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
     if (j.at("params").get<size_t>() != n)
       throw std::runtime_error("MPI: rank 0's model has " + std::to_string(j.at("params").get<size_t>()) +
                                " parameters, this rank's " + std::to_string(n));
-    check(MPI_Recv(init.data(), int(n * sizeof(float)), MPI_BYTE, 0, kSwInit, g_data, MPI_STATUS_IGNORE), "start");
+    const auto positions = j.at("positions").get<std::vector<uint64_t>>();
+    for (size_t i = 0; i < positions.size() && i < g.samplers->size(); ++i) (*g.samplers)[i].set_position(positions[i]);
+    if (j.at("resume").get<bool>()) {
+      resumed.resize(size_t(last - g.first) * per_node);
+      check(MPI_Recv(resumed.data(), int(resumed.size() * sizeof(float)), MPI_BYTE, 0, kSwInit, g_data,
+                     MPI_STATUS_IGNORE),
+            "start");
+    } else {
+      check(MPI_Recv(init.data(), int(n * sizeof(float)), MPI_BYTE, 0, kSwInit, g_data, MPI_STATUS_IGNORE), "start");
+    }
   }
-  const int last = g.first + int(g.workers.size());
-  const SwarmCodec codec(g.cfg->bits, g.cfg->quant_step, g.cfg->quant_block);
   MpiSwarmPeers peers(world, codec, n, g.nodes);
   SwarmEngine eng(*g.cfg, g.workers, g.samplers, g.straggler, init.data(), n, g.nodes, g.first, last, &peers);
   peers.attach(&eng);
+  for (int i = g.first; i < last && !resumed.empty(); ++i) {
+    const float* s = resumed.data() + size_t(i - g.first) * per_node;
+    eng.set_node_state(i, s, s + n, s + 2 * n);
+  }
   StepReporter reporter(2 * int64_t(g.workers.size()));
   bool stopping = false, done = false;
   try {
@@ -469,6 +568,16 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
             spread += d * d;
           }
         check(MPI_Send(&spread, 1, MPI_DOUBLE, 0, kSwSpread, MPI_COMM_WORLD), "spread");
+      } else if (st.MPI_TAG == kSwSave) {
+        receive_small<WordMsg>(&msg, st, "save");
+        std::vector<float> state(size_t(last - g.first) * per_node);
+        for (int i = g.first; i < last; ++i) {
+          float* s = state.data() + size_t(i - g.first) * per_node;
+          eng.node_state(i, s, s + n, s + 2 * n);
+        }
+        send_text(nlohmann::json{{"positions", eng.positions()}, {"stats", stats_json(eng.stats())}}.dump(), 0,
+                  kSwState);
+        check(MPI_Send(state.data(), int(state.size() * sizeof(float)), MPI_BYTE, 0, kSwStateData, g_data), "state");
       } else if (st.MPI_TAG == kSwAck) {
         receive_small<WordMsg>(&msg, st, "ack");
         reporter.acked();

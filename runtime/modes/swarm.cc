@@ -235,6 +235,22 @@ void SwarmEngine::far_average(int i, const float* s, const float* q, const float
   if (codec_.adaptive()) std::copy(d, d + blocks_, a.dist.begin());
 }
 
+void SwarmEngine::node_state(int i, float* x, float* pub, float* dist) {
+  Node& nd = node(i);
+  std::lock_guard<std::mutex> lk(nd.mu);
+  std::memcpy(x, nd.x.data(), n_ * sizeof(float));
+  std::memcpy(pub, nd.pub.data(), n_ * sizeof(float));
+  std::copy(nd.dist.begin(), nd.dist.end(), dist);
+}
+
+void SwarmEngine::set_node_state(int i, const float* x, const float* pub, const float* dist) {
+  Node& nd = node(i);
+  std::lock_guard<std::mutex> lk(nd.mu);
+  std::memcpy(nd.x.data(), x, n_ * sizeof(float));
+  std::memcpy(nd.pub.data(), pub, n_ * sizeof(float));
+  std::copy(dist, dist + blocks_, nd.dist.begin());
+}
+
 std::vector<float> SwarmEngine::copy_models() {
   for (auto& nd : nodes_) nd->mu.lock();
   std::vector<float> out(nodes_.size() * n_);
@@ -439,6 +455,8 @@ void SwarmEngine::start(SwarmListener& l) {
   stop_ = false;
   alive_ = L;
   clock_ = WallTimer();
+  // A checkpoint before a node's first step records where its sampler is.
+  for (int i = first_; i < last_; ++i) node(i).position.store((*samplers_)[size_t(i - first_)].position());
   auto node_main = [this](int i) {
     name_this_thread("swarm" + std::to_string(i));
     Node& nd = node(i);

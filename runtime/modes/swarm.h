@@ -80,6 +80,17 @@ class SwarmPeers {
   virtual void fetch(int i, int j, const float* b, float* q, float* d, TransferCount* from_j) = 0;
 };
 
+// What a checkpoint takes of a SwarmSGD run: the engine in one process, or
+// rank 0 gathering from the worker ranks (MpiSwarm).
+class SwarmState {
+ public:
+  virtual ~SwarmState() = default;
+  // The state as JSON, large arrays into `c` as blobs (see SwarmEngine::save).
+  virtual nlohmann::json save(Checkpoint* c) = 0;
+  // Each node's sampler position (consistent with save()).
+  virtual std::vector<uint64_t> positions() = 0;
+};
+
 // Callbacks into the trainer: evaluation times and stop conditions.
 class SwarmListener {
  public:
@@ -90,7 +101,7 @@ class SwarmListener {
   virtual bool after_step(int node, float loss, double now) = 0;
 };
 
-class SwarmEngine {
+class SwarmEngine : public SwarmState {
  public:
   // workers: one per node (real clock) or one shared (virtual clock).
   // Over MPI a process holds nodes [first, last) of the graph's `nodes`
@@ -136,11 +147,16 @@ class SwarmEngine {
   // the node whose step was the last one (its interaction and next start are
   // still to come). Real clock: the models, published copies and distances.
   // Large arrays go into `c` as blobs. Safe while a real-clock run goes on.
-  nlohmann::json save(Checkpoint* c);
+  nlohmann::json save(Checkpoint* c) override;
   // Before running.
   void restore(const nlohmann::json& j, const Checkpoint& c);
-  // Each node's sampler position (consistent with save()).
-  std::vector<uint64_t> positions();
+  // Each local node's sampler position (consistent with save()).
+  std::vector<uint64_t> positions() override;
+  // A local node's model, published copy and learnt distances (blocks()
+  // floats), copied out or in (in: before running).
+  void node_state(int i, float* x, float* pub, float* dist);
+  void set_node_state(int i, const float* x, const float* pub, const float* dist);
+  size_t blocks() const { return blocks_; }
   const SwarmCodec& codec() const { return codec_; }
 
  private:

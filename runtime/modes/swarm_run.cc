@@ -53,7 +53,7 @@ double run_swarm_mode(Run& r) {
   std::unique_ptr<SwarmEngine> local;
   std::unique_ptr<MpiSwarm> far;
   if (r.mpi != nullptr) {
-    far = std::make_unique<MpiSwarm>(*r.mpi, P, r.ps->size());
+    far = std::make_unique<MpiSwarm>(*r.mpi, sc, P, r.ps->size());
   } else {
     std::vector<GradientWorker*> ws;
     for (auto& w : r.replicas) ws.push_back(w.get());
@@ -68,9 +68,9 @@ double run_swarm_mode(Run& r) {
   auto stats = [&] { return far ? far->stats() : local->stats(); };
   SwarmHooks hooks(r);
   if (!r.resume_swarm.is_null()) {
-    SwarmEngine& eng = *local;  // resume over MPI is refused before set-up
     try {
-      eng.restore(r.resume_swarm, *r.resumed);
+      if (far) far->restore(r.resume_swarm, *r.resumed);
+      else local->restore(r.resume_swarm, *r.resumed);
       hooks.steps = r.resume_swarm.at("steps").get<int64_t>();
     } catch (const CheckpointError& e) {
       throw UsageError("--resume: " + r.supervisor->last_checkpoint() + ": " + e.what());
@@ -153,11 +153,13 @@ double run_swarm_mode(Run& r) {
     return r.ps->latest();
   };
   r.supervisor->set_actions(act);
-  r.swarm = local.get();
+  r.swarm = far ? static_cast<SwarmState*>(far.get()) : local.get();
 
   double end = 0;
   if (far) {
-    far->start(r.ps->latest()->data);
+    std::vector<uint64_t> positions;
+    for (const Sampler& s : r.samplers) positions.push_back(s.position());
+    far->start(r.ps->latest()->data, positions);
     end = r.supervisor->run_monitored([&] { return far->run(hooks); }, [&] { return hooks.steps.load(); }, 0);
   } else if (r.virtual_clock) {
     end = local->run_virtual(hooks);
