@@ -496,17 +496,17 @@ void MpiWorld::stop_workers() {
   if (rank_ != 0 || workers_stopped) return;
   workers_stopped = true;
   for (int r = 1; r < size_; ++r) send_small(WordMsg{kWordStop, -1}, r, kWord);
-  // Their `done`, and anything they sent before it.
-  int done = 0;
+  // Their `done`, and anything they sent before it. `fin` goes out once all
+  // are done: SwarmSGD ranks serve each other's exchanges until then.
+  std::vector<int> done;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   MPI_Message msg;
   MPI_Status st;
-  while (done < worker_ranks() &&
+  while (int(done.size()) < worker_ranks() &&
          wait_message(MPI_ANY_SOURCE, &msg, &st, [&] { return std::chrono::steady_clock::now() > deadline; }))
-    if (drop(&msg, st) == kDone) {
-      ++done;
-      send_small(WordMsg{0, -1}, st.MPI_SOURCE, kFin);
-    }
+    if (drop(&msg, st) == kDone) done.push_back(st.MPI_SOURCE);
+  for (int r : done) send_small(WordMsg{0, -1}, r, kFin);
+  if (int(done.size()) < worker_ranks()) unclean = true;  // MPI_Finalize would wait for them
 }
 
 double run_mpi_ps(DriverSetup& s, MpiWorld& world, const std::vector<uint64_t>& positions) {

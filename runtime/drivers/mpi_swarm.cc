@@ -16,7 +16,9 @@
 #include <atomic>
 #include <climits>
 #include <condition_variable>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <tuple>
 
@@ -233,9 +235,9 @@ class MpiSwarmPeers : public SwarmPeers {
   std::vector<float> x_, q_, bound_;  // the far side's scratch (main thread)
 };
 
-// A worker rank's nodes report their steps to rank 0, at most `window` ahead
-// of its count: nodes stop within a few steps of the limit, not a message
-// queue's worth after it.
+// A worker rank's nodes report their steps to rank 0, at most `window` (twice
+// the rank's nodes) ahead of its count: nodes stop within a few steps of the
+// limit, not a message queue's worth after it.
 class StepReporter : public SwarmListener {
  public:
   explicit StepReporter(int64_t window) : window_(window) {}
@@ -266,6 +268,29 @@ class StepReporter : public SwarmListener {
   int64_t window_, sent_ = 0, acked_ = 0;
   bool stopping_ = false;
 };
+
+// A gather that does not complete (an error halfway) leaves ranks blocked in
+// its receives: the job then ends with MPI_Abort, not a hang in MPI_Finalize.
+class AbortUnlessDone {
+ public:
+  explicit AbortUnlessDone(MpiWorld& w) : world_(w) {}
+  ~AbortUnlessDone() {
+    if (!done_) world_.unclean = true;
+  }
+  void done() { done_ = true; }
+
+ private:
+  MpiWorld& world_;
+  bool done_ = false;
+};
+
+[[noreturn]] void abort_job(MpiWorld& world, const std::exception& e) {
+  std::fprintf(stderr, "trainer (rank %d on %s): error: %s; aborting the MPI job\n", world.rank(), world.host().c_str(),
+               e.what());
+  std::fflush(nullptr);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::abort();
+}
 
 }  // namespace
 
@@ -324,7 +349,11 @@ void MpiSwarm::restore(const nlohmann::json& j, const Checkpoint& c) {
 // Ranks whose nodes have stopped wait for this (before the stop, the run's
 // end stops them: MpiWorld::stop_workers).
 MpiSwarm::~MpiSwarm() {
-  if (impl_->stopped) release();
+  try {
+    if (impl_->stopped) release();
+  } catch (const std::exception&) {
+    impl_->world.unclean = true;
+  }
 }
 
 void MpiSwarm::start(const float* init, const std::vector<uint64_t>& positions) {
@@ -351,6 +380,7 @@ void MpiSwarm::start(const float* init, const std::vector<uint64_t>& positions) 
 nlohmann::json MpiSwarm::save(Checkpoint* c) {
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lk(m.mu);
+  AbortUnlessDone guard(m.world);
   for (int r = 1; r < m.world.size(); ++r) send_small(WordMsg{0, -1}, r, kSwSave);
   SwarmStats total = m.start_total();
   std::vector<uint64_t> positions;
@@ -376,6 +406,7 @@ nlohmann::json MpiSwarm::save(Checkpoint* c) {
   }
   m.positions = positions;
   if (!m.stopped) m.stats = total;
+  guard.done();
   return nlohmann::json{{"virtual", false}, {"now", 0.0},    {"seq", 0},
                         {"pending", -1},    {"nodes", nodes}, {"stats", stats_json(total)}};
 }
@@ -391,6 +422,10 @@ double MpiSwarm::run(SwarmListener& l) {
   Backoff backoff;
   double tick = 0;
   for (;;) {
+    if (clock.seconds() - tick >= 0.02) {  // a stream of steps must not hold off time limits
+      tick = clock.seconds();
+      if (!l.on_time(tick)) break;
+    }
     int flag = 0;
     MPI_Message msg;
     MPI_Status st;
@@ -405,25 +440,27 @@ double MpiSwarm::run(SwarmListener& l) {
       send_small(WordMsg{0, s.node}, st.MPI_SOURCE, kSwAck);
       continue;
     }
-    if (clock.seconds() - tick >= 0.02) {
-      tick = clock.seconds();
-      if (!l.on_time(tick)) break;
-    }
     backoff.idle();
   }
   const double end = clock.seconds();
   // No gather meanwhile: this loop takes any message.
   std::lock_guard<std::mutex> lk(m.mu);
+  AbortUnlessDone guard(m.world);
   // Stop the nodes: each rank sends its counters, then `done` once its nodes
   // have ended; steps reported meanwhile are dropped.
   m.world.workers_stopped = true;
   for (int r = 1; r < m.world.size(); ++r) send_small(WordMsg{kWordStop, -1}, r, kWord);
   SwarmStats total = m.start_total();
   int done = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (done < m.world.worker_ranks()) {
     MPI_Message msg;
     MPI_Status st;
-    wait_message(MPI_ANY_SOURCE, &msg, &st);
+    if (!wait_message(MPI_ANY_SOURCE, &msg, &st, [&] { return std::chrono::steady_clock::now() > deadline; })) {
+      std::fprintf(stderr, "trainer: %d of %d SwarmSGD rank(s) did not stop within 60 s; ending the job\n",
+                   m.world.worker_ranks() - done, m.world.worker_ranks());
+      return end;  // the guard marks the job unclean: MPI_Abort
+    }
     if (st.MPI_TAG == kSwStats) {
       std::string text(size_t(message_bytes(st)), '\0');
       check(MPI_Mrecv(text.data(), int(text.size()), MPI_CHAR, &msg, MPI_STATUS_IGNORE), "counters");
@@ -434,12 +471,14 @@ double MpiSwarm::run(SwarmListener& l) {
   }
   m.stats = total;
   m.stopped = true;
+  guard.done();
   return end;
 }
 
 void MpiSwarm::average(float* out, double* consensus) {
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lk(m.mu);
+  AbortUnlessDone guard(m.world);
   const int R = m.world.size();
   for (int r = 1; r < R; ++r) send_small(WordMsg{0, -1}, r, kSwAverage);
   std::vector<double> sum(m.n, 0.0), part(m.n);
@@ -462,6 +501,7 @@ void MpiSwarm::average(float* out, double* consensus) {
   }
   *consensus = c * inv;
   if (!m.stopped) m.stats = total;  // after the stop, the counters the ranks sent then are whole
+  guard.done();
 }
 
 SwarmStats MpiSwarm::stats() {
@@ -481,7 +521,7 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
   const SwarmCodec codec(g.cfg->bits, g.cfg->quant_step, g.cfg->quant_block);
   const size_t per_node = 2 * n + codec.blocks(n);
   std::vector<float> init(n), resumed;
-  {
+  try {
     MPI_Message msg;
     MPI_Status st;
     wait_message(0, &msg, &st);
@@ -507,7 +547,10 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
     } else {
       check(MPI_Recv(init.data(), int(n * sizeof(float)), MPI_BYTE, 0, kSwInit, g_data, MPI_STATUS_IGNORE), "start");
     }
+  } catch (const std::exception& e) {
+    abort_job(world, e);  // rank 0 may be sending this rank its start
   }
+  StepReporter reporter(2 * int64_t(g.workers.size()));  // outlives the nodes that call it
   MpiSwarmPeers peers(world, codec, n, g.nodes);
   SwarmEngine eng(*g.cfg, g.workers, g.samplers, g.straggler, init.data(), n, g.nodes, g.first, last, &peers);
   peers.attach(&eng);
@@ -515,7 +558,6 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
     const float* s = resumed.data() + size_t(i - g.first) * per_node;
     eng.set_node_state(i, s, s + n, s + 2 * n);
   }
-  StepReporter reporter(2 * int64_t(g.workers.size()));
   bool stopping = false, done = false;
   try {
     eng.start(reporter);
@@ -530,6 +572,7 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
         peers.serve(&msg, st);
         continue;
       }
+      eng.rethrow_error();  // a node's failed exchange or step ends the job, saying why
       if (stopping && !done && !eng.running()) {
         // Every node has ended (none is in an exchange): the counters, then `done`.
         eng.stop();
@@ -590,10 +633,7 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
       }
     }
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "trainer (rank %d on %s): error: %s; aborting the MPI job\n", world.rank(),
-                 world.host().c_str(), e.what());
-    std::fflush(nullptr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    abort_job(world, e);
   }
   eng.stop();
 }

@@ -457,8 +457,7 @@ void SwarmEngine::start(SwarmListener& l) {
   clock_ = WallTimer();
   // A checkpoint before a node's first step records where its sampler is.
   for (int i = first_; i < last_; ++i) node(i).position.store((*samplers_)[size_t(i - first_)].position());
-  auto node_main = [this](int i) {
-    name_this_thread("swarm" + std::to_string(i));
+  auto node_loop = [this](int i) {
     Node& nd = node(i);
     GradientWorker& gw = *workers_[size_t(i - first_)];
     Sampler& sampler = (*samplers_)[size_t(i - first_)];
@@ -486,9 +485,26 @@ void SwarmEngine::start(SwarmListener& l) {
         nd.steps_left = draw_steps(i);
       }
     }
+  };
+  auto node_main = [this, node_loop](int i) {
+    name_this_thread("swarm" + std::to_string(i));
+    try {
+      node_loop(i);
+    } catch (...) {  // a failed exchange, a failed step: every node stops
+      std::lock_guard<std::mutex> lk(error_mu_);
+      if (!error_) error_ = std::current_exception();
+      failed_ = true;
+      stop_ = true;
+    }
     --alive_;
   };
   for (int i = first_; i < last_; ++i) threads_.emplace_back(node_main, i);
+}
+
+void SwarmEngine::rethrow_error() {
+  if (!failed_) return;
+  std::lock_guard<std::mutex> lk(error_mu_);
+  std::rethrow_exception(error_);
 }
 
 void SwarmEngine::stop() {
@@ -504,6 +520,7 @@ double SwarmEngine::run_real(SwarmListener& l) {
     if (!l.on_time(clock_.seconds())) stop_ = true;
   }
   stop();
+  rethrow_error();
   return clock_.seconds();
 }
 

@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -120,6 +121,8 @@ class SwarmEngine : public SwarmState {
   void stop();
   void request_stop() { stop_ = true; }
   bool running() const { return alive_.load() > 0; }
+  // A node thread's error (it stops them all): rethrown here, and by run_real.
+  void rethrow_error();
 
   // The far side of an exchange a peer started with local node j: a copy of
   // x_j (blocking) or of its published copy with j's guess at the bound per
@@ -188,8 +191,10 @@ class SwarmEngine : public SwarmState {
   SwarmPeers* peers_ = nullptr;
   Node& node(int i) { return *nodes_[size_t(i - first_)]; }
   // start() / stop()
-  std::atomic<bool> stop_{false};
+  std::atomic<bool> stop_{false}, failed_{false};
   std::atomic<int> alive_{0};
+  std::mutex error_mu_;
+  std::exception_ptr error_;
   std::vector<std::thread> threads_;
   WallTimer clock_;
   SwarmListener* listener_ = nullptr;
