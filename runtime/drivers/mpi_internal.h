@@ -111,9 +111,9 @@ class Backoff {
   int idle_ = 0;
 };
 
-inline bool probe(int source, MPI_Message* msg, MPI_Status* st) {
+inline bool probe(int source, MPI_Message* msg, MPI_Status* st, int tag = MPI_ANY_TAG, MPI_Comm comm = MPI_COMM_WORLD) {
   int flag = 0;
-  check(MPI_Improbe(source, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, msg, st), "probe");
+  check(MPI_Improbe(source, tag, comm, &flag, msg, st), "probe");
   return flag != 0;
 }
 

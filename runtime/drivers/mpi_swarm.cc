@@ -426,11 +426,9 @@ double MpiSwarm::run(SwarmListener& l) {
       tick = clock.seconds();
       if (!l.on_time(tick)) break;
     }
-    int flag = 0;
     MPI_Message msg;
     MPI_Status st;
-    check(MPI_Improbe(MPI_ANY_SOURCE, kSwStep, MPI_COMM_WORLD, &flag, &msg, &st), "probe");
-    if (flag) {
+    if (probe(MPI_ANY_SOURCE, &msg, &st, kSwStep)) {
       backoff.reset();
       const StepMsg s = receive_small<StepMsg>(&msg, st, "step");
       if (s.node < 0 || s.node >= m.nodes || m.world.rank_of(s.node, m.nodes) != st.MPI_SOURCE)
@@ -563,11 +561,9 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
     eng.start(reporter);
     Backoff backoff;
     for (;;) {
-      int flag = 0;
       MPI_Message msg;
       MPI_Status st;
-      check(MPI_Improbe(MPI_ANY_SOURCE, kSwRequest, g_swarm, &flag, &msg, &st), "probe");
-      if (flag) {
+      if (probe(MPI_ANY_SOURCE, &msg, &st, kSwRequest, g_swarm)) {
         backoff.reset();
         peers.serve(&msg, st);
         continue;

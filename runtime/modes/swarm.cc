@@ -171,14 +171,7 @@ void SwarmEngine::interact(int i, double) {
     const TransferCount t = transfer(codec_, a.tmp_a.data(), a.x.data(), n_, a.bound.data(), a.tmp_b.data(),
                                      a.d_in.data(), &a.io);
     account(t, j, i);
-    if (adaptive) a.dist = a.d_in;
-    float* x = a.x.data();
-    float* s = a.pub.data();
-    const float* q = a.tmp_b.data();
-    for (size_t k = 0; k < n_; ++k) {
-      x[k] = 0.5f * (s[k] + q[k]) + (x[k] - s[k]);
-      s[k] = x[k];
-    }
+    adopt(a);
   }
   std::lock_guard<std::mutex> lk(stats_mu_);
   ++stats_.interactions;
@@ -209,7 +202,14 @@ void SwarmEngine::interact_far(int i, int j) {
   peers_->fetch(i, j, a.x.data(), a.tmp_b.data(), a.d_in.data(), &from_j);
   account(from_j, j, i);
   std::lock_guard<std::mutex> lk(a.mu);
-  if (adaptive) a.dist = a.d_in;
+  adopt(a);
+}
+
+// Non-blocking, the initiator's side: x <- (s + q) / 2 + (x - s) with s its
+// published copy and q the partner's decoded into tmp_b; x is published. The
+// caller holds a's lock.
+void SwarmEngine::adopt(Node& a) {
+  if (codec_.adaptive()) a.dist = a.d_in;
   float* x = a.x.data();
   float* s = a.pub.data();
   const float* q = a.tmp_b.data();

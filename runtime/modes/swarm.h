@@ -167,6 +167,7 @@ class SwarmEngine : public SwarmState {
   int draw_steps(int i);
   void interact(int i, double now);
   void interact_far(int i, int j);
+  void adopt(Node& a);
   void estimate_bound(const Node& sender, float* bound) const;
   void account(const TransferCount& t, int sender, int receiver);
 
