@@ -422,6 +422,24 @@ void mpi_detail::finish_worker_rank() {
 }
 
 
+nlohmann::json mpi_detail::await_start(size_t params) {
+  MPI_Message msg;
+  MPI_Status st;
+  wait_message(0, &msg, &st);
+  if (st.MPI_TAG == kWord) {
+    const WordMsg wm = receive_small<WordMsg>(&msg, st, "word");
+    if (wm.kind != kWordStop) throw std::runtime_error("MPI: a word before the start");
+    finish_worker_rank();
+    return nullptr;
+  }
+  if (st.MPI_TAG != kStart) throw std::runtime_error("MPI: expected the start, found tag " + std::to_string(st.MPI_TAG));
+  nlohmann::json j = nlohmann::json::parse(take_text(&msg, st));
+  if (j.at("params").get<size_t>() != params)
+    throw std::runtime_error("MPI: rank 0's model has " + std::to_string(j.at("params").get<size_t>()) +
+                             " parameters, this rank's " + std::to_string(params));
+  return j;
+}
+
 bool MpiWorld::available() { return true; }
 
 MpiWorld::MpiWorld() {
@@ -521,7 +539,7 @@ double run_mpi_ps(DriverSetup& s, MpiWorld& world, const std::vector<uint64_t>& 
                      " parameters are over one MPI message's 2 GB");
   const std::string start = nlohmann::json{{"params", ps.size()}, {"positions", positions}}.dump();
   for (int r = 1; r < world.size(); ++r)
-    check(MPI_Send(start.data(), int(start.size()), MPI_CHAR, r, kStart, MPI_COMM_WORLD), "start");
+    send_text(start, r, kStart);
   MpiPsTransport net(world, loop, P, s.positions, clock);
   net.start();
   for (int w = 0; w < P; ++w) net.post(w, Next::Pull);
@@ -552,30 +570,9 @@ double run_mpi_ps(DriverSetup& s, MpiWorld& world, const std::vector<uint64_t>& 
 void serve_worker_group(WorkerGroup& g, MpiWorld& world) {
   const int L = int(g.workers.size());
   const int P = g.first + L;  // mailboxes indexed by global id
-  // Rank 0's start (or a stop before any training).
-  std::vector<uint64_t> positions;
-  for (;;) {
-    MPI_Message msg;
-    MPI_Status st;
-    wait_message(0, &msg, &st);
-    if (st.MPI_TAG == kWord) {
-      const WordMsg wm = receive_small<WordMsg>(&msg, st, "word");
-      if (wm.kind == kWordStop) {
-        finish_worker_rank();
-        return;
-      }
-      throw std::runtime_error("MPI: a word before the start");
-    }
-    if (st.MPI_TAG != kStart) throw std::runtime_error("MPI: expected the start, found tag " + std::to_string(st.MPI_TAG));
-    std::string text(size_t(message_bytes(st)), '\0');
-    check(MPI_Mrecv(text.data(), int(text.size()), MPI_CHAR, &msg, MPI_STATUS_IGNORE), "start");
-    const nlohmann::json j = nlohmann::json::parse(text);
-    if (j.at("params").get<size_t>() != g.params)
-      throw std::runtime_error("MPI: rank 0's model has " + std::to_string(j.at("params").get<size_t>()) +
-                               " parameters, this rank's " + std::to_string(g.params));
-    positions = j.at("positions").get<std::vector<uint64_t>>();
-    break;
-  }
+  const nlohmann::json start = await_start(g.params);
+  if (start.is_null()) return;  // stopped before any training
+  const auto positions = start.at("positions").get<std::vector<uint64_t>>();
   for (int i = 0; i < L; ++i)
     if (size_t(g.first + i) < positions.size()) (*g.samplers)[size_t(i)].set_position(positions[size_t(g.first + i)]);
 

@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace adasync {
 namespace mpi_detail {
 
@@ -164,6 +166,27 @@ inline int drop(MPI_Message* msg, const MPI_Status& st) {
   }
   return st.MPI_TAG;
 }
+
+// A text (JSON) message on MPI_COMM_WORLD; one already probed, received.
+inline void send_text(const std::string& s, int dest, int tag) {
+  check(MPI_Send(s.data(), int(s.size()), MPI_CHAR, dest, tag, MPI_COMM_WORLD), "send");
+}
+inline std::string take_text(MPI_Message* msg, const MPI_Status& st) {
+  std::string text(size_t(message_bytes(st)), '\0');
+  check(MPI_Mrecv(text.data(), int(text.size()), MPI_CHAR, msg, MPI_STATUS_IGNORE), "receive");
+  return text;
+}
+inline std::string receive_text(int source, int tag) {
+  MPI_Message msg;
+  MPI_Status st;
+  check(MPI_Mprobe(source, tag, MPI_COMM_WORLD, &msg, &st), "probe");
+  return take_text(&msg, st);
+}
+
+// A worker rank's wait for rank 0's start (JSON, its "params" checked
+// against this rank's model); null when rank 0 said stop first (this rank
+// has then ended, see finish_worker_rank).
+nlohmann::json await_start(size_t params);
 
 // A worker rank's end: `done` to rank 0, then whatever rank 0 had in flight
 // to this rank is received and dropped until its `fin`.

@@ -73,35 +73,6 @@ int32_t kind_of(const Bytes& b) {
   return k;
 }
 
-nlohmann::json stats_json(const SwarmStats& s) {
-  return {{"local_steps", s.local_steps},       {"interactions", s.interactions},
-          {"out_of_range", s.out_of_range},     {"coordinates_sent", s.coordinates_sent},
-          {"blocks_sent", s.blocks_sent},       {"fallback_blocks", s.fallback_blocks},
-          {"fallback_bytes", s.fallback_bytes}, {"bytes_sent", s.bytes_sent}};
-}
-void add_stats(SwarmStats* t, const nlohmann::json& j) {
-  t->local_steps += j.at("local_steps").get<int64_t>();
-  t->interactions += j.at("interactions").get<int64_t>();
-  t->out_of_range += j.at("out_of_range").get<int64_t>();
-  t->coordinates_sent += j.at("coordinates_sent").get<int64_t>();
-  t->blocks_sent += j.at("blocks_sent").get<int64_t>();
-  t->fallback_blocks += j.at("fallback_blocks").get<int64_t>();
-  t->fallback_bytes += j.at("fallback_bytes").get<int64_t>();
-  const auto b = j.at("bytes_sent").get<std::vector<int64_t>>();
-  if (t->bytes_sent.size() < b.size()) t->bytes_sent.resize(b.size(), 0);
-  for (size_t i = 0; i < b.size(); ++i) t->bytes_sent[i] += b[i];
-}
-std::string receive_text(int source, int tag, MPI_Comm comm) {
-  MPI_Message msg;
-  MPI_Status st;
-  check(MPI_Mprobe(source, tag, comm, &msg, &st), "probe");
-  std::string text(size_t(message_bytes(st)), '\0');
-  check(MPI_Mrecv(text.data(), int(text.size()), MPI_CHAR, &msg, MPI_STATUS_IGNORE), "receive");
-  return text;
-}
-void send_text(const std::string& s, int dest, int tag) {
-  check(MPI_Send(s.data(), int(s.size()), MPI_CHAR, dest, tag, MPI_COMM_WORLD), "send");
-}
 
 // One direction's counts, as transfer() keeps them.
 void count_sent(const SwarmCodec& c, size_t n, const unsigned char* failed, size_t bad, TransferCount* t) {
@@ -304,12 +275,12 @@ struct MpiSwarm::Impl {
   size_t n, nb;
   size_t per_node() const { return 2 * n + nb; }  // model, published copy, distances
   std::mutex mu;  // one gather at a time
-  SwarmStats base, stats;  // the counters a resumed checkpoint held; the latest totals
+  // Ranks count from zero: their counters go on top of `base`, a resumed
+  // checkpoint's. `stats`: the latest totals.
+  SwarmStats base, stats;
   std::vector<float> resumed;  // every node's state, node after node (resume)
   std::vector<uint64_t> positions;  // as of the last checkpoint's gather
   bool stopped = false, released = false;
-  // Ranks count from zero: their counters go on top of a resumed run's.
-  SwarmStats start_total() const { return base; }
 };
 
 MpiSwarm::MpiSwarm(MpiWorld& world, const SwarmConfig& cfg, int nodes, size_t params)
@@ -341,10 +312,7 @@ void MpiSwarm::restore(const nlohmann::json& j, const Checkpoint& c) {
       std::copy(v.begin(), v.end(), out + off);
     }
   }
-  SwarmStats base;
-  base.bytes_sent.assign(size_t(m.nodes), 0);
-  add_stats(&base, j.at("stats"));
-  m.base = m.stats = base;
+  m.base = m.stats = j.at("stats").get<SwarmStats>();
 }
 // Ranks whose nodes have stopped wait for this (before the stop, the run's
 // end stops them: MpiWorld::stop_workers).
@@ -382,12 +350,12 @@ nlohmann::json MpiSwarm::save(Checkpoint* c) {
   std::lock_guard<std::mutex> lk(m.mu);
   AbortUnlessDone guard(m.world);
   for (int r = 1; r < m.world.size(); ++r) send_small(WordMsg{0, -1}, r, kSwSave);
-  SwarmStats total = m.start_total();
+  SwarmStats total = m.base;
   std::vector<uint64_t> positions;
   nlohmann::json nodes = nlohmann::json::array();
   for (int r = 1; r < m.world.size(); ++r) {
-    const nlohmann::json j = nlohmann::json::parse(receive_text(r, kSwState, MPI_COMM_WORLD));
-    add_stats(&total, j.at("stats"));
+    const nlohmann::json j = nlohmann::json::parse(receive_text(r, kSwState));
+    total += j.at("stats").get<SwarmStats>();
     const auto p = j.at("positions").get<std::vector<uint64_t>>();
     positions.insert(positions.end(), p.begin(), p.end());
     const auto [first, last] = m.world.workers_of(r, m.nodes);
@@ -408,7 +376,7 @@ nlohmann::json MpiSwarm::save(Checkpoint* c) {
   if (!m.stopped) m.stats = total;
   guard.done();
   return nlohmann::json{{"virtual", false}, {"now", 0.0},    {"seq", 0},
-                        {"pending", -1},    {"nodes", nodes}, {"stats", stats_json(total)}};
+                        {"pending", -1},    {"nodes", nodes}, {"stats", total}};
 }
 
 std::vector<uint64_t> MpiSwarm::positions() {
@@ -448,7 +416,7 @@ double MpiSwarm::run(SwarmListener& l) {
   // have ended; steps reported meanwhile are dropped.
   m.world.workers_stopped = true;
   for (int r = 1; r < m.world.size(); ++r) send_small(WordMsg{kWordStop, -1}, r, kWord);
-  SwarmStats total = m.start_total();
+  SwarmStats total = m.base;
   int done = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (done < m.world.worker_ranks()) {
@@ -460,9 +428,7 @@ double MpiSwarm::run(SwarmListener& l) {
       return end;  // the guard marks the job unclean: MPI_Abort
     }
     if (st.MPI_TAG == kSwStats) {
-      std::string text(size_t(message_bytes(st)), '\0');
-      check(MPI_Mrecv(text.data(), int(text.size()), MPI_CHAR, &msg, MPI_STATUS_IGNORE), "counters");
-      add_stats(&total, nlohmann::json::parse(text));
+      total += nlohmann::json::parse(take_text(&msg, st)).get<SwarmStats>();
     } else if (drop(&msg, st) == kDone) {
       ++done;
     }
@@ -480,9 +446,9 @@ void MpiSwarm::average(float* out, double* consensus) {
   const int R = m.world.size();
   for (int r = 1; r < R; ++r) send_small(WordMsg{0, -1}, r, kSwAverage);
   std::vector<double> sum(m.n, 0.0), part(m.n);
-  SwarmStats total = m.start_total();
+  SwarmStats total = m.base;
   for (int r = 1; r < R; ++r) {
-    add_stats(&total, nlohmann::json::parse(receive_text(r, kSwSum, MPI_COMM_WORLD)));
+    total += nlohmann::json::parse(receive_text(r, kSwSum)).get<SwarmStats>();
     check(MPI_Recv(part.data(), int(m.n * sizeof(double)), MPI_BYTE, r, kSwSumData, g_data, MPI_STATUS_IGNORE),
           "sum");
     for (size_t k = 0; k < m.n; ++k) sum[k] += part[k];
@@ -520,21 +486,8 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
   const size_t per_node = 2 * n + codec.blocks(n);
   std::vector<float> init(n), resumed;
   try {
-    MPI_Message msg;
-    MPI_Status st;
-    wait_message(0, &msg, &st);
-    if (st.MPI_TAG == kWord) {  // rank 0 stopped before training
-      receive_small<WordMsg>(&msg, st, "word");
-      finish_worker_rank();
-      return;
-    }
-    if (st.MPI_TAG != kStart) throw std::runtime_error("MPI: expected the start, found tag " + std::to_string(st.MPI_TAG));
-    std::string text(size_t(message_bytes(st)), '\0');
-    check(MPI_Mrecv(text.data(), int(text.size()), MPI_CHAR, &msg, MPI_STATUS_IGNORE), "start");
-    const nlohmann::json j = nlohmann::json::parse(text);
-    if (j.at("params").get<size_t>() != n)
-      throw std::runtime_error("MPI: rank 0's model has " + std::to_string(j.at("params").get<size_t>()) +
-                               " parameters, this rank's " + std::to_string(n));
+    const nlohmann::json j = await_start(n);
+    if (j.is_null()) return;  // stopped before any training
     const auto positions = j.at("positions").get<std::vector<uint64_t>>();
     for (size_t i = 0; i < positions.size() && i < g.samplers->size(); ++i) (*g.samplers)[i].set_position(positions[i]);
     if (j.at("resume").get<bool>()) {
@@ -572,7 +525,7 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
       if (stopping && !done && !eng.running()) {
         // Every node has ended (none is in an exchange): the counters, then `done`.
         eng.stop();
-        send_text(stats_json(eng.stats()).dump(), 0, kSwStats);
+        send_text(nlohmann::json(eng.stats()).dump(), 0, kSwStats);
         send_small(WordMsg{0, -1}, 0, kDone);
         done = true;
       }
@@ -595,7 +548,7 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
         std::vector<double> sum(n, 0.0);
         for (size_t i = 0; i < L; ++i)
           for (size_t k = 0; k < n; ++k) sum[k] += x[i * n + k];
-        send_text(stats_json(eng.stats()).dump(), 0, kSwSum);
+        send_text(nlohmann::json(eng.stats()).dump(), 0, kSwSum);
         check(MPI_Send(sum.data(), int(n * sizeof(double)), MPI_BYTE, 0, kSwSumData, g_data), "sum");
         std::vector<float> mean(n);
         check(MPI_Recv(mean.data(), int(n * sizeof(float)), MPI_BYTE, 0, kSwMeanData, g_data, MPI_STATUS_IGNORE),
@@ -614,7 +567,7 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
           float* s = state.data() + size_t(i - g.first) * per_node;
           eng.node_state(i, s, s + n, s + 2 * n);
         }
-        send_text(nlohmann::json{{"positions", eng.positions()}, {"stats", stats_json(eng.stats())}}.dump(), 0,
+        send_text(nlohmann::json{{"positions", eng.positions()}, {"stats", eng.stats()}}.dump(), 0,
                   kSwState);
         check(MPI_Send(state.data(), int(state.size() * sizeof(float)), MPI_BYTE, 0, kSwStateData, g_data), "state");
       } else if (st.MPI_TAG == kSwAck) {

@@ -106,35 +106,32 @@ int run_worker_rank(const TrainConfig& cfg, MpiWorld& world) {
   if (!ok) std::fprintf(stderr, "trainer (rank %d on %s): %s\n", world.rank(), world.host().c_str(), error.c_str());
   if (!world.agree(ok)) return ok ? 2 : code;
 
-  if (c.swarm) {
-    const SwarmConfig sc = swarm_config(c);
-    SwarmGroup g;
-    g.cfg = &sc;
-    g.first = first;
-    g.nodes = P;
-    for (auto& r : replicas) g.workers.push_back(r.get());
-    g.samplers = &samplers;
-    g.straggler = straggler.get();
-    g.params = local->size();
-    try {
-      serve_swarm_group(g, world);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "trainer (rank %d on %s): error: %s\n", world.rank(), world.host().c_str(), e.what());
-      return 1;
-    }
-    return 0;
-  }
-  WorkerGroup g;
-  g.first = first;
-  for (auto& r : replicas) g.workers.push_back(r.get());
-  g.samplers = &samplers;
-  g.straggler = straggler.get();
-  g.faults = faults.empty() ? nullptr : &faults;
-  g.variant = c.variant;
-  g.params = local->size();
-  g.local = local.get();
+  std::vector<GradientWorker*> workers;
+  for (auto& r : replicas) workers.push_back(r.get());
   try {
-    serve_worker_group(g, world);
+    if (c.swarm) {
+      const SwarmConfig sc = swarm_config(c);
+      SwarmGroup g;
+      g.cfg = &sc;
+      g.first = first;
+      g.nodes = P;
+      g.workers = workers;
+      g.samplers = &samplers;
+      g.straggler = straggler.get();
+      g.params = local->size();
+      serve_swarm_group(g, world);
+    } else {
+      WorkerGroup g;
+      g.first = first;
+      g.workers = workers;
+      g.samplers = &samplers;
+      g.straggler = straggler.get();
+      g.faults = faults.empty() ? nullptr : &faults;
+      g.variant = c.variant;
+      g.params = local->size();
+      g.local = local.get();
+      serve_worker_group(g, world);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "trainer (rank %d on %s): error: %s\n", world.rank(), world.host().c_str(), e.what());
     return 1;

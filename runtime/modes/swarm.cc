@@ -21,6 +21,19 @@ int64_t SwarmStats::bytes_total() const {
   return s;
 }
 
+SwarmStats& SwarmStats::operator+=(const SwarmStats& o) {
+  local_steps += o.local_steps;
+  interactions += o.interactions;
+  out_of_range += o.out_of_range;
+  coordinates_sent += o.coordinates_sent;
+  blocks_sent += o.blocks_sent;
+  fallback_blocks += o.fallback_blocks;
+  fallback_bytes += o.fallback_bytes;
+  if (bytes_sent.size() < o.bytes_sent.size()) bytes_sent.resize(o.bytes_sent.size(), 0);
+  for (size_t i = 0; i < o.bytes_sent.size(); ++i) bytes_sent[i] += o.bytes_sent[i];
+  return *this;
+}
+
 struct SwarmEngine::Node {
   std::mutex mu;  // real clock: guards x, pub, dist and the interaction scratch (tmp_a, tmp_b, bound, d_*, io)
   Buffer<float> x, pub, grad, work, tmp_a, tmp_b;
@@ -260,7 +273,7 @@ std::vector<float> SwarmEngine::copy_models() {
 }
 
 void SwarmEngine::set_model(int i, const float* x) {
-  Node& nd = *nodes_[size_t(i)];
+  Node& nd = node(i);
   std::lock_guard<std::mutex> lk(nd.mu);
   std::memcpy(nd.x.data(), x, n_ * sizeof(float));
   std::memcpy(nd.pub.data(), x, n_ * sizeof(float));
@@ -384,21 +397,8 @@ nlohmann::json SwarmEngine::save(Checkpoint* c) {
     }
     nodes.push_back(j);
   }
-  SwarmStats st = stats();
-  return nlohmann::json{{"virtual", virtual_},
-                        {"now", vnow_},
-                        {"seq", vseq_},
-                        {"pending", pending_},
-                        {"nodes", nodes},
-                        {"stats",
-                         {{"local_steps", st.local_steps},
-                          {"interactions", st.interactions},
-                          {"out_of_range", st.out_of_range},
-                          {"coordinates_sent", st.coordinates_sent},
-                          {"blocks_sent", st.blocks_sent},
-                          {"fallback_blocks", st.fallback_blocks},
-                          {"fallback_bytes", st.fallback_bytes},
-                          {"bytes_sent", st.bytes_sent}}}};
+  return nlohmann::json{{"virtual", virtual_}, {"now", vnow_},    {"seq", vseq_},
+                        {"pending", pending_}, {"nodes", nodes}, {"stats", stats()}};
 }
 
 void SwarmEngine::restore(const nlohmann::json& j, const Checkpoint& c) {
@@ -436,16 +436,9 @@ void SwarmEngine::restore(const nlohmann::json& j, const Checkpoint& c) {
     pending_ = j.at("pending");
     resumed_ = true;
   }
-  const auto& st = j.at("stats");
+  SwarmStats st = j.at("stats").get<SwarmStats>();
   std::lock_guard<std::mutex> lk(stats_mu_);
-  stats_.local_steps = st.at("local_steps");
-  stats_.interactions = st.at("interactions");
-  stats_.out_of_range = st.at("out_of_range");
-  stats_.coordinates_sent = st.at("coordinates_sent");
-  stats_.blocks_sent = st.at("blocks_sent");
-  stats_.fallback_blocks = st.at("fallback_blocks");
-  stats_.fallback_bytes = st.at("fallback_bytes");
-  stats_.bytes_sent = st.at("bytes_sent").get<std::vector<int64_t>>();
+  stats_ = std::move(st);
 }
 
 void SwarmEngine::start(SwarmListener& l) {

@@ -64,7 +64,12 @@ struct SwarmStats {
   int64_t fallback_bytes = 0;                     // NACKs and blocks sent again (in bytes_sent too)
   std::vector<int64_t> bytes_sent;  // per node
   int64_t bytes_total() const;
+  // Counters of other nodes (another process's), summed in.
+  SwarmStats& operator+=(const SwarmStats& o);
 };
+// Checkpoints keep the counters under these names.
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SwarmStats, local_steps, interactions, out_of_range, coordinates_sent, blocks_sent,
+                                   fallback_blocks, fallback_bytes, bytes_sent)
 
 // The far side of exchanges with nodes on other processes (SwarmSGD over
 // MPI): the whole protocol of transfer() in each direction, the bytes counted
