@@ -4,6 +4,7 @@
 // supports; a path it lacks skips, saying which feature is missing.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -140,6 +141,8 @@ INSTANTIATE_TEST_SUITE_P(
                                          ConvCase{2, 1, 28, 28, 32, 5, 2, 1},   // conv1 of the cnn
                                          ConvCase{9, 32, 7, 5, 64, 3, 1, 1},    // 3x3, more than one group
                                          ConvCase{2, 16, 8, 8, 48, 5, 0, 1},    // valid, K = 48
+                                         ConvCase{2, 16, 6, 17, 48, 5, 2, 1},   // wide rows with tails, K = 48
+                                         ConvCase{2, 32, 5, 16, 48, 3, 1, 1},   // 3x3, wide rows, K = 48
                                          ConvCase{2, 64, 14, 14, 64, 5, 2, 1}), // conv2 of the cnn (backward data too)
                        ::testing::Values(1, 3), kPaths));
 
@@ -178,26 +181,30 @@ INSTANTIATE_TEST_SUITE_P(Paths, ConvPaths, kPaths, path_param_name);
 TEST(ConvOps, Avx2AndAvx512DirectKernelsAgreeBitForBit) {
   for (CpuPath p : {CpuPath::avx512, CpuPath::avx2})
     if (std::string why; !cpu::cpu_path_supported(p, &why)) GTEST_SKIP() << cpu::cpu_path_name(p) << ": " << why;
-  ConvShape s;
-  s.n = 3, s.c = 32, s.h = 9, s.w = 13, s.k = 64, s.r = s.s = 5, s.pad_h = s.pad_w = 2;
-  const auto x = random_vector<float>(s.x_size(), 31);
-  const auto dy = random_vector<float>(s.y_size(), 32);
-  const auto w = random_vector<float>(s.w_size(), 33);
-  const auto b = random_vector<float>(size_t(s.k), 34);
-  std::vector<std::vector<float>> outs;
-  for (CpuPath p : {CpuPath::avx512, CpuPath::avx2}) {
-    PathScope scope(p);
-    ThreadPool pool(2);
-    auto ctx = Context::cpu(&pool);
-    std::vector<float> y(s.y_size(), NAN), dx(s.x_size(), NAN), dw(s.w_size(), NAN), db(size_t(s.k), NAN);
-    ops::conv2d_forward<float>(*ctx, s, x.data(), w.data(), b.data(), y.data());
-    ops::conv2d_backward_data<float>(*ctx, s, dy.data(), w.data(), dx.data());
-    ops::conv2d_backward_filter<float>(*ctx, s, x.data(), dy.data(), dw.data(), db.data());
-    y.insert(y.end(), dx.begin(), dx.end());
-    y.insert(y.end(), dw.begin(), dw.end());
-    outs.push_back(y);
+  // Rows narrower than a wide tile, and wider ones (17: a wide tile and tails) with K = 48 (channels left over).
+  for (auto [h, wd, k] : {std::array<int, 3>{9, 13, 64}, std::array<int, 3>{5, 17, 48}}) {
+    ConvShape s;
+    s.n = 3, s.c = 32, s.h = h, s.w = wd, s.k = k, s.r = s.s = 5, s.pad_h = s.pad_w = 2;
+    const auto x = random_vector<float>(s.x_size(), 31);
+    const auto dy = random_vector<float>(s.y_size(), 32);
+    const auto w = random_vector<float>(s.w_size(), 33);
+    const auto b = random_vector<float>(size_t(s.k), 34);
+    std::vector<std::vector<float>> outs;
+    for (CpuPath p : {CpuPath::avx512, CpuPath::avx2}) {
+      PathScope scope(p);
+      ThreadPool pool(2);
+      auto ctx = Context::cpu(&pool);
+      std::vector<float> y(s.y_size(), NAN), dx(s.x_size(), NAN), dw(s.w_size(), NAN), db(size_t(s.k), NAN);
+      ops::conv2d_forward<float>(*ctx, s, x.data(), w.data(), b.data(), y.data());
+      ops::conv2d_backward_data<float>(*ctx, s, dy.data(), w.data(), dx.data());
+      ops::conv2d_backward_filter<float>(*ctx, s, x.data(), dy.data(), dw.data(), db.data());
+      y.insert(y.end(), dx.begin(), dx.end());
+      y.insert(y.end(), dw.begin(), dw.end());
+      y.insert(y.end(), db.begin(), db.end());
+      outs.push_back(y);
+    }
+    EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * 4)) << h << "x" << wd << ", K = " << k;
   }
-  EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * 4));
 }
 
 class GemmOps : public ::testing::TestWithParam<std::tuple<bool, bool, int>> {};
