@@ -33,9 +33,10 @@ void pack_backward_data(const ConvShape& s, const float* w, float* wt);
 void conv_image(const float* in, int cin, int hp, int wp, int r, int s, const float* wt, int kout,
                 const float* bias, float* out);
 
-// dw[k][c][r][s] (+)= sum_{oh,ow} dyt[oh*OW+ow][k] in[c][oh+r][ow+s] for one
+// dwt[c][r][s][k] (+)= sum_{oh,ow} dyt[oh*OW+ow][k] in[c][oh+r][ow+s] for one
 // image: `in` padded (Hp x Wp), dyt the output gradient transposed
-// (pixel-major). accumulate=false overwrites dw.
+// (pixel-major), dwt the weight gradient transposed (channel-minor: the
+// kernel stores whole vectors). accumulate=false overwrites dwt.
 void filter_image(const float* in, int c, int hp, int wp, int r, int s, const float* dyt, int k, float* dw,
                   bool accumulate);
 

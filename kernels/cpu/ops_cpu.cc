@@ -348,13 +348,19 @@ void conv2d_backward_filter(Context& ctx, const ConvShape& s, const T* x, const 
   };
   if (use_direct) for_each_image(ctx, groups, direct_group);
   else for_each_image(ctx, groups, group_body);
-  // Sum the group partials in group order (thread-count independent).
+  // Sum the group partials in group order (thread-count independent); the
+  // direct kernels' weight partials are [c][r][s][k].
   parallel_for(ctx.pool(), part, 4096, [&](size_t b0, size_t b1) {
     for (size_t j = b0; j < b1; ++j) {
       T acc = partials[j];
       for (int g = 1; g < groups; ++g) acc += partials[size_t(g) * part + j];
-      if (j < wn) dw[j] = acc;
-      else if (db != nullptr) db[j - wn] = acc;
+      if (j >= wn) {
+        if (db != nullptr) db[j - wn] = acc;
+      } else if (use_direct) {
+        dw[(j % size_t(s.k)) * crs + j / size_t(s.k)] = acc;
+      } else {
+        dw[j] = acc;
+      }
     }
   });
 }
