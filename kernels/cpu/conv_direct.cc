@@ -52,18 +52,7 @@ void pad_planes(const float* src, int c, int h, int w, int ph, int pw, float* ds
 void transpose(const float* src, int k, size_t n, float* dst) { transpose(src, k, n, n, dst, size_t(k)); }
 
 void transpose(const float* src, int rows, size_t cols, size_t lds, float* dst, size_t ldd) {
-  // 8 x 8 blocks: the strided writes of a block stay in a few cache lines
-  // (one row at a time wrote a line per element, 1.6 M for the cnn's first
-  // layer per step).
-  constexpr int B = 8;
-  for (int r0 = 0; r0 < rows; r0 += B) {
-    const int r1 = std::min(rows, r0 + B);
-    for (size_t c0 = 0; c0 < cols; c0 += B) {
-      const size_t c1 = std::min(cols, c0 + B);
-      for (int r = r0; r < r1; ++r)
-        for (size_t c = c0; c < c1; ++c) dst[c * ldd + size_t(r)] = src[size_t(r) * lds + c];
-    }
-  }
+  simd::kernels().transpose(src, rows, cols, lds, dst, ldd);
 }
 
 void conv_image(const float* in, int cin, int hp, int wp, int r, int s, const float* wt, int kout, const float* bias,

@@ -93,6 +93,8 @@ struct Kernels {
   // (FMA on the AVX paths): the ceiling benchmarks print next to what a
   // kernel achieves. Returns the flops done; *sink keeps the result alive.
   double (*fma_loop)(long iters, float* sink);
+  // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols.
+  void (*transpose)(const float* src, int rows, size_t cols, size_t lds, float* dst, size_t ldd);
 };
 
 // The kernels of the path in use, or of a given path (which must be supported).

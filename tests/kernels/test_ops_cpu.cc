@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "kernels/cpu/conv_direct.h"
 #include "kernels/cpu/ops_cpu.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/ops.h"
@@ -357,6 +358,24 @@ TEST_P(ElementwiseOps, ReluBiasAndBlasLevel1MatchTheirDefinitions) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, ElementwiseOps, kPaths, path_param_name);
+
+// The direct convolutions' and linear layers' transposes: register blocks of
+// 16 x 16 (AVX-512) or 8 x 8 (AVX2) and scalar edges, with strided rows.
+TEST_P(ElementwiseOps, TransposeMovesEveryElementOnce) {
+  USE_CPU_PATH(GetParam());
+  for (auto [rows, cols] : {std::array<int, 2>{64, 196}, std::array<int, 2>{37, 45}, std::array<int, 2>{16, 7},
+                            std::array<int, 2>{5, 33}}) {
+    const size_t lds = size_t(cols) + 3, ldd = size_t(rows) + 5;
+    const auto src = random_vector<float>(size_t(rows) * lds, 16);
+    std::vector<float> dst(size_t(cols) * ldd, NAN);
+    cpu::direct::transpose(src.data(), rows, size_t(cols), lds, dst.data(), ldd);
+    for (int c = 0; c < cols; ++c)
+      for (size_t r = 0; r < ldd; ++r) {
+        if (r < size_t(rows)) ASSERT_EQ(dst[size_t(c) * ldd + r], src[r * lds + size_t(c)]) << rows << "x" << cols;
+        else ASSERT_TRUE(std::isnan(dst[size_t(c) * ldd + r])) << "wrote past row " << rows;
+      }
+  }
+}
 
 TEST(LossOps, SoftmaxCrossEntropyAndAccuracyMatchTheDefinition) {
   auto ctx = Context::cpu();
