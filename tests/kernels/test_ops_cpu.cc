@@ -283,36 +283,39 @@ TEST_P(PoolOps, ForwardTakesTheFirstMaximumAndBackwardRoutesToIt) {
   USE_CPU_PATH(std::get<1>(GetParam()));
   ThreadPool pool(2);
   auto ctx = Context::cpu(&pool);
-  PoolShape s;
-  s.n = 3, s.c = 4, s.h = 9, s.w = 8, s.size = size, s.stride = stride;
-  // Few distinct values, so ties are common and the first-maximum rule is exercised.
-  auto x = random_vector<float>(s.x_size(), 10);
-  for (auto& v : x) v = std::round(v * 3) / 3;
-  std::vector<float> y(s.y_size(), NAN);
-  std::vector<int32_t> am(s.y_size(), -7);
-  ops::maxpool2d_forward<float>(*ctx, s, x.data(), y.data(), am.data(), relu);
-  const int OH = s.out_h(), OW = s.out_w();
-  const auto dy = random_vector<float>(s.y_size(), 11);
-  std::vector<double> dx_ref(s.x_size(), 0);
-  for (int p = 0; p < s.n * s.c; ++p)
-    for (int oh = 0; oh < OH; ++oh)
-      for (int ow = 0; ow < OW; ++ow) {
-        int best = -1;
-        float v = -INFINITY;
-        for (int i = 0; i < size; ++i)
-          for (int j = 0; j < size; ++j) {
-            const int idx = (oh * stride + i) * s.w + ow * stride + j;
-            if (x[size_t(p) * s.h * s.w + idx] > v) v = x[size_t(p) * s.h * s.w + idx], best = idx;
-          }
-        if (relu && !(v > 0)) v = 0, best = -1;
-        const size_t o = (size_t(p) * OH + oh) * OW + ow;
-        EXPECT_EQ(y[o], v);
-        EXPECT_EQ(am[o], best);
-        if (best >= 0) dx_ref[size_t(p) * s.h * s.w + size_t(best)] += dy[o];
-      }
-  std::vector<float> dx(s.x_size(), NAN);
-  ops::maxpool2d_backward<float>(*ctx, s, dy.data(), am.data(), dx.data());
-  EXPECT_LT(max_rel_error(dx, dx_ref), 1e-7);
+  // 8 wide: one partial vector of outputs; 37: a full vector of 16 and a tail.
+  for (int w : {8, 37}) {
+    PoolShape s;
+    s.n = 3, s.c = 4, s.h = 9, s.w = w, s.size = size, s.stride = stride;
+    // Few distinct values, so ties are common and the first-maximum rule is exercised.
+    auto x = random_vector<float>(s.x_size(), 10);
+    for (auto& v : x) v = std::round(v * 3) / 3;
+    std::vector<float> y(s.y_size(), NAN);
+    std::vector<int32_t> am(s.y_size(), -7);
+    ops::maxpool2d_forward<float>(*ctx, s, x.data(), y.data(), am.data(), relu);
+    const int OH = s.out_h(), OW = s.out_w();
+    const auto dy = random_vector<float>(s.y_size(), 11);
+    std::vector<double> dx_ref(s.x_size(), 0);
+    for (int p = 0; p < s.n * s.c; ++p)
+      for (int oh = 0; oh < OH; ++oh)
+        for (int ow = 0; ow < OW; ++ow) {
+          int best = -1;
+          float v = -INFINITY;
+          for (int i = 0; i < size; ++i)
+            for (int j = 0; j < size; ++j) {
+              const int idx = (oh * stride + i) * s.w + ow * stride + j;
+              if (x[size_t(p) * s.h * s.w + idx] > v) v = x[size_t(p) * s.h * s.w + idx], best = idx;
+            }
+          if (relu && !(v > 0)) v = 0, best = -1;
+          const size_t o = (size_t(p) * OH + oh) * OW + ow;
+          EXPECT_EQ(y[o], v);
+          EXPECT_EQ(am[o], best) << "width " << w;
+          if (best >= 0) dx_ref[size_t(p) * s.h * s.w + size_t(best)] += dy[o];
+        }
+    std::vector<float> dx(s.x_size(), NAN);
+    ops::maxpool2d_backward<float>(*ctx, s, dy.data(), am.data(), dx.data());
+    EXPECT_LT(max_rel_error(dx, dx_ref), 1e-7);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(All, PoolOps,
