@@ -37,7 +37,7 @@ void conv_image(const float* in, int cin, int hp, int wp, int r, int s, const fl
 // image: `in` padded (Hp x Wp), dyt the output gradient transposed
 // (pixel-major), dwt the weight gradient transposed (channel-minor: the
 // kernel stores whole vectors). accumulate=false overwrites dwt.
-void filter_image(const float* in, int c, int hp, int wp, int r, int s, const float* dyt, int k, float* dw,
+void filter_image(const float* in, int c, int hp, int wp, int r, int s, const float* dyt, int k, float* dwt,
                   bool accumulate);
 
 // dst[c][h + ph][w + pw] = src[c][h][w], zero border.
