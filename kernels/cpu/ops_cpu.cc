@@ -109,9 +109,12 @@ constexpr int kSimdGemmK = 256;
 
 // The linear layers' products (alpha 1, beta 0) on the AVX paths: the
 // GemmPanel tiles, whose sums run over k in order whatever the vector width
-// or thread split. The lanes run along a dimension with unit stride that is a
-// multiple of 16 (the same test on both paths, so they agree bit for bit);
-// other shapes, and the scalar path, go to OpenBLAS.
+// or thread split. The lanes run along a dimension with unit stride, in whole
+// multiples of 16 (the same cut on both paths, so they agree bit for bit);
+// the last m % 16 rows (or n % 16 columns), products with fewer than 16, and
+// the scalar path go to OpenBLAS. (OpenBLAS may not know the CPU: 0.3.21 runs
+// its SSE3 kernels on some AVX-512 Xeons, and the evaluation's batches of 500
+// took ten times as long there as here.)
 bool simd_gemm(Context& ctx, bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb,
                float* c, int ldc) {
   const auto& kern = simd::kernels();
@@ -119,7 +122,13 @@ bool simd_gemm(Context& ctx, bool ta, bool tb, int m, int n, int k, const float*
   simd::GemmPanel p{};
   if (!ta && tb) {
     // C^T = B A^T: lanes along C's rows (the batch), A packed transposed.
-    if (m % 16 != 0) return false;
+    const int rest = m % 16;
+    if (m < 16) return false;
+    if (rest != 0) {
+      blas(false, true, rest, n, k, 1.f, a + size_t(m - rest) * lda, lda, b, ldb, 0.f, c + size_t(m - rest) * ldc,
+           ldc);
+      m -= rest;
+    }
     float* at = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(k) * size_t(m)));
     parallel_for(ctx.pool(), size_t(k), 256, [&](size_t l0, size_t l1) {
       direct::transpose(a + l0, m, l1 - l0, size_t(lda), at + l0 * size_t(m), size_t(m));
@@ -128,7 +137,12 @@ bool simd_gemm(Context& ctx, bool ta, bool tb, int m, int n, int k, const float*
     // block would cost a quarter of the FMAs' time.
     p = {0, n, 0, m, k, k, b, size_t(ldb), 1, at, size_t(m), c, size_t(ldc), true};
   } else {
-    if (n % 16 != 0) return false;
+    const int rest = n % 16;
+    if (n < 16) return false;
+    if (rest != 0) {
+      blas(ta, false, m, rest, k, 1.f, a, lda, b + (n - rest), ldb, 0.f, c + (n - rest), ldc);
+      n -= rest;
+    }
     p = {0, m, 0, n, k, kSimdGemmK, a, ta ? 1 : size_t(lda), ta ? size_t(lda) : 1, b, size_t(ldb), c, size_t(ldc),
          false};
   }

@@ -234,10 +234,11 @@ TEST_P(GemmOps, MatchesTheTripleLoopInEveryTransposeAndThreadCount) {
 
 INSTANTIATE_TEST_SUITE_P(All, GemmOps, ::testing::Combine(::testing::Bool(), ::testing::Bool(), ::testing::Values(1, 2, 3)));
 
-// The linear layers' products (alpha 1, beta 0, a dimension a multiple of 16)
-// run the path's own tiles on the AVX paths: each transpose the layers use,
-// with row and column tails, k longer than one k-block, and in every thread
-// count the same bits.
+// The linear layers' products (alpha 1, beta 0) run the path's own tiles on
+// the AVX paths along whole multiples of 16, the rest by OpenBLAS: each
+// transpose the layers use, with row and column tails, a lane dimension that
+// is not a multiple of 16 (the evaluation's batches of 500) or shorter than
+// 16, k longer than one k-block, and in every thread count the same bits.
 class GemmPaths : public ::testing::TestWithParam<CpuPath> {};
 
 TEST_P(GemmPaths, LinearLayerProductsMatchTheTripleLoopAndTheThreadCount) {
@@ -248,8 +249,11 @@ TEST_P(GemmPaths, LinearLayerProductsMatchTheTripleLoopAndTheThreadCount) {
   };
   // forward (x W^T), weight gradient (dY^T X), input gradient (dY W)
   for (const Case& cs : {Case{false, true, 32, 13, 301}, Case{false, true, 64, 70, 600},
+                         Case{false, true, 500, 10, 96}, Case{false, true, 37, 21, 40}, Case{false, true, 9, 16, 40},
                          Case{true, false, 23, 48, 64}, Case{true, false, 1030, 80, 17},
-                         Case{false, false, 7, 48, 600}, Case{false, false, 64, 112, 10}}) {
+                         Case{true, false, 10, 53, 64}, Case{false, false, 7, 48, 600},
+                         Case{false, false, 64, 112, 10}, Case{false, false, 64, 1027, 300},
+                         Case{false, false, 20, 12, 30}}) {
     const auto [ta, tb, m, n, k] = cs;
     const auto a = random_vector<float>(size_t(m) * k, 21);
     const auto b = random_vector<float>(size_t(k) * n, 22);

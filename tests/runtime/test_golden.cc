@@ -73,11 +73,15 @@ TrainConfig base() {
 // OpenBLAS's Zen kernel) all 22 runs give the same bits as the AVX paths above;
 // so do both AVX paths on the Zen 4 EPYC machines (family 25, model 17), where
 // OpenBLAS picks its Cooperlake kernel, and on the Intel Xeon machines with
-// AVX-512 and AMX (family 6), where it picks SkylakeX.
-const std::vector<std::string> kFingerprints = {"avx512/avx512f+fma/Haswell", "avx2/avx512f+fma/Haswell",
-                                                "avx2/avx2+fma/Zen", "avx512/avx512f+fma/Cooperlake",
-                                                "avx2/avx512f+fma/Cooperlake", "avx512/avx512f+fma/SkylakeX",
-                                                "avx2/avx512f+fma/SkylakeX"};
+// AVX-512 and AMX (family 6), where it picks SkylakeX, and on the Emerald
+// Rapids Xeons (family 6, model 207), which OpenBLAS 0.3.21 does not know and
+// runs its SSE3 Prescott kernels on (on the AVX paths no OpenBLAS product
+// reaches these checksums).
+const std::vector<std::string> kFingerprints = {"avx512/avx512f+fma/Haswell",   "avx2/avx512f+fma/Haswell",
+                                                "avx2/avx2+fma/Zen",            "avx512/avx512f+fma/Cooperlake",
+                                                "avx2/avx512f+fma/Cooperlake",  "avx512/avx512f+fma/SkylakeX",
+                                                "avx2/avx512f+fma/SkylakeX",    "avx512/avx512f+fma/Prescott",
+                                                "avx2/avx512f+fma/Prescott"};
 const std::vector<std::string> kFingerprintsBlas = {"scalar/avx512f+fma/Haswell"};
 
 const std::vector<Golden>& table() {
