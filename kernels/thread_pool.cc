@@ -36,14 +36,32 @@ void ThreadPool::parallel_chunks(size_t n, size_t grain, const std::function<voi
     return;
   }
   std::lock_guard<std::mutex> call(call_mu_);
-  run(chunks, n, f);
+  run(chunks, n, 0, f);
 }
 
-void ThreadPool::run(int chunks, size_t n, const std::function<void(int, size_t, size_t)>& f) {
+void ThreadPool::parallel_pieces(size_t n, size_t grain, const std::function<void(int, size_t, size_t)>& f) {
+  if (n == 0) return;
+  grain = std::max<size_t>(grain, 1);
+  const size_t pieces = (n + grain - 1) / grain;
+  if (pieces == 1 || threads_ == 1) {
+    f(0, 0, n);
+    return;
+  }
+  std::lock_guard<std::mutex> call(call_mu_);
+  run(int(pieces), n, grain, f);
+}
+
+size_t ThreadPool::job_begin(int c) const {
+  if (job_piece_ != 0) return std::min(job_n_, size_t(c) * job_piece_);
+  return chunk_begin(job_n_, job_chunks_, c);
+}
+
+void ThreadPool::run(int chunks, size_t n, size_t piece, const std::function<void(int, size_t, size_t)>& f) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     job_ = &f;
     job_n_ = n;
+    job_piece_ = piece;
     job_chunks_ = chunks;
     next_chunk_ = 0;
     pending_ = chunks;
@@ -53,12 +71,14 @@ void ThreadPool::run(int chunks, size_t n, const std::function<void(int, size_t,
   // The caller works too, taking chunks until none are left.
   for (;;) {
     int c;
+    size_t b, e;
     {
       std::lock_guard<std::mutex> lk(mu_);
       if (next_chunk_ >= job_chunks_) break;
       c = next_chunk_++;
+      b = job_begin(c), e = job_begin(c + 1);
     }
-    f(c, chunk_begin(n, chunks, c), chunk_begin(n, chunks, c + 1));
+    f(piece != 0 ? 0 : c, b, e);
     std::lock_guard<std::mutex> lk(mu_);
     if (--pending_ == 0) done_cv_.notify_all();
   }
@@ -67,7 +87,7 @@ void ThreadPool::run(int chunks, size_t n, const std::function<void(int, size_t,
   job_ = nullptr;
 }
 
-void ThreadPool::helper_loop(int) {
+void ThreadPool::helper_loop(int id) {
   unsigned long seen = 0;
   std::unique_lock<std::mutex> lk(mu_);
   for (;;) {
@@ -90,12 +110,12 @@ void ThreadPool::helper_loop(int) {
     if (stop_) return;
     seen = generation_.load(std::memory_order_relaxed);
     while (job_ != nullptr && next_chunk_ < job_chunks_) {
-      int c = next_chunk_++;
+      const int c = next_chunk_++;
       const auto* f = job_;
-      size_t n = job_n_;
-      int chunks = job_chunks_;
+      const size_t b = job_begin(c), e = job_begin(c + 1);
+      const int slot = job_piece_ != 0 ? id : c;
       lk.unlock();
-      (*f)(c, chunk_begin(n, chunks, c), chunk_begin(n, chunks, c + 1));
+      (*f)(slot, b, e);
       lk.lock();
       if (--pending_ == 0) done_cv_.notify_all();
     }

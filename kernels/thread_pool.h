@@ -39,9 +39,18 @@ class ThreadPool {
   void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& f);
   // Calls f(chunk_index, begin, end) for each chunk; chunk count from chunks_for.
   void parallel_chunks(size_t n, size_t grain, const std::function<void(int, size_t, size_t)>& f);
+  // Cuts [0, n) into pieces of `grain` items (the last may be shorter) that
+  // the threads take as each comes free, and calls f(thread, begin, end) with
+  // the running thread's index in [0, size()): for its scratch, never for a
+  // reduction (which thread takes a piece depends on timing). A thread that
+  // the machine slows or preempts holds up the loop by one piece, not by
+  // half of it.
+  void parallel_pieces(size_t n, size_t grain, const std::function<void(int, size_t, size_t)>& f);
 
  private:
-  void run(int chunks, size_t n, const std::function<void(int, size_t, size_t)>& f);
+  void run(int chunks, size_t n, size_t piece, const std::function<void(int, size_t, size_t)>& f);
+  // Bounds of chunk c of the current job: a chunk_begin share, or a piece.
+  size_t job_begin(int c) const;
   void helper_loop(int id);
 
   int threads_;
@@ -51,6 +60,7 @@ class ThreadPool {
   std::condition_variable start_cv_, done_cv_;
   const std::function<void(int, size_t, size_t)>* job_ = nullptr;
   size_t job_n_ = 0;
+  size_t job_piece_ = 0;  // nonzero: parallel_pieces (f gets the thread's index)
   int job_chunks_ = 0;
   int next_chunk_ = 0;
   int pending_ = 0;

@@ -77,12 +77,12 @@ constexpr int kFilterGroup = 8;
 
 int pool_threads(Context& ctx) { return ctx.pool() != nullptr ? ctx.pool()->size() : 1; }
 
-// Runs f(slot, i) for i in [0, n), spread over the pool; `slot` < threads
-// identifies the running chunk so it can own a scratch area.
+// Runs f(slot, i) for i in [0, n), one image at a time to whichever thread
+// comes free; `slot` < threads names the running thread, for its scratch.
 template <typename F>
 void for_each_image(Context& ctx, int n, F&& f) {
   if (ctx.pool() != nullptr && ctx.pool()->size() > 1 && n > 1) {
-    ctx.pool()->parallel_chunks(size_t(n), 1, [&](int slot, size_t b, size_t e) {
+    ctx.pool()->parallel_pieces(size_t(n), 1, [&](int slot, size_t b, size_t e) {
       for (size_t i = b; i < e; ++i) f(slot, int(i));
     });
   } else {
@@ -151,12 +151,15 @@ bool simd_gemm(Context& ctx, bool ta, bool tb, int m, int n, int k, const float*
   constexpr int kRows = 30, kCols = 64;
   const int row_units = (p.r1 + kRows - 1) / kRows, col_units = (p.c1 + kCols - 1) / kCols;
   const bool by_rows = row_units >= col_units;
-  parallel_for(ctx.pool(), size_t(by_rows ? row_units : col_units), 1, [&](size_t u0, size_t u1) {
+  auto units = [&](int, size_t u0, size_t u1) {
     simd::GemmPanel q = p;
     if (by_rows) q.r0 = int(u0) * kRows, q.r1 = std::min(p.r1, int(u1) * kRows);
     else q.c0 = int(u0) * kCols, q.c1 = std::min(p.c1, int(u1) * kCols);
     kern.gemm_panel(q);
-  });
+  };
+  const size_t n_units = size_t(by_rows ? row_units : col_units);
+  if (ctx.pool() != nullptr) ctx.pool()->parallel_pieces(n_units, 1, units);
+  else units(0, 0, n_units);
   return true;
 }
 }  // namespace

@@ -8,7 +8,7 @@
 namespace adasync {
 namespace {
 constexpr size_t kBlock = 2048;             // elements per inner block: K gradient streams stay in L1/L2
-constexpr size_t kGrain = size_t(1) << 16;  // elements per thread chunk at least
+constexpr size_t kGrain = size_t(1) << 16;  // elements per piece a thread takes
 
 // The block kernels take restrict pointers so each loop is one vectorised
 // stream; w_out may alias w_in, which is safe element by element.
@@ -151,7 +151,8 @@ void HostOptimizer::step(const float* w_in, float* w_out, const float* const* gr
   float* vh = vh_.empty() ? nullptr : vh_.data();
   const Kind kind = kind_;
 
-  parallel_for(pool_, n_, kGrain, [&](size_t b, size_t e) {
+  // Element by element, so pieces taken as threads come free give the same bits.
+  auto body = [&](int, size_t b, size_t e) {
     alignas(64) float acc[kBlock];
     for (size_t off = b; off < e; off += kBlock) {
       const size_t len = std::min(kBlock, e - off);
@@ -165,7 +166,9 @@ void HostOptimizer::step(const float* w_in, float* w_out, const float* const* gr
                    len);
       }
     }
-  });
+  };
+  if (pool_ != nullptr) pool_->parallel_pieces(n_, kGrain, body);
+  else body(0, 0, n_);
 }
 
 }  // namespace adasync
