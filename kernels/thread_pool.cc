@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 
 namespace adasync {
 
@@ -41,7 +42,8 @@ void ThreadPool::parallel_chunks(size_t n, size_t grain, const std::function<voi
 
 void ThreadPool::parallel_pieces(size_t n, size_t grain, const std::function<void(int, size_t, size_t)>& f) {
   if (n == 0) return;
-  grain = std::max<size_t>(grain, 1);
+  // At least one item a piece, and at most INT_MAX pieces.
+  grain = std::max<size_t>({grain, 1, (n + INT_MAX - 1) / INT_MAX});
   const size_t pieces = (n + grain - 1) / grain;
   if (pieces == 1 || threads_ == 1) {
     f(0, 0, n);
@@ -128,6 +130,11 @@ void parallel_for(ThreadPool* pool, size_t n, size_t grain, const std::function<
   } else if (n > 0) {
     f(0, n);
   }
+}
+
+void parallel_pieces(ThreadPool* pool, size_t n, size_t grain, const std::function<void(int, size_t, size_t)>& f) {
+  if (pool != nullptr) pool->parallel_pieces(n, grain, f);
+  else if (n > 0) f(0, 0, n);
 }
 
 }  // namespace adasync

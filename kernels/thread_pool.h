@@ -71,5 +71,7 @@ class ThreadPool {
 // Runs f over [0, n) on pool when it is non-null and has more than one thread,
 // else serially on the caller.
 void parallel_for(ThreadPool* pool, size_t n, size_t grain, const std::function<void(size_t, size_t)>& f);
+// ThreadPool::parallel_pieces on pool when it is non-null, else f(0, 0, n).
+void parallel_pieces(ThreadPool* pool, size_t n, size_t grain, const std::function<void(int, size_t, size_t)>& f);
 
 }  // namespace adasync

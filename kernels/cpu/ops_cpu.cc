@@ -81,13 +81,9 @@ int pool_threads(Context& ctx) { return ctx.pool() != nullptr ? ctx.pool()->size
 // comes free; `slot` < threads names the running thread, for its scratch.
 template <typename F>
 void for_each_image(Context& ctx, int n, F&& f) {
-  if (ctx.pool() != nullptr && ctx.pool()->size() > 1 && n > 1) {
-    ctx.pool()->parallel_pieces(size_t(n), 1, [&](int slot, size_t b, size_t e) {
-      for (size_t i = b; i < e; ++i) f(slot, int(i));
-    });
-  } else {
-    for (int i = 0; i < n; ++i) f(0, i);
-  }
+  parallel_pieces(ctx.pool(), size_t(std::max(n, 0)), 1, [&](int slot, size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) f(slot, int(i));
+  });
 }
 
 }  // namespace
@@ -102,6 +98,16 @@ const bool blas_single = [] {
 }();
 }  // namespace
 int blas_threads() { return openblas_get_num_threads(); }
+
+std::string blas_core() {
+  const char* core = openblas_get_corename();
+  return core != nullptr ? core : "";
+}
+
+std::string blas_core_note(const std::string& core, bool avx2) {
+  if (!avx2 || core != "Prescott") return "";
+  return "; OpenBLAS runs its SSE3 Prescott kernels here (OPENBLAS_CORETYPE=Haswell picks AVX2 ones)";
+}
 
 namespace {
 // Terms per k-block of the path's GEMM: b's panel (256 x 64 floats) stays in L2.
@@ -151,15 +157,12 @@ bool simd_gemm(Context& ctx, bool ta, bool tb, int m, int n, int k, const float*
   constexpr int kRows = 30, kCols = 64;
   const int row_units = (p.r1 + kRows - 1) / kRows, col_units = (p.c1 + kCols - 1) / kCols;
   const bool by_rows = row_units >= col_units;
-  auto units = [&](int, size_t u0, size_t u1) {
+  parallel_pieces(ctx.pool(), size_t(by_rows ? row_units : col_units), 1, [&](int, size_t u0, size_t u1) {
     simd::GemmPanel q = p;
     if (by_rows) q.r0 = int(u0) * kRows, q.r1 = std::min(p.r1, int(u1) * kRows);
     else q.c0 = int(u0) * kCols, q.c1 = std::min(p.c1, int(u1) * kCols);
     kern.gemm_panel(q);
-  };
-  const size_t n_units = size_t(by_rows ? row_units : col_units);
-  if (ctx.pool() != nullptr) ctx.pool()->parallel_pieces(n_units, 1, units);
-  else units(0, 0, n_units);
+  });
   return true;
 }
 }  // namespace

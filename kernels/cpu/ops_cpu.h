@@ -5,6 +5,8 @@
 // produced by one thread in a fixed order), except GEMM, which follows OpenBLAS.
 #pragma once
 
+#include <string>
+
 #include "kernels/ops.h"
 
 namespace adasync::cpu {
@@ -12,6 +14,12 @@ namespace adasync::cpu {
 // Threads OpenBLAS may use per call (process-wide setting).
 void set_blas_threads(int threads);
 int blas_threads();
+// OpenBLAS's kernel name ("Haswell", "SkylakeX", ...).
+std::string blas_core();
+// For the startup line: empty, or a warning when OpenBLAS runs its SSE3
+// Prescott kernels (what 0.3.21 picks for CPUs it does not know) on a CPU
+// with AVX2, and how to pick faster ones.
+std::string blas_core_note(const std::string& core, bool avx2);
 
 template <typename T>
 void gemm(Context& ctx, bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, int lda,

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "kernels/context.h"
+#include "kernels/cpu/ops_cpu.h"
 
 namespace adasync::cpu {
 namespace {
@@ -99,7 +100,7 @@ std::string cpu_kernel_path_summary() {
   const CpuPath p = cpu_path(), best = best_cpu_path();
   std::string s = std::string("cpu kernels ") + cpu_path_name(p);
   if (p != best || first_choice().forced) s += std::string(" (forced; this CPU supports ") + cpu_path_name(best) + ")";
-  return s;
+  return s + blas_core_note(blas_core(), best != CpuPath::scalar);
 }
 
 void set_cpu_path(CpuPath p) {

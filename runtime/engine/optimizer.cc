@@ -167,8 +167,7 @@ void HostOptimizer::step(const float* w_in, float* w_out, const float* const* gr
       }
     }
   };
-  if (pool_ != nullptr) pool_->parallel_pieces(n_, kGrain, body);
-  else body(0, 0, n_);
+  parallel_pieces(pool_, n_, kGrain, body);
 }
 
 }  // namespace adasync

@@ -476,5 +476,15 @@ TEST(CpuPaths, TheBestPathIsSupportedAndTheChoiceCanBeLoweredAndRestored) {
     else EXPECT_NE(cpu::simd::kernels(p).conv_image, nullptr);
 }
 
+TEST(CpuPaths, TheStartupLineWarnsWhenOpenBlasRunsItsSse3KernelsOnAnAvx2Cpu) {
+  EXPECT_NE(cpu::blas_core_note("Prescott", true).find("OPENBLAS_CORETYPE=Haswell"), std::string::npos);
+  EXPECT_EQ(cpu::blas_core_note("Prescott", false), "");  // no AVX2: nothing faster to pick
+  EXPECT_EQ(cpu::blas_core_note("Haswell", true), "");
+  EXPECT_EQ(cpu::blas_core_note("SkylakeX", true), "");
+  EXPECT_FALSE(cpu::blas_core().empty());
+  const bool warned = cpu::cpu_kernel_path_summary().find("Prescott") != std::string::npos;
+  EXPECT_EQ(warned, cpu::blas_core() == "Prescott" && cpu::best_cpu_path() != CpuPath::scalar);
+}
+
 }  // namespace
 }  // namespace adasync
