@@ -1,6 +1,7 @@
 #include "kernels/cpu/ops_cpu.h"
 
 #include "kernels/cpu/conv_direct.h"
+#include "kernels/cpu/conv_winograd.h"
 
 #include "kernels/cpu/simd.h"
 
@@ -228,6 +229,17 @@ void conv2d_forward(Context& ctx, const ConvShape& s, const T* x, const T* w, co
   const size_t ohw = size_t(s.out_h()) * s.out_w(), crs = size_t(s.c) * s.r * s.s;
   const size_t in_img = size_t(s.c) * s.h * s.w, out_img = size_t(s.k) * ohw;
   if constexpr (std::is_same_v<T, float>) {
+    if (winograd::forward_ok(s)) {
+      const winograd::Plan p(s.c, s.h, s.w, s.pad_h, s.pad_w, s.k);
+      const size_t wn = crs * size_t(s.k), un = p.filter_floats(), sc = p.scratch_floats();
+      float* ws = static_cast<float*>(ctx.workspace(sizeof(float) * (wn + un + sc * size_t(pool_threads(ctx)))));
+      direct::pack_forward(s, w, ws);
+      winograd::transform_filter(p, ws, ws + wn);
+      for_each_image(ctx, s.n, [&](int slot, int i) {
+        winograd::image(p, ws + wn, x + size_t(i) * in_img, b, ws + wn + un + size_t(slot) * sc, y + size_t(i) * out_img);
+      });
+      return;
+    }
     if (direct::forward_ok(s)) {
       // Direct kernels: packed weights once, each image padded in cache.
       const int hp = s.h + 2 * s.pad_h, wp = s.w + 2 * s.pad_w;
@@ -269,6 +281,19 @@ void conv2d_backward_data(Context& ctx, const ConvShape& s, const T* dy, const T
   const size_t ohw = size_t(s.out_h()) * s.out_w(), crs = size_t(s.c) * s.r * s.s;
   const size_t in_img = size_t(s.c) * s.h * s.w, out_img = size_t(s.k) * ohw;
   if constexpr (std::is_same_v<T, float>) {
+    if (winograd::backward_data_ok(s)) {
+      // The forward convolution of dy (padded by R-1-pad) with the flipped, transposed weights.
+      const winograd::Plan p(s.k, s.out_h(), s.out_w(), s.r - 1 - s.pad_h, s.s - 1 - s.pad_w, s.c);
+      const size_t wn = crs * size_t(s.k), un = p.filter_floats(), sc = p.scratch_floats();
+      float* ws = static_cast<float*>(ctx.workspace(sizeof(float) * (wn + un + sc * size_t(pool_threads(ctx)))));
+      direct::pack_backward_data(s, w, ws);
+      winograd::transform_filter(p, ws, ws + wn);
+      for_each_image(ctx, s.n, [&](int slot, int i) {
+        winograd::image(p, ws + wn, dy + size_t(i) * out_img, nullptr, ws + wn + un + size_t(slot) * sc,
+                        dx + size_t(i) * in_img);
+      });
+      return;
+    }
     if (direct::backward_data_ok(s)) {
       // dx is the convolution of dy (padded by R-1-pad) with the flipped,
       // transposed weights: the forward kernel with K and C swapped.

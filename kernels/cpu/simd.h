@@ -7,8 +7,8 @@
 // comparisons. Asking for a path the CPU or the build lacks is an error
 // (UsageError), not a silent fallback, so a benchmark measures what it names.
 //
-// The avx512 and avx2 direct convolutions accumulate every output in the same
-// order, so they give bit-identical results; the scalar path has no direct
+// The avx512 and avx2 direct and Winograd convolutions accumulate every
+// output in the same order, so they give bit-identical results; the scalar path has no direct
 // convolutions (im2col + GEMM) and rounds differently there. Elementwise
 // kernels give the same bits on every path.
 #pragma once
@@ -73,6 +73,11 @@ struct Kernels {
                        bool accumulate);
   // GemmPanel's product; null on the scalar path (OpenBLAS there).
   void (*gemm_panel)(const GemmPanel& p);
+  // Winograd F(2x2, 5x5) transforms (conv_winograd.h has the layouts); null
+  // on the scalar path.
+  void (*wino_filter)(const float* wt, int cin, int kout, float* u);
+  void (*wino_input)(const float* hwc, int wp, int cin, int th, int tw, float* v);
+  void (*wino_output)(const float* m, int kout, int th, int tw, const float* bias, float* y);
   // One image's im2col matrix (pad: the staging area for its padded copy)
   // and the scatter-add back (dx overwritten).
   void (*im2col)(const ConvGeom& g, const float* x, float* pad, float* col);

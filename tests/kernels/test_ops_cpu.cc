@@ -6,10 +6,12 @@
 
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "kernels/cpu/conv_direct.h"
+#include "kernels/cpu/conv_winograd.h"
 #include "kernels/cpu/ops_cpu.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/ops.h"
@@ -144,7 +146,9 @@ INSTANTIATE_TEST_SUITE_P(
                                          ConvCase{2, 16, 8, 8, 48, 5, 0, 1},    // valid, K = 48
                                          ConvCase{2, 16, 6, 17, 48, 5, 2, 1},   // wide rows with tails, K = 48
                                          ConvCase{2, 32, 5, 16, 48, 3, 1, 1},   // 3x3, wide rows, K = 48
-                                         ConvCase{2, 64, 14, 14, 64, 5, 2, 1}), // conv2 of the cnn (backward data too)
+                                         ConvCase{2, 64, 14, 14, 64, 5, 2, 1},  // conv2 of the cnn (backward data too)
+                                         ConvCase{3, 32, 6, 10, 16, 5, 1, 1},   // Winograd: even, non-square, pad 1
+                                         ConvCase{2, 16, 12, 8, 48, 5, 4, 1}),  // Winograd: pad 4, 16 x 12 out
                        ::testing::Values(1, 3), kPaths));
 
 class ConvPaths : public ::testing::TestWithParam<CpuPath> {};
@@ -182,8 +186,10 @@ INSTANTIATE_TEST_SUITE_P(Paths, ConvPaths, kPaths, path_param_name);
 TEST(ConvOps, Avx2AndAvx512DirectKernelsAgreeBitForBit) {
   for (CpuPath p : {CpuPath::avx512, CpuPath::avx2})
     if (std::string why; !cpu::cpu_path_supported(p, &why)) GTEST_SKIP() << cpu::cpu_path_name(p) << ": " << why;
-  // Rows narrower than a wide tile, and wider ones (17: a wide tile and tails) with K = 48 (channels left over).
-  for (auto [h, wd, k] : {std::array<int, 3>{9, 13, 64}, std::array<int, 3>{5, 17, 48}}) {
+  // Rows narrower than a wide tile, and wider ones (17: a wide tile and tails) with K = 48 (channels left
+  // over); even sizes take the Winograd kernels forward and for the input gradient.
+  for (auto [h, wd, k] : {std::array<int, 3>{9, 13, 64}, std::array<int, 3>{5, 17, 48},
+                          std::array<int, 3>{14, 14, 64}, std::array<int, 3>{6, 10, 32}}) {
     ConvShape s;
     s.n = 3, s.c = 32, s.h = h, s.w = wd, s.k = k, s.r = s.s = 5, s.pad_h = s.pad_w = 2;
     const auto x = random_vector<float>(s.x_size(), 31);
@@ -207,6 +213,55 @@ TEST(ConvOps, Avx2AndAvx512DirectKernelsAgreeBitForBit) {
     EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * 4)) << h << "x" << wd << ", K = " << k;
   }
 }
+
+// The cnn's second convolution takes the Winograd kernels on the AVX paths
+// (forward and input gradient; not the weight gradient, not odd sizes), and
+// ADASYNC_NO_WINOGRAD=1 takes the direct ones: the two agree to float
+// rounding and differ in their bits, so the switch does switch.
+class WinogradPaths : public ::testing::TestWithParam<CpuPath> {};
+
+TEST_P(WinogradPaths, TheCnnsSecondConvolutionTakesThemAndTheSwitchTurnsThemOff) {
+  USE_CPU_PATH(GetParam());
+  ConvShape s;
+  s.n = 2, s.c = 32, s.h = s.w = 14, s.k = 64, s.r = s.s = 5, s.pad_h = s.pad_w = 2;
+  ConvShape odd = s;
+  odd.h = 13;
+  EXPECT_TRUE(cpu::winograd::forward_ok(s));
+  EXPECT_TRUE(cpu::winograd::backward_data_ok(s));
+  EXPECT_FALSE(cpu::winograd::forward_ok(odd));
+  EXPECT_FALSE(cpu::winograd::backward_data_ok(odd));
+  ConvShape three = s;
+  three.r = three.s = 3;
+  EXPECT_FALSE(cpu::winograd::forward_ok(three));
+  const auto x = random_vector<float>(s.x_size(), 41), w = random_vector<float>(s.w_size(), 42);
+  const auto b = random_vector<float>(size_t(s.k), 43), dy = random_vector<float>(s.y_size(), 44);
+  ThreadPool pool(2);
+  auto ctx = Context::cpu(&pool);
+  auto run = [&] {
+    std::vector<float> y(s.y_size(), NAN), dx(s.x_size(), NAN);
+    ops::conv2d_forward<float>(*ctx, s, x.data(), w.data(), b.data(), y.data());
+    ops::conv2d_backward_data<float>(*ctx, s, dy.data(), w.data(), dx.data());
+    y.insert(y.end(), dx.begin(), dx.end());
+    return y;
+  };
+  const auto wino = run();
+  ASSERT_EQ(setenv("ADASYNC_NO_WINOGRAD", "1", 1), 0);
+  EXPECT_FALSE(cpu::winograd::forward_ok(s));
+  const auto direct = run();
+  unsetenv("ADASYNC_NO_WINOGRAD");
+  EXPECT_LT(max_rel_error(wino, direct), 1e-5);
+  EXPECT_NE(0, std::memcmp(wino.data(), direct.data(), wino.size() * sizeof(float)));
+}
+
+TEST(WinogradPaths, TheScalarPathHasNone) {
+  USE_CPU_PATH(CpuPath::scalar);
+  ConvShape s;
+  s.n = 2, s.c = 32, s.h = s.w = 14, s.k = 64, s.r = s.s = 5, s.pad_h = s.pad_w = 2;
+  EXPECT_FALSE(cpu::winograd::forward_ok(s));
+  EXPECT_FALSE(cpu::winograd::backward_data_ok(s));
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, WinogradPaths, ::testing::Values(CpuPath::avx512, CpuPath::avx2), path_param_name);
 
 class GemmOps : public ::testing::TestWithParam<std::tuple<bool, bool, int>> {};
 

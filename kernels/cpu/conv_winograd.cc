@@ -1,0 +1,76 @@
+#include "kernels/cpu/conv_winograd.h"
+
+#include <cstdlib>
+
+#include "kernels/cpu/conv_direct.h"
+#include "kernels/cpu/simd.h"
+
+namespace adasync::cpu::winograd {
+
+// 36 transformed values per tile (6 x 6).
+constexpr size_t kXi = 36;
+
+bool available() {
+  // Read on every call (a getenv per convolution) so tests can compare.
+  return std::getenv("ADASYNC_NO_WINOGRAD") == nullptr && simd::kernels().wino_input != nullptr &&
+         simd::kernels().gemm_panel != nullptr;
+}
+
+namespace {
+bool five_by_five(const ConvShape& s) { return s.r == 5 && s.s == 5 && s.stride_h == 1 && s.stride_w == 1; }
+bool even(int v) { return v > 0 && v % 2 == 0; }
+}  // namespace
+
+bool forward_ok(const ConvShape& s) {
+  return five_by_five(s) && s.c % 16 == 0 && s.k % 16 == 0 && even(s.out_h()) && even(s.out_w()) && available();
+}
+
+bool backward_data_ok(const ConvShape& s) {
+  return five_by_five(s) && s.c % 16 == 0 && s.k % 16 == 0 && even(s.h) && even(s.w) && s.pad_h <= 4 &&
+         s.pad_w <= 4 && available();
+}
+
+Plan::Plan(int cin_, int h_, int w_, int ph_, int pw_, int kout_)
+    : cin(cin_), h(h_), w(w_), ph(ph_), pw(pw_), kout(kout_) {
+  hp = h + 2 * ph, wp = w + 2 * pw;
+  oh = hp - 4, ow = wp - 4;
+  th = oh / 2, tw = ow / 2;
+}
+
+size_t Plan::filter_floats() const { return kXi * size_t(cin) * size_t(kout); }
+
+size_t Plan::scratch_floats() const {
+  const size_t pixels = size_t(hp) * size_t(wp), tiles = size_t(th) * size_t(tw);
+  // The padded image twice (planes, then pixel-major), the transformed
+  // patches, their products, and the output pixel-major.
+  return 2 * pixels * size_t(cin) + kXi * tiles * (size_t(cin) + size_t(kout)) + size_t(oh) * size_t(ow) * kout;
+}
+
+void transform_filter(const Plan& p, const float* wt, float* u) { simd::kernels().wino_filter(wt, p.cin, p.kout, u); }
+
+void image(const Plan& p, const float* u, const float* x, const float* bias, float* scratch, float* y) {
+  const auto& kern = simd::kernels();
+  const size_t pixels = size_t(p.hp) * size_t(p.wp), tiles = size_t(p.th) * size_t(p.tw);
+  float* planes = scratch;
+  float* hwc = planes + pixels * size_t(p.cin);
+  float* v = hwc + pixels * size_t(p.cin);
+  float* m = v + kXi * tiles * size_t(p.cin);
+  float* out = m + kXi * tiles * size_t(p.kout);
+  direct::pad_planes(x, p.cin, p.h, p.w, p.ph, p.pw, planes);
+  direct::transpose(planes, p.cin, pixels, hwc);
+  kern.wino_input(hwc, p.wp, p.cin, p.th, p.tw, v);
+  // m[xi] (tiles x kout) = v[xi] (tiles x cin) * u[xi] (cin x kout)
+  for (size_t xi = 0; xi < kXi; ++xi) {
+    simd::GemmPanel g{};
+    g.r0 = 0, g.r1 = int(tiles), g.c0 = 0, g.c1 = p.kout, g.k = p.cin, g.kb = p.cin;
+    g.a = v + xi * tiles * size_t(p.cin), g.ars = size_t(p.cin), g.als = 1;
+    g.b = u + xi * size_t(p.cin) * size_t(p.kout), g.ldb = size_t(p.kout);
+    g.c = m + xi * tiles * size_t(p.kout), g.ldc = size_t(p.kout), g.trans_c = false;
+    kern.gemm_panel(g);
+  }
+  kern.wino_output(m, p.kout, p.th, p.tw, bias, out);
+  const size_t ohw = size_t(p.oh) * size_t(p.ow);
+  direct::transpose(out, int(ohw), size_t(p.kout), size_t(p.kout), y, ohw);
+}
+
+}  // namespace adasync::cpu::winograd

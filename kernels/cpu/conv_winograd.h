@@ -1,0 +1,48 @@
+// Winograd F(2x2, 5x5) convolutions on the AVX paths: each 2x2 output tile of
+// a 5x5 stride-1 convolution from its 6x6 input patch, with 36 multiplies per
+// input-output channel pair where the direct kernels take 100 (Lavin & Gray,
+// "Fast Algorithms for Convolutional Neural Networks"). Per image: the patches
+// are transformed (B^T d B, channels in the vector lanes), multiplied by the
+// transformed filters (G g G^T) as 36 GEMMs over the input channels on the
+// linear layers' tiles, and transformed back (A^T m A). The forward pass and
+// the input gradient (the same convolution with the flipped, transposed
+// weights) take it for even output sizes and channel counts that are
+// multiples of 16; the weight gradient stays direct.
+//
+// It rounds differently from the direct kernels (the tests hold both within
+// 1e-5 of the largest output of a double-precision reference); every vector
+// width gives the same bits, and each output is computed by one thread in a
+// fixed order. The weight gradient through the transforms would sum 3136
+// tiles' products in the transformed domain, whose rounding came to 8e-6 in a
+// simulation: too near that bound.
+// ADASYNC_NO_WINOGRAD=1 turns it off, for comparisons.
+#pragma once
+
+#include <cstddef>
+
+#include "kernels/ops.h"
+
+namespace adasync::cpu::winograd {
+
+bool available();  // an AVX path is in use and ADASYNC_NO_WINOGRAD is unset
+bool forward_ok(const ConvShape& s);
+bool backward_data_ok(const ConvShape& s);
+
+// A 5x5 stride-1 convolution of cin planes h x w padded by (ph, pw) to kout
+// planes oh x ow = (h + 2ph - 4) x (w + 2pw - 4), both even, in th x tw tiles.
+struct Plan {
+  Plan(int cin, int h, int w, int ph, int pw, int kout);
+  int cin, h, w, ph, pw, kout;
+  int hp, wp, oh, ow, th, tw;
+  size_t filter_floats() const;   // the transformed filters
+  size_t scratch_floats() const;  // one image's scratch, per thread
+};
+
+// u = the transformed filters of wt[cin][5][5][kout] (direct::pack_forward's
+// layout).
+void transform_filter(const Plan& p, const float* wt, float* u);
+// y (kout x oh x ow) = bias + x (cin x h x w) convolved, for one image; bias
+// may be null.
+void image(const Plan& p, const float* u, const float* x, const float* bias, float* scratch, float* y);
+
+}  // namespace adasync::cpu::winograd
