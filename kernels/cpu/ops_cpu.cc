@@ -150,8 +150,16 @@ bool simd_gemm(Context& ctx, bool ta, bool tb, int m, int n, int k, const float*
       blas(ta, false, m, rest, k, 1.f, a, lda, b + (n - rest), ldb, 0.f, c + (n - rest), ldc);
       n -= rest;
     }
-    p = {0, m, 0, n, k, kSimdGemmK, a, ta ? 1 : size_t(lda), ta ? size_t(lda) : 1, b, size_t(ldb), c, size_t(ldc),
-         false};
+    if (ta) {
+      // A^T packed row-major: its rows' terms adjacent, not one per row of A
+      // (the first linear layer's weight gradient: 4 KB apart, one L1 set).
+      float* at = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(k) * size_t(m)));
+      parallel_for(ctx.pool(), size_t(m), 256, [&](size_t i0, size_t i1) {
+        direct::transpose(a + i0, k, i1 - i0, size_t(lda), at + i0 * size_t(k), size_t(k));
+      });
+      a = at, lda = k;
+    }
+    p = {0, m, 0, n, k, kSimdGemmK, a, size_t(lda), 1, b, size_t(ldb), c, size_t(ldc), false};
   }
   // Split the longer way in whole tiles: 30 rows (tiles are 6 or 5 rows), or
   // 64 columns.

@@ -293,7 +293,8 @@ INSTANTIATE_TEST_SUITE_P(All, GemmOps, ::testing::Combine(::testing::Bool(), ::t
 // the AVX paths along whole multiples of 16, the rest by OpenBLAS: each
 // transpose the layers use, with row and column tails, a lane dimension that
 // is not a multiple of 16 (the evaluation's batches of 500) or shorter than
-// 16, k longer than one k-block, and in every thread count the same bits.
+// 16, k longer than one k-block, rows of B far apart (packed per panel), and
+// in every thread count the same bits.
 class GemmPaths : public ::testing::TestWithParam<CpuPath> {};
 
 TEST_P(GemmPaths, LinearLayerProductsMatchTheTripleLoopAndTheThreadCount) {
@@ -308,7 +309,8 @@ TEST_P(GemmPaths, LinearLayerProductsMatchTheTripleLoopAndTheThreadCount) {
                          Case{true, false, 23, 48, 64}, Case{true, false, 1030, 80, 17},
                          Case{true, false, 10, 53, 64}, Case{false, false, 7, 48, 600},
                          Case{false, false, 64, 112, 10}, Case{false, false, 64, 1027, 300},
-                         Case{false, false, 20, 12, 30}}) {
+                         Case{false, false, 20, 12, 30}, Case{true, false, 40, 700, 33},
+                         Case{false, false, 13, 720, 260}}) {
     const auto [ta, tb, m, n, k] = cs;
     const auto a = random_vector<float>(size_t(m) * k, 21);
     const auto b = random_vector<float>(size_t(k) * n, 22);
