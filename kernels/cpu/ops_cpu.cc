@@ -87,6 +87,21 @@ void for_each_image(Context& ctx, int n, F&& f) {
   });
 }
 
+// A Winograd convolution over the batch: pack(ws) writes the weights in the
+// direct kernels' layout (wn floats), transformed once, then each image.
+template <typename Pack>
+void winograd_batch(Context& ctx, const winograd::Plan& p, int n, size_t wn, Pack&& pack, const float* in,
+                    size_t in_img, const float* bias, float* out, size_t out_img) {
+  const size_t un = p.filter_floats(), sc = p.scratch_floats();
+  float* ws = static_cast<float*>(ctx.workspace(sizeof(float) * (wn + un + sc * size_t(pool_threads(ctx)))));
+  pack(ws);
+  winograd::transform_filter(p, ws, ws + wn);
+  for_each_image(ctx, n, [&](int slot, int i) {
+    winograd::image(p, ws + wn, in + size_t(i) * in_img, bias, ws + wn + un + size_t(slot) * sc,
+                    out + size_t(i) * out_img);
+  });
+}
+
 }  // namespace
 
 void set_blas_threads(int threads) { openblas_set_num_threads(std::max(1, threads)); }
@@ -238,14 +253,8 @@ void conv2d_forward(Context& ctx, const ConvShape& s, const T* x, const T* w, co
   const size_t in_img = size_t(s.c) * s.h * s.w, out_img = size_t(s.k) * ohw;
   if constexpr (std::is_same_v<T, float>) {
     if (winograd::forward_ok(s)) {
-      const winograd::Plan p(s.c, s.h, s.w, s.pad_h, s.pad_w, s.k);
-      const size_t wn = crs * size_t(s.k), un = p.filter_floats(), sc = p.scratch_floats();
-      float* ws = static_cast<float*>(ctx.workspace(sizeof(float) * (wn + un + sc * size_t(pool_threads(ctx)))));
-      direct::pack_forward(s, w, ws);
-      winograd::transform_filter(p, ws, ws + wn);
-      for_each_image(ctx, s.n, [&](int slot, int i) {
-        winograd::image(p, ws + wn, x + size_t(i) * in_img, b, ws + wn + un + size_t(slot) * sc, y + size_t(i) * out_img);
-      });
+      winograd_batch(ctx, winograd::Plan(s.c, s.h, s.w, s.pad_h, s.pad_w, s.k), s.n, crs * size_t(s.k),
+                     [&](float* ws) { direct::pack_forward(s, w, ws); }, x, in_img, b, y, out_img);
       return;
     }
     if (direct::forward_ok(s)) {
@@ -291,15 +300,9 @@ void conv2d_backward_data(Context& ctx, const ConvShape& s, const T* dy, const T
   if constexpr (std::is_same_v<T, float>) {
     if (winograd::backward_data_ok(s)) {
       // The forward convolution of dy (padded by R-1-pad) with the flipped, transposed weights.
-      const winograd::Plan p(s.k, s.out_h(), s.out_w(), s.r - 1 - s.pad_h, s.s - 1 - s.pad_w, s.c);
-      const size_t wn = crs * size_t(s.k), un = p.filter_floats(), sc = p.scratch_floats();
-      float* ws = static_cast<float*>(ctx.workspace(sizeof(float) * (wn + un + sc * size_t(pool_threads(ctx)))));
-      direct::pack_backward_data(s, w, ws);
-      winograd::transform_filter(p, ws, ws + wn);
-      for_each_image(ctx, s.n, [&](int slot, int i) {
-        winograd::image(p, ws + wn, dy + size_t(i) * out_img, nullptr, ws + wn + un + size_t(slot) * sc,
-                        dx + size_t(i) * in_img);
-      });
+      winograd_batch(ctx, winograd::Plan(s.k, s.out_h(), s.out_w(), s.r - 1 - s.pad_h, s.s - 1 - s.pad_w, s.c), s.n,
+                     crs * size_t(s.k), [&](float* ws) { direct::pack_backward_data(s, w, ws); }, dy, out_img, nullptr,
+                     dx, in_img);
       return;
     }
     if (direct::backward_data_ok(s)) {
