@@ -129,6 +129,16 @@ namespace {
 // Terms per k-block of the path's GEMM: b's panel (256 x 64 floats) stays in L2.
 constexpr int kSimdGemmK = 256;
 
+// The rows x cols matrix a (row stride lda) transposed into the workspace
+// (cols x rows, packed), the threads sharing its columns.
+const float* transposed(Context& ctx, const float* a, int rows, int cols, int lda) {
+  float* at = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(rows) * size_t(cols)));
+  parallel_for(ctx.pool(), size_t(cols), 256, [&](size_t c0, size_t c1) {
+    direct::transpose(a + c0, rows, c1 - c0, size_t(lda), at + c0 * size_t(rows), size_t(rows));
+  });
+  return at;
+}
+
 // The linear layers' products (alpha 1, beta 0) on the AVX paths: the
 // GemmPanel tiles, whose sums run over k in order whatever the vector width
 // or thread split. The lanes run along a dimension with unit stride, in whole
@@ -151,10 +161,7 @@ bool simd_gemm(Context& ctx, bool ta, bool tb, int m, int n, int k, const float*
            ldc);
       m -= rest;
     }
-    float* at = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(k) * size_t(m)));
-    parallel_for(ctx.pool(), size_t(k), 256, [&](size_t l0, size_t l1) {
-      direct::transpose(a + l0, m, l1 - l0, size_t(lda), at + l0 * size_t(m), size_t(m));
-    });
+    const float* at = transposed(ctx, a, m, k, lda);
     // One k-block: C's tiles are stored transposed, and reloading them per
     // block would cost a quarter of the FMAs' time.
     p = {0, n, 0, m, k, k, b, size_t(ldb), 1, at, size_t(m), c, size_t(ldc), true};
@@ -168,11 +175,7 @@ bool simd_gemm(Context& ctx, bool ta, bool tb, int m, int n, int k, const float*
     if (ta) {
       // A^T packed row-major: its rows' terms adjacent, not one per row of A
       // (the first linear layer's weight gradient: 4 KB apart, one L1 set).
-      float* at = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(k) * size_t(m)));
-      parallel_for(ctx.pool(), size_t(m), 256, [&](size_t i0, size_t i1) {
-        direct::transpose(a + i0, k, i1 - i0, size_t(lda), at + i0 * size_t(k), size_t(k));
-      });
-      a = at, lda = k;
+      a = transposed(ctx, a, k, m, lda), lda = k;
     }
     p = {0, m, 0, n, k, kSimdGemmK, a, size_t(lda), 1, b, size_t(ldb), c, size_t(ldc), false};
   }
