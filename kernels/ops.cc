@@ -111,6 +111,52 @@ void spin_delay(Context& ctx, double seconds, const volatile uint32_t* cancel, u
 }
 
 template <typename T>
+void batchnorm_forward_train(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta, double eps,
+                             T* y, T* mean, T* invstd, T* var_unbiased) {
+  ADASYNC_DISPATCH(batchnorm_forward_train, ctx, s, x, gamma, beta, eps, y, mean, invstd, var_unbiased);
+}
+template <typename T>
+void batchnorm_forward_eval(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta,
+                            const T* running_mean, const T* running_var, double eps, T* y) {
+  ADASYNC_DISPATCH(batchnorm_forward_eval, ctx, s, x, gamma, beta, running_mean, running_var, eps, y);
+}
+template <typename T>
+void batchnorm_backward(Context& ctx, const BnShape& s, const T* x, const T* dy, const T* gamma, const T* mean,
+                        const T* invstd, T* dx, T* dgamma, T* dbeta) {
+  ADASYNC_DISPATCH(batchnorm_backward, ctx, s, x, dy, gamma, mean, invstd, dx, dgamma, dbeta);
+}
+template <typename T>
+void global_avgpool_forward(Context& ctx, int n, int c, int hw, const T* x, T* y) {
+  ADASYNC_DISPATCH(global_avgpool_forward, ctx, n, c, hw, x, y);
+}
+template <typename T>
+void global_avgpool_backward(Context& ctx, int n, int c, int hw, const T* dy, T* dx) {
+  ADASYNC_DISPATCH(global_avgpool_backward, ctx, n, c, hw, dy, dx);
+}
+template <typename T>
+void shortcut_add(Context& ctx, const ShortcutShape& s, const T* x, T* y) {
+  ADASYNC_DISPATCH(shortcut_add, ctx, s, x, y);
+}
+template <typename T>
+void shortcut_add_backward(Context& ctx, const ShortcutShape& s, const T* dy, T* dx) {
+  ADASYNC_DISPATCH(shortcut_add_backward, ctx, s, dy, dx);
+}
+template <typename T>
+void dropout_forward(Context& ctx, const T* x, T* y, size_t n, float p, const uint64_t* key) {
+  ADASYNC_DISPATCH(dropout_forward, ctx, x, y, n, p, key);
+}
+template <typename T>
+void dropout_backward(Context& ctx, const T* dy, T* dx, size_t n, float p, const uint64_t* key) {
+  ADASYNC_DISPATCH(dropout_backward, ctx, dy, dx, n, p, key);
+}
+void batch_key(Context& ctx, const int32_t* idx, int n, uint64_t seed, uint64_t* key) {
+  ADASYNC_DISPATCH_F(batch_key, ctx, idx, n, seed, key);
+}
+void ema_update(Context& ctx, float* r, const float* stat, size_t n, float momentum, float scale) {
+  ADASYNC_DISPATCH_F(ema_update, ctx, r, stat, n, momentum, scale);
+}
+
+template <typename T>
 void fill(Context& ctx, T* x, T value, size_t n) {
   ADASYNC_DISPATCH(fill, ctx, x, value, n);
 }
@@ -136,6 +182,18 @@ void scale(Context& ctx, T a, const T* x, T* y, size_t n) {
   template void relu_backward<T>(Context&, const T*, const T*, T*, size_t);                                    \
   template void softmax_xent<T>(Context&, const T*, const int32_t*, int, int, T*, T*);                         \
   template void count_correct<T>(Context&, const T*, const int32_t*, int, int, int32_t*);                      \
+  template void batchnorm_forward_train<T>(Context&, const BnShape&, const T*, const T*, const T*, double, T*,  \
+                                           T*, T*, T*);                                                       \
+  template void batchnorm_forward_eval<T>(Context&, const BnShape&, const T*, const T*, const T*, const T*,     \
+                                          const T*, double, T*);                                             \
+  template void batchnorm_backward<T>(Context&, const BnShape&, const T*, const T*, const T*, const T*,         \
+                                      const T*, T*, T*, T*);                                                  \
+  template void global_avgpool_forward<T>(Context&, int, int, int, const T*, T*);                              \
+  template void global_avgpool_backward<T>(Context&, int, int, int, const T*, T*);                             \
+  template void shortcut_add<T>(Context&, const ShortcutShape&, const T*, T*);                                 \
+  template void shortcut_add_backward<T>(Context&, const ShortcutShape&, const T*, T*);                        \
+  template void dropout_forward<T>(Context&, const T*, T*, size_t, float, const uint64_t*);                    \
+  template void dropout_backward<T>(Context&, const T*, T*, size_t, float, const uint64_t*);                   \
   template void fill<T>(Context&, T*, T, size_t);                                                              \
   template void axpy<T>(Context&, T, const T*, T*, size_t);                                                    \
   template void scale<T>(Context&, T, const T*, T*, size_t);

@@ -38,6 +38,22 @@ struct PoolShape {
   size_t y_size() const { return size_t(n) * c * out_h() * out_w(); }
 };
 
+// Batch norm over NCHW: statistics per channel over n * hw values.
+struct BnShape {
+  int n = 1, c = 1, hw = 1;
+  size_t size() const { return size_t(n) * c * hw; }
+};
+
+// The CIFAR ResNets' option-A shortcut: x [n, c_in, h, w] subsampled by
+// `stride` (x[:, :, ::stride, ::stride]) and zero-padded to c_out channels,
+// (c_out - c_in) / 2 on each side, as torch.nn.functional.pad does there.
+struct ShortcutShape {
+  int n = 1, c_in = 1, h = 1, w = 1, c_out = 1, stride = 1;
+  int out_h() const { return (h + stride - 1) / stride; }
+  int out_w() const { return (w + stride - 1) / stride; }
+  int pad() const { return (c_out - c_in) / 2; }
+};
+
 namespace ops {
 
 // C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C (row-major; lda etc.
@@ -109,6 +125,52 @@ void count_nonfinite(Context& ctx, const float* x, size_t n, int32_t* count);
 // stops early once the host-mapped word *cancel differs from `gen` (so a
 // cancelled worker frees its stream at once). Returns without waiting on CUDA.
 void spin_delay(Context& ctx, double seconds, const volatile uint32_t* cancel, uint32_t gen);
+
+// Training-mode batch norm: per channel, the batch mean, 1/sqrt(biased var +
+// eps) (both kept for backward) and the unbiased variance (what PyTorch folds
+// into running_var; the biased one when n * hw == 1); y = gamma * xhat + beta.
+// Sums run in double whatever T is, in a fixed order: any thread count gives
+// the same bits.
+template <typename T>
+void batchnorm_forward_train(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta, double eps,
+                             T* y, T* mean, T* invstd, T* var_unbiased);
+// Evaluation mode: y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta.
+template <typename T>
+void batchnorm_forward_eval(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta,
+                            const T* running_mean, const T* running_var, double eps, T* y);
+// Backward of the training mode (overwrites dgamma, dbeta and, if non-null, dx):
+// dx = gamma * invstd / M * (M dy - sum dy - xhat * sum(dy * xhat)), M = n * hw.
+template <typename T>
+void batchnorm_backward(Context& ctx, const BnShape& s, const T* x, const T* dy, const T* gamma, const T* mean,
+                        const T* invstd, T* dx, T* dgamma, T* dbeta);
+
+// y[n, c] = mean of x[n, c, :] over hw values; backward spreads dy / hw.
+template <typename T>
+void global_avgpool_forward(Context& ctx, int n, int c, int hw, const T* x, T* y);
+template <typename T>
+void global_avgpool_backward(Context& ctx, int n, int c, int hw, const T* dy, T* dx);
+
+// y += shortcut(x) (option A, see ShortcutShape); backward: dx += its transpose of dy.
+template <typename T>
+void shortcut_add(Context& ctx, const ShortcutShape& s, const T* x, T* y);
+template <typename T>
+void shortcut_add_backward(Context& ctx, const ShortcutShape& s, const T* dy, T* dx);
+
+// Inverted dropout with probability p: y = x / (1 - p) where the element is
+// kept, else 0. Element i is dropped when hash(*key, i) falls below p (a
+// counter-based hash, the same on every device), so backward recomputes the
+// mask and a step's mask depends only on its key. `key` lives in the
+// context's memory, so a captured CUDA graph reads each step's key.
+template <typename T>
+void dropout_forward(Context& ctx, const T* x, T* y, size_t n, float p, const uint64_t* key);
+template <typename T>
+void dropout_backward(Context& ctx, const T* dy, T* dx, size_t n, float p, const uint64_t* key);
+// *key = hash of (seed, idx[0..n)): the dropout key of a mini-batch (indices in
+// the context's memory).
+void batch_key(Context& ctx, const int32_t* idx, int n, uint64_t seed, uint64_t* key);
+
+// Running buffers: r = (1 - momentum) * r + momentum * scale * stat.
+void ema_update(Context& ctx, float* r, const float* stat, size_t n, float momentum, float scale);
 
 template <typename T>
 void fill(Context& ctx, T* x, T value, size_t n);

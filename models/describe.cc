@@ -1,6 +1,7 @@
 #include "models/describe.h"
 
 #include <cctype>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -12,7 +13,7 @@ namespace adasync {
 
 namespace {
 
-constexpr const char* kGrammar = "convKxK-C[-pP][-sS], poolN[-sS], relu, fcN or fc";
+constexpr const char* kGrammar = "convKxK-C[-pP][-sS], poolN[-sS], relu, fcN, fc, bn, gap, dropP or resC[-sS][-proj]";
 constexpr int kMaxWidth = 1 << 20;  // channels and outputs
 constexpr int kMaxWindow = 1024;    // kernels, strides, padding
 
@@ -66,6 +67,36 @@ LayerSpec parse_token(const std::string& tok, const Where& at) {
   LayerSpec l;
   if (tok.empty()) at.fail("empty layer (expected " + std::string(kGrammar) + ")");
   if (tok == "relu") return l;
+  if (tok == "bn") {
+    l.kind = LayerSpec::Kind::Bn;
+    return l;
+  }
+  if (tok == "gap") {
+    l.kind = LayerSpec::Kind::Gap;
+    return l;
+  }
+  if (tok.rfind("drop", 0) == 0) {
+    l.kind = LayerSpec::Kind::Dropout;
+    l.percent = at.number(tok.substr(4), "dropout percent", 0, 99);
+    return l;
+  }
+  if (tok.rfind("res", 0) == 0) {
+    l.kind = LayerSpec::Kind::Res;
+    const std::vector<std::string> parts = split(tok, '-');
+    l.out = at.number(parts[0].substr(3), "block output channels", 1, kMaxWidth);
+    bool seen_s = false;
+    for (size_t i = 1; i < parts.size(); ++i) {
+      if (parts[i] == "proj" && !l.projection) {
+        l.projection = true;
+      } else if (!parts[i].empty() && parts[i][0] == 's' && !seen_s) {
+        l.stride = at.number(parts[i].substr(1), "stride", 1, kMaxWindow);
+        seen_s = true;
+      } else {
+        at.fail("unexpected option '-" + parts[i] + "' (expected -sS stride or -proj, each at most once)");
+      }
+    }
+    return l;
+  }
   if (tok.rfind("fc", 0) == 0) {
     l.kind = LayerSpec::Kind::Fc;
     l.out = tok.size() == 2 ? 0 : at.number(tok.substr(2), "fc outputs", 1, kMaxWidth);
@@ -117,7 +148,7 @@ LayerSpec parse_token(const std::string& tok, const Where& at) {
 // One JSON layer object: {"type": ..., fields}.
 LayerSpec parse_object(const nlohmann::json& o, const Where& at) {
   if (!o.contains("type") || !o["type"].is_string())
-    at.fail("expected a \"type\" of conv, pool, relu or fc, found " + o.dump());
+    at.fail("expected a \"type\" of conv, pool, relu, fc, bn, gap, dropout or res, found " + o.dump());
   const std::string type = o["type"];
   auto field = [&](const char* key, const char* what, int lo, int hi, int fallback, bool required) {
     if (!o.contains(key)) {
@@ -159,8 +190,29 @@ LayerSpec parse_object(const nlohmann::json& o, const Where& at) {
     only({"out"});
     l.kind = LayerSpec::Kind::Fc;
     l.out = field("out", "fc outputs", 1, kMaxWidth, 0, false);
+  } else if (type == "bn" || type == "gap") {
+    only({});
+    l.kind = type == "bn" ? LayerSpec::Kind::Bn : LayerSpec::Kind::Gap;
+  } else if (type == "dropout") {
+    only({"p"});
+    l.kind = LayerSpec::Kind::Dropout;
+    if (!o.contains("p") || !o["p"].is_number()) at.fail("a dropout layer needs \"p\" (a number in [0, 0.99])");
+    const double p = o["p"].get<double>();
+    const double pct = p * 100;
+    if (!(p >= 0 && p <= 0.99) || std::fabs(pct - std::round(pct)) > 1e-9)
+      at.fail("\"p\": expected a probability in [0, 0.99] in whole percent, found " + o["p"].dump());
+    l.percent = int(std::round(pct));
+  } else if (type == "res") {
+    only({"out", "stride", "projection"});
+    l.kind = LayerSpec::Kind::Res;
+    l.out = field("out", "block output channels", 1, kMaxWidth, 0, true);
+    l.stride = field("stride", "stride", 1, kMaxWindow, 1, false);
+    if (o.contains("projection")) {
+      if (!o["projection"].is_boolean()) at.fail("\"projection\": expected true or false, found " + o["projection"].dump());
+      l.projection = o["projection"].get<bool>();
+    }
   } else {
-    at.fail("unknown type \"" + type + "\" (expected conv, pool, relu or fc)");
+    at.fail("unknown type \"" + type + "\" (expected conv, pool, relu, fc, bn, gap, dropout or res)");
   }
   return l;
 }
@@ -208,6 +260,18 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 }  // namespace
 
+namespace {
+// The CIFAR ResNet with n blocks per stage.
+std::string resnet(int n) {
+  std::string s = "conv3x3-16,bn,relu";
+  const int widths[3] = {16, 32, 64};
+  for (int stage = 0; stage < 3; ++stage)
+    for (int b = 0; b < n; ++b)
+      s += ",res" + std::to_string(widths[stage]) + (stage > 0 && b == 0 ? "-s2" : "");
+  return s + ",gap,fc";
+}
+}  // namespace
+
 const std::vector<std::pair<std::string, std::string>>& zoo_descriptions() {
   // Same padding everywhere but lenet5's second conv, as the zoo always was.
   static const std::vector<std::pair<std::string, std::string>> zoo = {
@@ -215,6 +279,15 @@ const std::vector<std::pair<std::string, std::string>>& zoo_descriptions() {
       {"lenet5", "conv5x5-6,relu,pool2,conv5x5-16-p0,relu,pool2,fc120,relu,fc84,relu,fc"},
       {"mlp", "fc256,relu,fc256,relu,fc"},
       {"linear", "fc"},
+      // He et al. 2016, section 4.2: 6n + 2 layers, 16/32/64 channels, option A.
+      {"resnet20", resnet(3)},
+      {"resnet32", resnet(5)},
+      {"resnet56", resnet(9)},
+      // Springenberg et al. 2015, All-CNN-C: dropout 20% on the input and
+      // 50% after each stride-2 layer; ten 1x1 maps averaged (ten classes).
+      {"allcnn",
+       "drop20,conv3x3-96,relu,conv3x3-96,relu,conv3x3-96-s2,relu,drop50,conv3x3-192,relu,conv3x3-192,relu,"
+       "conv3x3-192-s2,relu,drop50,conv3x3-192-p0,relu,conv1x1-192,relu,conv1x1-10,relu,gap"},
   };
   return zoo;
 }
@@ -235,6 +308,15 @@ std::string LayerSpec::text() const {
       return "relu";
     case Kind::Fc:
       return out > 0 ? "fc" + std::to_string(out) : "fc";
+    case Kind::Bn:
+      return "bn";
+    case Kind::Gap:
+      return "gap";
+    case Kind::Dropout:
+      return "drop" + std::to_string(percent);
+    case Kind::Res:
+      return "res" + std::to_string(out) + (stride != 1 ? "-s" + std::to_string(stride) : "") +
+             (projection ? "-proj" : "");
   }
   return "?";
 }
@@ -262,8 +344,10 @@ ModelSpec parse_model(const std::string& arg) {
     const std::vector<std::string> tokens = split(desc, ',');
     for (size_t i = 0; i < tokens.size(); ++i) {
       const std::string tok = trim(tokens[i]);
-      const bool layer_like = tok == "relu" || tok.rfind("conv", 0) == 0 || tok.rfind("pool", 0) == 0 ||
-                              tok.rfind("fc", 0) == 0;
+      auto digit_after = [&](size_t k) { return tok.size() > k && std::isdigit(static_cast<unsigned char>(tok[k])); };
+      const bool layer_like = tok == "relu" || tok == "bn" || tok == "gap" || tok.rfind("conv", 0) == 0 ||
+                              tok.rfind("pool", 0) == 0 || tok.rfind("fc", 0) == 0 ||
+                              (tok.rfind("drop", 0) == 0 && digit_after(4)) || (tok.rfind("res", 0) == 0 && digit_after(3));
       if (tokens.size() == 1 && !layer_like)  // one word: most likely a mistyped zoo name, so say both
         throw UsageError("--model '" + arg + "': not a zoo model (" + zoo_names() +
                          "), a .json file or a layer: expected " + kGrammar);
@@ -283,6 +367,9 @@ ModelSpec parse_model(const std::string& arg) {
       spec.layers.push_back(raw[i]);
     }
   }
+  for (size_t i = 0; i + 1 < spec.layers.size(); ++i)
+    if (spec.layers[i].kind == LayerSpec::Kind::Conv && spec.layers[i + 1].kind == LayerSpec::Kind::Bn)
+      spec.layers[i].bias = false;
   return spec;
 }
 

@@ -29,7 +29,24 @@ std::vector<std::unique_ptr<Layer<T>>> build_layers(const ModelSpec& spec, Shape
         if (in.h + 2 * l.pad < l.kernel || in.w + 2 * l.pad < l.kernel)
           fail(l, "does not fit its input " + to_string(in) + ": a " + window(l.kernel) + " kernel with padding " +
                       std::to_string(l.pad) + " needs at least " + window(std::max(1, l.kernel - 2 * l.pad)));
-        layer = new Conv2d<T>(in, l.out, l.kernel, l.pad, l.stride);
+        layer = new Conv2d<T>(in, l.out, l.kernel, l.pad, l.stride, l.bias);
+        break;
+      case LayerSpec::Kind::Bn:
+        layer = new BatchNorm2d<T>(in);
+        break;
+      case LayerSpec::Kind::Gap:
+        layer = new GlobalAvgPool<T>(in);
+        break;
+      case LayerSpec::Kind::Dropout:
+        layer = new Dropout<T>(in, float(l.percent) / 100.f);
+        break;
+      case LayerSpec::Kind::Res:
+        if (l.stride == 1 && l.out == in.c) {
+        } else if (!l.projection && (l.out < in.c || (l.out - in.c) % 2 != 0)) {
+          fail(l, "changes its input " + to_string(in) + " to " + std::to_string(l.out) +
+                      " channels: an option-A shortcut needs an even increase (add -proj for a 1x1 projection)");
+        }
+        layer = new BasicBlock<T>(in, l.out, l.stride, l.projection);
         break;
       case LayerSpec::Kind::Pool:
       case LayerSpec::Kind::ReluPool:
@@ -65,29 +82,67 @@ std::vector<std::unique_ptr<Layer<T>>> build_layers(const std::string& arch, Sha
   return build_layers<T>(parse_model(arch), in, classes);
 }
 
+ParamLayout layout_of(const std::vector<ParamTensor>& tensors) {
+  ParamLayout l;
+  for (const ParamTensor& t : tensors) {
+    const ParamLayout::Range r{t.offset, t.count, t.kind};
+    if (t.kind == TensorKind::Param) {
+      l.trainable = std::max(l.trainable, t.offset + t.count);
+      if (!t.decay) l.no_decay.push_back(r);
+    } else {
+      l.buffers.push_back(r);
+    }
+    l.total = std::max(l.total, t.offset + t.count);
+  }
+  return l;
+}
+
 template <typename T>
 std::vector<ParamTensor> name_params(const ModelSpec& spec, const std::vector<std::unique_ptr<Layer<T>>>& layers) {
-  std::vector<ParamTensor> out;
-  int convs = 0, fcs = 0;
+  std::vector<ParamTensor> params, buffers;
+  int convs = 0, fcs = 0, bns = 0, stage = 0, block = 0, last_width = 0;
   size_t offset = 0;
+  std::vector<std::string> prefixes;
   for (size_t i = 0; i < layers.size(); ++i) {
-    const auto shapes = layers[i]->param_shapes();
-    if (shapes.empty()) continue;
-    const bool conv = spec.layers[i].kind == LayerSpec::Kind::Conv;
-    const std::string prefix = conv ? "conv" + std::to_string(++convs) : "fc" + std::to_string(++fcs);
-    const char* suffix[2] = {".weight", ".bias"};
-    for (size_t t = 0; t < shapes.size(); ++t) {
+    const LayerSpec& l = spec.layers[i];
+    std::string prefix;
+    switch (l.kind) {
+      case LayerSpec::Kind::Conv: prefix = "conv" + std::to_string(++convs); break;
+      case LayerSpec::Kind::Fc: prefix = "fc" + std::to_string(++fcs); break;
+      case LayerSpec::Kind::Bn: prefix = "bn" + std::to_string(++bns); break;
+      case LayerSpec::Kind::Res:
+        if (stage == 0 || l.stride != 1 || l.out != last_width) ++stage, block = 0;
+        last_width = l.out;
+        prefix = "layer" + std::to_string(stage) + "." + std::to_string(block++);
+        break;
+      default: break;
+    }
+    prefixes.push_back(prefix);
+    for (const TensorInfo& t : layers[i]->param_info()) {
       ParamTensor p;
-      p.name = prefix + suffix[t];
-      p.shape = shapes[t];
+      p.name = prefix + "." + t.name;
+      p.shape = t.shape;
       p.offset = offset;
-      p.count = 1;
-      for (int64_t d : p.shape) p.count *= size_t(d);
+      p.count = t.count();
+      p.decay = t.decay;
       offset += p.count;
-      out.push_back(std::move(p));
+      params.push_back(std::move(p));
     }
   }
-  return out;
+  for (size_t i = 0; i < layers.size(); ++i)
+    for (const TensorInfo& t : layers[i]->buffer_info()) {
+      ParamTensor p;
+      p.name = prefixes[i] + "." + t.name;
+      p.shape = t.shape;
+      p.offset = offset;
+      p.count = t.count();
+      p.kind = t.kind;
+      p.decay = false;
+      offset += p.count;
+      buffers.push_back(std::move(p));
+    }
+  params.insert(params.end(), buffers.begin(), buffers.end());
+  return params;
 }
 
 std::vector<ParamTensor> model_param_tensors(const std::string& arch, Shape input, int classes) {
@@ -105,23 +160,34 @@ Model<T>::Model(Context& ctx, const std::string& arch, Shape input, int classes,
   tensors_ = name_params<T>(spec_, layers_);
   const MemKind mk = ctx.mem_kind();
   for (auto& l : layers_) {
-    offsets_.push_back(num_params_);
-    num_params_ += l->num_params();
+    offsets_.push_back(num_trainable_);
+    num_trainable_ += l->num_params();
     l->setup(ctx, max_batch);
     acts_.emplace_back(mk, size_t(max_batch) * l->out_shape().size(), ctx.device());
     dacts_.emplace_back(mk, size_t(max_batch) * l->out_shape().size(), ctx.device());
   }
+  num_params_ = num_trainable_;
+  for (auto& l : layers_) {
+    buf_offsets_.push_back(num_params_);
+    num_params_ += l->num_buffers();
+  }
+  for (const auto& l : spec_.layers) uses_key_ = uses_key_ || (l.kind == LayerSpec::Kind::Dropout && l.percent > 0);
   params_ = Buffer<T>(mk, num_params_, ctx.device());
   grads_ = Buffer<T>(mk, num_params_, ctx.device());
   scalars_ = Buffer<T>(mk, 1, ctx.device());
   correct_ = Buffer<int32_t>(mk, 1, ctx.device());
+  key_ = Buffer<uint64_t>(mk, 1, ctx.device());
+  if (!ctx.is_cuda()) key_.data()[0] = 0;
+  for (auto& l : layers_) l->set_key(key_.data());
   bind_all();
 }
 
 template <typename T>
 std::string Model<T>::summary() const {
   std::ostringstream os;
-  os << arch_ << ": input " << to_string(input_) << ", " << num_params_ << " parameters\n";
+  os << arch_ << ": input " << to_string(input_) << ", " << num_trainable_ << " parameters";
+  if (num_params_ > num_trainable_) os << " and " << num_params_ - num_trainable_ << " buffer values";
+  os << "\n";
   for (size_t i = 0; i < layers_.size(); ++i) {
     os << "  " << layers_[i]->describe() << " -> " << to_string(layers_[i]->out_shape());
     if (layers_[i]->num_params() > 0) os << "  (" << layers_[i]->num_params() << " params)";
@@ -135,14 +201,28 @@ void Model<T>::init_params(T* host, uint64_t seed) const {
   for (size_t i = 0; i < layers_.size(); ++i) {
     Rng rng(seed, 1000 + i);  // one stream per layer: adding a layer leaves the others unchanged
     layers_[i]->init(host + offsets_[i], rng);
+    layers_[i]->init_buffers(host + buf_offsets_[i]);
   }
+}
+
+template <typename T>
+void Model<T>::set_batch_key(const int32_t* idx, int n, uint64_t seed) {
+  if (uses_key_) ops::batch_key(ctx_, idx, n, seed, key_.data());
+}
+
+template <typename T>
+void Model<T>::set_training(bool on) {
+  if (training_ == on) return;
+  training_ = on;
+  for (auto& l : layers_) l->set_training(on);
 }
 
 template <typename T>
 void Model<T>::bind_all() {
   const T* p = params();
   T* g = grads();
-  for (size_t i = 0; i < layers_.size(); ++i) layers_[i]->bind(p + offsets_[i], g + offsets_[i]);
+  for (size_t i = 0; i < layers_.size(); ++i)
+    layers_[i]->bind(p + offsets_[i], g + offsets_[i], p + buf_offsets_[i], g + buf_offsets_[i]);
 }
 
 template <typename T>
@@ -160,6 +240,7 @@ void Model<T>::use_grads(T* g) {
 template <typename T>
 void Model<T>::forward(const T* x, int n) {
   EXPECTS(n >= 1 && n <= max_batch_, "batch " << n << " outside [1, " << max_batch_ << "]");
+  set_training(false);
   const T* in = x;
   for (size_t i = 0; i < layers_.size(); ++i) {
     layers_[i]->forward(ctx_, in, acts_[i].data(), n);
@@ -171,6 +252,7 @@ template <typename T>
 bool Model<T>::forward_loss(const T* x, const int32_t* y, int n, const std::function<bool()>& cancelled) {
   const bool poll = cancelled && !ctx_.is_cuda();
   EXPECTS(n >= 1 && n <= max_batch_, "batch " << n << " outside [1, " << max_batch_ << "]");
+  set_training(true);
   const T* in = x;
   for (size_t i = 0; i < layers_.size(); ++i) {
     if (poll && cancelled()) return false;

@@ -22,13 +22,6 @@
 
 namespace adasync {
 
-// One named tensor of the flat parameter buffer: values [offset, offset + count).
-struct ParamTensor {
-  std::string name;             // "conv1.weight", "fc2.bias", ...
-  std::vector<int64_t> shape;   // PyTorch's: [out, in, kh, kw], [out, in], [out]
-  size_t offset = 0, count = 0;
-};
-
 template <typename T>
 class Model {
  public:
@@ -38,7 +31,16 @@ class Model {
   // The canonical layer list ("conv5x5-32,relu,pool2,...").
   std::string description() const { return spec_.description(); }
   const std::vector<ParamTensor>& param_tensors() const { return tensors_; }
+  // Every value of the flat buffer: parameters, then buffers (models/layout.h).
   size_t num_params() const { return num_params_; }
+  size_t num_trainable() const { return num_trainable_; }
+  ParamLayout layout() const { return layout_of(tensors_); }
+  // Whether a training step draws dropout masks (see set_batch_key).
+  bool uses_key() const { return uses_key_; }
+  // The dropout key of the next training step: a hash of the mini-batch's
+  // sample indices (in the context's memory) and seed, computed on the
+  // context's stream, so a step's masks depend on its batch alone.
+  void set_batch_key(const int32_t* idx, int n, uint64_t seed);
   int max_batch() const { return max_batch_; }
   Shape input_shape() const { return input_; }
   int classes() const { return classes_; }
@@ -46,7 +48,7 @@ class Model {
   // One line per layer: kind, output shape, parameter count.
   std::string summary() const;
 
-  // Deterministic initial parameters for `seed`, written to host memory.
+  // Deterministic initial parameters for `seed` and the initial buffers, written to host memory.
   void init_params(T* host, uint64_t seed) const;
 
   T* params() { return params_ext_ != nullptr ? const_cast<T*>(params_ext_) : params_.data(); }
@@ -55,11 +57,12 @@ class Model {
   void use_params(const T* p);  // nullptr: back to the owned buffer
   void use_grads(T* g);
 
-  // logits for n <= max_batch inputs.
+  // logits for n <= max_batch inputs, in evaluation mode (running statistics, no dropout).
   void forward(const T* x, int n);
   const T* logits() const { return acts_.back().data(); }
-  // Forward and mean softmax cross-entropy (to loss_ptr()), keeping what
-  // backward needs. On CPU contexts `cancelled` is polled between layers;
+  // Training-mode forward and mean softmax cross-entropy (to loss_ptr()),
+  // keeping what backward needs; batch-norm statistics go to the gradient
+  // buffer's buffer slice. On CPU contexts `cancelled` is polled between layers;
   // returns false if it fired.
   bool forward_loss(const T* x, const int32_t* y, int n, const std::function<bool()>& cancelled = {});
   // Backward of the last forward_loss (gradients overwritten), same polling.
@@ -75,6 +78,7 @@ class Model {
 
  private:
   void bind_all();
+  void set_training(bool on);
 
   Context& ctx_;
   std::string arch_;
@@ -84,8 +88,11 @@ class Model {
   int classes_;
   int max_batch_;
   std::vector<std::unique_ptr<Layer<T>>> layers_;
-  std::vector<size_t> offsets_;  // parameter offset of each layer
-  size_t num_params_ = 0;
+  std::vector<size_t> offsets_;      // parameter offset of each layer
+  std::vector<size_t> buf_offsets_;  // buffer offset of each layer (after every parameter)
+  size_t num_params_ = 0, num_trainable_ = 0;
+  bool training_ = true, uses_key_ = false;
+  Buffer<uint64_t> key_;
   Buffer<T> params_, grads_;
   const T* params_ext_ = nullptr;
   T* grads_ext_ = nullptr;

@@ -74,6 +74,9 @@ int trainer_main(int argc, char** argv) {
       ->group(g_opt);
   app.add_flag("--nesterov", c.opt.nesterov, "Nesterov momentum")->group(g_opt);
   app.add_option("--weight-decay", c.opt.weight_decay, "L2 weight decay")->capture_default_str()->group(g_opt);
+  app.add_flag("--no-decay-bn", c.opt.no_decay_bn,
+               "No weight decay on biases and batch-norm scales and shifts (as CIFAR ResNet recipes do)")
+      ->group(g_opt);
   app.add_option("--beta1", c.opt.beta1, "Adam/AMSGrad first-moment decay")->capture_default_str()->group(g_opt);
   app.add_option("--beta2", c.opt.beta2, "Adam/AMSGrad second-moment decay")->capture_default_str()->group(g_opt);
   app.add_option("--eps", c.opt.eps, "Adam/AMSGrad epsilon")->capture_default_str()->group(g_opt);

@@ -113,6 +113,7 @@ void Trainer::setup() {
   if (!c.init_from.empty()) init = load_model_file(c.init_from, c.model, d);
   r.ps = std::make_unique<ParamServer>(n, init.data(), std::make_unique<HostOptimizer>(c.opt, n, r.apply_pool.get()),
                                        2 * P);
+  r.ps->optimizer().set_layout(r.replicas[0]->model().layout());
   AggregatorConfig ac;
   ac.variant = c.variant;
   ac.workers = P;

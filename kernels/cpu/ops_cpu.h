@@ -54,6 +54,29 @@ void gather_rows(Context& ctx, const float* rows, const int32_t* labels, const i
                  size_t dim, float* out, int32_t* out_labels);
 void count_nonfinite(Context& ctx, const float* x, size_t n, int32_t* count);
 template <typename T>
+void batchnorm_forward_train(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta, double eps,
+                             T* y, T* mean, T* invstd, T* var_unbiased);
+template <typename T>
+void batchnorm_forward_eval(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta,
+                            const T* running_mean, const T* running_var, double eps, T* y);
+template <typename T>
+void batchnorm_backward(Context& ctx, const BnShape& s, const T* x, const T* dy, const T* gamma, const T* mean,
+                        const T* invstd, T* dx, T* dgamma, T* dbeta);
+template <typename T>
+void global_avgpool_forward(Context& ctx, int n, int c, int hw, const T* x, T* y);
+template <typename T>
+void global_avgpool_backward(Context& ctx, int n, int c, int hw, const T* dy, T* dx);
+template <typename T>
+void shortcut_add(Context& ctx, const ShortcutShape& s, const T* x, T* y);
+template <typename T>
+void shortcut_add_backward(Context& ctx, const ShortcutShape& s, const T* dy, T* dx);
+template <typename T>
+void dropout_forward(Context& ctx, const T* x, T* y, size_t n, float p, const uint64_t* key);
+template <typename T>
+void dropout_backward(Context& ctx, const T* dy, T* dx, size_t n, float p, const uint64_t* key);
+void batch_key(Context& ctx, const int32_t* idx, int n, uint64_t seed, uint64_t* key);
+void ema_update(Context& ctx, float* r, const float* stat, size_t n, float momentum, float scale);
+template <typename T>
 void fill(Context& ctx, T* x, T value, size_t n);
 template <typename T>
 void axpy(Context& ctx, T a, const T* x, T* y, size_t n);

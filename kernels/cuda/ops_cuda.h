@@ -27,6 +27,20 @@ void sgd_update(Context& ctx, float* w, const float* g, float* velocity, size_t 
                 float weight_decay, bool nesterov);
 void gather_rows(Context& ctx, const float* rows, const int32_t* labels, const int32_t* idx, int count,
                  size_t dim, float* out, int32_t* out_labels);
+void batchnorm_forward_train(Context& ctx, const BnShape& s, const float* x, const float* gamma, const float* beta,
+                             double eps, float* y, float* mean, float* invstd, float* var_unbiased);
+void batchnorm_forward_eval(Context& ctx, const BnShape& s, const float* x, const float* gamma, const float* beta,
+                            const float* running_mean, const float* running_var, double eps, float* y);
+void batchnorm_backward(Context& ctx, const BnShape& s, const float* x, const float* dy, const float* gamma,
+                        const float* mean, const float* invstd, float* dx, float* dgamma, float* dbeta);
+void global_avgpool_forward(Context& ctx, int n, int c, int hw, const float* x, float* y);
+void global_avgpool_backward(Context& ctx, int n, int c, int hw, const float* dy, float* dx);
+void shortcut_add(Context& ctx, const ShortcutShape& s, const float* x, float* y);
+void shortcut_add_backward(Context& ctx, const ShortcutShape& s, const float* dy, float* dx);
+void dropout_forward(Context& ctx, const float* x, float* y, size_t n, float p, const uint64_t* key);
+void dropout_backward(Context& ctx, const float* dy, float* dx, size_t n, float p, const uint64_t* key);
+void batch_key(Context& ctx, const int32_t* idx, int n, uint64_t seed, uint64_t* key);
+void ema_update(Context& ctx, float* r, const float* stat, size_t n, float momentum, float scale);
 void fill(Context& ctx, float* x, float value, size_t n);
 void axpy(Context& ctx, float a, const float* x, float* y, size_t n);
 void scale(Context& ctx, float a, const float* x, float* y, size_t n);

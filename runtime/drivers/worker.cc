@@ -144,6 +144,7 @@ bool ModelWorker::compute(const std::vector<int32_t>& indices, float* slot, doub
       y_[size_t(i)] = data_.y[size_t(indices[size_t(i)])];
     }
     model_.use_grads(slot);
+    model_.set_batch_key(indices.data(), n, 0);  // dropout masks: the batch's own
     {
       ADASYNC_RANGE(range_fwd_);
       if (!model_.forward_loss(x_.data(), y_.data(), n, cancelled)) return false;
@@ -203,6 +204,7 @@ void ModelWorker::enqueue_gradient(const std::vector<int32_t>& indices) {
     mem_copy(d.idx_dev.data(), d.idx_host[par].data(), size_t(n) * sizeof(int32_t), ctx_.stream());
     ops::gather_rows(ctx_, d.data->x.data(), d.data->y.data(), d.idx_dev.data(), n, data_.dim(), d.x_dev.data(),
                      d.y_dev.data());
+    model_.set_batch_key(d.idx_dev.data(), n, 0);
     {
       ADASYNC_RANGE(range_fwd_);
       model_.forward_loss(d.x_dev.data(), d.y_dev.data(), n);

@@ -51,6 +51,19 @@ void accumulate(float* acc, const float* const* g, const float* c, int k, size_t
 void add_decay(float* __restrict acc, const float* w, float wd, size_t len) {
   for (size_t j = 0; j < len; ++j) acc[j] += wd * w[j];
 }
+// Decay on [off, off + len) except the ranges in `skip` (sorted by offset).
+void add_decay_except(float* acc, const float* w_in, float wd, size_t off, size_t len,
+                      const std::vector<ParamLayout::Range>& skip) {
+  size_t at = off;
+  const size_t end = off + len;
+  for (const auto& r : skip) {
+    if (r.offset + r.count <= at) continue;
+    if (r.offset >= end) break;
+    if (r.offset > at) add_decay(acc + (at - off), w_in + at, wd, r.offset - at);
+    at = std::min(end, r.offset + r.count);
+  }
+  if (at < end) add_decay(acc + (at - off), w_in + at, wd, end - at);
+}
 void sgd_block(const float* __restrict acc, const float* wi, float* wo, float lr, size_t len) {
   for (size_t j = 0; j < len; ++j) wo[j] = wi[j] - lr * acc[j];
 }
@@ -106,8 +119,22 @@ void validate(const OptimizerConfig& c) {
   if (!(c.weight_decay >= 0)) throw UsageError("--weight-decay: expected >= 0, found " + std::to_string(c.weight_decay));
 }
 
+void fold_buffers(const ParamLayout& layout, const float* w_in, float* w_out, const float* const* stats, int k) {
+  const float mom = float(layout.bn_momentum);
+  for (const auto& r : layout.buffers)
+    for (size_t j = r.offset; j < r.offset + r.count; ++j) {
+      if (r.kind == TensorKind::Count) {
+        w_out[j] = w_in[j] + 1.f;
+        continue;
+      }
+      double s = 0;
+      for (int l = 0; l < k; ++l) s += double(stats[l][j]);
+      w_out[j] = (1.f - mom) * w_in[j] + mom * float(s / k);
+    }
+}
+
 HostOptimizer::HostOptimizer(const OptimizerConfig& config, size_t n, ThreadPool* pool)
-    : cfg_(config), n_(n), pool_(pool) {
+    : cfg_(config), n_(n), layout_(ParamLayout::plain(n)), pool_(pool) {
   validate(cfg_);
   if (cfg_.name == "adam") kind_ = Kind::Adam;
   else if (cfg_.name == "amsgrad") kind_ = Kind::AmsGrad;
@@ -119,6 +146,11 @@ HostOptimizer::HostOptimizer(const OptimizerConfig& config, size_t n, ThreadPool
     v_.assign(n, 0.f);
     if (kind_ == Kind::AmsGrad) vh_.assign(n, 0.f);
   }
+}
+
+void HostOptimizer::set_layout(const ParamLayout& layout) {
+  EXPECTS(layout.total == n_ && layout.trainable <= n_, "layout of " << layout.total << " values for an optimizer of " << n_);
+  layout_ = layout;
 }
 
 size_t HostOptimizer::state_floats() const {
@@ -150,6 +182,8 @@ void HostOptimizer::step(const float* w_in, float* w_out, const float* const* gr
   float* v = v_.empty() ? nullptr : v_.data();
   float* vh = vh_.empty() ? nullptr : vh_.data();
   const Kind kind = kind_;
+  const bool skip = cfg_.no_decay_bn && !layout_.no_decay.empty();
+  const auto& no_decay = layout_.no_decay;
 
   // Element by element, so pieces taken as threads come free give the same bits.
   auto body = [&](int, size_t b, size_t e) {
@@ -157,7 +191,10 @@ void HostOptimizer::step(const float* w_in, float* w_out, const float* const* gr
     for (size_t off = b; off < e; off += kBlock) {
       const size_t len = std::min(kBlock, e - off);
       accumulate(acc, grads, c, k, off, len);
-      if (wd != 0.f) add_decay(acc, w_in + off, wd, len);
+      if (wd != 0.f) {
+        if (skip) add_decay_except(acc, w_in, wd, off, len, no_decay);
+        else add_decay(acc, w_in + off, wd, len);
+      }
       if (kind == Kind::Sgd) {
         if (m == nullptr) sgd_block(acc, w_in + off, w_out + off, lr, len);
         else momentum_block(acc, m + off, w_in + off, w_out + off, lr, mu, nesterov, len);
@@ -167,7 +204,8 @@ void HostOptimizer::step(const float* w_in, float* w_out, const float* const* gr
       }
     }
   };
-  parallel_pieces(pool_, n_, kGrain, body);
+  parallel_pieces(pool_, layout_.trainable, kGrain, body);
+  if (layout_.has_buffers()) fold_buffers(layout_, w_in, w_out, grads, k);
 }
 
 }  // namespace adasync

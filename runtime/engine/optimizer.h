@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kernels/thread_pool.h"
+#include "models/layout.h"
 
 namespace adasync {
 
@@ -29,7 +30,14 @@ struct OptimizerConfig {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   bool bias_correction = true;
   double weight_decay = 0;
+  bool no_decay_bn = false;  // no weight decay on biases and batch-norm affine terms
 };
+
+// The buffers of `layout` in w_out from those in w_in and the k pushed
+// statistics (ALGORITHMS.md section 8): running statistics move toward the
+// plain mean of the k (whatever weights the gradients had), counters go up
+// by one. w_out may equal w_in.
+void fold_buffers(const ParamLayout& layout, const float* w_in, float* w_out, const float* const* stats, int k);
 
 // Throws UsageError for an unknown name or out-of-range hyper-parameter.
 void validate(const OptimizerConfig& c);
@@ -37,13 +45,17 @@ void validate(const OptimizerConfig& c);
 class HostOptimizer {
  public:
   HostOptimizer(const OptimizerConfig& config, size_t n, ThreadPool* pool);
+  // What each element is (default: every one a parameter); layout.total == size().
+  void set_layout(const ParamLayout& layout);
+  const ParamLayout& layout() const { return layout_; }
 
   const OptimizerConfig& config() const { return cfg_; }
   size_t size() const { return n_; }
   // Bytes of optimizer state read and written per parameter per step.
   size_t state_floats() const;
 
-  // w_out = rule(w_in, sum_l c[l] grads[l]); w_out may equal w_in.
+  // w_out = rule(w_in, sum_l c[l] grads[l]) over the parameters, and the
+  // buffers folded (fold_buffers); w_out may equal w_in.
   void step(const float* w_in, float* w_out, const float* const* grads, const float* c, int k, float lr);
 
   int64_t steps() const { return steps_; }
@@ -55,6 +67,7 @@ class HostOptimizer {
   enum class Kind { Sgd, Adam, AmsGrad } kind_;
   OptimizerConfig cfg_;
   size_t n_;
+  ParamLayout layout_;
   ThreadPool* pool_;
   int64_t steps_ = 0;
   std::vector<float> m_, v_, vh_;  // sgd uses m_ as the velocity

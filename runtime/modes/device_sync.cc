@@ -16,6 +16,15 @@ DeviceSync::DeviceSync(std::vector<ModelWorker*> workers, const OptimizerConfig&
   EXPECTS(!workers_.empty(), "no workers");
   EXPECTS(opt.name == "sgd", "on-device updates support SGD (with momentum), not " << opt.name);
   n_ = workers_[0]->num_params();
+  layout_ = workers_[0]->model().layout();
+  size_t at = 0;
+  if (opt.no_decay_bn)
+    for (const auto& r : layout_.no_decay) {
+      if (r.offset > at) segments_.emplace_back(at, r.offset, true);
+      segments_.emplace_back(r.offset, r.offset + r.count, false);
+      at = r.offset + r.count;
+    }
+  if (at < layout_.trainable) segments_.emplace_back(at, layout_.trainable, true);
   std::vector<Context*> ctxs;
   for (ModelWorker* w : workers_) {
     Context& c = w->context();
@@ -70,8 +79,15 @@ void DeviceSync::step(const std::vector<std::vector<int32_t>>& batches, const st
     ModelWorker& mw = *workers_[w];
     Context& c = mw.context();
     c.make_current();
-    ops::sgd_update(c, mw.model().own_params(), grads[w], velocity_.empty() ? nullptr : velocity_[w].data(), n_,
-                    lr * inv, float(opt_.momentum), float(opt_.weight_decay) * float(P), opt_.nesterov);
+    float* wp = mw.model().own_params();
+    for (const auto& [b, e, decayed] : segments_)
+      ops::sgd_update(c, wp + b, grads[w] + b, velocity_.empty() ? nullptr : velocity_[w].data() + b, e - b, lr * inv,
+                      float(opt_.momentum), decayed ? float(opt_.weight_decay) * float(P) : 0.f, opt_.nesterov);
+    // Batch-norm buffers: the all-reduced statistics are P times their mean.
+    for (const auto& r : layout_.buffers) {
+      if (r.kind == TensorKind::Count) ops::axpy<float>(c, inv, grads[w] + r.offset, wp + r.offset, r.count);
+      else ops::ema_update(c, wp + r.offset, grads[w] + r.offset, r.count, float(layout_.bn_momentum), inv);
+    }
     slot->done[w].record(c);
   }
   inflight_.push_back(std::move(slot));

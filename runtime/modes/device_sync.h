@@ -10,6 +10,7 @@
 #pragma once
 
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "kernels/collective.h"
@@ -47,6 +48,9 @@ class DeviceSync {
   std::vector<ModelWorker*> workers_;
   OptimizerConfig opt_;
   size_t n_;
+  ParamLayout layout_;
+  // [begin, end, decayed] pieces of the parameters, in order (--no-decay-bn).
+  std::vector<std::tuple<size_t, size_t, bool>> segments_;
   std::unique_ptr<Communicator> comm_;
   std::vector<Buffer<float>> velocity_;
   std::vector<std::unique_ptr<Slot>> inflight_;  // steps enqueued, losses not yet read

@@ -110,7 +110,8 @@ int run_worker_rank(const TrainConfig& cfg, MpiWorld& world) {
   for (auto& r : replicas) workers.push_back(r.get());
   try {
     if (c.swarm) {
-      const SwarmConfig sc = swarm_config(c);
+      SwarmConfig sc = swarm_config(c);
+      sc.layout = replicas[0]->model().layout();
       SwarmGroup g;
       g.cfg = &sc;
       g.first = first;

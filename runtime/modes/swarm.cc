@@ -1,4 +1,5 @@
 #include "runtime/modes/swarm.h"
+#include "runtime/engine/optimizer.h"
 
 #include <algorithm>
 #include <atomic>
@@ -307,8 +308,12 @@ namespace {
 // buffer outlives the computation; the shared_ptr owns only the header).
 SnapshotPtr view(const float* data, size_t n) { return std::make_shared<Snapshot>(Snapshot{0, data, n}); }
 
-void sgd_apply(float* __restrict x, const float* __restrict g, float lr, size_t n) {
-  for (size_t k = 0; k < n; ++k) x[k] -= lr * g[k];
+// A local step: SGD on the parameters, the step's statistics into the buffers.
+void sgd_apply(float* __restrict x, const float* __restrict g, float lr, size_t n, const ParamLayout& layout) {
+  const size_t trainable = layout.total == n ? layout.trainable : n;
+  for (size_t k = 0; k < trainable; ++k) x[k] -= lr * g[k];
+  const float* stats = g;
+  if (layout.total == n && layout.has_buffers()) fold_buffers(layout, x, x, &stats, 1);
 }
 }  // namespace
 
@@ -358,7 +363,7 @@ double SwarmEngine::run_virtual(SwarmListener& l) {
     vnow_ = ev.t;
     Node& nd = *nodes_[size_t(ev.what)];
     nd.has_event = false;
-    sgd_apply(nd.x.data(), nd.grad.data(), cfg_.lr, n_);
+    sgd_apply(nd.x.data(), nd.grad.data(), cfg_.lr, n_, cfg_.layout);
     {
       std::lock_guard<std::mutex> lk(stats_mu_);
       ++stats_.local_steps;
@@ -466,7 +471,7 @@ void SwarmEngine::start(SwarmListener& l) {
       gw.compute(nd.idx, nd.grad.data(), straggler_->draw(i), nullptr, 0, &r);
       {
         std::lock_guard<std::mutex> lk(nd.mu);
-        sgd_apply(nd.x.data(), nd.grad.data(), cfg_.lr, n_);
+        sgd_apply(nd.x.data(), nd.grad.data(), cfg_.lr, n_, cfg_.layout);
       }
       {
         std::lock_guard<std::mutex> lk(stats_mu_);

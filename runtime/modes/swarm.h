@@ -34,6 +34,7 @@
 #include <nlohmann/json.hpp>
 
 #include "datasets/sampler.h"
+#include "models/layout.h"
 #include "runtime/checkpoint.h"
 #include "runtime/drivers/driver.h"
 #include "runtime/modes/gossip.h"
@@ -54,6 +55,9 @@ struct SwarmConfig {
   double quant_margin = 0;    // adaptive: the sender's guess at max |x - b| times this (0: 2 blocking, 4 non-blocking)
   float lr = 0.05f;
   uint64_t seed = 1;
+  // Which values are batch-norm buffers: a local step folds its own batch
+  // statistics into them; an exchange averages them with the model.
+  ParamLayout layout;
 };
 
 struct SwarmStats {

@@ -47,7 +47,8 @@ SwarmConfig swarm_config(const TrainConfig& c) {
 double run_swarm_mode(Run& r) {
   const TrainConfig& c = r.cfg;
   const int P = r.workers();
-  const SwarmConfig sc = swarm_config(c);
+  SwarmConfig sc = swarm_config(c);
+  sc.layout = r.ps->optimizer().layout();
   // In one process the engine holds every node; over MPI the worker ranks do
   // and rank 0 gathers (the same counters, the same average).
   std::unique_ptr<SwarmEngine> local;

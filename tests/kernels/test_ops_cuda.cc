@@ -246,5 +246,99 @@ TEST_F(CudaOps, GraphReplayEqualsEagerLaunches) {
   EXPECT_EQ(download(*gpu, yg.data(), n), download(*gpu, ye.data(), n));
 }
 
+// Batch norm (training, evaluation, backward) on odd shapes, batch 1 included.
+TEST_F(CudaOps, BatchNormMatchesCpu) {
+  for (const BnShape s : {BnShape{5, 3, 37}, BnShape{1, 4, 9}, BnShape{128, 16, 64}, BnShape{7, 2, 1}}) {
+    const auto x = random_vector<float>(s.size(), seed++, -2, 3);
+    const auto dy = random_vector<float>(s.size(), seed++);
+    const auto gamma = random_vector<float>(size_t(s.c), seed++, 0.5, 1.5);
+    const auto beta = random_vector<float>(size_t(s.c), seed++);
+    const auto rm = random_vector<float>(size_t(s.c), seed++);
+    const auto rv = random_vector<float>(size_t(s.c), seed++, 0.5, 2);
+    const size_t c = size_t(s.c);
+    std::vector<float> y(s.size()), ye(s.size()), mean(c), invstd(c), var(c), dx(s.size()), dg(c), db(c);
+    cpu::batchnorm_forward_train<float>(*cpu, s, x.data(), gamma.data(), beta.data(), 1e-5, y.data(), mean.data(),
+                                        invstd.data(), var.data());
+    cpu::batchnorm_forward_eval<float>(*cpu, s, x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), 1e-5,
+                                       ye.data());
+    cpu::batchnorm_backward<float>(*cpu, s, x.data(), dy.data(), gamma.data(), mean.data(), invstd.data(), dx.data(),
+                                   dg.data(), db.data());
+    auto gx = upload(*gpu, x), gdy = upload(*gpu, dy), gg = upload(*gpu, gamma), gb = upload(*gpu, beta);
+    auto grm = upload(*gpu, rm), grv = upload(*gpu, rv);
+    auto gy = poisoned<float>(*gpu, y.size()), gye = poisoned<float>(*gpu, y.size()), gdx = poisoned<float>(*gpu, y.size());
+    auto gm = poisoned<float>(*gpu, c), gi = poisoned<float>(*gpu, c), gv = poisoned<float>(*gpu, c);
+    auto gdg = poisoned<float>(*gpu, c), gdb = poisoned<float>(*gpu, c);
+    ops::batchnorm_forward_train<float>(*gpu, s, gx.data(), gg.data(), gb.data(), 1e-5, gy.data(), gm.data(), gi.data(),
+                                        gv.data());
+    ops::batchnorm_forward_eval<float>(*gpu, s, gx.data(), gg.data(), gb.data(), grm.data(), grv.data(), 1e-5,
+                                       gye.data());
+    ops::batchnorm_backward<float>(*gpu, s, gx.data(), gdy.data(), gg.data(), gm.data(), gi.data(), gdx.data(),
+                                   gdg.data(), gdb.data());
+    const std::string at = "n " + std::to_string(s.n) + " c " + std::to_string(s.c) + " hw " + std::to_string(s.hw);
+    EXPECT_LT(l2_rel_error(download(*gpu, gy.data(), y.size()), y), 1e-6) << at;
+    EXPECT_LT(l2_rel_error(download(*gpu, gye.data(), y.size()), ye), 1e-6) << at;
+    EXPECT_LT(l2_rel_error(download(*gpu, gm.data(), c), mean), 1e-6) << at;
+    EXPECT_LT(l2_rel_error(download(*gpu, gi.data(), c), invstd), 1e-6) << at;
+    EXPECT_LT(l2_rel_error(download(*gpu, gv.data(), c), var), 1e-6) << at;
+    EXPECT_LT(l2_rel_error(download(*gpu, gdx.data(), y.size()), dx), 1e-5) << at;
+    EXPECT_LT(l2_rel_error(download(*gpu, gdg.data(), c), dg), 1e-6) << at;
+    EXPECT_LT(l2_rel_error(download(*gpu, gdb.data(), c), db), 1e-6) << at;
+  }
+}
+
+TEST_F(CudaOps, GlobalPoolShortcutDropoutAndEmaMatchCpu) {
+  const int n = 3, c = 5, hw = 49;
+  const auto x = random_vector<float>(size_t(n) * c * hw, seed++);
+  const auto dy = random_vector<float>(size_t(n) * c, seed++);
+  std::vector<float> y(size_t(n) * c), dx(x.size());
+  cpu::global_avgpool_forward<float>(*cpu, n, c, hw, x.data(), y.data());
+  cpu::global_avgpool_backward<float>(*cpu, n, c, hw, dy.data(), dx.data());
+  auto gx = upload(*gpu, x), gdy = upload(*gpu, dy);
+  auto gy = poisoned<float>(*gpu, y.size()), gdx = poisoned<float>(*gpu, dx.size());
+  ops::global_avgpool_forward<float>(*gpu, n, c, hw, gx.data(), gy.data());
+  ops::global_avgpool_backward<float>(*gpu, n, c, hw, gdy.data(), gdx.data());
+  EXPECT_LT(l2_rel_error(download(*gpu, gy.data(), y.size()), y), 1e-6);
+  EXPECT_LT(l2_rel_error(download(*gpu, gdx.data(), dx.size()), dx), 1e-6);
+
+  for (const ShortcutShape s : {ShortcutShape{2, 4, 7, 7, 8, 2}, ShortcutShape{3, 16, 32, 32, 32, 2}, ShortcutShape{1, 3, 5, 6, 5, 1}}) {
+    const auto xs = random_vector<float>(size_t(s.n) * s.c_in * s.h * s.w, seed++);
+    const size_t ny = size_t(s.n) * s.c_out * s.out_h() * s.out_w();
+    const auto y0 = random_vector<float>(ny, seed++);
+    const auto dx0 = random_vector<float>(xs.size(), seed++);
+    std::vector<float> ys = y0, dxs = dx0;
+    cpu::shortcut_add<float>(*cpu, s, xs.data(), ys.data());
+    cpu::shortcut_add_backward<float>(*cpu, s, y0.data(), dxs.data());
+    auto gxs = upload(*gpu, xs), gys = upload(*gpu, y0), gy0 = upload(*gpu, y0), gdxs = upload(*gpu, dx0);
+    ops::shortcut_add<float>(*gpu, s, gxs.data(), gys.data());
+    ops::shortcut_add_backward<float>(*gpu, s, gy0.data(), gdxs.data());
+    EXPECT_EQ(download(*gpu, gys.data(), ny), ys);
+    EXPECT_EQ(download(*gpu, gdxs.data(), xs.size()), dxs);
+  }
+
+  // Dropout: the same key gives the same mask on both devices, bit for bit.
+  const std::vector<int32_t> idx = {5, 17, 2, 99, 4};
+  uint64_t key_cpu = 0;
+  cpu::batch_key(*cpu, idx.data(), int(idx.size()), 3, &key_cpu);
+  auto gidx = upload(*gpu, idx);
+  auto gkey = poisoned<uint64_t>(*gpu, 1);
+  ops::batch_key(*gpu, gidx.data(), int(idx.size()), 3, gkey.data());
+  ASSERT_EQ(download(*gpu, gkey.data(), 1)[0], key_cpu);
+  std::vector<float> yd(x.size()), dxd(x.size());
+  cpu::dropout_forward<float>(*cpu, x.data(), yd.data(), x.size(), 0.3f, &key_cpu);
+  cpu::dropout_backward<float>(*cpu, x.data(), dxd.data(), x.size(), 0.3f, &key_cpu);
+  auto gyd = poisoned<float>(*gpu, x.size()), gdxd = poisoned<float>(*gpu, x.size());
+  ops::dropout_forward<float>(*gpu, gx.data(), gyd.data(), x.size(), 0.3f, gkey.data());
+  ops::dropout_backward<float>(*gpu, gx.data(), gdxd.data(), x.size(), 0.3f, gkey.data());
+  EXPECT_EQ(download(*gpu, gyd.data(), x.size()), yd);
+  EXPECT_EQ(download(*gpu, gdxd.data(), x.size()), dxd);
+
+  const auto r0 = random_vector<float>(33, seed++), st = random_vector<float>(33, seed++);
+  std::vector<float> r = r0;
+  cpu::ema_update(*cpu, r.data(), st.data(), r.size(), 0.1f, 0.25f);
+  auto gr = upload(*gpu, r0), gst = upload(*gpu, st);
+  ops::ema_update(*gpu, gr.data(), gst.data(), r.size(), 0.1f, 0.25f);
+  EXPECT_LT(l2_rel_error(download(*gpu, gr.data(), r.size()), r), 1e-7);
+}
+
 }  // namespace
 }  // namespace adasync

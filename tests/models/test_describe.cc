@@ -128,14 +128,14 @@ TEST_P(BadDescriptions, AreOneClearError) {
   }
 }
 
-const char* kGrammar = "convKxK-C[-pP][-sS], poolN[-sS], relu, fcN or fc";
+const char* kGrammar = "convKxK-C[-pP][-sS], poolN[-sS], relu, fcN, fc, bn, gap, dropP or resC[-sS][-proj]";
 
 INSTANTIATE_TEST_SUITE_P(
     Table, BadDescriptions,
     ::testing::Values(
-        BadDescription{"", "--model '': expected a zoo name (cnn, lenet5, mlp, linear), a layer list such as "
+        BadDescription{"", "--model '': expected a zoo name (cnn, lenet5, mlp, linear, resnet20, resnet32, resnet56, allcnn), a layer list such as "
                            "conv5x5-32,relu,pool2,fc or a .json file"},
-        BadDescription{"resnet", std::string("--model 'resnet': not a zoo model (cnn, lenet5, mlp, linear), a .json "
+        BadDescription{"resnet", std::string("--model 'resnet': not a zoo model (cnn, lenet5, mlp, linear, resnet20, resnet32, resnet56, allcnn), a .json "
                                              "file or a layer: expected ") + kGrammar},
         BadDescription{"conv5x5-32,relu,maxpool2,fc",
                        std::string("--model 'conv5x5-32,relu,maxpool2,fc': layer 3 'maxpool2': not a layer (expected ") +
@@ -210,8 +210,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadJson{"{\"layers\": [\"fc\"], \"inputs\": 3}", "unknown key \"inputs\" (expected \"layers\" and optionally \"name\")"},
         BadJson{"{\"layers\": [3]}", "layers[0]: expected a layer token or object, found number"},
         BadJson{"{\"layers\": [\"fc10\", \"softmax\"]}", "layers[1] 'softmax': not a layer"},
-        BadJson{"{\"layers\": [{\"out\": 3}]}", "layers[0]: expected a \"type\" of conv, pool, relu or fc"},
-        BadJson{"{\"layers\": [{\"type\": \"dropout\"}]}", "layers[0]: unknown type \"dropout\""},
+        BadJson{"{\"layers\": [{\"out\": 3}]}", "layers[0]: expected a \"type\" of conv, pool, relu, fc, bn, gap, dropout or res"},
+        BadJson{"{\"layers\": [{\"type\": \"softmax\"}]}", "layers[0]: unknown type \"softmax\""},
+        BadJson{"{\"layers\": [{\"type\": \"dropout\"}]}", "layers[0]: a dropout layer needs \"p\""},
+        BadJson{"{\"layers\": [{\"type\": \"dropout\", \"p\": 0.333}]}", "in whole percent, found 0.333"},
+        BadJson{"{\"layers\": [{\"type\": \"res\", \"out\": 8, \"projection\": 1}]}", "\"projection\": expected true or false"},
         BadJson{"{\"layers\": [{\"type\": \"conv\", \"out\": 8}, \"fc\"]}",
                 "layers[0]: a conv layer needs \"kernel\" (kernel size)"},
         BadJson{"{\"layers\": [{\"type\": \"conv\", \"out\": 8, \"kernel\": 3, \"padding\": 1}, \"fc\"]}",
@@ -230,6 +233,75 @@ TEST(Describe, AMissingJsonFileIsNamed) {
   } catch (const UsageError& e) {
     EXPECT_EQ(std::string(e.what()), "--model /nonexistent/model.json: cannot open the model file");
   }
+}
+
+// The CIFAR ResNets (He et al. 2016, option A) have PyTorch's parameter counts
+// (269,722 / 464,154 / 853,018), names and buffer layout.
+TEST(Describe, ResNetsHavePyTorchsCountsNamesAndBuffers) {
+  const Shape cifar{3, 32, 32};
+  auto trainable = [&](const std::string& arch) {
+    size_t n = 0;
+    for (const auto& t : model_param_tensors(arch, cifar, 10)) n += t.kind == TensorKind::Param ? t.count : 0;
+    return n;
+  };
+  EXPECT_EQ(trainable("resnet20"), 269722u);
+  EXPECT_EQ(trainable("resnet32"), 464154u);
+  EXPECT_EQ(trainable("resnet56"), 853018u);
+  EXPECT_EQ(trainable("allcnn"), 1369738u);  // All-CNN-C
+
+  const auto t = model_param_tensors("resnet20", cifar, 10);
+  auto find = [&](const std::string& name) -> const ParamTensor& {
+    for (const auto& x : t)
+      if (x.name == name) return x;
+    ADD_FAILURE() << "no tensor " << name;
+    return t.front();
+  };
+  EXPECT_EQ(t[0].name, "conv1.weight");  // no bias: a bn follows
+  EXPECT_EQ(t[0].shape, (std::vector<int64_t>{16, 3, 3, 3}));
+  EXPECT_EQ(t[1].name, "bn1.weight");
+  EXPECT_FALSE(t[1].decay);
+  EXPECT_EQ(find("layer1.2.conv2.weight").shape, (std::vector<int64_t>{16, 16, 3, 3}));
+  EXPECT_EQ(find("layer2.0.conv1.weight").shape, (std::vector<int64_t>{32, 16, 3, 3}));
+  EXPECT_EQ(find("layer3.2.bn2.bias").shape, (std::vector<int64_t>{64}));
+  EXPECT_EQ(find("fc1.weight").shape, (std::vector<int64_t>{10, 64}));
+  EXPECT_TRUE(find("fc1.weight").decay);
+  EXPECT_FALSE(find("fc1.bias").decay);
+  // Buffers after every parameter: 19 batch norms, each mean, var and a scalar counter.
+  const ParamLayout l = layout_of(t);
+  EXPECT_EQ(l.trainable, 269722u);
+  EXPECT_EQ(l.buffers.size(), 19u * 3);
+  EXPECT_EQ(l.total - l.trainable, size_t(2 * (16 + 6 * 16 + 6 * 32 + 6 * 64) + 19));
+  const ParamTensor& nbt = find("layer3.2.bn2.num_batches_tracked");
+  EXPECT_EQ(nbt.kind, TensorKind::Count);
+  EXPECT_TRUE(nbt.shape.empty());
+  EXPECT_EQ(nbt.offset + 1, l.total);
+  EXPECT_EQ(find("bn1.running_var").offset, l.trainable + 16);
+  // A projection block names its shortcut as PyTorch's nn.Sequential does.
+  const auto p = model_param_tensors("conv3x3-4,bn,relu,res8-s2-proj,gap,fc", Shape{3, 8, 8}, 10);
+  bool seen = false;
+  for (const auto& x : p) seen = seen || x.name == "layer1.0.shortcut.1.running_mean";
+  EXPECT_TRUE(seen);
+}
+
+TEST(Describe, ResidualTokensAndErrors) {
+  EXPECT_EQ(parse_model("conv3x3-8,bn,relu,res8,res16-s2-proj,drop30,gap,fc").description(),
+            "conv3x3-8,bn,relu,res8,res16-s2-proj,drop30,gap,fc");
+  EXPECT_FALSE(parse_model("conv3x3-8,bn,fc").layers[0].bias);
+  EXPECT_TRUE(parse_model("conv3x3-8,relu,bn,fc").layers[0].bias);
+  EXPECT_THROW(parse_model("res8-x"), UsageError);
+  EXPECT_THROW(parse_model("drop100,fc"), UsageError);
+  EXPECT_THROW(model_param_tensors("conv3x3-8,res11-s2,fc", Shape{1, 8, 8}, 10), UsageError);  // odd increase
+  try {
+    model_param_tensors("conv3x3-8,res4,fc", Shape{1, 8, 8}, 10);
+    FAIL() << "a narrowing option-A block was accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("-proj"), std::string::npos) << e.what();
+  }
+  const std::string path = ::testing::TempDir() + "/res.json";
+  std::ofstream(path) << R"({"layers": ["conv3x3-8", {"type": "bn"}, "relu",
+      {"type": "res", "out": 16, "stride": 2, "projection": true}, {"type": "dropout", "p": 0.25},
+      {"type": "gap"}, "fc"]})";
+  EXPECT_EQ(parse_model(path).description(), "conv3x3-8,bn,relu,res16-s2-proj,drop25,gap,fc");
 }
 
 }  // namespace

@@ -100,6 +100,50 @@ TEST(GradCheck, Relu) {
   check_layer(l, 3, 9);
 }
 
+TEST(GradCheck, Conv2dWithoutBias) {
+  Conv2d<double> l(Shape{3, 5, 5}, 4, 3, 1, 2, false);
+  EXPECT_EQ(l.num_params(), size_t(4 * 3 * 9));
+  check_layer(l, 2, 10);
+}
+
+TEST(GradCheck, BatchNormTrainingMode) {
+  BatchNorm2d<double> l(Shape{3, 4, 5});
+  check_layer(l, 3, 11);
+}
+
+TEST(GradCheck, BatchNormOnFeatureVectors) {
+  BatchNorm2d<double> l(Shape{4, 1, 1});  // statistics over the batch alone
+  check_layer(l, 5, 12);
+}
+
+TEST(GradCheck, GlobalAvgPool) {
+  GlobalAvgPool<double> l(Shape{3, 5, 7});
+  check_layer(l, 2, 13);
+}
+
+TEST(GradCheck, DropoutWithAFixedKey) {
+  Dropout<double> l(Shape{4, 3, 3}, 0.4f);
+  const uint64_t key = 12345;
+  l.set_key(&key);
+  check_layer(l, 3, 14);
+}
+
+TEST(GradCheck, BasicBlockIdentityShortcut) {
+  BasicBlock<double> l(Shape{4, 5, 5}, 4, 1, false);
+  check_layer(l, 2, 15);
+}
+
+TEST(GradCheck, BasicBlockOptionAOnAnOddSize) {
+  BasicBlock<double> l(Shape{2, 7, 7}, 4, 2, false);
+  EXPECT_EQ(l.out_shape(), (Shape{4, 4, 4}));
+  check_layer(l, 2, 16);
+}
+
+TEST(GradCheck, BasicBlockProjectionShortcut) {
+  BasicBlock<double> l(Shape{2, 6, 6}, 3, 2, true);
+  check_layer(l, 3, 17);
+}
+
 // Whole model: loss = softmax cross-entropy of the logits; checks a sample of
 // parameters (every parameter for the small ones).
 void check_model(const std::string& arch, Shape in, int classes, int n, size_t max_checked) {
@@ -113,6 +157,11 @@ void check_model(const std::string& arch, Shape in, int classes, int n, size_t m
   for (int i = 0; i < n; ++i) y[size_t(i)] = (i * 7 + 1) % classes;
   ASSERT_TRUE(m.forward_backward(x.data(), y.data(), n));
   const std::vector<double> g(m.grads(), m.grads() + m.num_params());
+  p.resize(m.num_trainable());  // buffers (after the parameters) take no gradient
+  std::vector<double> full(m.num_params());
+  m.init_params(full.data(), 3);
+  std::copy(p.begin(), p.end(), full.begin());
+  m.use_params(full.data());
   auto loss = [&] {
     m.forward_loss(x.data(), y.data(), n);
     return *m.loss_ptr();
@@ -122,12 +171,12 @@ void check_model(const std::string& arch, Shape in, int classes, int n, size_t m
   const size_t checks = std::min(max_checked, p.size());
   for (size_t t = 0; t < checks; ++t) {
     const size_t i = checks == p.size() ? t : size_t(pick.below(p.size()));
-    const double eps = 1e-6, v0 = p[i];
-    p[i] = v0 + eps;
+    const double eps = 1e-6, v0 = full[i];
+    full[i] = v0 + eps;
     const double up = loss();
-    p[i] = v0 - eps;
+    full[i] = v0 - eps;
     const double down = loss();
-    p[i] = v0;
+    full[i] = v0;
     const double num = (up - down) / (2 * eps);
     worst = std::max(worst, std::fabs(num - g[i]) / std::max(1e-3, std::fabs(num) + std::fabs(g[i])));
   }
@@ -140,6 +189,15 @@ TEST(GradCheck, Lenet5Model) { check_model("lenet5", Shape{1, 28, 28}, 10, 2, 15
 TEST(GradCheck, CnnModel) { check_model("cnn", Shape{1, 12, 12}, 10, 2, 120); }
 // A described model off the zoo's paths: strided conv, overlapping pool, two channels in.
 TEST(GradCheck, DescribedModel) { check_model("conv3x3-4-s2,relu,pool3-s1,fc7,relu,fc", Shape{2, 9, 9}, 3, 2, 300); }
+// Residual networks: every kind of block, batch norm, global pooling, a batch of one image per class.
+TEST(GradCheck, ResidualModel) {
+  check_model("conv3x3-4,bn,relu,res4,res6-s2,res8-s2-proj,gap,fc", Shape{3, 9, 9}, 3, 3, 400);
+}
+TEST(GradCheck, Resnet20Model) { check_model("resnet20", Shape{3, 8, 8}, 10, 2, 150); }
+TEST(GradCheck, AllCnnModelWithDropout) {
+  check_model("drop20,conv3x3-6,relu,conv3x3-6-s2,relu,drop50,conv3x3-8-p0,relu,conv1x1-4,relu,gap", Shape{3, 9, 9},
+              4, 2, 300);
+}
 
 TEST(Model, InitIsDeterministicAndLayoutIsFlat) {
   auto ctx = Context::cpu();

@@ -1,0 +1,200 @@
+// CPU twins of the normalisation and residual ops: batch norm, global average
+// pooling, the option-A shortcut, dropout and the running-buffer update.
+// Per-channel reductions are summed in double in a fixed order by one thread
+// each, so the bits do not depend on the thread count.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/ops_cpu.h"
+#include "kernels/mix_hash.h"
+
+namespace adasync::cpu {
+namespace {
+constexpr size_t kGrain = 1 << 15;
+
+// f(channel) for every channel, channels split over the pool.
+template <typename F>
+void for_each_channel(Context& ctx, int c, F&& f) {
+  parallel_pieces(ctx.pool(), size_t(c), 1, [&](int, size_t b, size_t e) {
+    for (size_t k = b; k < e; ++k) f(int(k));
+  });
+}
+}  // namespace
+
+template <typename T>
+void batchnorm_forward_train(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta, double eps,
+                             T* y, T* mean, T* invstd, T* var_unbiased) {
+  const size_t hw = size_t(s.hw), stride = size_t(s.c) * hw;
+  const double m = double(s.n) * double(hw);
+  for_each_channel(ctx, s.c, [&](int k) {
+    double sum = 0;
+    for (int i = 0; i < s.n; ++i) {
+      const T* p = x + size_t(i) * stride + size_t(k) * hw;
+      for (size_t q = 0; q < hw; ++q) sum += double(p[q]);
+    }
+    const double mu = sum / m;
+    double ss = 0;
+    for (int i = 0; i < s.n; ++i) {
+      const T* p = x + size_t(i) * stride + size_t(k) * hw;
+      for (size_t q = 0; q < hw; ++q) {
+        const double d = double(p[q]) - mu;
+        ss += d * d;
+      }
+    }
+    const double var = ss / m;
+    const double is = 1.0 / std::sqrt(var + eps);
+    mean[k] = T(mu);
+    invstd[k] = T(is);
+    if (var_unbiased != nullptr) var_unbiased[k] = T(m > 1 ? ss / (m - 1) : var);
+    const T scale = T(double(gamma[k]) * is);
+    const T shift = T(double(beta[k]) - mu * double(gamma[k]) * is);
+    for (int i = 0; i < s.n; ++i) {
+      const T* p = x + size_t(i) * stride + size_t(k) * hw;
+      T* o = y + size_t(i) * stride + size_t(k) * hw;
+      for (size_t q = 0; q < hw; ++q) o[q] = p[q] * scale + shift;
+    }
+  });
+}
+
+template <typename T>
+void batchnorm_forward_eval(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta,
+                            const T* running_mean, const T* running_var, double eps, T* y) {
+  const size_t hw = size_t(s.hw), stride = size_t(s.c) * hw;
+  for_each_channel(ctx, s.c, [&](int k) {
+    const double is = 1.0 / std::sqrt(double(running_var[k]) + eps);
+    const T scale = T(double(gamma[k]) * is);
+    const T shift = T(double(beta[k]) - double(running_mean[k]) * double(gamma[k]) * is);
+    for (int i = 0; i < s.n; ++i) {
+      const T* p = x + size_t(i) * stride + size_t(k) * hw;
+      T* o = y + size_t(i) * stride + size_t(k) * hw;
+      for (size_t q = 0; q < hw; ++q) o[q] = p[q] * scale + shift;
+    }
+  });
+}
+
+template <typename T>
+void batchnorm_backward(Context& ctx, const BnShape& s, const T* x, const T* dy, const T* gamma, const T* mean,
+                        const T* invstd, T* dx, T* dgamma, T* dbeta) {
+  const size_t hw = size_t(s.hw), stride = size_t(s.c) * hw;
+  const double m = double(s.n) * double(hw);
+  for_each_channel(ctx, s.c, [&](int k) {
+    const double mu = double(mean[k]), is = double(invstd[k]);
+    double sdy = 0, sdyx = 0;
+    for (int i = 0; i < s.n; ++i) {
+      const size_t off = size_t(i) * stride + size_t(k) * hw;
+      for (size_t q = 0; q < hw; ++q) {
+        const double g = double(dy[off + q]);
+        sdy += g;
+        sdyx += g * (double(x[off + q]) - mu) * is;
+      }
+    }
+    dgamma[k] = T(sdyx);
+    dbeta[k] = T(sdy);
+    if (dx == nullptr) return;
+    // dx = a * dy + b * x + c, the per-channel constants folded once.
+    const double gi = double(gamma[k]) * is;
+    const double a = gi, b = -gi * is * sdyx / m, c = -gi * sdy / m + gi * is * mu * sdyx / m;
+    for (int i = 0; i < s.n; ++i) {
+      const size_t off = size_t(i) * stride + size_t(k) * hw;
+      for (size_t q = 0; q < hw; ++q) dx[off + q] = T(a * double(dy[off + q]) + b * double(x[off + q]) + c);
+    }
+  });
+}
+
+template <typename T>
+void global_avgpool_forward(Context& ctx, int n, int c, int hw, const T* x, T* y) {
+  const size_t planes = size_t(n) * c;
+  parallel_for(ctx.pool(), planes, std::max<size_t>(1, kGrain / size_t(std::max(hw, 1))), [&](size_t b, size_t e) {
+    for (size_t p = b; p < e; ++p) {
+      const T* xp = x + p * size_t(hw);
+      double sum = 0;
+      for (int q = 0; q < hw; ++q) sum += double(xp[q]);
+      y[p] = T(sum / hw);
+    }
+  });
+}
+
+template <typename T>
+void global_avgpool_backward(Context& ctx, int n, int c, int hw, const T* dy, T* dx) {
+  const size_t planes = size_t(n) * c;
+  parallel_for(ctx.pool(), planes, std::max<size_t>(1, kGrain / size_t(std::max(hw, 1))), [&](size_t b, size_t e) {
+    for (size_t p = b; p < e; ++p) {
+      const T g = T(double(dy[p]) / hw);
+      T* o = dx + p * size_t(hw);
+      for (int q = 0; q < hw; ++q) o[q] = g;
+    }
+  });
+}
+
+template <typename T>
+void shortcut_add(Context& ctx, const ShortcutShape& s, const T* x, T* y) {
+  const int oh = s.out_h(), ow = s.out_w(), pad = s.pad();
+  const size_t planes = size_t(s.n) * s.c_in;
+  parallel_for(ctx.pool(), planes, 16, [&](size_t b, size_t e) {
+    for (size_t p = b; p < e; ++p) {
+      const size_t i = p / size_t(s.c_in), c = p % size_t(s.c_in);
+      const T* xp = x + p * size_t(s.h) * s.w;
+      T* yp = y + ((i * size_t(s.c_out) + c + size_t(pad)) * oh) * ow;
+      for (int r = 0; r < oh; ++r)
+        for (int q = 0; q < ow; ++q) yp[size_t(r) * ow + q] += xp[size_t(r) * s.stride * s.w + size_t(q) * s.stride];
+    }
+  });
+}
+
+template <typename T>
+void shortcut_add_backward(Context& ctx, const ShortcutShape& s, const T* dy, T* dx) {
+  const int oh = s.out_h(), ow = s.out_w(), pad = s.pad();
+  const size_t planes = size_t(s.n) * s.c_in;
+  parallel_for(ctx.pool(), planes, 16, [&](size_t b, size_t e) {
+    for (size_t p = b; p < e; ++p) {
+      const size_t i = p / size_t(s.c_in), c = p % size_t(s.c_in);
+      T* xp = dx + p * size_t(s.h) * s.w;
+      const T* yp = dy + ((i * size_t(s.c_out) + c + size_t(pad)) * oh) * ow;
+      for (int r = 0; r < oh; ++r)
+        for (int q = 0; q < ow; ++q) xp[size_t(r) * s.stride * s.w + size_t(q) * s.stride] += yp[size_t(r) * ow + q];
+    }
+  });
+}
+
+template <typename T>
+void dropout_forward(Context& ctx, const T* x, T* y, size_t n, float p, const uint64_t* key) {
+  const uint64_t k = *key;
+  const T keep = T(1) / (T(1) - T(p));
+  parallel_for(ctx.pool(), n, kGrain, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) y[i] = dropout_uniform(k, i) < p ? T(0) : x[i] * keep;
+  });
+}
+
+template <typename T>
+void dropout_backward(Context& ctx, const T* dy, T* dx, size_t n, float p, const uint64_t* key) {
+  dropout_forward<T>(ctx, dy, dx, n, p, key);  // the same mask and scale
+}
+
+void batch_key(Context&, const int32_t* idx, int n, uint64_t seed, uint64_t* key) {
+  uint64_t h = mix64(seed);
+  for (int i = 0; i < n; ++i) h = batch_key_step(h, idx[i]);
+  *key = h;
+}
+
+void ema_update(Context& ctx, float* r, const float* stat, size_t n, float momentum, float scale) {
+  for (size_t i = 0; i < n; ++i) r[i] = (1.f - momentum) * r[i] + momentum * (scale * stat[i]);
+}
+
+#define ADASYNC_NORM_INSTANTIATE(T)                                                                             \
+  template void batchnorm_forward_train<T>(Context&, const BnShape&, const T*, const T*, const T*, double, T*,  \
+                                           T*, T*, T*);                                                       \
+  template void batchnorm_forward_eval<T>(Context&, const BnShape&, const T*, const T*, const T*, const T*,     \
+                                          const T*, double, T*);                                             \
+  template void batchnorm_backward<T>(Context&, const BnShape&, const T*, const T*, const T*, const T*,         \
+                                      const T*, T*, T*, T*);                                                  \
+  template void global_avgpool_forward<T>(Context&, int, int, int, const T*, T*);                              \
+  template void global_avgpool_backward<T>(Context&, int, int, int, const T*, T*);                             \
+  template void shortcut_add<T>(Context&, const ShortcutShape&, const T*, T*);                                 \
+  template void shortcut_add_backward<T>(Context&, const ShortcutShape&, const T*, T*);                        \
+  template void dropout_forward<T>(Context&, const T*, T*, size_t, float, const uint64_t*);                    \
+  template void dropout_backward<T>(Context&, const T*, T*, size_t, float, const uint64_t*);
+ADASYNC_NORM_INSTANTIATE(float)
+ADASYNC_NORM_INSTANTIATE(double)
+#undef ADASYNC_NORM_INSTANTIATE
+
+}  // namespace adasync::cpu
