@@ -71,8 +71,9 @@ std::string encode_safetensors(const std::vector<ParamTensor>& tensors, const fl
   if (!metadata.empty()) h["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& t : tensors) {
-    const uint64_t bytes = uint64_t(t.count) * sizeof(float);
-    h[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    const bool count = t.kind == TensorKind::Count;
+    const uint64_t bytes = uint64_t(t.count) * (count ? sizeof(int64_t) : sizeof(float));
+    h[t.name] = {{"dtype", count ? "I64" : "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string header = h.dump();
@@ -82,8 +83,16 @@ std::string encode_safetensors(const std::vector<ParamTensor>& tensors, const fl
   std::memcpy(&out[0], &n, 8);
   out += header;
   out.reserve(out.size() + offset);
-  for (const auto& t : tensors)
-    out.append(reinterpret_cast<const char*>(params + t.offset), t.count * sizeof(float));
+  for (const auto& t : tensors) {
+    if (t.kind != TensorKind::Count) {
+      out.append(reinterpret_cast<const char*>(params + t.offset), t.count * sizeof(float));
+      continue;
+    }
+    for (size_t i = 0; i < t.count; ++i) {  // counters are whole numbers kept in the float buffer
+      const int64_t v = int64_t(params[t.offset + i]);
+      out.append(reinterpret_cast<const char*>(&v), sizeof v);
+    }
+  }
   return out;
 }
 
@@ -208,12 +217,25 @@ std::vector<float> read_model_params(const SafetensorsFile& f, const std::vector
     if (e == nullptr)
       throw SafetensorsError(what + ": no tensor '" + t.name + "' (expected shape " + shape_string(t.shape) +
                              "); the file holds: " + names(f.tensors));
-    if (e->dtype != "F32")
-      throw SafetensorsError(what + ": tensor '" + t.name + "': expected dtype F32, found " + e->dtype);
+    const bool count = t.kind == TensorKind::Count;
+    const char* dtype = count ? "I64" : "F32";
+    if (e->dtype != dtype)
+      throw SafetensorsError(what + ": tensor '" + t.name + "': expected dtype " + dtype + ", found " + e->dtype);
     if (e->shape != t.shape)
       throw SafetensorsError(what + ": tensor '" + t.name + "': expected shape " + shape_string(t.shape) +
                              ", found " + shape_string(e->shape));
-    if (t.count) std::memcpy(params.data() + t.offset, f.data.data() + e->begin, t.count * sizeof(float));
+    if (!count) {
+      if (t.count) std::memcpy(params.data() + t.offset, f.data.data() + e->begin, t.count * sizeof(float));
+      continue;
+    }
+    for (size_t i = 0; i < t.count; ++i) {
+      int64_t v = 0;
+      std::memcpy(&v, f.data.data() + e->begin + i * sizeof v, sizeof v);
+      if (v < 0 || v > (int64_t(1) << 24))  // exact in the float buffer
+        throw SafetensorsError(what + ": tensor '" + t.name + "': expected a count in [0, 2^24], found " +
+                               std::to_string(v));
+      params[t.offset + i] = float(v);
+    }
   }
   for (const auto& e : f.tensors) {
     bool known = false;

@@ -4,8 +4,9 @@
 // (an object: per tensor name {"dtype", "shape", "data_offsets": [begin,
 // end]} relative to the data section, plus an optional "__metadata__" object
 // of strings), then the data section: every tensor's little-endian,
-// row-major bytes. The writer emits F32 tensors back to back in the model's
-// order and pads the header with spaces to a multiple of 8 bytes.
+// row-major bytes. The writer emits F32 tensors (I64 for batch-norm counters,
+// as PyTorch keeps num_batches_tracked) back to back in the model's order and
+// pads the header with spaces to a multiple of 8 bytes.
 //
 // The reader trusts nothing: the header length must lie inside the file, the
 // header must be a JSON object, each entry must have exactly a known dtype, a
@@ -15,7 +16,7 @@
 // the file (`what`), what was expected and what was found.
 //
 // read_model_params checks the tensors against a model's: the same names,
-// F32, the same shapes, and no tensor the model lacks.
+// F32 (I64 counters), the same shapes, and no tensor the model lacks.
 #pragma once
 
 #include <cstdint>

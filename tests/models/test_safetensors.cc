@@ -50,6 +50,32 @@ TEST(Safetensors, AModelRoundTripsWithItsMetadata) {
   EXPECT_EQ(read_model_params(f, tensors, "m"), p);
 }
 
+// Batch-norm buffers travel with the parameters under PyTorch's names; the
+// counter is an I64 scalar, as PyTorch's num_batches_tracked.
+TEST(Safetensors, BatchNormBuffersRoundTripWithAnIntegerCounter) {
+  const Shape in{3, 8, 8};
+  const std::string arch = "conv3x3-4,bn,relu,res8-s2,gap,fc";
+  const auto tensors = model_param_tensors(arch, in, 3);
+  auto ctx = Context::cpu();
+  Model<float> m(*ctx, arch, in, 3, 1);
+  std::vector<float> p(m.num_params());
+  m.init_params(p.data(), 5);
+  for (const auto& t : tensors)
+    if (t.kind == TensorKind::Count) p[t.offset] = 1234;
+    else if (t.kind == TensorKind::RunningStat) p[t.offset] = 0.25f;
+  const SafetensorsFile f = decode(encode_safetensors(tensors, p.data(), {}));
+  const SafetensorsEntry* nbt = f.find("bn1.num_batches_tracked");
+  ASSERT_NE(nbt, nullptr);
+  EXPECT_EQ(nbt->dtype, "I64");
+  EXPECT_TRUE(nbt->shape.empty());
+  int64_t v = 0;
+  std::memcpy(&v, f.data.data() + nbt->begin, 8);
+  EXPECT_EQ(v, 1234);
+  ASSERT_NE(f.find("layer1.0.bn2.running_var"), nullptr);
+  EXPECT_EQ(f.find("layer1.0.bn2.running_var")->dtype, "F32");
+  EXPECT_EQ(read_model_params(f, tensors, "m"), p);
+}
+
 struct BadFile {
   const char* label;
   std::string bytes;

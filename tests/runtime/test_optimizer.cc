@@ -157,5 +157,35 @@ TEST(Optimizers, BadConfigurationsAreRejected) {
   EXPECT_THROW(validate(c), UsageError);
 }
 
+// Batch-norm buffers after the parameters: stepped by no rule, folded as
+// ALGORITHMS.md section 8 says, with exact (power-of-two) inputs.
+TEST(Optimizers, BuffersFoldThePlainMeanOfThePushedStatistics) {
+  // w = [p0 p1 p2 | mean var count]; --no-decay-bn spares p1 (a bias).
+  ParamLayout l;
+  l.trainable = 3;
+  l.total = 6;
+  l.no_decay = {{1, 1, TensorKind::Param}};
+  l.buffers = {{3, 2, TensorKind::RunningStat}, {5, 1, TensorKind::Count}};
+  l.bn_momentum = 0.25;
+  OptimizerConfig c;
+  c.momentum = 0;
+  c.weight_decay = 0.5;
+  c.no_decay_bn = true;
+  HostOptimizer opt(c, 6, nullptr);
+  opt.set_layout(l);
+  const std::vector<float> g1 = {1, 1, 1, 2, 8, 1}, g2 = {3, 3, 3, 4, 0, 1};
+  const float* gp[] = {g1.data(), g2.data()};
+  const float coef[] = {0.25f, 0.75f};  // staleness weights apply to gradients, never to statistics
+  std::vector<float> w = {1, 1, 1, 0, 1, 7}, out(6);
+  opt.step(w.data(), out.data(), gp, coef, 2, 0.5f);
+  EXPECT_EQ(out[0], 1 - 0.5f * (2.5f + 0.5f));  // decayed
+  EXPECT_EQ(out[1], 1 - 0.5f * 2.5f);           // not decayed
+  EXPECT_EQ(out[2], 1 - 0.5f * (2.5f + 0.5f));
+  EXPECT_EQ(out[3], 0.75f * 0 + 0.25f * 3);  // mean of 2 and 4
+  EXPECT_EQ(out[4], 0.75f * 1 + 0.25f * 4);  // mean of 8 and 0
+  EXPECT_EQ(out[5], 8);                       // one update, one count
+  EXPECT_THROW(opt.set_layout(ParamLayout::plain(5)), Error);
+}
+
 }  // namespace
 }  // namespace adasync

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -58,6 +59,10 @@ struct ResumeCase {
   const char* extra;  // schedule / rate rule
 };
 
+// Batch norm (running buffers folded by the PS), residual blocks and dropout
+// (masks keyed by the batch) on the gaussian set's 1x1x32 inputs.
+constexpr const char* kResidual = "conv1x1-8,bn,relu,res8,drop10,res16-s2,gap,fc";
+
 class VirtualResume : public ::testing::TestWithParam<ResumeCase> {};
 
 TEST_P(VirtualResume, ContinuesExactlyLikeAnUninterruptedRun) {
@@ -70,6 +75,7 @@ TEST_P(VirtualResume, ContinuesExactlyLikeAnUninterruptedRun) {
     if (std::string(rc.extra) == "piecewise") c.schedule = ScheduleKind::Piecewise, c.schedule_points = "0:1,20:2,60:4";
     if (std::string(rc.extra) == "distance") c.lr_rule = LrKind::Distance, c.lr_c = 1.0;
     if (std::string(rc.extra) == "momentum") c.momentum = 0.9;
+    if (std::string(rc.extra) == "resnet") c.model = kResidual;
     return c;
   };
   TrainConfig whole = configure(base(rc.variant, "virtual"));
@@ -105,13 +111,51 @@ INSTANTIATE_TEST_SUITE_P(Variants, VirtualResume,
                                            ResumeCase{"k-batch-sync", ""}, ResumeCase{"k-batch-async", "distance"},
                                            ResumeCase{"k-async", "adasync"}, ResumeCase{"k-sync", "plateau"},
                                            ResumeCase{"k-async", "runtime"}, ResumeCase{"async", "ps-time"},
-                                           ResumeCase{"k-async", "piecewise"}),
+                                           ResumeCase{"k-async", "piecewise"}, ResumeCase{"k-async", "resnet"},
+                                           ResumeCase{"k-batch-sync", "resnet"}),
                          [](const auto& info) {
                            std::string n = std::string(info.param.variant) + "_" + info.param.extra;
                            for (auto& ch : n)
                              if (ch == '-') ch = '_';
                            return n;
                          });
+
+// ALGORITHMS.md section 8: the PS owns the batch-norm buffers. Each update
+// counts once (num_batches_tracked = updates) and moves the running statistics
+// toward the mean of the pushed batch statistics; SwarmSGD's nodes fold their
+// own on every local step. The same seed gives the same bits.
+TEST(BatchNormBuffers, FoldedOncePerUpdateByEveryVariant) {
+  for (const char* variant : {"k-async", "k-sync", "k-batch-async", "async", "swarm"}) {
+    TrainConfig c = base(variant, "virtual");
+    c.model = kResidual;
+    c.max_updates = 40;
+    const RunSummary a = Trainer(c, data()).run();
+    const RunSummary b = Trainer(c, data()).run();
+    EXPECT_EQ(a.checksum, b.checksum) << variant;
+    const Dataset& tr = data()->train;
+    const auto tensors = model_param_tensors(kResidual, Shape{tr.c, tr.h, tr.w}, tr.classes);
+    ASSERT_EQ(a.params.size(), layout_of(tensors).total);
+    int counters = 0;
+    for (const auto& t : tensors) {
+      if (t.kind == TensorKind::Count) {
+        ++counters;
+        // SwarmSGD: every node steps locally and averages its counter with its partners.
+        if (std::string(variant) != "swarm") EXPECT_EQ(a.params[t.offset], float(a.updates)) << variant << " " << t.name;
+        else EXPECT_GT(a.params[t.offset], 0.f) << t.name;
+      }
+      if (t.name.find("running_var") != std::string::npos) {
+        double moved = 0;
+        for (size_t i = 0; i < t.count; ++i) {
+          EXPECT_TRUE(std::isfinite(a.params[t.offset + i]) && a.params[t.offset + i] >= 0) << variant << " " << t.name;
+          moved += std::fabs(a.params[t.offset + i] - 1.0);
+        }
+        EXPECT_GT(moved, 1e-3) << variant << " " << t.name;
+      }
+    }
+    EXPECT_EQ(counters, 5) << variant;  // bn1, two per block
+    EXPECT_GT(a.final_eval.accuracy, 0.3) << variant;  // four classes: the buffers make evaluation work
+  }
+}
 
 // SwarmSGD checkpoints like the others: stopped by its step limit (a node's
 // interaction still to come) or by the time budget (between events), with
