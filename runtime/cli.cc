@@ -35,7 +35,7 @@ int trainer_main(int argc, char** argv) {
   std::string time_budget, base_time;
   // Flags with a fixed set of values are read as text and parsed once below.
   std::string variant = "sync", clock = "real", schedule = "fixed", adasync_rule = "auto", sqrt_rounding = "ceil",
-              loss_estimate = "window", lr_rule = "const", lr_distance = "sketch", graph = "complete",
+              loss_estimate = "window", lr_rule = "const", lr_schedule = "const", lr_milestones, lr_distance = "sketch", graph = "complete",
               local_steps_dist = "fixed", swarm_mode = "blocking", devices = "auto", aggregate = "auto",
               on_nonfinite = "drop", progress = "auto", eval_every = "200", checkpoint_every = "0",
               transport = "local";
@@ -154,6 +154,15 @@ int trainer_main(int argc, char** argv) {
                  "const, staleness (eta / max(1, staleness)) or distance (min(C / ||w_j - w_tau||^2, eta), eta = --lr)")
       ->capture_default_str()->group(g_sched);
   app.add_option("--lr-c", c.lr_c, "C of the distance rule")->group(g_sched);
+  app.add_option("--lr-schedule", lr_schedule,
+                 "lr over the run, in epochs of counted samples: const, step (times --lr-gamma at each of "
+                 "--lr-milestones) or cosine (to 0 at --epochs)")
+      ->capture_default_str()->group(g_opt);
+  app.add_option("--lr-milestones", lr_milestones, "step schedule: epochs, comma-separated and increasing (e.g. 100,150)")
+      ->group(g_opt);
+  app.add_option("--lr-gamma", c.lr_gamma, "step schedule: the factor at each milestone")->capture_default_str()->group(g_opt);
+  app.add_option("--lr-warmup", c.lr_warmup, "epochs of linear warm-up from 0 to the schedule's rate")
+      ->capture_default_str()->group(g_opt);
   app.add_option("--lr-distance", lr_distance,
                  "distance rule: sketch (per-version count-sketches, no parameter copies) or exact")
       ->capture_default_str()->group(g_sched);
@@ -254,6 +263,25 @@ int trainer_main(int argc, char** argv) {
     c.sqrt_rounding = parse_enum<Rounding>(sqrt_rounding, "--sqrt-rounding");
     c.loss_estimate = parse_enum<LossEstimate>(loss_estimate, "--loss-estimate");
     c.lr_rule = parse_enum<LrKind>(lr_rule, "--lr-rule");
+    c.lr_schedule = parse_enum<LrSchedule>(lr_schedule, "--lr-schedule");
+    c.lr_milestones.clear();
+    if (!lr_milestones.empty()) {
+      size_t at = 0;
+      while (at <= lr_milestones.size()) {
+        const size_t comma = std::min(lr_milestones.find(',', at), lr_milestones.size());
+        const std::string item = lr_milestones.substr(at, comma - at);
+        size_t used = 0;
+        double v = NAN;
+        try {
+          v = std::stod(item, &used);
+        } catch (const std::exception&) {
+        }
+        if (item.empty() || used != item.size() || !std::isfinite(v))
+          throw UsageError("--lr-milestones: expected epochs separated by commas (e.g. 100,150), found '" + item + "'");
+        c.lr_milestones.push_back(v);
+        at = comma + 1;
+      }
+    }
     c.lr_distance = parse_enum<DistanceKind>(lr_distance, "--lr-distance");
     c.graph = parse_enum<GraphKind>(graph, "--graph");
     c.local_steps_dist = parse_enum<StepsDist>(local_steps_dist, "--local-steps-dist");

@@ -104,6 +104,19 @@ void validate(const TrainConfig& c) {
   if (c.loss_sample < 1) bad("--loss-sample", "a positive number of images", std::to_string(c.loss_sample));
   if (c.schedule != ScheduleKind::Fixed && c.aggregate == Aggregate::Device)
     throw UsageError("--aggregate device runs plain sync; a schedule needs the parameter server (--aggregate host)");
+  if (c.lr_schedule == LrSchedule::Step && c.lr_milestones.empty())
+    bad("--lr-milestones", "at least one epoch for --lr-schedule step", "none");
+  if (c.lr_schedule != LrSchedule::Step && !c.lr_milestones.empty())
+    bad("--lr-milestones", "--lr-schedule step", std::string("--lr-schedule ") + name_of(c.lr_schedule));
+  for (size_t i = 0; i < c.lr_milestones.size(); ++i)
+    if (!(c.lr_milestones[i] > 0) || (i > 0 && !(c.lr_milestones[i] > c.lr_milestones[i - 1])))
+      bad("--lr-milestones", "positive epochs in increasing order", std::to_string(c.lr_milestones[i]));
+  if (!(c.lr_gamma > 0 && c.lr_gamma <= 1)) bad("--lr-gamma", "a factor in (0, 1]", std::to_string(c.lr_gamma));
+  if (!(c.lr_warmup >= 0) || !std::isfinite(c.lr_warmup)) bad("--lr-warmup", "epochs >= 0", std::to_string(c.lr_warmup));
+  if (c.lr_schedule == LrSchedule::Cosine && !(c.epochs > 0))
+    bad("--lr-schedule cosine", "--epochs (the schedule anneals to 0 there)", "no --epochs");
+  if (swarm && (c.lr_schedule != LrSchedule::Const || c.lr_warmup > 0))
+    bad("--lr-schedule", "const with --variant swarm (its nodes keep --lr)", std::string(name_of(c.lr_schedule)));
   {
     LrConfig lc;
     lc.rule = name_of(c.lr_rule);

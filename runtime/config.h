@@ -29,6 +29,7 @@ enum class TransportKind { Local, Mpi };
 enum class Progress { Auto, Plain, None };
 enum class OnNonfinite { Drop, Stop };
 enum class LrKind { Const, Staleness, Distance };
+enum class LrSchedule { Const, Step, Cosine };
 enum class DistanceKind { Sketch, Exact };
 
 // The names of an enum's values, as the flags spell them. parse_enum throws
@@ -52,6 +53,7 @@ ADASYNC_ENUM_NAMES(AdaRule, {AdaRule::Auto, "auto"}, {AdaRule::Sqrt, "sqrt"}, {A
 ADASYNC_ENUM_NAMES(Rounding, {Rounding::Ceil, "ceil"}, {Rounding::Round, "round"})
 ADASYNC_ENUM_NAMES(LossEstimate, {LossEstimate::Window, "window"}, {LossEstimate::Sample, "sample"})
 ADASYNC_ENUM_NAMES(LrKind, {LrKind::Const, "const"}, {LrKind::Staleness, "staleness"}, {LrKind::Distance, "distance"})
+ADASYNC_ENUM_NAMES(LrSchedule, {LrSchedule::Const, "const"}, {LrSchedule::Step, "step"}, {LrSchedule::Cosine, "cosine"})
 ADASYNC_ENUM_NAMES(DistanceKind, {DistanceKind::Sketch, "sketch"}, {DistanceKind::Exact, "exact"})
 ADASYNC_ENUM_NAMES(GraphKind, {GraphKind::Complete, "complete"}, {GraphKind::Ring, "ring"}, {GraphKind::Torus, "torus"},
                    {GraphKind::Regular, "regular"})
@@ -119,6 +121,11 @@ struct TrainConfig {
   // two together make training diverge.
   double momentum = -1;
   double lr = 0.05;
+  // The learning rate over the run, in epochs of counted samples (LrConfig).
+  LrSchedule lr_schedule = LrSchedule::Const;
+  std::vector<double> lr_milestones;  // step: epochs at which lr is multiplied by lr_gamma
+  double lr_gamma = 0.1;
+  double lr_warmup = 0;  // epochs of linear warm-up from 0
   // run length (0 = unlimited; with none set, one epoch)
   double epochs = 0;
   int64_t max_updates = 0;

@@ -61,6 +61,7 @@ void Reporter::on_update(const UpdateEvent& e) {
     std::lock_guard<std::mutex> lk(mu_);
     stats_ = e.stats;
     k_ = e.k;
+    lr_ = e.lr;
     if (first_update_time_ < 0) {
       first_update_time_ = e.now;
       first_update_samples_ = stats_.counted * cfg_.batch;
@@ -175,6 +176,7 @@ void Reporter::evaluated(const EvalResult& ev, int64_t version, double now, bool
                    {"test_samples", ev.samples},
                    {"samples_per_s", now > 0 ? double(samples) / now : 0.0},
                    {"k", k_},
+                   {"lr", lr_},
                    {"staleness_mean", stale_mean},
                    {"staleness_max", win_stale_max_},
                    {"dropped", st.dropped()},

@@ -75,6 +75,7 @@ class Reporter : public UpdateObserver {
   int64_t trace_entries_ = 0;
   AggregatorStats stats_;
   int k_ = 1;
+  double lr_ = 0;  // the last update's base rate (after --lr-schedule)
   double win_loss_sum_ = 0;
   int64_t win_loss_n_ = 0;
   double win_stale_sum_ = 0;

@@ -138,6 +138,12 @@ void Trainer::setup() {
   pc.lr.lr = c.lr;
   pc.lr.c = c.lr_c;
   pc.lr.distance = name_of(c.lr_distance);
+  pc.lr.schedule = name_of(c.lr_schedule);
+  pc.lr.milestones = c.lr_milestones;
+  pc.lr.gamma = c.lr_gamma;
+  pc.lr.total_epochs = c.epochs;
+  pc.lr.warmup = c.lr_warmup;
+  pc.lr.grads_per_epoch = double(d.train.size()) / double(c.batch);
   pc.workers = P;
   pc.window_estimate = !(c.schedule == ScheduleKind::AdaSync && c.loss_estimate == LossEstimate::Sample);
   if (!pc.window_estimate) {

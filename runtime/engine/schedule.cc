@@ -412,4 +412,19 @@ UpdateRates LrRule::rates(const Aggregator& agg, const Snapshot& current) {
   return r;
 }
 
+double lr_multiplier(const LrConfig& c, double epoch) {
+  double m = 1;
+  if (c.schedule == "step") {
+    for (double at : c.milestones)
+      if (epoch >= at) m *= c.gamma;
+  } else if (c.schedule == "cosine" && c.total_epochs > 0) {
+    const double t = std::min(1.0, std::max(0.0, epoch / c.total_epochs));
+    m = 0.5 * (1 + std::cos(M_PI * t));
+  }
+  // Linear warm-up; the first update already moves (at 1 / warm-up updates of lr).
+  if (c.warmup > 0 && epoch < c.warmup)
+    m *= std::max(epoch, c.grads_per_epoch > 0 ? 1 / c.grads_per_epoch : 0.0) / c.warmup;
+  return m;
+}
+
 }  // namespace adasync

@@ -168,7 +168,20 @@ struct LrConfig {
   double c = 0.0;              // C for distance (> 0 required)
   std::string distance = "sketch";  // exact | sketch
   size_t sketch_buckets = 4096;
+  // The schedule over the run, as a multiplier of lr at `epoch` (epochs of
+  // counted samples): const; step (times gamma at each milestone passed);
+  // cosine (from 1 to 0 over total_epochs, PyTorch's CosineAnnealingLR);
+  // each times a linear warm-up over the first warmup epochs.
+  std::string schedule = "const";  // const | step | cosine
+  std::vector<double> milestones;
+  double gamma = 0.1;
+  double total_epochs = 0;
+  double warmup = 0;
+  double grads_per_epoch = 0;  // counted gradients in an epoch (train size / batch); 0: no schedule
 };
+
+// lr's multiplier at `epoch` under c's schedule.
+double lr_multiplier(const LrConfig& c, double epoch);
 
 // Learning rate and weights for the counted gradients of the next update.
 class LrRule {

@@ -58,7 +58,9 @@ double run_device_sync_mode(Run& r) {
       r.samplers[size_t(w)].next(&batches[size_t(w)]);
       delays[size_t(w)] = r.straggler->draw(w);
     }
-    sync.step(batches, delays, float(r.cfg.lr));
+    const LrConfig& lc = r.policy->lr_rule().config();  // the same schedule as the PS applies
+    const double epoch = lc.grads_per_epoch > 0 ? double(version * P) / lc.grads_per_epoch : 0;
+    sync.step(batches, delays, float(r.cfg.lr * lr_multiplier(lc, epoch)));
     ++version;
     r.reporter->add_losses(sync.completed());
     // Steady state from the third step: after the two eager warm-up steps and the graph capture.

@@ -589,5 +589,27 @@ TEST(AdaSync, ScheduleAndRateRuleFlagsAreValidated) {
   EXPECT_THROW(validate(c), UsageError);  // staleness rules on a sync variant
 }
 
+TEST(LrSchedules, StepCosineAndWarmUpAsPyTorchDefinesThem) {
+  LrConfig c;
+  c.grads_per_epoch = 100;
+  EXPECT_EQ(lr_multiplier(c, 3.7), 1.0);
+  c.schedule = "step";
+  c.milestones = {2, 5};
+  c.gamma = 0.5;
+  EXPECT_EQ(lr_multiplier(c, 1.99), 1.0);
+  EXPECT_EQ(lr_multiplier(c, 2.0), 0.5);
+  EXPECT_EQ(lr_multiplier(c, 7.0), 0.25);
+  c.schedule = "cosine";
+  c.total_epochs = 10;
+  EXPECT_DOUBLE_EQ(lr_multiplier(c, 0), 1.0);
+  EXPECT_NEAR(lr_multiplier(c, 5), 0.5, 1e-15);
+  EXPECT_NEAR(lr_multiplier(c, 10), 0.0, 1e-15);
+  EXPECT_NEAR(lr_multiplier(c, 12), 0.0, 1e-15);
+  c.warmup = 2;
+  EXPECT_NEAR(lr_multiplier(c, 0), 0.01 / 2, 1e-15);  // the first update: one step of warm-up
+  EXPECT_NEAR(lr_multiplier(c, 1), 0.5 * 0.5 * (1 + std::cos(M_PI * 0.1)), 1e-15);
+  EXPECT_NEAR(lr_multiplier(c, 5), 0.5, 1e-15);
+}
+
 }  // namespace
 }  // namespace adasync
