@@ -82,7 +82,11 @@ DataSplit make_teacher(size_t train_n, size_t test_n, int dim, int classes, uint
 // deviation, both measured on the training split, from both splits.
 void normalize(DataSplit& split);
 
+// Pads every image of d with `pad` zero pixels on each side (before normalize()).
+void pad_images(Dataset& d, int pad);
+
 // By name: "fashion-mnist" (default dir /usr/share/datasets/fashion-mnist),
+// "fashion-mnist32" (the same padded to 32x32, CIFAR-10's size),
 // "mnist" (needs dir), "cifar10" (needs dir), "gaussian", "teacher".
 // An empty dir means the default for that dataset. Returns normalised data.
 DataSplit load_dataset(const std::string& name, const std::string& dir, uint64_t seed);

@@ -76,8 +76,22 @@ void normalize(DataSplit& split) {
 }
 
 std::string default_data_dir(const std::string& name) {
-  if (name == "fashion-mnist") return "/usr/share/datasets/fashion-mnist";
+  if (name == "fashion-mnist" || name == "fashion-mnist32") return "/usr/share/datasets/fashion-mnist";
   return "";
+}
+
+void pad_images(Dataset& d, int pad) {
+  const int h = d.h + 2 * pad, w = d.w + 2 * pad;
+  std::vector<float> x(d.size() * size_t(d.c) * h * w, 0.f);  // black borders, before normalisation
+  for (size_t i = 0; i < d.size(); ++i)
+    for (int ch = 0; ch < d.c; ++ch)
+      for (int r = 0; r < d.h; ++r) {
+        const float* src = d.row(i) + (size_t(ch) * d.h + r) * d.w;
+        std::copy(src, src + d.w, x.data() + ((i * d.c + ch) * h + r + pad) * w + pad);
+      }
+  d.x = std::move(x);
+  d.h = h;
+  d.w = w;
 }
 
 DataSplit load_dataset(const std::string& name, const std::string& dir, uint64_t seed) {
@@ -87,8 +101,13 @@ DataSplit load_dataset(const std::string& name, const std::string& dir, uint64_t
   constexpr int kSynthDim = 32, kSynthClasses = 10;
 
   DataSplit split;
-  if (name == "fashion-mnist") {
-    split = load_mnist_dir(dir.empty() ? default_data_dir(name) : dir, name);
+  if (name == "fashion-mnist" || name == "fashion-mnist32") {
+    split = load_mnist_dir(dir.empty() ? default_data_dir(name) : dir, "fashion-mnist");
+    if (name == "fashion-mnist32") {  // CIFAR-10's image size: 2 black pixels around each side
+      pad_images(split.train, 2);
+      pad_images(split.test, 2);
+      split.train.name = split.test.name = name;
+    }
   } else if (name == "mnist" || name == "cifar10") {
     if (dir.empty()) {
       throw DataError("dataset " + name +
@@ -104,7 +123,7 @@ DataSplit load_dataset(const std::string& name, const std::string& dir, uint64_t
     split = make_teacher(kSynthTrain, kSynthTest, kSynthDim, kSynthClasses, seed);
   } else {
     throw DataError("unknown dataset '" + name +
-                    "': expected one of fashion-mnist, mnist, cifar10, gaussian, " + "teacher");
+                    "': expected one of fashion-mnist, fashion-mnist32, mnist, cifar10, gaussian, " + "teacher");
   }
   normalize(split);
   return split;

@@ -28,4 +28,23 @@ ADASYNC_HD float dropout_uniform(uint64_t key, uint64_t i) {
 
 ADASYNC_HD uint64_t batch_key_step(uint64_t h, int32_t idx) { return mix64(h ^ uint64_t(uint32_t(idx))); }
 
+// Sample `sample`'s augmentation in `epoch`: shifts in [-pad, pad] and a flip bit.
+struct AugmentDraw {
+  int dy, dx;
+  bool flip;
+};
+ADASYNC_HD AugmentDraw augment_draw(uint64_t seed, uint64_t epoch, int32_t sample, int pad) {
+  const uint64_t h = mix64(mix64(mix64(seed) ^ epoch) ^ uint64_t(uint32_t(sample)));
+  const uint64_t span = uint64_t(2 * pad + 1);
+  return AugmentDraw{int(h % span) - pad, int((h >> 16) % span) - pad, ((h >> 32) & 1) != 0};
+}
+
+// Output pixel (i, j) of an augmented h x w image reads input (i + dy, sj)
+// with sj = (flip ? w - 1 - j : j) + dx; outside the image it is the fill.
+ADASYNC_HD bool augment_source(const AugmentDraw& d, int i, int j, int h, int w, int* si, int* sj) {
+  *si = i + d.dy;
+  *sj = (d.flip ? w - 1 - j : j) + d.dx;
+  return *si >= 0 && *si < h && *sj >= 0 && *sj < w;
+}
+
 }  // namespace adasync

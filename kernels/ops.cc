@@ -155,6 +155,10 @@ void batch_key(Context& ctx, const int32_t* idx, int n, uint64_t seed, uint64_t*
 void ema_update(Context& ctx, float* r, const float* stat, size_t n, float momentum, float scale) {
   ADASYNC_DISPATCH_F(ema_update, ctx, r, stat, n, momentum, scale);
 }
+void augment_crop_flip(Context& ctx, const float* x, float* y, const int32_t* idx, int n, int c, int h, int w,
+                       int pad, bool flip, uint64_t seed, const int32_t* epoch, const float* fill) {
+  ADASYNC_DISPATCH_F(augment_crop_flip, ctx, x, y, idx, n, c, h, w, pad, flip, seed, epoch, fill);
+}
 
 template <typename T>
 void fill(Context& ctx, T* x, T value, size_t n) {

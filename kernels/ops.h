@@ -169,6 +169,16 @@ void dropout_backward(Context& ctx, const T* dy, T* dx, size_t n, float p, const
 // the context's memory).
 void batch_key(Context& ctx, const int32_t* idx, int n, uint64_t seed, uint64_t* key);
 
+// Augmentation of n gathered images x [n, c, h, w] into y: sample idx[i]
+// shifted by (dy, dx) in [-pad, pad] (a pad-pixel padded random crop, padding
+// with fill[channel]) and, with flip, mirrored left-right with probability
+// 1/2; the draws are a hash of (seed, epoch, idx[i]) (augment_draw), so a
+// sample's view depends on its epoch alone. `epoch` (two int32 words, low
+// then high) lives in the context's memory, like idx, so a captured CUDA
+// graph reads each step's epoch.
+void augment_crop_flip(Context& ctx, const float* x, float* y, const int32_t* idx, int n, int c, int h, int w,
+                       int pad, bool flip, uint64_t seed, const int32_t* epoch, const float* fill);
+
 // Running buffers: r = (1 - momentum) * r + momentum * scale * stat.
 void ema_update(Context& ctx, float* r, const float* stat, size_t n, float momentum, float scale);
 

@@ -41,11 +41,15 @@ int trainer_main(int argc, char** argv) {
               transport = "local";
 
   auto* g_data = "Model and data";
+  app.add_flag("--augment", c.augment,
+               "Augment training images: a 4-pixel padded random crop and a horizontal flip, drawn from (seed, epoch, "
+               "sample)")
+      ->group(g_data);
   app.add_option("--model", c.model,
                  "Network: " + join(model_names()) +
                      ", a layer list such as conv5x5-32,relu,pool2,fc1024,relu,fc, or a .json file (see README)")
       ->capture_default_str()->group(g_data);
-  app.add_option("--dataset", c.dataset, "fashion-mnist, mnist, cifar10, gaussian or teacher")
+  app.add_option("--dataset", c.dataset, "fashion-mnist, fashion-mnist32 (padded to 32x32), mnist, cifar10, gaussian or teacher")
       ->capture_default_str()->group(g_data);
   app.add_option("--data-dir", c.data_dir,
                  "Directory of the dataset files (default for fashion-mnist: /usr/share/datasets/fashion-mnist)")

@@ -44,6 +44,8 @@ void validate(const TrainConfig& c) {
     throw UsageError(flag + ": expected " + expected + ", found " + found);
   };
   if (c.batch < 1) bad("--batch", "a positive batch size", std::to_string(c.batch));
+  if (c.augment && (c.dataset == "gaussian" || c.dataset == "teacher"))
+    bad("--augment", "an image dataset (fashion-mnist, mnist, cifar10)", "--dataset " + c.dataset);
   if (!(c.lr > 0) || !std::isfinite(c.lr)) bad("--lr", "a positive learning rate", std::to_string(c.lr));
   if (!(c.epochs >= 0) || !std::isfinite(c.epochs)) bad("--epochs", "a finite non-negative number", std::to_string(c.epochs));
   if (!std::isfinite(c.time_budget)) bad("--time-budget", "a finite duration", std::to_string(c.time_budget));

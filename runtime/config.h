@@ -114,6 +114,7 @@ struct TrainConfig {
   std::string data_dir;  // "" = the dataset's default
   int batch = 64;
   bool shard = false;  // each worker samples only its own shard
+  bool augment = false;  // padded random crop and horizontal flip of training images
   // optimization
   OptimizerConfig opt;
   // SGD momentum; < 0 means auto: 0.9 for the synchronous variants and 0 for

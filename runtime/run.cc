@@ -2,6 +2,8 @@
 
 #include "runtime/run.h"
 
+#include "kernels/mix_hash.h"
+
 namespace adasync {
 
 EvalResult Run::evaluate(const SnapshotPtr& s, double now, bool final, const nlohmann::json& extra) {
@@ -16,6 +18,15 @@ EvalResult Run::evaluate(const SnapshotPtr& s, double now, bool final, const nlo
 Sampler make_sampler(const TrainConfig& c, size_t train_size, int w) {
   return Sampler(train_size, c.batch, c.seed * 1000003ULL + 17 * uint64_t(w) + 1, c.shard ? w : 0,
                  c.shard ? c.workers : 1);
+}
+
+Augmentation make_augmentation(const TrainConfig& c, const DataSplit& d) {
+  Augmentation a;
+  a.on = c.augment;
+  a.seed = mix64(c.seed ^ 0x6175676d656e74ULL);  // "augment": its own stream
+  for (int ch = 0; ch < d.train.c; ++ch)
+    a.fill.push_back(size_t(ch) < d.mean.size() ? float((0.0 - d.mean[size_t(ch)]) / d.stddev[size_t(ch)]) : 0.f);
+  return a;
 }
 
 std::unique_ptr<Dataset> training_sample(const Dataset& train, int images, uint64_t seed) {

@@ -74,6 +74,9 @@ struct Run {
 
 // Worker w's sampler (the same on whichever rank the worker runs).
 Sampler make_sampler(const TrainConfig& c, size_t train_size, int w);
+// --augment's settings for this data (off without the flag): the fill is each
+// channel's normalised black.
+Augmentation make_augmentation(const TrainConfig& c, const DataSplit& d);
 
 // A fixed sample of `images` training images (the loss estimate `sample`).
 std::unique_ptr<Dataset> training_sample(const Dataset& train, int images, uint64_t seed);

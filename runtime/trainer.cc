@@ -103,6 +103,7 @@ void Trainer::setup() {
       r.contexts.push_back(Context::cpu(parallel_workers ? nullptr : r.compute_pool.get()));
     }
     r.replicas.push_back(std::make_unique<ModelWorker>(w, *r.contexts.back(), c.model, d.train, c.batch));
+    r.replicas.back()->set_augmentation(make_augmentation(c, d));
   }
   r.eval_ctx = r.use_cuda ? Context::cuda(0, "eval") : Context::cpu(r.compute_pool.get());
   r.evaluator = std::make_unique<Evaluator>(*r.eval_ctx, c.model, d.test);

@@ -259,7 +259,7 @@ class Described(nn.Module):
                     x = x * dropout_mask(self.key, tuple(x.shape), arg).to(x.dtype) * (1 / (1 - np.float32(arg)))
             else:
                 x = getattr(self, arg)(x.flatten(1))
-        return x
+        return x.flatten(1)  # a network ending in gap gives [n, classes, 1, 1]
 
 
 # ---------------------------------------------------------------- adasync's sampler

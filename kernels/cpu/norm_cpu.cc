@@ -180,6 +180,27 @@ void ema_update(Context& ctx, float* r, const float* stat, size_t n, float momen
   for (size_t i = 0; i < n; ++i) r[i] = (1.f - momentum) * r[i] + momentum * (scale * stat[i]);
 }
 
+void augment_crop_flip(Context& ctx, const float* x, float* y, const int32_t* idx, int n, int c, int h, int w,
+                       int pad, bool flip, uint64_t seed, const int32_t* epoch, const float* fill) {
+  const uint64_t e = uint64_t(uint32_t(epoch[0])) | uint64_t(uint32_t(epoch[1])) << 32;
+  const size_t plane = size_t(h) * w, img = size_t(c) * plane;
+  parallel_pieces(ctx.pool(), size_t(n), 1, [&](int, size_t b, size_t end) {
+    for (size_t s = b; s < end; ++s) {
+      AugmentDraw d = augment_draw(seed, e, idx[s], pad);
+      d.flip = d.flip && flip;
+      for (int ch = 0; ch < c; ++ch) {
+        const float* xp = x + s * img + size_t(ch) * plane;
+        float* yp = y + s * img + size_t(ch) * plane;
+        for (int i = 0; i < h; ++i)
+          for (int j = 0; j < w; ++j) {
+            int si = 0, sj = 0;
+            yp[size_t(i) * w + j] = augment_source(d, i, j, h, w, &si, &sj) ? xp[size_t(si) * w + sj] : fill[ch];
+          }
+      }
+    }
+  });
+}
+
 #define ADASYNC_NORM_INSTANTIATE(T)                                                                             \
   template void batchnorm_forward_train<T>(Context&, const BnShape&, const T*, const T*, const T*, double, T*,  \
                                            T*, T*, T*);                                                       \

@@ -76,6 +76,8 @@ template <typename T>
 void dropout_backward(Context& ctx, const T* dy, T* dx, size_t n, float p, const uint64_t* key);
 void batch_key(Context& ctx, const int32_t* idx, int n, uint64_t seed, uint64_t* key);
 void ema_update(Context& ctx, float* r, const float* stat, size_t n, float momentum, float scale);
+void augment_crop_flip(Context& ctx, const float* x, float* y, const int32_t* idx, int n, int c, int h, int w,
+                       int pad, bool flip, uint64_t seed, const int32_t* epoch, const float* fill);
 template <typename T>
 void fill(Context& ctx, T* x, T value, size_t n);
 template <typename T>

@@ -151,6 +151,21 @@ __global__ void ema_kernel(float* __restrict__ r, const float* __restrict__ stat
     r[i] = (1.f - momentum) * r[i] + momentum * (scale * stat[i]);
 }
 
+__global__ void augment_kernel(const float* __restrict__ x, float* __restrict__ y, const int32_t* __restrict__ idx,
+                               int n, int c, int h, int w, int pad, bool flip, uint64_t seed,
+                               const int32_t* __restrict__ epoch, const float* __restrict__ fill) {
+  const uint64_t e = uint64_t(uint32_t(epoch[0])) | uint64_t(uint32_t(epoch[1])) << 32;
+  const size_t total = size_t(n) * c * h * w;
+  for (size_t t = blockIdx.x * size_t(blockDim.x) + threadIdx.x; t < total; t += size_t(gridDim.x) * blockDim.x) {
+    const int j = int(t % w), i = int(t / w % h), ch = int(t / (size_t(w) * h) % c);
+    const size_t s = t / (size_t(w) * h * c);
+    AugmentDraw d = augment_draw(seed, e, idx[s], pad);
+    d.flip = d.flip && flip;
+    int si = 0, sj = 0;
+    y[t] = augment_source(d, i, j, h, w, &si, &sj) ? x[((s * c + ch) * h + si) * w + sj] : fill[ch];
+  }
+}
+
 }  // namespace
 
 using cuda_detail::blocks_for;
@@ -230,6 +245,14 @@ void dropout_backward(Context& ctx, const float* dy, float* dx, size_t n, float 
 void batch_key(Context& ctx, const int32_t* idx, int n, uint64_t seed, uint64_t* key) {
   CudaState& st = prepare(ctx);
   batch_key_kernel<<<1, 1, 0, st.stream>>>(idx, n, seed, key);
+  CUDA_CHECK_LAUNCH();
+}
+
+void augment_crop_flip(Context& ctx, const float* x, float* y, const int32_t* idx, int n, int c, int h, int w,
+                       int pad, bool flip, uint64_t seed, const int32_t* epoch, const float* fill) {
+  CudaState& st = prepare(ctx);
+  const size_t total = size_t(n) * c * h * w;
+  augment_kernel<<<blocks_for(total), kThreads, 0, st.stream>>>(x, y, idx, n, c, h, w, pad, flip, seed, epoch, fill);
   CUDA_CHECK_LAUNCH();
 }
 

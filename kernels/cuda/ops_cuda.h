@@ -41,6 +41,8 @@ void dropout_forward(Context& ctx, const float* x, float* y, size_t n, float p, 
 void dropout_backward(Context& ctx, const float* dy, float* dx, size_t n, float p, const uint64_t* key);
 void batch_key(Context& ctx, const int32_t* idx, int n, uint64_t seed, uint64_t* key);
 void ema_update(Context& ctx, float* r, const float* stat, size_t n, float momentum, float scale);
+void augment_crop_flip(Context& ctx, const float* x, float* y, const int32_t* idx, int n, int c, int h, int w,
+                       int pad, bool flip, uint64_t seed, const int32_t* epoch, const float* fill);
 void fill(Context& ctx, float* x, float value, size_t n);
 void axpy(Context& ctx, float a, const float* x, float* y, size_t n);
 void scale(Context& ctx, float a, const float* x, float* y, size_t n);

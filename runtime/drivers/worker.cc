@@ -80,6 +80,7 @@ struct ModelWorker::Device {
   Buffer<int32_t> idx_host[2];
   Buffer<int32_t> idx_dev, y_dev, bad_dev, bad_host;
   Buffer<float> x_dev, loss_host;
+  Buffer<float> x_aug_dev, fill_dev;  // --augment
   Event done;
   Graph graph[2];
   int parity = 0;
@@ -102,9 +103,10 @@ ModelWorker::ModelWorker(int id, Context& ctx, const std::string& arch, const Da
     dev_ = std::make_unique<Device>();
     dev_->data = device_data(ctx, train);
     const int dv = ctx.device();
-    dev_->idx_host[0] = Buffer<int32_t>(MemKind::Pinned, size_t(batch), dv);
-    dev_->idx_host[1] = Buffer<int32_t>(MemKind::Pinned, size_t(batch), dv);
-    dev_->idx_dev = Buffer<int32_t>(MemKind::Device, size_t(batch), dv);
+    // The indices, then the epoch as two words (read by the augmentation kernel).
+    dev_->idx_host[0] = Buffer<int32_t>(MemKind::Pinned, size_t(batch) + 2, dv);
+    dev_->idx_host[1] = Buffer<int32_t>(MemKind::Pinned, size_t(batch) + 2, dv);
+    dev_->idx_dev = Buffer<int32_t>(MemKind::Device, size_t(batch) + 2, dv);
     dev_->y_dev = Buffer<int32_t>(MemKind::Device, size_t(batch), dv);
     dev_->x_dev = Buffer<float>(MemKind::Device, size_t(batch) * train.dim(), dv);
     dev_->bad_dev = Buffer<int32_t>(MemKind::Device, 1, dv);
@@ -113,6 +115,20 @@ ModelWorker::ModelWorker(int id, Context& ctx, const std::string& arch, const Da
   } else {
     x_.resize(size_t(batch) * train.dim());
     y_.resize(size_t(batch));
+  }
+}
+
+void ModelWorker::set_augmentation(const Augmentation& a) {
+  EXPECTS(!a.on || (int(a.fill.size()) == data_.c && a.pad >= 0), "augmentation fill for " << data_.c << " channels");
+  aug_ = a;
+  if (!a.on) return;
+  if (dev_) {
+    dev_->x_aug_dev = Buffer<float>(MemKind::Device, dev_->x_dev.size(), ctx_.device());
+    dev_->fill_dev = Buffer<float>(MemKind::Device, a.fill.size(), ctx_.device());
+    mem_copy(dev_->fill_dev.data(), a.fill.data(), a.fill.size() * sizeof(float), ctx_.stream());
+    ctx_.synchronize();
+  } else {
+    x_aug_.resize(x_.size());
   }
 }
 
@@ -143,15 +159,22 @@ bool ModelWorker::compute(const std::vector<int32_t>& indices, float* slot, doub
       std::memcpy(x_.data() + size_t(i) * dim, data_.row(size_t(indices[size_t(i)])), dim * sizeof(float));
       y_[size_t(i)] = data_.y[size_t(indices[size_t(i)])];
     }
+    const float* x = x_.data();
+    if (aug_.on) {
+      const int32_t epoch[2] = {int32_t(uint32_t(epoch_)), int32_t(uint32_t(epoch_ >> 32))};
+      ops::augment_crop_flip(ctx_, x_.data(), x_aug_.data(), indices.data(), n, data_.c, data_.h, data_.w, aug_.pad,
+                             aug_.flip, aug_.seed, epoch, aug_.fill.data());
+      x = x_aug_.data();
+    }
     model_.use_grads(slot);
     model_.set_batch_key(indices.data(), n, 0);  // dropout masks: the batch's own
     {
       ADASYNC_RANGE(range_fwd_);
-      if (!model_.forward_loss(x_.data(), y_.data(), n, cancelled)) return false;
+      if (!model_.forward_loss(x, y_.data(), n, cancelled)) return false;
     }
     {
       ADASYNC_RANGE(range_bwd_);
-      if (!model_.backward(x_.data(), n, cancelled)) return false;
+      if (!model_.backward(x, n, cancelled)) return false;
     }
     if (delay > 0) {
       ADASYNC_RANGE(range_delay_);
@@ -197,21 +220,29 @@ void ModelWorker::enqueue_gradient(const std::vector<int32_t>& indices) {
   const int par = d.parity;
   d.parity ^= 1;
   std::memcpy(d.idx_host[par].data(), indices.data(), size_t(n) * sizeof(int32_t));
+  d.idx_host[par].data()[n] = int32_t(uint32_t(epoch_));
+  d.idx_host[par].data()[n + 1] = int32_t(uint32_t(epoch_ >> 32));
   // Indices -> device, gather, forward, backward: the fixed part of a step,
   // captured as a graph once warm-up (two eager steps) has chosen the cuDNN
   // algorithms and sized every workspace.
   auto step = [&] {
-    mem_copy(d.idx_dev.data(), d.idx_host[par].data(), size_t(n) * sizeof(int32_t), ctx_.stream());
+    mem_copy(d.idx_dev.data(), d.idx_host[par].data(), size_t(n + 2) * sizeof(int32_t), ctx_.stream());
     ops::gather_rows(ctx_, d.data->x.data(), d.data->y.data(), d.idx_dev.data(), n, data_.dim(), d.x_dev.data(),
                      d.y_dev.data());
+    const float* x = d.x_dev.data();
+    if (aug_.on) {
+      ops::augment_crop_flip(ctx_, d.x_dev.data(), d.x_aug_dev.data(), d.idx_dev.data(), n, data_.c, data_.h, data_.w,
+                             aug_.pad, aug_.flip, aug_.seed, d.idx_dev.data() + n, d.fill_dev.data());
+      x = d.x_aug_dev.data();
+    }
     model_.set_batch_key(d.idx_dev.data(), n, 0);
     {
       ADASYNC_RANGE(range_fwd_);
-      model_.forward_loss(d.x_dev.data(), d.y_dev.data(), n);
+      model_.forward_loss(x, d.y_dev.data(), n);
     }
     {
       ADASYNC_RANGE(range_bwd_);
-      model_.backward(d.x_dev.data(), n);
+      model_.backward(x, n);
     }
   };
   if (d.graph_batch != n) {

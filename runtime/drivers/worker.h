@@ -61,6 +61,20 @@ class GradientWorker {
   // False when cancelled (the slot's contents are then undefined).
   virtual bool compute(const std::vector<int32_t>& indices, float* slot, double delay, const CancelSource* cancel,
                        uint64_t gen, GradResult* out) = 0;
+  // The epoch of the next computation's batch (data augmentation draws from it).
+  virtual void set_epoch(uint64_t epoch) {}
+};
+
+// Training-data augmentation for images (--augment): a pad-pixel padded random
+// crop and a horizontal flip, drawn from (seed, epoch, sample), padding with
+// each channel's value of a black pixel (as torchvision pads before it
+// normalises).
+struct Augmentation {
+  bool on = false;
+  int pad = 4;
+  bool flip = true;
+  uint64_t seed = 0;
+  std::vector<float> fill;  // per channel
 };
 
 // A model replica computing on mini-batches of a dataset (CPU or CUDA context).
@@ -74,6 +88,8 @@ class ModelWorker : public GradientWorker {
                uint64_t gen, GradResult* out) override;
   Model<float>& model() { return model_; }
   Context& context() { return ctx_; }
+  void set_augmentation(const Augmentation& a);
+  void set_epoch(uint64_t epoch) override { epoch_ = epoch; }
 
   // CUDA contexts only: enqueues gather, forward and backward of `indices` on
   // the worker's stream, leaving the gradient in model().grads() and the loss
@@ -91,6 +107,9 @@ class ModelWorker : public GradientWorker {
   SnapshotPtr params_;
   std::vector<float> x_;  // CPU batch staging
   std::vector<int32_t> y_;
+  Augmentation aug_;
+  uint64_t epoch_ = 0;
+  std::vector<float> x_aug_;
   std::string range_pull_, range_fwd_, range_bwd_, range_push_, range_delay_;
   std::unique_ptr<Device> dev_;
 };

@@ -9,6 +9,7 @@ StepPlan prepare_step(int w, int64_t n, Sampler& sampler, Straggler& straggler, 
                       std::vector<int32_t>* idx) {
   StepPlan p;
   p.batch = sampler.next(idx);
+  p.epoch = sampler.batches_per_epoch() > 0 ? p.batch / sampler.batches_per_epoch() : 0;
   p.drawn = straggler.draw(w);
   p.fault = faults != nullptr ? faults->at(w, n) : nullptr;
   if (p.fault && p.fault->kind == Fault::Kind::Hang) p.hang = p.fault->seconds;
@@ -23,6 +24,7 @@ bool compute_step(GradientWorker& gw, ParamServer& ps, int w, const SnapshotPtr&
   SlotLease slot = ps.acquire_slot();
   if (!slot) return false;
   GradResult res;
+  gw.set_epoch(plan.epoch);
   if (!gw.compute(idx, slot.data(), delay, cancel, gen, &res)) return false;
   if (plan.fault && plan.fault->kind == Fault::Kind::Nan) {
     slot.data()[0] = std::numeric_limits<float>::quiet_NaN();

@@ -17,6 +17,7 @@ namespace adasync {
 
 struct StepPlan {
   uint64_t batch = 0;
+  uint64_t epoch = 0;  // of the batch in its worker's sampler
   double drawn = 0;  // the compute time drawn from the straggler model
   double hang = 0;   // extra time an injected hang adds
   const Fault* fault = nullptr;

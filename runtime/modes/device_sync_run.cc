@@ -55,7 +55,9 @@ double run_device_sync_mode(Run& r) {
     now = r.wall.seconds();
     if (r.supervisor->should_stop(version, version * P, now)) break;
     for (int w = 0; w < P; ++w) {
-      r.samplers[size_t(w)].next(&batches[size_t(w)]);
+      Sampler& smp = r.samplers[size_t(w)];
+      const uint64_t b = smp.next(&batches[size_t(w)]);
+      r.replicas[size_t(w)]->set_epoch(smp.batches_per_epoch() > 0 ? b / smp.batches_per_epoch() : 0);
       delays[size_t(w)] = r.straggler->draw(w);
     }
     const LrConfig& lc = r.policy->lr_rule().config();  // the same schedule as the PS applies

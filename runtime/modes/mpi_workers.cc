@@ -85,6 +85,7 @@ int run_worker_rank(const TrainConfig& cfg, MpiWorld& world) {
         contexts.push_back(Context::cpu(parallel ? nullptr : pool.get()));
       }
       replicas.push_back(std::make_unique<ModelWorker>(w, *contexts.back(), c.model, data->train, c.batch));
+      replicas.back()->set_augmentation(make_augmentation(c, *data));
       samplers.push_back(make_sampler(c, data->train.size(), w));
     }
     const size_t n = replicas[0]->num_params();

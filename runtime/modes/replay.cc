@@ -62,7 +62,9 @@ int64_t replay_trace(Run& r, const Trace& t) {
         throw UsageError("--replay: " + file + ": entry for version " + std::to_string(v) + " reads version " +
                          std::to_string(e.tau) + " of worker " + std::to_string(e.worker) + ", which the trace never made");
       worker.pull(it->second);
-      r.samplers[size_t(e.worker)].at(e.batch, &idx);
+      Sampler& smp = r.samplers[size_t(e.worker)];
+      smp.at(e.batch, &idx);
+      worker.set_epoch(smp.batches_per_epoch() > 0 ? e.batch / smp.batches_per_epoch() : 0);
       slots.push_back(r.ps->acquire_slot());
       GradResult res;
       worker.compute(idx, slots.back().data(), 0, nullptr, 0, &res);

@@ -325,7 +325,9 @@ double SwarmEngine::run_virtual(SwarmListener& l) {
   // The gradient of a step is taken at the model the node has when it starts.
   auto start = [&](int i) {
     Node& nd = *nodes_[size_t(i)];
-    (*samplers_)[size_t(i)].next(&nd.idx);
+    Sampler& smp = (*samplers_)[size_t(i)];
+    const uint64_t b = smp.next(&nd.idx);
+    gw.set_epoch(smp.batches_per_epoch() > 0 ? b / smp.batches_per_epoch() : 0);
     gw.pull(view(nd.x.data(), n_));
     GradResult r;
     gw.compute(nd.idx, nd.grad.data(), 0, nullptr, 0, &r);
@@ -464,7 +466,8 @@ void SwarmEngine::start(SwarmListener& l) {
         std::lock_guard<std::mutex> lk(nd.mu);  // a private copy: others may average x meanwhile
         std::memcpy(nd.work.data(), nd.x.data(), n_ * sizeof(float));
       }
-      sampler.next(&nd.idx);
+      const uint64_t b = sampler.next(&nd.idx);
+      gw.set_epoch(sampler.batches_per_epoch() > 0 ? b / sampler.batches_per_epoch() : 0);
       nd.position.store(sampler.position(), std::memory_order_relaxed);
       gw.pull(view(nd.work.data(), n_));
       GradResult r;

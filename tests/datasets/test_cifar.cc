@@ -186,5 +186,21 @@ TEST_F(CifarTest, MissingOrEmptyDirectory) {
                   {empty, "cifar-10-batches-bin", "data_batch_1.bin", "test_batch.bin"});
 }
 
+// fashion-mnist32: each image padded with black pixels, as CIFAR-10's size.
+TEST(PadImages, CentresEachImageInBlackBorders) {
+  Dataset d;
+  d.c = 2, d.h = 1, d.w = 2, d.classes = 2;
+  d.x = {1, 2, 3, 4, 5, 6, 7, 8};  // two images of two 1x2 channels
+  d.y = {0, 1};
+  pad_images(d, 1);
+  ASSERT_EQ(d.h, 3);
+  ASSERT_EQ(d.w, 4);
+  ASSERT_EQ(d.x.size(), 2u * 2 * 3 * 4);
+  const std::vector<float> first = {0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 4, 0, 0, 0, 0, 0};
+  EXPECT_EQ(std::vector<float>(d.x.begin(), d.x.begin() + 24), first);
+  EXPECT_EQ(d.row(1)[5], 5);
+  EXPECT_EQ(d.row(1)[18], 8);
+}
+
 }  // namespace
 }  // namespace adasync

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "kernels/cpu/ops_cpu.h"
+#include "kernels/mix_hash.h"
 #include "kernels/thread_pool.h"
 #include "tests/support/test_util.h"
 
@@ -132,6 +133,44 @@ TEST(NormOpsCpu, SameBitsForAnyThreadCount) {
     return y;
   };
   EXPECT_EQ(run(*one), run(*many));
+}
+
+TEST(AugmentCpu, CropsAndFlipsAsDrawnAndTheDrawsDependOnSeedEpochAndSample) {
+  auto ctx = Context::cpu();
+  const int n = 3, c = 2, h = 5, w = 6, pad = 2;
+  const auto x = random_vector<float>(size_t(n) * c * h * w, 21);
+  const std::vector<int32_t> idx = {7, 1000, 3};
+  const std::vector<float> fill = {-1.5f, 2.5f};
+  const int32_t epoch[2] = {3, 0};
+  std::vector<float> y(x.size());
+  cpu::augment_crop_flip(*ctx, x.data(), y.data(), idx.data(), n, c, h, w, pad, true, 99, epoch, fill.data());
+  for (int s = 0; s < n; ++s) {
+    const AugmentDraw d = augment_draw(99, 3, idx[size_t(s)], pad);
+    EXPECT_LE(std::abs(d.dy), pad);
+    EXPECT_LE(std::abs(d.dx), pad);
+    for (int ch = 0; ch < c; ++ch)
+      for (int i = 0; i < h; ++i)
+        for (int j = 0; j < w; ++j) {
+          const int si = i + d.dy, sj = (d.flip ? w - 1 - j : j) + d.dx;
+          const float want = si >= 0 && si < h && sj >= 0 && sj < w
+                                 ? x[((size_t(s) * c + ch) * h + si) * w + sj]
+                                 : fill[size_t(ch)];
+          EXPECT_EQ(y[((size_t(s) * c + ch) * h + i) * w + j], want);
+        }
+  }
+  // Every shift and both flips occur, about evenly; another epoch or seed draws again.
+  std::vector<int> shifts(2 * pad + 1), flips(2);
+  int same_next_epoch = 0;
+  for (int32_t sample = 0; sample < 5000; ++sample) {
+    const AugmentDraw d = augment_draw(99, 3, sample, pad);
+    ++shifts[size_t(d.dx + pad)];
+    ++flips[d.flip];
+    const AugmentDraw e = augment_draw(99, 4, sample, pad);
+    same_next_epoch += d.dx == e.dx && d.dy == e.dy && d.flip == e.flip;
+  }
+  for (int k : shifts) EXPECT_NEAR(k, 1000, 150);
+  EXPECT_NEAR(flips[1], 2500, 200);
+  EXPECT_LT(same_next_epoch, 5000 / 25 + 100);  // 1 in 50 by chance
 }
 
 }  // namespace

@@ -340,5 +340,19 @@ TEST_F(CudaOps, GlobalPoolShortcutDropoutAndEmaMatchCpu) {
   EXPECT_LT(l2_rel_error(download(*gpu, gr.data(), r.size()), r), 1e-7);
 }
 
+TEST_F(CudaOps, AugmentationMatchesCpu) {
+  const int n = 4, c = 3, h = 32, w = 32;
+  const auto x = random_vector<float>(size_t(n) * c * h * w, seed++);
+  const std::vector<int32_t> idx = {5, 49999, 0, 123, 77, 1};  // then the epoch's two words: 77 + 2^32
+  const std::vector<float> fill = {-0.5f, 0.25f, 1.f};
+  std::vector<float> y(x.size());
+  cpu::augment_crop_flip(*cpu, x.data(), y.data(), idx.data(), n, c, h, w, 4, true, 11, idx.data() + n, fill.data());
+  auto gx = upload(*gpu, x), gfill = upload(*gpu, fill);
+  auto gidx = upload(*gpu, idx);
+  auto gy = poisoned<float>(*gpu, y.size());
+  ops::augment_crop_flip(*gpu, gx.data(), gy.data(), gidx.data(), n, c, h, w, 4, true, 11, gidx.data() + n, gfill.data());
+  EXPECT_EQ(download(*gpu, gy.data(), y.size()), y);
+}
+
 }  // namespace
 }  // namespace adasync

@@ -157,6 +157,39 @@ TEST(BatchNormBuffers, FoldedOncePerUpdateByEveryVariant) {
   }
 }
 
+// --augment: crops and flips drawn from (seed, epoch, sample) change the run,
+// and a resumed run draws them again exactly (the gaussian set as 1x4x4 images).
+TEST(Augmentation, ChangesTheRunAndResumesExactly) {
+  auto images = std::make_shared<DataSplit>(*data());
+  for (Dataset* d : {&images->train, &images->test}) d->c = 1, d->h = 4, d->w = 4;
+  images->mean.assign(1, 0.f);
+  images->stddev.assign(1, 1.f);
+  auto configure = [](bool augment) {
+    TrainConfig c = base("k-async", "virtual");
+    c.dataset = "images";
+    c.model = "conv3x3-4,bn,relu,res8-s2,gap,fc";
+    c.augment = augment;
+    c.max_updates = 120;
+    return c;
+  };
+  const RunSummary plain = Trainer(configure(false), images).run();
+  const RunSummary whole = Trainer(configure(true), images).run();
+  EXPECT_NE(plain.checksum, whole.checksum);
+  const std::string dir = fresh_dir("augment_resume");
+  TrainConfig first = configure(true);
+  first.max_updates = 50;
+  first.checkpoint_dir = dir;
+  first.checkpoint_every = "25";
+  Trainer(first, images).run();
+  TrainConfig rest = configure(true);
+  rest.checkpoint_dir = dir;
+  rest.resume = true;
+  EXPECT_EQ(Trainer(rest, images).run().checksum, whole.checksum);
+  TrainConfig bad = configure(true);
+  bad.dataset = "gaussian";
+  EXPECT_THROW(validate(bad), UsageError);
+}
+
 // SwarmSGD checkpoints like the others: stopped by its step limit (a node's
 // interaction still to come) or by the time budget (between events), with
 // checkpoints on the way, it resumes bit for bit on the virtual clock.
