@@ -46,12 +46,12 @@ void batchnorm_forward_train(Context& ctx, const BnShape& s, const T* x, const T
     mean[k] = T(mu);
     invstd[k] = T(is);
     if (var_unbiased != nullptr) var_unbiased[k] = T(m > 1 ? ss / (m - 1) : var);
-    const T scale = T(double(gamma[k]) * is);
-    const T shift = T(double(beta[k]) - mu * double(gamma[k]) * is);
+    // (x - mean) first: with a mean far from 0, x * scale + shift would cancel.
+    const T scale = T(double(gamma[k]) * is), m0 = T(mu), b0 = beta[k];
     for (int i = 0; i < s.n; ++i) {
       const T* p = x + size_t(i) * stride + size_t(k) * hw;
       T* o = y + size_t(i) * stride + size_t(k) * hw;
-      for (size_t q = 0; q < hw; ++q) o[q] = p[q] * scale + shift;
+      for (size_t q = 0; q < hw; ++q) o[q] = (p[q] - m0) * scale + b0;
     }
   });
 }
@@ -62,12 +62,11 @@ void batchnorm_forward_eval(Context& ctx, const BnShape& s, const T* x, const T*
   const size_t hw = size_t(s.hw), stride = size_t(s.c) * hw;
   for_each_channel(ctx, s.c, [&](int k) {
     const double is = 1.0 / std::sqrt(double(running_var[k]) + eps);
-    const T scale = T(double(gamma[k]) * is);
-    const T shift = T(double(beta[k]) - double(running_mean[k]) * double(gamma[k]) * is);
+    const T scale = T(double(gamma[k]) * is), m0 = running_mean[k], b0 = beta[k];
     for (int i = 0; i < s.n; ++i) {
       const T* p = x + size_t(i) * stride + size_t(k) * hw;
       T* o = y + size_t(i) * stride + size_t(k) * hw;
-      for (size_t q = 0; q < hw; ++q) o[q] = p[q] * scale + shift;
+      for (size_t q = 0; q < hw; ++q) o[q] = (p[q] - m0) * scale + b0;
     }
   });
 }
@@ -91,12 +90,12 @@ void batchnorm_backward(Context& ctx, const BnShape& s, const T* x, const T* dy,
     dgamma[k] = T(sdyx);
     dbeta[k] = T(sdy);
     if (dx == nullptr) return;
-    // dx = a * dy + b * x + c, the per-channel constants folded once.
+    // dx = a * dy + b * (x - mean) + c, the per-channel constants folded once.
     const double gi = double(gamma[k]) * is;
-    const double a = gi, b = -gi * is * sdyx / m, c = -gi * sdy / m + gi * is * mu * sdyx / m;
+    const double a = gi, b = -gi * is * sdyx / m, c = -gi * sdy / m;
     for (int i = 0; i < s.n; ++i) {
       const size_t off = size_t(i) * stride + size_t(k) * hw;
-      for (size_t q = 0; q < hw; ++q) dx[off + q] = T(a * double(dy[off + q]) + b * double(x[off + q]) + c);
+      for (size_t q = 0; q < hw; ++q) dx[off + q] = T(a * double(dy[off + q]) + b * (double(x[off + q]) - mu) + c);
     }
   });
 }

@@ -62,8 +62,7 @@ __global__ void bn_apply_kernel(const float* __restrict__ x, const float* __rest
     const int k = int(i / size_t(hw) % size_t(c));
     const double is = invstd != nullptr ? double(invstd[k]) : 1.0 / sqrt(double(running_var[k]) + eps);
     const float scale = float(double(gamma[k]) * is);
-    const float shift = float(double(beta[k]) - double(mean[k]) * double(gamma[k]) * is);
-    y[i] = x[i] * scale + shift;
+    y[i] = __fadd_rn(__fmul_rn(__fsub_rn(x[i], mean[k]), scale), beta[k]);  // as the CPU twin rounds
   }
 }
 
@@ -97,8 +96,8 @@ __global__ void bn_backward_dx_kernel(const float* __restrict__ x, const float* 
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
     const int k = int(i / size_t(hw) % size_t(c));
     const double is = invstd[k], mu = mean[k], gi = double(gamma[k]) * is;
-    const double b = -gi * is * double(dgamma[k]) / m, cc = -gi * double(dbeta[k]) / m + gi * is * mu * double(dgamma[k]) / m;
-    dx[i] = float(gi * double(dy[i]) + b * double(x[i]) + cc);
+    const double b = -gi * is * double(dgamma[k]) / m, cc = -gi * double(dbeta[k]) / m;
+    dx[i] = float(gi * double(dy[i]) + b * (double(x[i]) - mu) + cc);
   }
 }
 

@@ -118,11 +118,11 @@ const std::vector<Golden>& table() {
       {"swarm_ring_8bit", [](TrainConfig& c) { c.set_variant("swarm"), c.graph = GraphKind::Ring, c.quantize = 8; }, 0x7557a6c787e51c63, 0x595c94157a36dacd},
       // Batch norm's buffers folded by the PS and by SwarmSGD, residual blocks, dropout keyed by the batch.
       {"residual_k_async", [](TrainConfig& c) { c.set_variant("k-async"), c.k = 2, c.model = kResidual; }, 0, 0,
-       {{"Cooperlake", {0x4bc8ba8893c24823, 0x58e99c52dc58208f}}, {"Haswell", {0x9782c9770bd0cdbc, 0x53affba711acc1ce}}}},
+       {{"Cooperlake", {0x57f7c55f5280be10, 0x52145665c9d1b7f5}}, {"Haswell", {0x2c8a59610e8b3c46, 0x923ca71c820c8689}}}},
       {"residual_k_batch_sync_momentum", [](TrainConfig& c) { c.set_variant("k-batch-sync"), c.k = 3, c.model = kResidual, c.momentum = 0.9, c.opt.weight_decay = 5e-4, c.opt.no_decay_bn = true; }, 0, 0,
-       {{"Cooperlake", {0xde43eb560a2e0bab, 0x76aee17ef51174ba}}, {"Haswell", {0x2ab06aa30ab19bab, 0x70ba3c57ee578df9}}}},
+       {{"Cooperlake", {0x73ea9491752f7ec4, 0xdb6d7365c1cca56d}}, {"Haswell", {0x9df89afa2ccb84cc, 0x30a27813386c17eb}}}},
       {"residual_swarm", [](TrainConfig& c) { c.set_variant("swarm"), c.graph = GraphKind::Ring, c.model = kResidual; }, 0, 0,
-       {{"Cooperlake", {0x7f2f09b052f63604, 0x2e7941d53cd65ca2}}, {"Haswell", {0x3bf39f0e0aeb37af, 0xce8011bd17f51e03}}}},
+       {{"Cooperlake", {0x648c5ba89af22b46, 0x266dc4bfb356f73f}}, {"Haswell", {0x787329463e4e3547, 0xee537e9310e966f9}}}},
   };
   return t;
 }
