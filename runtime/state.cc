@@ -41,6 +41,11 @@ void to_json(nlohmann::json& j, const RunSettings& x) {
                        x.lr_rule,  x.lr_c,      x.loss_estimate, x.graph,     x.degree,        x.local_steps,
                        x.local_steps_dist, x.swarm_mode, x.quantize, x.quant_step, x.quant_block, x.quant_margin};
   j.update(nlohmann::json(r));
+  if (x.augment) j["augment"] = true;
+  if (x.no_decay_bn) j["no_decay_bn"] = true;
+  if (x.lr_schedule != LrSchedule::Const || x.lr_warmup > 0)
+    j["lr_schedule"] = {{"kind", x.lr_schedule}, {"milestones", x.lr_milestones}, {"gamma", x.lr_gamma},
+                        {"warmup", x.lr_warmup}};
 }
 void from_json(const nlohmann::json& j, RunSettings& x) {
   x.identity = j.get<RunIdentity>();
@@ -50,6 +55,15 @@ void from_json(const nlohmann::json& j, RunSettings& x) {
   x.loss_estimate = r.loss_estimate, x.graph = r.graph, x.degree = r.degree, x.local_steps = r.local_steps;
   x.local_steps_dist = r.local_steps_dist, x.swarm_mode = r.swarm_mode, x.quantize = r.quantize;
   x.quant_step = r.quant_step, x.quant_block = r.quant_block, x.quant_margin = r.quant_margin;
+  x.augment = j.value("augment", false);
+  x.no_decay_bn = j.value("no_decay_bn", false);
+  if (j.contains("lr_schedule")) {
+    const nlohmann::json& s = j.at("lr_schedule");
+    s.at("kind").get_to(x.lr_schedule);
+    s.at("milestones").get_to(x.lr_milestones);
+    s.at("gamma").get_to(x.lr_gamma);
+    s.at("warmup").get_to(x.lr_warmup);
+  }
 }
 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AggregatorStats, pushes, counted, updates, dropped_stale, dropped_bound,
@@ -113,6 +127,12 @@ RunSettings run_settings(const Run& r) {
   s.lr_rule = c.lr_rule;
   s.lr_c = c.lr_c;
   s.loss_estimate = c.loss_estimate;
+  s.augment = c.augment;
+  s.no_decay_bn = c.opt.no_decay_bn;
+  s.lr_schedule = c.lr_schedule;
+  s.lr_milestones = c.lr_milestones;
+  s.lr_gamma = c.lr_gamma;
+  s.lr_warmup = c.lr_warmup;
   if (c.swarm) {
     s.graph = c.graph;
     s.degree = c.degree;
@@ -186,6 +206,8 @@ std::string first_difference(const nlohmann::json& have, const nlohmann::json& w
       return name + " = " + h.dump() + ", this run has " + it.value().dump();
     }
   }
+  for (auto it = have.begin(); it != have.end(); ++it)  // settings written only when set
+    if (!want.contains(it.key())) return prefix + it.key() + " = " + it.value().dump() + ", this run has none";
   return "";
 }
 }  // namespace

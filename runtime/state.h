@@ -44,6 +44,11 @@ struct RunSettings {
   LrKind lr_rule = LrKind::Const;
   double lr_c = 0;
   LossEstimate loss_estimate = LossEstimate::Window;
+  // Written only when set (older checkpoints resume as runs without them).
+  bool augment = false, no_decay_bn = false;
+  LrSchedule lr_schedule = LrSchedule::Const;
+  std::vector<double> lr_milestones;
+  double lr_gamma = 0.1, lr_warmup = 0;
   // SwarmSGD
   GraphKind graph = GraphKind::Complete;
   int degree = 0;

@@ -196,6 +196,8 @@ void Trainer::setup() {
   nlohmann::json trace_header = run_identity(r);
   trace_header["trace"] = kTraceFormat;
   if (!c.init_from.empty()) trace_header["init_from"] = c.init_from;  // the replay starts there too
+  if (c.augment) trace_header["augment"] = true;                     // the replay crops and flips again
+  if (c.opt.no_decay_bn) trace_header["no_decay_bn"] = true;
   r.reporter->open(start, trace_header);
 }
 

@@ -22,6 +22,8 @@ void replay_config(const Trace& t, const std::string& file, TrainConfig* cfg) {
     cfg->lr = id.lr;
     cfg->opt = id.optimizer;
     cfg->init_from = t.header.value("init_from", std::string());
+    cfg->augment = t.header.value("augment", false);
+    cfg->opt.no_decay_bn = t.header.value("no_decay_bn", false);
   } catch (const std::exception& e) {
     throw UsageError("--replay: " + file + ": header is missing a setting: " + e.what());
   }

@@ -269,6 +269,29 @@ TEST(TraceReplay, EveryVariantsTraceIsAcceptedAndAWholeOneReplaysBitForBit) {
   }
 }
 
+// A residual network with batch norm and dropout, augmented, under k-async
+// with a step schedule: replay recomputes every gradient with its batch's
+// statistics, masks and crops, and folds the buffers as the run did.
+TEST(TraceReplay, AResidualRunWithBatchNormReplaysBitForBit) {
+  const std::string dir = fresh_dir("record_residual");
+  auto images = std::make_shared<DataSplit>(*test::small_data());
+  for (Dataset* d : {&images->train, &images->test}) d->c = 1, d->h = 4, d->w = 4;
+  TrainConfig c = record_config("k-async", dir + "/residual.jsonl");
+  c.dataset = "images";
+  c.model = "conv3x3-4,bn,relu,res8-s2,drop20,gap,fc";
+  c.augment = true;
+  c.lr_schedule = LrSchedule::Step;
+  c.lr_milestones = {0.5};
+  const RunSummary a = Trainer(c, images).run();
+  const std::string path = write_lines(c.trace, with_footer(c.trace));
+  TrainConfig r;
+  r.replay = path;
+  r.progress = Progress::None;
+  r.devices = Devices::Cpu;
+  const RunSummary b = Trainer(r, images).run();
+  EXPECT_EQ(a.checksum, b.checksum);
+}
+
 // The trainer binary's view: a damaged trace ends with exit code 2 and the
 // reason on stderr, before any update is applied.
 TEST(TraceReplay, DamagedTracesExitWithCodeTwo) {

@@ -185,6 +185,15 @@ TEST(Augmentation, ChangesTheRunAndResumesExactly) {
   rest.checkpoint_dir = dir;
   rest.resume = true;
   EXPECT_EQ(Trainer(rest, images).run().checksum, whole.checksum);
+  TrainConfig plainer = configure(false);  // the checkpoint's crops cannot be left out
+  plainer.checkpoint_dir = dir;
+  plainer.resume = true;
+  try {
+    Trainer(plainer, images).run();
+    ADD_FAILURE() << "resumed an augmented run without --augment";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("augment = true, this run has none"), std::string::npos) << e.what();
+  }
   TrainConfig bad = configure(true);
   bad.dataset = "gaussian";
   EXPECT_THROW(validate(bad), UsageError);
