@@ -69,11 +69,15 @@ def cpu_info():
     return model, feats
 
 
+MODEL = {"cnn": ["--model", "cnn"], "resnet20": ["--model", "resnet20", "--dataset", "fashion-mnist32"]}
+OPTS = {"model": "cnn", "batch": 64}
+
+
 def adasync(trainer, threads, steps=0, epochs=0):
     with tempfile.TemporaryDirectory() as d:
         m = os.path.join(d, "m.jsonl")
         args = [trainer, "--threads", str(threads), "--devices", "cpu", "--eval-every", "0", "--progress", "none",
-                "--metrics", m]
+                "--metrics", m, "--batch", str(OPTS["batch"])] + MODEL[OPTS["model"]]
         args += ["--max-updates", str(steps)] if steps else ["--epochs", str(epochs)]
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL, env=ENV_OURS)
         s = [json.loads(l) for l in open(m)][-1]
@@ -81,7 +85,8 @@ def adasync(trainer, threads, steps=0, epochs=0):
 
 
 def torch_ref(threads, steps=0, epochs=0):
-    args = [sys.executable, os.path.join(HERE, "torch_reference.py"), "--threads", str(threads), "--warmup", "3"]
+    args = [sys.executable, os.path.join(HERE, "torch_reference.py"), "--threads", str(threads), "--warmup", "3",
+            "--model", OPTS["model"], "--batch", str(OPTS["batch"])]
     args += ["--steps", str(steps)] if steps else ["--epochs", str(epochs)]
     r = json.loads(subprocess.run(args, check=True, capture_output=True, text=True,
                                   env=ENV_TORCH).stdout.strip().splitlines()[-1])
@@ -97,7 +102,11 @@ def main():
     ap.add_argument("--no-epoch", action="store_true", help="skip the one-epoch accuracy comparison")
     ap.add_argument("--cpu-path", choices=sorted(PATH_ENV), help="cap both frameworks at this CPU path")
     ap.add_argument("--target", type=float, default=1.3, help="throughput ratio to report against")
+    ap.add_argument("--model", choices=sorted(MODEL), default="cnn",
+                    help="resnet20: on Fashion-MNIST padded to 32x32 (CIFAR-10's size), both frameworks")
+    ap.add_argument("--batch", type=int, default=0, help="default 64 (cnn), 128 (resnet20)")
     a = ap.parse_args()
+    OPTS["model"], OPTS["batch"] = a.model, a.batch or (128 if a.model == "resnet20" else 64)
     if a.cpu_path:
         ENV_OURS.update(PATH_ENV[a.cpu_path][0])
         ENV_TORCH.update(PATH_ENV[a.cpu_path][1])
@@ -117,7 +126,7 @@ def main():
     use = quiet if quiet else list(range(a.rounds))
     o = statistics.median(ours[i][0] for i in use)
     t = statistics.median(theirs[i][0] for i in use)
-    print(f"cnn, batch 64, {a.threads} CPU threads, {a.rounds} alternating rounds of {a.steps} steps")
+    print(f"{a.model}, batch {OPTS['batch']}, {a.threads} CPU threads, {a.rounds} alternating rounds of {a.steps} steps")
     print(f"{'framework':28s} {'samples/s (median)':>19s}   all rounds (others' share of the CPUs meanwhile)")
     print(f"{'adasync':28s} {o:19.0f}   {'  '.join(f'{x:.0f} ({100 * l:.0f}%)' for x, l in ours)}")
     print(f"{name:28s} {t:19.0f}   {'  '.join(f'{x:.0f} ({100 * l:.0f}%)' for x, l in theirs)}")

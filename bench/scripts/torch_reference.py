@@ -14,6 +14,10 @@ JSON object: samples/s over the timed steps and the test accuracy.
                       max-autotune, max-autotune-no-cudagraphs); the warm-up
                       steps absorb the compilation, reported as compile_s
   --optimizer sgd|adam
+  --model cnn|resnet20
+                      resnet20: He et al.'s CIFAR ResNet (option A, batch
+                      norm) on Fashion-MNIST padded to 32x32, as adasync's
+                      --model resnet20 --dataset fashion-mnist32
   --target-accuracy A time to accuracy: train until the full test set reaches
                       A (checked every --eval-every steps, evaluation time
                       included) or --epochs run out; prints target_s
@@ -43,7 +47,7 @@ def read_idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def load(dir_):
+def load(dir_, pad=0):
     def f(name):
         p = os.path.join(dir_, name)
         return p + ".gz" if os.path.exists(p + ".gz") else p
@@ -51,6 +55,9 @@ def load(dir_):
     ytr = read_idx(f("train-labels-idx1-ubyte")).astype(np.int64)
     xte = read_idx(f("t10k-images-idx3-ubyte")).astype(np.float32) / 255.0
     yte = read_idx(f("t10k-labels-idx1-ubyte")).astype(np.int64)
+    if pad:  # black borders before the statistics, as adasync's fashion-mnist32
+        xtr = np.pad(xtr, ((0, 0), (pad, pad), (pad, pad)))
+        xte = np.pad(xte, ((0, 0), (pad, pad), (pad, pad)))
     mean, std = xtr.mean(dtype=np.float64), xtr.std(dtype=np.float64)
     xtr = ((xtr - mean) / std).astype(np.float32)[:, None]
     xte = ((xte - mean) / std).astype(np.float32)[:, None]
@@ -72,8 +79,43 @@ class Cnn(nn.Module):
         return self.f2(x)
 
 
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride, self.pad = stride, (cout - cin) // 2
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        sc = x if self.pad == 0 and self.stride == 1 else F.pad(x[:, :, ::self.stride, ::self.stride],
+                                                                 (0, 0, 0, 0, self.pad, self.pad))
+        return F.relu(out + sc)
+
+
+class ResNet20(nn.Module):
+    def __init__(self, channels=1, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks, cin = [], 16
+        for i, w in enumerate((16, 32, 64)):
+            for b in range(3):
+                blocks.append(Block(cin, w, 2 if i > 0 and b == 0 else 1))
+                cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="cnn", choices=["cnn", "resnet20"])
     ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
@@ -101,10 +143,10 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     dev = torch.device(a.device)
-    xtr, ytr, xte, yte = load(a.data_dir)
+    xtr, ytr, xte, yte = load(a.data_dir, pad=2 if a.model == "resnet20" else 0)
     xtr, ytr = torch.from_numpy(xtr).to(dev), torch.from_numpy(ytr).to(dev)
     xte, yte = torch.from_numpy(xte).to(dev), torch.from_numpy(yte).to(dev)
-    model = Cnn().to(dev)
+    model = (ResNet20() if a.model == "resnet20" else Cnn()).to(dev)
     fused = {"fused": True} if dev.type == "cuda" else {}  # one kernel for the whole update
     if a.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=a.lr, **fused)
@@ -163,7 +205,7 @@ def main():
             loss.item()  # a training loop reads its loss every step
     sync()
     dt = time.perf_counter() - t0
-    out = {"framework": name, "device": a.device, "threads": a.threads, "batch": a.batch, "steps": steps,
+    out = {"framework": name, "model": a.model, "device": a.device, "threads": a.threads, "batch": a.batch, "steps": steps,
            "seconds": dt, "samples_per_s": steps * a.batch / dt, "test_accuracy": accuracy()}
     if a.compile:
         out["compile_s"] = compile_s  # warm-up steps included
