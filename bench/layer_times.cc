@@ -25,7 +25,7 @@
 using namespace adasync;
 
 int main(int argc, char** argv) {
-  std::string arch = "cnn", devices = "cpu", stat = "median";
+  std::string arch = "cnn", devices = "cpu", stat = "median", input = "1x28x28";
   int batch = 64, threads = 2, steps = 20;
   CLI::App app{"per-layer step times"};
   app.add_option("--model", arch);
@@ -34,11 +34,17 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps);
   app.add_option("--devices", devices);
   app.add_option("--stat", stat)->check(CLI::IsMember({"median", "min"}));
+  app.add_option("--input", input, "CxHxW of one sample (1x32x32: Fashion-MNIST padded, 3x32x32: CIFAR-10)");
   CLI11_PARSE(app, argc, argv);
 
   ThreadPool pool(threads);
   auto ctx = devices == "cuda" ? Context::cuda(0, "bench") : Context::cpu(&pool);
-  auto layers = build_layers<float>(arch, Shape{1, 28, 28}, 10);
+  Shape in{1, 28, 28};
+  if (std::sscanf(input.c_str(), "%dx%dx%d", &in.c, &in.h, &in.w) != 3 || in.c < 1 || in.h < 1 || in.w < 1) {
+    std::fprintf(stderr, "layer_times: --input: expected CxHxW such as 3x32x32, found '%s'\n", input.c_str());
+    return 2;
+  }
+  auto layers = build_layers<float>(arch, in, 10);
   const MemKind mk = ctx->mem_kind();
   size_t np = 0;
   for (auto& l : layers) np += l->num_params();
@@ -48,7 +54,7 @@ int main(int argc, char** argv) {
   Buffer<float> params(mk, np), grads(mk, np);
   mem_copy(params.data(), host.data(), np * 4, ctx->stream());
   std::vector<Buffer<float>> act, dact;
-  std::vector<float> xin(size_t(batch) * 784);
+  std::vector<float> xin(size_t(batch) * in.size());
   for (auto& v : xin) v = float(rng.normal());
   Buffer<float> x(mk, xin.size());
   mem_copy(x.data(), xin.data(), xin.size() * 4, ctx->stream());
@@ -113,13 +119,19 @@ int main(int argc, char** argv) {
     std::printf("%s; peak %.1f GFLOP/s on %d threads (FMA loop, best of 5 before and 5 after); layer times: %s\n",
                 cpu::cpu_kernel_path_summary().c_str(), peak, threads, stat == "min" ? "fastest step" : "median");
   }
-  // Multiply-adds of a layer with weights and a bias per output channel
-  // (convolutions, linear layers): outputs x weights per output channel.
+  // Multiply-adds of a layer's convolutions and linear products (a residual
+  // block's convolutions all produce its output's spatial size): per 4-D
+  // weight [k, c, r, s], out_h * out_w * k * c * r * s per sample; per 2-D
+  // weight [out, in], out * in.
   auto gflop = [&](size_t i) {
     const auto& l = *layers[i];
-    if (l.param_shapes().size() != 2) return 0.0;
-    const size_t k = size_t(l.param_shapes()[1][0]);
-    return 2.0 * batch * double(l.out_shape().size()) * double(l.num_params() / k - 1) * 1e-9;
+    const double hw = double(l.out_shape().h) * l.out_shape().w;
+    double macs = 0;
+    for (const auto& t : l.param_info()) {
+      if (t.shape.size() == 4) macs += hw * double(t.count());
+      else if (t.shape.size() == 2) macs += double(t.count());
+    }
+    return 2.0 * batch * macs * 1e-9;
   };
   double sf = 0, sb = 0, flop_total = 0;
   std::printf("%-28s %10s %10s %12s %12s\n", "layer", "fwd ms", "bwd ms", "fwd GFLOP/s", "bwd GFLOP/s");

@@ -77,7 +77,7 @@ def regime_specs(quick):
             for s in lst:
                 s["seeds"] = min(s["seeds"], 3)
                 s["budget"] = s["budget"] / 2
-                s["evals"] = 25
+                s["evals"] = min(s["evals"], 25)
     return specs
 
 

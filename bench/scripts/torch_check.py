@@ -5,6 +5,9 @@ backward and optimizer against an implementation we did not write.
 Both directions run on Fashion-MNIST, for each model in --models (zoo names or
 layer lists; PyTorch builds its module from the exported file's description):
 
+  async  (not with --quick) a k-async run (P = 4, K = 2) replayed update by
+         update: each update's gradient against PyTorch's mean of the same
+         stale gradients, each at the version its worker read
   eval   adasync trains the model for --eval-updates updates and writes it
          with --save-model. PyTorch builds the same architecture, takes the
          file with load_state_dict(strict=True), normalises the test set with
@@ -503,6 +506,69 @@ def check_train(a, model, tmp, train_raw, y_train, meta):
                 "run_rel_diff": r_ours, "run_torch_vs_perturbed_start": r_twin, "run_torch_vs_lr_1pct_off": r_control}
 
 
+def check_async(a, model, tmp, train_raw, y_train, meta):
+    """k-async (P = 4, K = 2, Exp(1) times, virtual clock) replayed update by
+    update: each update's gradient ((w_{j-1} - w_j) / lr, momentum 0) against
+    PyTorch's weighted mean of the same gradients, each at the parameters of
+    the version its worker read (our checkpoints) on its batch from the trace."""
+    torch.manual_seed(a.seed + 1)
+    net = Described(model, json.loads(meta["input_shape"]), int(meta["classes"]))
+    init = os.path.join(tmp, "init-async.safetensors")
+    trace = os.path.join(tmp, "trace-async.jsonl")
+    ckdir = os.path.join(tmp, "ck-async-" + str(abs(hash(model))))
+    write_safetensors(init, net.state_dict())
+    run([a.trainer, "--model", model, "--data-dir", a.data_dir, "--workers", "4", "--variant", "k-async", "--k", "2",
+         "--clock", "virtual", "--straggler", "exp:mean=1", "--optimizer", "sgd", "--lr", str(a.lr), "--momentum", "0",
+         "--batch", str(a.batch), "--max-updates", str(a.steps), "--eval-every", "0", "--threads", str(a.threads),
+         "--progress", "none", "--seed", str(a.seed), "--init-from", init, "--trace", trace,
+         "--checkpoint-dir", ckdir, "--checkpoint-every", "1", "--checkpoint-keep", str(a.steps + 1)])
+    entries = [e for e in (json.loads(l) for l in open(trace)) if "version" in e]
+    x = torch.from_numpy(normalise(train_raw, meta))
+    y = torch.from_numpy(y_train)
+    params = list(net.parameters())
+    sizes = [p.numel() for p in params]
+    n = sum(sizes)
+    flat = {0: torch.cat([p.detach().flatten() for p in params])}
+    for v in range(1, a.steps + 1):
+        flat[v] = read_checkpoint(os.path.join(ckdir, "ckpt-%012d.bin" % v))["params"][:n]
+    shutil.rmtree(ckdir)
+    errs, errs64, torch64, stale = [], [], [], []
+    for v in range(1, a.steps + 1):
+        mine = [e for e in entries if e["version"] == v]
+        g, g64 = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        for e in mine:
+            # Worker w's sampler seed (runtime/trainer.cc): seed * 1000003 + 17 * w + 1.
+            idx = sampler_batches(len(y_train), a.batch, (a.seed * 1000003 + 17 * e["worker"] + 1) & M64,
+                                  [e["batch"]])[0]
+            for dtype in (torch.float32, torch.float64):
+                m = copy.deepcopy(net).to(dtype)
+                with torch.no_grad():
+                    for p, c in zip(m.parameters(), torch.split(flat[e["tau"]], sizes)):
+                        p.copy_(c.view_as(p).to(dtype))
+                m.key = batch_key(idx)
+                ii = torch.tensor(idx)
+                F.cross_entropy(m(x[ii].to(dtype)), y[ii]).backward()
+                gl = torch.cat([p.grad.flatten() for p in m.parameters()]).double() * e["weight"]
+                if dtype == torch.float32:
+                    g += gl
+                else:
+                    g64 += gl
+            stale.append(e["version"] - 1 - e["tau"])
+        ours = (flat[v - 1].double() - flat[v].double()) / mine[0]["lr"]
+        errs.append(float((ours - g).norm() / g.norm()))
+        errs64.append(float((ours - g64).norm() / g64.norm()))
+        torch64.append(float((g - g64).norm() / g64.norm()))
+    med, med64, medt = float(np.median(errs)), float(np.median(errs64)), float(np.median(torch64))
+    bn = any(isinstance(mm, nn.BatchNorm2d) for mm in net.modules())
+    # (w - w') / lr rounds at the scale of w: the step's own float32 rounding sets a floor.
+    ok = (med64 <= 2 * medt + 1e-5 if bn else med <= a.tol_step * 10)
+    print(f"async  {model:>10}: {a.steps} k-async updates (P 4, K 2, mean staleness {np.mean(stale):.2f}), each "
+          f"gradient at the version its worker read: |ours - torch| / |torch| median {med:.1e}; against float64 "
+          f"PyTorch: ours {med64:.1e}, PyTorch float32 {medt:.1e}  {'OK' if ok else 'DIFFERENT'}")
+    return ok, {"model": model, "updates": a.steps, "staleness_mean": float(np.mean(stale)), "rel_err_median": med,
+                "vs_float64_ours_median": med64, "vs_float64_torch_median": medt, "batch_norm": bn}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trainer", default="build/trainer")
@@ -541,6 +607,10 @@ def main():
             ok, r = check_train(a, m, tmp, train_raw, y_train, meta)
             all_ok &= ok
             results["train"].append(r)
+            if not a.quick:
+                ok, r = check_async(a, m, tmp, train_raw, y_train, meta)
+                all_ok &= ok
+                results.setdefault("async", []).append(r)
     print(json.dumps(results))
     return 0 if all_ok else 1
 

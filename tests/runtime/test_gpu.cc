@@ -61,6 +61,43 @@ TEST_F(Gpu, CudaWorkerGradientMatchesTheCpuWorker) {
   }
 }
 
+// A residual network with batch norm and dropout, its images augmented: the
+// batch statistics, masks, crops and flips of the CUDA worker (graph replays
+// included, with a new epoch each step) are the CPU worker's.
+TEST_F(Gpu, CudaResidualWorkerMatchesTheCpuWorker) {
+  const DataSplit& d = *fashion();
+  auto cpu_ctx = Context::cpu();
+  auto gpu_ctx = Context::cuda(0, "w0");
+  gpu_ctx->tf32_conv = false;
+  const std::string arch = "conv3x3-16,bn,relu,res16,drop20,res32-s2,res32-s2-proj,gap,fc";
+  ModelWorker cw(0, *cpu_ctx, arch, d.train, 32), gw(0, *gpu_ctx, arch, d.train, 32);
+  Augmentation a;
+  a.on = true;
+  a.seed = 5;
+  a.fill = {-0.8f};
+  cw.set_augmentation(a);
+  gw.set_augmentation(a);
+  std::vector<float> init(cw.num_params());
+  cw.model().init_params(init.data(), 9);
+  auto snap = std::make_shared<Snapshot>(Snapshot{0, init.data(), init.size()});
+  std::vector<int32_t> idx(32);
+  for (int i = 0; i < 32; ++i) idx[size_t(i)] = i * 997 % 60000;
+  Buffer<float> gpu_slot(MemKind::Pinned, init.size());
+  std::vector<float> cpu_slot(init.size());
+  for (int rep = 0; rep < 4; ++rep) {
+    GradResult rc, rg;
+    cw.pull(snap);
+    gw.pull(snap);
+    cw.set_epoch(uint64_t(rep));
+    gw.set_epoch(uint64_t(rep));
+    ASSERT_TRUE(cw.compute(idx, cpu_slot.data(), 0, nullptr, 0, &rc));
+    ASSERT_TRUE(gw.compute(idx, gpu_slot.data(), 0, nullptr, 0, &rg));
+    EXPECT_NEAR(rg.loss, rc.loss, 1e-4 * rc.loss) << "step " << rep;
+    const std::vector<float> g(gpu_slot.data(), gpu_slot.data() + init.size());
+    EXPECT_LT(l2_rel_error(g, cpu_slot), 1e-4) << "step " << rep;  // statistics in the buffer slots too
+  }
+}
+
 TrainConfig gpu_config() {
   TrainConfig c;
   c.devices = Devices::Cuda;
