@@ -98,6 +98,35 @@ def rule_flags(rule):
     return ["--schedule", "adasync", "--adasync-rule", rule] + extra
 
 
+def step_milestones(spec):
+    """Milestones in epochs: those of the fixed K = 1 run (E[T] = 1/P under
+    Exp(1)) at the spec's shares of the budget, about."""
+    epochs = spec["budget"] * spec["workers"] * spec["batch"] / 50000
+    return ",".join(f"{f * epochs:.3g}" for f in spec["step"])
+
+
+def torch_sync(a, spec, samples, log):
+    """PyTorch trains the same network synchronously (batch P x m, the same lr,
+    schedule and augmentation) for the samples the K = P run counted."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        log("  PyTorch sync: skipped (torch not importable)")
+        return
+    if a.cifar_dir:
+        log("  PyTorch sync: skipped (its reference reads Fashion-MNIST only)")
+        return
+    epochs = samples / 60000
+    args = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py"),
+            "--model", spec["model"], "--batch", str(spec["workers"] * spec["batch"]), "--lr", str(spec["lr"]),
+            "--momentum", "0", "--epochs", f"{epochs:.4f}", "--warmup", "0", "--threads", "2", "--augment"]
+    if "step" in spec:
+        args += ["--lr-milestones", step_milestones(spec)]
+    r = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    log(f"  PyTorch sync (batch {spec['workers'] * spec['batch']}, {epochs:.3f} epochs, the K = {spec['workers']} "
+        f"run's samples): test accuracy {100 * r['test_accuracy']:.2f}%")
+
+
 def regime_run(a, spec, variant, tag, flags, seed):
     path = os.path.join(a.out, spec["name"], f"{variant}-{tag}-seed{seed}.jsonl")
     if os.path.exists(path) and not a.rerun:
@@ -107,9 +136,8 @@ def regime_run(a, spec, variant, tag, flags, seed):
     data = (["--dataset", "cifar10", "--data-dir", a.cifar_dir] if a.cifar_dir else ["--dataset", "fashion-mnist32"]) \
         if spec["model"].startswith("resnet") else []
     extra = list(spec.get("extra", []))
-    if "step" in spec:  # milestones in epochs: the fixed K=1 run's epochs at those shares of the budget
-        epochs = budget / (1.0 / spec["workers"]) * spec["batch"] / 50000  # about, for K = 1 (E[T] = 1/P)
-        extra += ["--lr-schedule", "step", "--lr-milestones", ",".join(f"{f * epochs:.3g}" for f in spec["step"])]
+    if "step" in spec:
+        extra += ["--lr-schedule", "step", "--lr-milestones", step_milestones(spec)]
     args = [a.trainer, "--model", spec["model"], "--workers", str(spec["workers"]), "--batch", str(spec["batch"]),
             "--lr", str(spec["lr"]), "--momentum", "0", "--seed", str(seed), "--variant", variant,
             "--clock", "virtual", "--straggler", spec["straggler"], "--time-budget", f"{budget:g}",
@@ -233,6 +261,10 @@ def run_regime(a, spec, rules, log):
             log(f"  {'':11s} K changes (seed {seeds[0]}): " +
                 (", ".join(f"{k} at {t:.0f}" for t, k, _ in ks) or "none"))
         plot_regime(a, spec, variant, curves, fixed, env, rules, kpaths, seeds)
+        if spec["model"].startswith("resnet") and spec["workers"] in spec["ks"]:
+            last = [json.loads(l) for l in open(paths[(variant, f"K{spec['workers']}", seeds[0])])
+                    if '"eval"' in l][-1]
+            torch_sync(a, spec, last["samples"], log)
     return results
 
 

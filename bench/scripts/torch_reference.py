@@ -129,6 +129,8 @@ def main():
     ap.add_argument("--no-item", action="store_true",
                     help="do not read each step's loss (no per-step host sync): PyTorch's best case")
     ap.add_argument("--compile", default="", help="torch.compile mode ('' = eager)")
+    ap.add_argument("--augment", action="store_true", help="4-pixel padded random crop and horizontal flip")
+    ap.add_argument("--lr-milestones", default="", help="epochs at which lr is multiplied by 0.1 (e.g. 1,1.5)")
     ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     ap.add_argument("--target-accuracy", type=float, default=0)
     ap.add_argument("--eval-every", type=int, default=200, help="steps between test-set checks (--target-accuracy)")
@@ -163,6 +165,19 @@ def main():
                 yield perm[i:i + a.batch]
 
     it = batches()
+    black = float(xtr.min())  # a black pixel, normalised
+    milestones = [float(m) for m in a.lr_milestones.split(",") if m]
+    done = [0]
+
+    def augment(xb):
+        h, w = xb.shape[2], xb.shape[3]
+        padded = F.pad(xb, (4, 4, 4, 4), value=black)
+        oy = torch.randint(0, 9, (xb.shape[0],), generator=gen)
+        ox = torch.randint(0, 9, (xb.shape[0],), generator=gen)
+        flip = torch.rand(xb.shape[0], generator=gen) < 0.5
+        out = torch.stack([padded[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w] for i in range(xb.shape[0])])
+        out[flip] = out[flip].flip(3)
+        return out
 
     graphs = a.compile in ("reduce-overhead", "max-autotune")  # modes that replay CUDA graphs
 
@@ -170,7 +185,12 @@ def main():
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten
         idx = next(it)
-        loss = F.cross_entropy(fwd(xtr[idx]), ytr[idx])
+        epoch = done[0] * a.batch / n
+        for g in opt.param_groups:
+            g["lr"] = a.lr * 0.1 ** sum(epoch >= m for m in milestones)
+        done[0] += 1
+        xb = augment(xtr[idx]) if a.augment else xtr[idx]
+        loss = F.cross_entropy(fwd(xb), ytr[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
