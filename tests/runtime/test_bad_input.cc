@@ -276,20 +276,23 @@ TEST(TraceReplay, AResidualRunWithBatchNormReplaysBitForBit) {
   const std::string dir = fresh_dir("record_residual");
   auto images = std::make_shared<DataSplit>(*test::small_data());
   for (Dataset* d : {&images->train, &images->test}) d->c = 1, d->h = 4, d->w = 4;
-  TrainConfig c = record_config("k-async", dir + "/residual.jsonl");
-  c.dataset = "images";
-  c.model = "conv3x3-4,bn,relu,res8-s2,drop20,gap,fc";
-  c.augment = true;
-  c.lr_schedule = LrSchedule::Step;
-  c.lr_milestones = {0.5};
-  const RunSummary a = Trainer(c, images).run();
-  const std::string path = write_lines(c.trace, with_footer(c.trace));
-  TrainConfig r;
-  r.replay = path;
-  r.progress = Progress::None;
-  r.devices = Devices::Cpu;
-  const RunSummary b = Trainer(r, images).run();
-  EXPECT_EQ(a.checksum, b.checksum);
+  for (const std::string model : {"conv3x3-4,bn,relu,res8-s2,drop20,gap,fc", "resnet20"}) {
+    TrainConfig c = record_config("k-async", dir + "/" + model + ".jsonl");
+    c.dataset = "images";
+    c.model = model;
+    c.augment = true;
+    c.lr_schedule = LrSchedule::Step;
+    c.lr_milestones = {0.5};
+    if (model == "resnet20") c.max_updates = 40, c.batch = 4;
+    const RunSummary a = Trainer(c, images).run();
+    const std::string path = write_lines(c.trace, with_footer(c.trace));
+    TrainConfig r;
+    r.replay = path;
+    r.progress = Progress::None;
+    r.devices = Devices::Cpu;
+    const RunSummary b = Trainer(r, images).run();
+    EXPECT_EQ(a.checksum, b.checksum) << model;
+  }
 }
 
 // The trainer binary's view: a damaged trace ends with exit code 2 and the
