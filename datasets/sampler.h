@@ -31,6 +31,9 @@ class Sampler {
   // Indices of batch number position(), then advances position.
   uint64_t next(std::vector<int32_t>* out);
 
+  // The epoch batch number `b` falls in (data augmentation draws from it).
+  uint64_t epoch_of(uint64_t b) const { return batches_per_epoch_ > 0 ? b / batches_per_epoch_ : 0; }
+
   uint64_t position() const { return position_; }
   void set_position(uint64_t p) { position_ = p; }
 

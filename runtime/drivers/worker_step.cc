@@ -9,7 +9,7 @@ StepPlan prepare_step(int w, int64_t n, Sampler& sampler, Straggler& straggler, 
                       std::vector<int32_t>* idx) {
   StepPlan p;
   p.batch = sampler.next(idx);
-  p.epoch = sampler.batches_per_epoch() > 0 ? p.batch / sampler.batches_per_epoch() : 0;
+  p.epoch = sampler.epoch_of(p.batch);
   p.drawn = straggler.draw(w);
   p.fault = faults != nullptr ? faults->at(w, n) : nullptr;
   if (p.fault && p.fault->kind == Fault::Kind::Hang) p.hang = p.fault->seconds;

@@ -57,7 +57,7 @@ double run_device_sync_mode(Run& r) {
     for (int w = 0; w < P; ++w) {
       Sampler& smp = r.samplers[size_t(w)];
       const uint64_t b = smp.next(&batches[size_t(w)]);
-      r.replicas[size_t(w)]->set_epoch(smp.batches_per_epoch() > 0 ? b / smp.batches_per_epoch() : 0);
+      r.replicas[size_t(w)]->set_epoch(smp.epoch_of(b));
       delays[size_t(w)] = r.straggler->draw(w);
     }
     const LrConfig& lc = r.policy->lr_rule().config();  // the same schedule as the PS applies

@@ -66,7 +66,7 @@ int64_t replay_trace(Run& r, const Trace& t) {
       worker.pull(it->second);
       Sampler& smp = r.samplers[size_t(e.worker)];
       smp.at(e.batch, &idx);
-      worker.set_epoch(smp.batches_per_epoch() > 0 ? e.batch / smp.batches_per_epoch() : 0);
+      worker.set_epoch(smp.epoch_of(e.batch));
       slots.push_back(r.ps->acquire_slot());
       GradResult res;
       worker.compute(idx, slots.back().data(), 0, nullptr, 0, &res);

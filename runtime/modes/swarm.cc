@@ -327,7 +327,7 @@ double SwarmEngine::run_virtual(SwarmListener& l) {
     Node& nd = *nodes_[size_t(i)];
     Sampler& smp = (*samplers_)[size_t(i)];
     const uint64_t b = smp.next(&nd.idx);
-    gw.set_epoch(smp.batches_per_epoch() > 0 ? b / smp.batches_per_epoch() : 0);
+    gw.set_epoch(smp.epoch_of(b));
     gw.pull(view(nd.x.data(), n_));
     GradResult r;
     gw.compute(nd.idx, nd.grad.data(), 0, nullptr, 0, &r);
@@ -467,7 +467,7 @@ void SwarmEngine::start(SwarmListener& l) {
         std::memcpy(nd.work.data(), nd.x.data(), n_ * sizeof(float));
       }
       const uint64_t b = sampler.next(&nd.idx);
-      gw.set_epoch(sampler.batches_per_epoch() > 0 ? b / sampler.batches_per_epoch() : 0);
+      gw.set_epoch(sampler.epoch_of(b));
       nd.position.store(sampler.position(), std::memory_order_relaxed);
       gw.pull(view(nd.work.data(), n_));
       GradResult r;
