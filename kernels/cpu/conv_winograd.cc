@@ -16,25 +16,31 @@ bool available() {
          simd::kernels().gemm_panel != nullptr;
 }
 
+int tile(int r) { return r == 5 ? 2 : r == 3 ? 4 : 0; }
+
 namespace {
-bool five_by_five(const ConvShape& s) { return s.r == 5 && s.s == 5 && s.stride_h == 1 && s.stride_w == 1; }
-bool even(int v) { return v > 0 && v % 2 == 0; }
+// A square 3x3 or 5x5 stride-1 filter with channel counts in whole vectors.
+bool shape_ok(const ConvShape& s) {
+  return (s.r == 5 || s.r == 3) && s.s == s.r && s.stride_h == 1 && s.stride_w == 1 && s.c % 16 == 0 &&
+         s.k % 16 == 0;
+}
+bool whole_tiles(int v, int m) { return v > 0 && v % m == 0; }
 }  // namespace
 
 bool forward_ok(const ConvShape& s) {
-  return five_by_five(s) && s.c % 16 == 0 && s.k % 16 == 0 && even(s.out_h()) && even(s.out_w()) && available();
+  return shape_ok(s) && whole_tiles(s.out_h(), tile(s.r)) && whole_tiles(s.out_w(), tile(s.r)) && available();
 }
 
 bool backward_data_ok(const ConvShape& s) {
-  return five_by_five(s) && s.c % 16 == 0 && s.k % 16 == 0 && even(s.h) && even(s.w) && s.pad_h <= 4 &&
-         s.pad_w <= 4 && available();
+  return shape_ok(s) && whole_tiles(s.h, tile(s.r)) && whole_tiles(s.w, tile(s.r)) && s.pad_h <= s.r - 1 &&
+         s.pad_w <= s.r - 1 && available();
 }
 
-Plan::Plan(int cin_, int h_, int w_, int ph_, int pw_, int kout_)
-    : cin(cin_), h(h_), w(w_), ph(ph_), pw(pw_), kout(kout_) {
+Plan::Plan(int cin_, int h_, int w_, int ph_, int pw_, int kout_, int r_)
+    : cin(cin_), h(h_), w(w_), ph(ph_), pw(pw_), kout(kout_), r(r_), m(tile(r_)) {
   hp = h + 2 * ph, wp = w + 2 * pw;
-  oh = hp - 4, ow = wp - 4;
-  th = oh / 2, tw = ow / 2;
+  oh = hp - r + 1, ow = wp - r + 1;
+  th = oh / m, tw = ow / m;
 }
 
 size_t Plan::filter_floats() const { return kXi * size_t(cin) * size_t(kout); }
@@ -46,7 +52,7 @@ size_t Plan::scratch_floats() const {
   return 2 * pixels * size_t(cin) + kXi * tiles * (size_t(cin) + size_t(kout)) + size_t(oh) * size_t(ow) * kout;
 }
 
-void transform_filter(const Plan& p, const float* wt, float* u) { simd::kernels().wino_filter(wt, p.cin, p.kout, u); }
+void transform_filter(const Plan& p, const float* wt, float* u) { simd::kernels().wino_filter(wt, p.r, p.cin, p.kout, u); }
 
 void image(const Plan& p, const float* u, const float* x, const float* bias, float* scratch, float* y) {
   const auto& kern = simd::kernels();
@@ -58,7 +64,7 @@ void image(const Plan& p, const float* u, const float* x, const float* bias, flo
   float* out = m + kXi * tiles * size_t(p.kout);
   direct::pad_planes(x, p.cin, p.h, p.w, p.ph, p.pw, planes);
   direct::transpose(planes, p.cin, pixels, hwc);
-  kern.wino_input(hwc, p.wp, p.cin, p.th, p.tw, v);
+  kern.wino_input(hwc, p.wp, p.cin, p.th, p.tw, p.m, v);
   // m[xi] (tiles x kout) = v[xi] (tiles x cin) * u[xi] (cin x kout)
   for (size_t xi = 0; xi < kXi; ++xi) {
     simd::GemmPanel g{};
@@ -68,7 +74,7 @@ void image(const Plan& p, const float* u, const float* x, const float* bias, flo
     g.c = m + xi * tiles * size_t(p.kout), g.ldc = size_t(p.kout), g.trans_c = false;
     kern.gemm_panel(g);
   }
-  kern.wino_output(m, p.kout, p.th, p.tw, bias, out);
+  kern.wino_output(m, p.kout, p.th, p.tw, p.m, bias, out);
   const size_t ohw = size_t(p.oh) * size_t(p.ow);
   direct::transpose(out, int(ohw), size_t(p.kout), size_t(p.kout), y, ohw);
 }

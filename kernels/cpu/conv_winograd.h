@@ -1,13 +1,14 @@
-// Winograd F(2x2, 5x5) convolutions on the AVX paths: each 2x2 output tile of
-// a 5x5 stride-1 convolution from its 6x6 input patch, with 36 multiplies per
-// input-output channel pair where the direct kernels take 100 (Lavin & Gray,
-// "Fast Algorithms for Convolutional Neural Networks"). Per image: the patches
+// Winograd convolutions on the AVX paths, F(2x2, 5x5) and F(4x4, 3x3): each
+// 2x2 output tile of a 5x5 stride-1 convolution (or 4x4 tile of a 3x3 one)
+// from its 6x6 input patch, with 36 multiplies per input-output channel pair
+// where the direct kernels take 100 (or 144) (Lavin & Gray, "Fast Algorithms
+// for Convolutional Neural Networks"). Per image: the patches
 // are transformed (B^T d B, channels in the vector lanes), multiplied by the
 // transformed filters (G g G^T) as 36 GEMMs over the input channels on the
 // linear layers' tiles, and transformed back (A^T m A). The forward pass and
 // the input gradient (the same convolution with the flipped, transposed
-// weights) take it for even output sizes and channel counts that are
-// multiples of 16; the weight gradient stays direct.
+// weights) take it for output sizes in whole tiles and channel counts that
+// are multiples of 16; the weight gradient stays direct.
 //
 // It rounds differently from the direct kernels (the tests hold both within
 // 1e-5 of the largest output of a double-precision reference); every vector
@@ -28,17 +29,21 @@ bool available();  // an AVX path is in use and ADASYNC_NO_WINOGRAD is unset
 bool forward_ok(const ConvShape& s);
 bool backward_data_ok(const ConvShape& s);
 
-// A 5x5 stride-1 convolution of cin planes h x w padded by (ph, pw) to kout
-// planes oh x ow = (h + 2ph - 4) x (w + 2pw - 4), both even, in th x tw tiles.
+// The output tile of an r x r filter: 2 for 5x5, 4 for 3x3, 0 for others.
+int tile(int r);
+
+// An r x r (5 or 3) stride-1 convolution of cin planes h x w padded by
+// (ph, pw) to kout planes oh x ow = (h + 2ph - r + 1) x (w + 2pw - r + 1),
+// both multiples of m = tile(r), in th x tw tiles.
 struct Plan {
-  Plan(int cin, int h, int w, int ph, int pw, int kout);
-  int cin, h, w, ph, pw, kout;
+  Plan(int cin, int h, int w, int ph, int pw, int kout, int r);
+  int cin, h, w, ph, pw, kout, r, m;
   int hp, wp, oh, ow, th, tw;
   size_t filter_floats() const;   // the transformed filters
   size_t scratch_floats() const;  // one image's scratch, per thread
 };
 
-// u = the transformed filters of wt[cin][5][5][kout] (direct::pack_forward's
+// u = the transformed filters of wt[cin][r][r][kout] (direct::pack_forward's
 // layout).
 void transform_filter(const Plan& p, const float* wt, float* u);
 // y (kout x oh x ow) = bias + x (cin x h x w) convolved, for one image; bias

@@ -12,6 +12,30 @@ namespace adasync::cpu {
 namespace {
 constexpr size_t kGrain = 1 << 15;
 
+// Per-channel sums go to kLanes double accumulators, element q of a plane to
+// lane q % kLanes, folded pairwise at the end: one accumulator would wait an
+// add's latency per element, and the order (so the bits) is the same at any
+// vector width.
+constexpr int kLanes = 16;
+struct Lanes {
+  double a[kLanes] = {};
+  // a[q % kLanes] += f(q) for q < n.
+  template <typename F>
+  void add(size_t n, F&& f) {
+    size_t q = 0;
+    for (; q + kLanes <= n; q += kLanes)
+      for (int j = 0; j < kLanes; ++j) a[j] += f(q + size_t(j));
+    for (int j = 0; q < n; ++q, ++j) a[j] += f(q);
+  }
+  double total() const {
+    double t[kLanes];
+    std::copy(a, a + kLanes, t);
+    for (int w = kLanes / 2; w >= 1; w /= 2)
+      for (int j = 0; j < w; ++j) t[j] += t[j + w];
+    return t[0];
+  }
+};
+
 // f(channel) for every channel, channels split over the pool.
 template <typename F>
 void for_each_channel(Context& ctx, int c, F&& f) {
@@ -27,21 +51,21 @@ void batchnorm_forward_train(Context& ctx, const BnShape& s, const T* x, const T
   const size_t hw = size_t(s.hw), stride = size_t(s.c) * hw;
   const double m = double(s.n) * double(hw);
   for_each_channel(ctx, s.c, [&](int k) {
-    double sum = 0;
+    Lanes sum;
     for (int i = 0; i < s.n; ++i) {
       const T* p = x + size_t(i) * stride + size_t(k) * hw;
-      for (size_t q = 0; q < hw; ++q) sum += double(p[q]);
+      sum.add(hw, [p](size_t q) { return double(p[q]); });
     }
-    const double mu = sum / m;
-    double ss = 0;
+    const double mu = sum.total() / m;
+    Lanes sq;
     for (int i = 0; i < s.n; ++i) {
       const T* p = x + size_t(i) * stride + size_t(k) * hw;
-      for (size_t q = 0; q < hw; ++q) {
+      sq.add(hw, [p, mu](size_t q) {
         const double d = double(p[q]) - mu;
-        ss += d * d;
-      }
+        return d * d;
+      });
     }
-    const double var = ss / m;
+    const double ss = sq.total(), var = ss / m;
     const double is = 1.0 / std::sqrt(var + eps);
     mean[k] = T(mu);
     invstd[k] = T(is);
@@ -78,15 +102,14 @@ void batchnorm_backward(Context& ctx, const BnShape& s, const T* x, const T* dy,
   const double m = double(s.n) * double(hw);
   for_each_channel(ctx, s.c, [&](int k) {
     const double mu = double(mean[k]), is = double(invstd[k]);
-    double sdy = 0, sdyx = 0;
+    Lanes ly, lyx;
     for (int i = 0; i < s.n; ++i) {
-      const size_t off = size_t(i) * stride + size_t(k) * hw;
-      for (size_t q = 0; q < hw; ++q) {
-        const double g = double(dy[off + q]);
-        sdy += g;
-        sdyx += g * (double(x[off + q]) - mu) * is;
-      }
+      const T* g = dy + size_t(i) * stride + size_t(k) * hw;
+      const T* p = x + size_t(i) * stride + size_t(k) * hw;
+      ly.add(hw, [g](size_t q) { return double(g[q]); });
+      lyx.add(hw, [g, p, mu, is](size_t q) { return double(g[q]) * (double(p[q]) - mu) * is; });
     }
+    const double sdy = ly.total(), sdyx = lyx.total();
     dgamma[k] = T(sdyx);
     dbeta[k] = T(sdy);
     if (dx == nullptr) return;

@@ -148,7 +148,12 @@ INSTANTIATE_TEST_SUITE_P(
                                          ConvCase{2, 32, 5, 16, 48, 3, 1, 1},   // 3x3, wide rows, K = 48
                                          ConvCase{2, 64, 14, 14, 64, 5, 2, 1},  // conv2 of the cnn (backward data too)
                                          ConvCase{3, 32, 6, 10, 16, 5, 1, 1},   // Winograd: even, non-square, pad 1
-                                         ConvCase{2, 16, 12, 8, 48, 5, 4, 1}),  // Winograd: pad 4, 16 x 12 out
+                                         ConvCase{2, 16, 12, 8, 48, 5, 4, 1},   // Winograd: pad 4, 16 x 12 out
+                                         // F(4x4, 3x3): resnet shapes, non-square, valid, pad 2, batch 1
+                                         ConvCase{3, 16, 8, 12, 32, 3, 1, 1},   // both ways
+                                         ConvCase{1, 64, 8, 8, 64, 3, 1, 1},    // the last stage, one image
+                                         ConvCase{2, 32, 10, 6, 16, 3, 0, 1},   // valid: forward only
+                                         ConvCase{2, 16, 4, 8, 48, 3, 2, 1}),   // pad 2: 6 x 10 out, backward only
                        ::testing::Values(1, 3), kPaths));
 
 class ConvPaths : public ::testing::TestWithParam<CpuPath> {};
@@ -230,8 +235,14 @@ TEST_P(WinogradPaths, TheCnnsSecondConvolutionTakesThemAndTheSwitchTurnsThemOff)
   EXPECT_TRUE(cpu::winograd::backward_data_ok(s));
   EXPECT_FALSE(cpu::winograd::forward_ok(odd));
   EXPECT_FALSE(cpu::winograd::backward_data_ok(odd));
-  ConvShape three = s;
-  three.r = three.s = 3;
+  ConvShape three = s;  // 3x3 takes F(4x4, 3x3): 14 x 14 is not in whole 4 x 4 tiles, 16 x 16 is
+  three.r = three.s = 3, three.pad_h = three.pad_w = 1;
+  EXPECT_FALSE(cpu::winograd::forward_ok(three));
+  EXPECT_FALSE(cpu::winograd::backward_data_ok(three));
+  three.h = three.w = 16;
+  EXPECT_TRUE(cpu::winograd::forward_ok(three));
+  EXPECT_TRUE(cpu::winograd::backward_data_ok(three));
+  three.stride_h = three.stride_w = 2;
   EXPECT_FALSE(cpu::winograd::forward_ok(three));
   const auto x = random_vector<float>(s.x_size(), 41), w = random_vector<float>(s.w_size(), 42);
   const auto b = random_vector<float>(size_t(s.k), 43), dy = random_vector<float>(s.y_size(), 44);

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "datasets/dataset.h"
 #include "kernels/cpu/simd.h"
 #include "runtime/trainer.h"
 
@@ -159,6 +160,28 @@ TEST(Golden, VirtualClockTrajectoriesKeepTheirChecksums) {
       std::cout << g.name << ": not recorded for OpenBLAS's " << openblas_get_corename() << " kernel, found 0x"
                 << std::hex << got[i] << std::dec << "\n";
   }
+}
+
+// The zoo's resnet20 on 1x16x16 Gaussian images: its 3x3 convolutions take
+// the Winograd F(4x4, 3x3) kernels on the AVX paths at all three stages (16,
+// 8 and 4 pixels), the stride-2 ones and the stem OpenBLAS's GEMM; so its
+// checksum is recorded per OpenBLAS kernel, for the AVX paths.
+TEST(Golden, Resnet20OnImagesKeepsItsChecksum) {
+  static const std::map<std::string, uint64_t> kByCore = {{"Cooperlake", 0xf7f9fb9ccfeceb73}, {"Haswell", 0xb575744188bc7b98}};
+  auto split = std::make_shared<DataSplit>(make_gaussian_classes(2000, 200, 256, 10, 1.0, 5));
+  for (Dataset* d : {&split->train, &split->test}) d->c = 1, d->h = d->w = 16;
+  normalize(*split);
+  TrainConfig c = base();
+  c.model = "resnet20";
+  c.set_variant("k-async"), c.k = 2;
+  c.batch = 4, c.momentum = 0.9, c.max_updates = 30;
+  const uint64_t got = Trainer(c, split).run().checksum;
+  const auto at = kByCore.find(openblas_get_corename());
+  const bool listed = std::find(kFingerprints.begin(), kFingerprints.end(), fingerprint()) != kFingerprints.end();
+  if (!listed || at == kByCore.end())
+    GTEST_SKIP() << "recorded for the AVX paths with OpenBLAS's Cooperlake and Haswell kernels; this run is "
+                 << fingerprint() << ", found 0x" << std::hex << got;
+  EXPECT_EQ(got, at->second) << "found 0x" << std::hex << got;
 }
 
 }  // namespace

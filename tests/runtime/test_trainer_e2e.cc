@@ -46,13 +46,15 @@ TEST(TrainerE2E, Resnet20LearnsFashionMnist32WithTheCifarRecipe) {
   c.opt.no_decay_bn = true;
   c.lr_schedule = LrSchedule::Cosine;
   c.epochs = 1;
-  c.max_updates = 80;
+  c.max_updates = 160;
   c.eval_every = "0";
   c.progress = Progress::None;
   c.devices = Devices::Cpu;
   const RunSummary s = Trainer(c).run();
-  EXPECT_EQ(s.updates, 80);
-  EXPECT_GE(s.final_eval.accuracy, 0.35);  // ten classes: 10% by chance; 52% at 120 updates
+  EXPECT_EQ(s.updates, 160);
+  // Ten classes: 10% by chance. Seeds 1-6 at 80 updates spread over 26-51%
+  // (the running buffers have seen few batches); at 160, 47-69%.
+  EXPECT_GE(s.final_eval.accuracy, 0.45);
 }
 
 }  // namespace
