@@ -112,8 +112,8 @@ void spin_delay(Context& ctx, double seconds, const volatile uint32_t* cancel, u
 
 template <typename T>
 void batchnorm_forward_train(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta, double eps,
-                             T* y, T* mean, T* invstd, T* var_unbiased) {
-  ADASYNC_DISPATCH(batchnorm_forward_train, ctx, s, x, gamma, beta, eps, y, mean, invstd, var_unbiased);
+                             T* y, T* mean, T* invstd, T* var_unbiased, const T* add, bool relu) {
+  ADASYNC_DISPATCH(batchnorm_forward_train, ctx, s, x, gamma, beta, eps, y, mean, invstd, var_unbiased, add, relu);
 }
 template <typename T>
 void batchnorm_forward_eval(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta,
@@ -122,8 +122,8 @@ void batchnorm_forward_eval(Context& ctx, const BnShape& s, const T* x, const T*
 }
 template <typename T>
 void batchnorm_backward(Context& ctx, const BnShape& s, const T* x, const T* dy, const T* gamma, const T* mean,
-                        const T* invstd, T* dx, T* dgamma, T* dbeta) {
-  ADASYNC_DISPATCH(batchnorm_backward, ctx, s, x, dy, gamma, mean, invstd, dx, dgamma, dbeta);
+                        const T* invstd, T* dx, T* dgamma, T* dbeta, const T* relu_y) {
+  ADASYNC_DISPATCH(batchnorm_backward, ctx, s, x, dy, gamma, mean, invstd, dx, dgamma, dbeta, relu_y);
 }
 template <typename T>
 void global_avgpool_forward(Context& ctx, int n, int c, int hw, const T* x, T* y) {
@@ -187,11 +187,11 @@ void scale(Context& ctx, T a, const T* x, T* y, size_t n) {
   template void softmax_xent<T>(Context&, const T*, const int32_t*, int, int, T*, T*);                         \
   template void count_correct<T>(Context&, const T*, const int32_t*, int, int, int32_t*);                      \
   template void batchnorm_forward_train<T>(Context&, const BnShape&, const T*, const T*, const T*, double, T*,  \
-                                           T*, T*, T*);                                                       \
+                                           T*, T*, T*, const T*, bool);                                       \
   template void batchnorm_forward_eval<T>(Context&, const BnShape&, const T*, const T*, const T*, const T*,     \
                                           const T*, double, T*);                                             \
   template void batchnorm_backward<T>(Context&, const BnShape&, const T*, const T*, const T*, const T*,         \
-                                      const T*, T*, T*, T*);                                                  \
+                                      const T*, T*, T*, T*, const T*);                                        \
   template void global_avgpool_forward<T>(Context&, int, int, int, const T*, T*);                              \
   template void global_avgpool_backward<T>(Context&, int, int, int, const T*, T*);                             \
   template void shortcut_add<T>(Context&, const ShortcutShape&, const T*, T*);                                 \

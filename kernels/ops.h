@@ -130,19 +130,22 @@ void spin_delay(Context& ctx, double seconds, const volatile uint32_t* cancel, u
 // eps) (both kept for backward) and the unbiased variance (what PyTorch folds
 // into running_var; the biased one when n * hw == 1); y = gamma * xhat + beta.
 // Sums run in double whatever T is, in a fixed order: any thread count gives
-// the same bits.
+// the same bits. The epilogue of a residual block in the same pass: `add`
+// (if non-null, the shape of y) added, then a ReLU if `relu`.
 template <typename T>
 void batchnorm_forward_train(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta, double eps,
-                             T* y, T* mean, T* invstd, T* var_unbiased);
+                             T* y, T* mean, T* invstd, T* var_unbiased, const T* add = nullptr, bool relu = false);
 // Evaluation mode: y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta.
 template <typename T>
 void batchnorm_forward_eval(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta,
                             const T* running_mean, const T* running_var, double eps, T* y);
 // Backward of the training mode (overwrites dgamma, dbeta and, if non-null, dx):
 // dx = gamma * invstd / M * (M dy - sum dy - xhat * sum(dy * xhat)), M = n * hw.
+// With `relu_y` (the output of a ReLU after the batch norm) dy is first
+// zeroed where relu_y <= 0: the ReLU's backward in the same passes.
 template <typename T>
 void batchnorm_backward(Context& ctx, const BnShape& s, const T* x, const T* dy, const T* gamma, const T* mean,
-                        const T* invstd, T* dx, T* dgamma, T* dbeta);
+                        const T* invstd, T* dx, T* dgamma, T* dbeta, const T* relu_y = nullptr);
 
 // y[n, c] = mean of x[n, c, :] over hw values; backward spreads dy / hw.
 template <typename T>

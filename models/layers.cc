@@ -217,15 +217,22 @@ void BatchNorm2d<T>::setup(Context& ctx, int) {
 }
 template <typename T>
 void BatchNorm2d<T>::forward(Context& ctx, const T* x, T* y, int n) {
+  forward(ctx, x, y, n, nullptr, false);
+}
+template <typename T>
+void BatchNorm2d<T>::forward(Context& ctx, const T* x, T* y, int n, const T* add, bool relu) {
   const BnShape s = shape(n);
   const T* gamma = this->w_;
   const T* beta = this->w_ + s.c;
   if (!this->training_) {
     EXPECTS(this->buf_ != nullptr, "batch norm in evaluation mode without its running buffers");
     ops::batchnorm_forward_eval<T>(ctx, s, x, gamma, beta, this->buf_, this->buf_ + s.c, kEps, y);
+    if (add != nullptr) ops::axpy<T>(ctx, T(1), add, y, s.size());
+    if (relu) ops::relu_forward<T>(ctx, y, y, s.size());
     return;
   }
-  ops::batchnorm_forward_train<T>(ctx, s, x, gamma, beta, kEps, y, mean_.data(), invstd_.data(), var_.data());
+  ops::batchnorm_forward_train<T>(ctx, s, x, gamma, beta, kEps, y, mean_.data(), invstd_.data(), var_.data(), add,
+                                  relu);
   if (this->stats_ != nullptr) {
     ops::scale<T>(ctx, T(1), mean_.data(), this->stats_, size_t(s.c));
     ops::scale<T>(ctx, T(1), var_.data(), this->stats_ + s.c, size_t(s.c));
@@ -234,9 +241,13 @@ void BatchNorm2d<T>::forward(Context& ctx, const T* x, T* y, int n) {
 }
 template <typename T>
 void BatchNorm2d<T>::backward(Context& ctx, const T* x, const T*, const T* dy, T* dx, int n) {
+  backward_relu(ctx, x, nullptr, dy, dx, n);
+}
+template <typename T>
+void BatchNorm2d<T>::backward_relu(Context& ctx, const T* x, const T* relu_y, const T* dy, T* dx, int n) {
   const BnShape s = shape(n);
   ops::batchnorm_backward<T>(ctx, s, x, dy, this->w_, mean_.data(), invstd_.data(), dx, this->dw_,
-                             this->dw_ + s.c);
+                             this->dw_ + s.c, relu_y);
 }
 
 // ------------------------------------------------------------------ GlobalAvgPool
@@ -371,7 +382,7 @@ void BasicBlock<T>::setup(Context& ctx, int max_batch) {
   for (const auto& [name, l] : parts()) l->setup(ctx, max_batch);
   const MemKind mk = ctx.mem_kind();
   const size_t mid = size_t(max_batch) * this->out_.size();
-  for (Buffer<T>* b : {&a1_, &b1_, &r1_, &a2_, &z_, &g1_, &g2_, &g3_}) *b = Buffer<T>(mk, mid, ctx.device());
+  for (Buffer<T>* b : {&a1_, &r1_, &a2_, &g1_, &g2_, &g3_}) *b = Buffer<T>(mk, mid, ctx.device());
   if (sc_conv_) {
     s1_ = Buffer<T>(mk, mid, ctx.device());
     s2_ = Buffer<T>(mk, mid, ctx.device());
@@ -396,33 +407,32 @@ void BasicBlock<T>::set_training(bool on) {
 }
 template <typename T>
 void BasicBlock<T>::forward(Context& ctx, const T* x, T* y, int n) {
-  const size_t len = size_t(n) * this->out_.size();
+  // Batch norm, the shortcut's add and the ReLUs in the batch norms' passes
+  // where the shortcut has y's shape.
   conv1_->forward(ctx, x, a1_.data(), n);
-  bn1_->forward(ctx, a1_.data(), b1_.data(), n);
-  relu_->forward(ctx, b1_.data(), r1_.data(), n);
+  bn1_->forward(ctx, a1_.data(), r1_.data(), n, nullptr, true);
   conv2_->forward(ctx, r1_.data(), a2_.data(), n);
-  bn2_->forward(ctx, a2_.data(), z_.data(), n);
   if (sc_conv_) {
     sc_conv_->forward(ctx, x, s1_.data(), n);
     sc_bn_->forward(ctx, s1_.data(), s2_.data(), n);
-    ops::axpy<T>(ctx, T(1), s2_.data(), z_.data(), len);
+    bn2_->forward(ctx, a2_.data(), y, n, s2_.data(), true);
   } else if (stride_ == 1 && this->in_.c == this->out_.c) {
-    ops::axpy<T>(ctx, T(1), x, z_.data(), len);
+    bn2_->forward(ctx, a2_.data(), y, n, x, true);
   } else {
     const ShortcutShape s{n, this->in_.c, this->in_.h, this->in_.w, this->out_.c, stride_};
-    ops::shortcut_add<T>(ctx, s, x, z_.data());
+    bn2_->forward(ctx, a2_.data(), y, n);
+    ops::shortcut_add<T>(ctx, s, x, y);
+    relu_->forward(ctx, y, y, n);
   }
-  relu_->forward(ctx, z_.data(), y, n);
 }
 template <typename T>
 void BasicBlock<T>::backward(Context& ctx, const T* x, const T* y, const T* dy, T* dx, int n) {
   T* dz = g1_.data();
-  relu_->backward(ctx, z_.data(), y, dy, dz, n);
-  bn2_->backward(ctx, a2_.data(), z_.data(), dz, g2_.data(), n);            // g2: d a2
+  relu_->backward(ctx, nullptr, y, dy, dz, n);
+  bn2_->backward(ctx, a2_.data(), nullptr, dz, g2_.data(), n);               // g2: d a2
   conv2_->backward(ctx, r1_.data(), a2_.data(), g2_.data(), g3_.data(), n);  // g3: d r1
-  relu_->backward(ctx, b1_.data(), r1_.data(), g3_.data(), g2_.data(), n);   // g2: d b1
-  bn1_->backward(ctx, a1_.data(), b1_.data(), g2_.data(), g3_.data(), n);    // g3: d a1
-  conv1_->backward(ctx, x, a1_.data(), g3_.data(), dx, n);
+  bn1_->backward_relu(ctx, a1_.data(), r1_.data(), g3_.data(), g2_.data(), n);  // g2: d a1, the ReLU's too
+  conv1_->backward(ctx, x, a1_.data(), g2_.data(), dx, n);
   if (sc_conv_) {
     sc_bn_->backward(ctx, s1_.data(), s2_.data(), dz, g2_.data(), n);
     sc_conv_->backward(ctx, x, s1_.data(), g2_.data(), dx == nullptr ? nullptr : gx_.data(), n);

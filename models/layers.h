@@ -173,6 +173,11 @@ class BatchNorm2d : public Layer<T> {
   void setup(Context& ctx, int max_batch) override;
   void forward(Context& ctx, const T* x, T* y, int n) override;
   void backward(Context& ctx, const T* x, const T* y, const T* dy, T* dx, int n) override;
+  // A residual block's epilogue in the same pass: y = relu?(bn(x) + add), add
+  // (if non-null) of y's shape.
+  void forward(Context& ctx, const T* x, T* y, int n, const T* add, bool relu);
+  // The backward of bn followed by a ReLU whose output is relu_y.
+  void backward_relu(Context& ctx, const T* x, const T* relu_y, const T* dy, T* dx, int n);
 
  private:
   BnShape shape(int n) const { return BnShape{n, this->in_.c, this->in_.h * this->in_.w}; }
@@ -237,9 +242,9 @@ class BasicBlock : public Layer<T> {
   std::unique_ptr<Conv2d<T>> conv1_, conv2_, sc_conv_;
   std::unique_ptr<BatchNorm2d<T>> bn1_, bn2_, sc_bn_;
   std::unique_ptr<ReLU<T>> relu_;
-  // Activations (a1 conv1, b1 bn1, r1 relu, a2 conv2, z the sum before the
-  // last relu, s1/s2 the projection) and gradient scratch, sized by setup().
-  Buffer<T> a1_, b1_, r1_, a2_, z_, s1_, s2_, g1_, g2_, g3_, gx_;
+  // Activations (a1 conv1, r1 bn1 + relu, a2 conv2, s1/s2 the projection)
+  // and gradient scratch, sized by setup().
+  Buffer<T> a1_, r1_, a2_, s1_, s2_, g1_, g2_, g3_, gx_;
 };
 
 }  // namespace adasync

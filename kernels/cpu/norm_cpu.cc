@@ -47,7 +47,7 @@ void for_each_channel(Context& ctx, int c, F&& f) {
 
 template <typename T>
 void batchnorm_forward_train(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta, double eps,
-                             T* y, T* mean, T* invstd, T* var_unbiased) {
+                             T* y, T* mean, T* invstd, T* var_unbiased, const T* add, bool relu) {
   const size_t hw = size_t(s.hw), stride = size_t(s.c) * hw;
   const double m = double(s.n) * double(hw);
   for_each_channel(ctx, s.c, [&](int k) {
@@ -73,9 +73,24 @@ void batchnorm_forward_train(Context& ctx, const BnShape& s, const T* x, const T
     // (x - mean) first: with a mean far from 0, x * scale + shift would cancel.
     const T scale = T(double(gamma[k]) * is), m0 = T(mu), b0 = beta[k];
     for (int i = 0; i < s.n; ++i) {
-      const T* p = x + size_t(i) * stride + size_t(k) * hw;
-      T* o = y + size_t(i) * stride + size_t(k) * hw;
-      for (size_t q = 0; q < hw; ++q) o[q] = (p[q] - m0) * scale + b0;
+      const size_t off = size_t(i) * stride + size_t(k) * hw;
+      const T* p = x + off;
+      T* o = y + off;
+      // One loop per epilogue, each vectorised.
+      if (add == nullptr && !relu) {
+        for (size_t q = 0; q < hw; ++q) o[q] = (p[q] - m0) * scale + b0;
+      } else if (add == nullptr) {
+        for (size_t q = 0; q < hw; ++q) {
+          const T v = (p[q] - m0) * scale + b0;
+          o[q] = v > T(0) ? v : T(0);
+        }
+      } else {
+        const T* r = add + off;
+        for (size_t q = 0; q < hw; ++q) {
+          const T v = (p[q] - m0) * scale + b0 + r[q];
+          o[q] = !relu || v > T(0) ? v : T(0);
+        }
+      }
     }
   });
 }
@@ -95,31 +110,64 @@ void batchnorm_forward_eval(Context& ctx, const BnShape& s, const T* x, const T*
   });
 }
 
-template <typename T>
-void batchnorm_backward(Context& ctx, const BnShape& s, const T* x, const T* dy, const T* gamma, const T* mean,
-                        const T* invstd, T* dx, T* dgamma, T* dbeta) {
+// One channel of batchnorm_backward; Masked: dy where relu_y > 0 (its own
+// instantiation, so that each loop vectorises), staged in dx by the first
+// pass so that the second reads two of the channel's arrays, as unmasked (the
+// channel's slices of three at batch 128 and 32x32 would not stay in L2).
+template <typename T, bool Masked>
+void batchnorm_backward_channel(const BnShape& s, int k, const T* x, const T* dy, const T* relu_y, const T* gamma,
+                                const T* mean, const T* invstd, T* dx, T* dgamma, T* dbeta) {
   const size_t hw = size_t(s.hw), stride = size_t(s.c) * hw;
   const double m = double(s.n) * double(hw);
-  for_each_channel(ctx, s.c, [&](int k) {
-    const double mu = double(mean[k]), is = double(invstd[k]);
-    Lanes ly, lyx;
-    for (int i = 0; i < s.n; ++i) {
-      const T* g = dy + size_t(i) * stride + size_t(k) * hw;
-      const T* p = x + size_t(i) * stride + size_t(k) * hw;
+  const double mu = double(mean[k]), is = double(invstd[k]);
+  Lanes ly, lyx;
+  for (int i = 0; i < s.n; ++i) {
+    const size_t off = size_t(i) * stride + size_t(k) * hw;
+    const T *g = dy + off, *p = x + off;
+    if constexpr (Masked) {
+      T* staged = dx + off;
+      const T* r = relu_y + off;
+      if (dx != nullptr) {
+        for (size_t q = 0; q < hw; ++q) {
+          const T d = g[q];
+          staged[q] = r[q] > T(0) ? d : T(0);
+        }
+        g = staged;
+      } else {
+        ly.add(hw, [g, r](size_t q) { return r[q] > T(0) ? double(g[q]) : 0.0; });
+        lyx.add(hw, [g, p, r, mu, is](size_t q) { return (r[q] > T(0) ? double(g[q]) : 0.0) * (double(p[q]) - mu) * is; });
+        continue;
+      }
+    }
+    {
       ly.add(hw, [g](size_t q) { return double(g[q]); });
       lyx.add(hw, [g, p, mu, is](size_t q) { return double(g[q]) * (double(p[q]) - mu) * is; });
     }
-    const double sdy = ly.total(), sdyx = lyx.total();
-    dgamma[k] = T(sdyx);
-    dbeta[k] = T(sdy);
-    if (dx == nullptr) return;
-    // dx = a * dy + b * (x - mean) + c, the per-channel constants folded once.
-    const double gi = double(gamma[k]) * is;
-    const double a = gi, b = -gi * is * sdyx / m, c = -gi * sdy / m;
-    for (int i = 0; i < s.n; ++i) {
-      const size_t off = size_t(i) * stride + size_t(k) * hw;
-      for (size_t q = 0; q < hw; ++q) dx[off + q] = T(a * double(dy[off + q]) + b * (double(x[off + q]) - mu) + c);
-    }
+  }
+  const double sdy = ly.total(), sdyx = lyx.total();
+  dgamma[k] = T(sdyx);
+  dbeta[k] = T(sdy);
+  if (dx == nullptr) return;
+  // dx = a * dy + b * (x - mean) + c, the per-channel constants folded once;
+  // in T: the constants carry the double sums, each element three roundings.
+  const double gi = double(gamma[k]) * is;
+  const T a = T(gi), b = T(-gi * is * sdyx / m), c = T(-gi * sdy / m), m0 = T(mu);
+  for (int i = 0; i < s.n; ++i) {
+    const size_t off = size_t(i) * stride + size_t(k) * hw;
+    const T *g = Masked ? dx + off : dy + off, *p = x + off;
+    T* o = dx + off;
+    for (size_t q = 0; q < hw; ++q) o[q] = a * g[q] + b * (p[q] - m0) + c;
+  }
+}
+
+template <typename T>
+void batchnorm_backward(Context& ctx, const BnShape& s, const T* x, const T* dy, const T* gamma, const T* mean,
+                        const T* invstd, T* dx, T* dgamma, T* dbeta, const T* relu_y) {
+  for_each_channel(ctx, s.c, [&](int k) {
+    if (relu_y != nullptr)
+      batchnorm_backward_channel<T, true>(s, k, x, dy, relu_y, gamma, mean, invstd, dx, dgamma, dbeta);
+    else
+      batchnorm_backward_channel<T, false>(s, k, x, dy, relu_y, gamma, mean, invstd, dx, dgamma, dbeta);
   });
 }
 
@@ -225,11 +273,11 @@ void augment_crop_flip(Context& ctx, const float* x, float* y, const int32_t* id
 
 #define ADASYNC_NORM_INSTANTIATE(T)                                                                             \
   template void batchnorm_forward_train<T>(Context&, const BnShape&, const T*, const T*, const T*, double, T*,  \
-                                           T*, T*, T*);                                                       \
+                                           T*, T*, T*, const T*, bool);                                       \
   template void batchnorm_forward_eval<T>(Context&, const BnShape&, const T*, const T*, const T*, const T*,     \
                                           const T*, double, T*);                                             \
   template void batchnorm_backward<T>(Context&, const BnShape&, const T*, const T*, const T*, const T*,         \
-                                      const T*, T*, T*, T*);                                                  \
+                                      const T*, T*, T*, T*, const T*);                                        \
   template void global_avgpool_forward<T>(Context&, int, int, int, const T*, T*);                              \
   template void global_avgpool_backward<T>(Context&, int, int, int, const T*, T*);                             \
   template void shortcut_add<T>(Context&, const ShortcutShape&, const T*, T*);                                 \

@@ -55,13 +55,13 @@ void gather_rows(Context& ctx, const float* rows, const int32_t* labels, const i
 void count_nonfinite(Context& ctx, const float* x, size_t n, int32_t* count);
 template <typename T>
 void batchnorm_forward_train(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta, double eps,
-                             T* y, T* mean, T* invstd, T* var_unbiased);
+                             T* y, T* mean, T* invstd, T* var_unbiased, const T* add = nullptr, bool relu = false);
 template <typename T>
 void batchnorm_forward_eval(Context& ctx, const BnShape& s, const T* x, const T* gamma, const T* beta,
                             const T* running_mean, const T* running_var, double eps, T* y);
 template <typename T>
 void batchnorm_backward(Context& ctx, const BnShape& s, const T* x, const T* dy, const T* gamma, const T* mean,
-                        const T* invstd, T* dx, T* dgamma, T* dbeta);
+                        const T* invstd, T* dx, T* dgamma, T* dbeta, const T* relu_y = nullptr);
 template <typename T>
 void global_avgpool_forward(Context& ctx, int n, int c, int hw, const T* x, T* y);
 template <typename T>

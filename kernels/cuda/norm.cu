@@ -52,22 +52,32 @@ __global__ void bn_stats_kernel(const float* __restrict__ x, int n, int c, int h
   }
 }
 
-// y = x * scale + shift per channel; `mean` and `invstd` are either the batch's
-// (training) or derived from the running buffers (eval: invstd == nullptr).
+// y = (x - mean) * scale + beta per channel; `mean` and `invstd` are either
+// the batch's (training) or derived from the running buffers (eval: invstd ==
+// nullptr); then + add (if non-null) and a ReLU (if relu).
 __global__ void bn_apply_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
                                 const float* __restrict__ beta, const float* __restrict__ mean,
                                 const float* __restrict__ invstd, const float* __restrict__ running_var, double eps,
-                                int c, int hw, size_t total, float* __restrict__ y) {
+                                int c, int hw, size_t total, const float* __restrict__ add, bool relu,
+                                float* __restrict__ y) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
     const int k = int(i / size_t(hw) % size_t(c));
     const double is = invstd != nullptr ? double(invstd[k]) : 1.0 / sqrt(double(running_var[k]) + eps);
     const float scale = float(double(gamma[k]) * is);
-    y[i] = __fadd_rn(__fmul_rn(__fsub_rn(x[i], mean[k]), scale), beta[k]);  // as the CPU twin rounds
+    float v = __fadd_rn(__fmul_rn(__fsub_rn(x[i], mean[k]), scale), beta[k]);
+    if (add != nullptr) v = __fadd_rn(v, add[i]);
+    y[i] = relu && !(v > 0.f) ? 0.f : v;
   }
 }
 
-__global__ void bn_backward_reduce_kernel(const float* __restrict__ x, const float* __restrict__ dy, int n, int c,
-                                          int hw, const float* __restrict__ mean, const float* __restrict__ invstd,
+// dy, or dy where relu_y > 0.
+__device__ __forceinline__ float masked(const float* __restrict__ dy, const float* __restrict__ relu_y, size_t i) {
+  return relu_y == nullptr || relu_y[i] > 0.f ? dy[i] : 0.f;
+}
+
+__global__ void bn_backward_reduce_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                                          const float* __restrict__ relu_y, int n, int c, int hw,
+                                          const float* __restrict__ mean, const float* __restrict__ invstd,
                                           float* dgamma, float* dbeta) {
   __shared__ double sh[kReduceThreads];
   const int k = blockIdx.x;
@@ -76,7 +86,7 @@ __global__ void bn_backward_reduce_kernel(const float* __restrict__ x, const flo
   double sdy = 0, sdyx = 0;
   for (size_t q = threadIdx.x; q < m; q += kReduceThreads) {
     const size_t i = at(k, q, c, hw);
-    const double g = dy[i];
+    const double g = masked(dy, relu_y, i);
     sdy += g;
     sdyx += g * (double(x[i]) - mu) * is;
   }
@@ -88,16 +98,17 @@ __global__ void bn_backward_reduce_kernel(const float* __restrict__ x, const flo
   }
 }
 
+// In float, as the CPU twin: the per-channel constants carry the double sums.
 __global__ void bn_backward_dx_kernel(const float* __restrict__ x, const float* __restrict__ dy,
-                                      const float* __restrict__ gamma, const float* __restrict__ mean,
-                                      const float* __restrict__ invstd, const float* __restrict__ dgamma,
-                                      const float* __restrict__ dbeta, int c, int hw, double m, size_t total,
-                                      float* __restrict__ dx) {
+                                      const float* __restrict__ relu_y, const float* __restrict__ gamma,
+                                      const float* __restrict__ mean, const float* __restrict__ invstd,
+                                      const float* __restrict__ dgamma, const float* __restrict__ dbeta, int c, int hw,
+                                      double m, size_t total, float* __restrict__ dx) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
     const int k = int(i / size_t(hw) % size_t(c));
-    const double is = invstd[k], mu = mean[k], gi = double(gamma[k]) * is;
-    const double b = -gi * is * double(dgamma[k]) / m, cc = -gi * double(dbeta[k]) / m;
-    dx[i] = float(gi * double(dy[i]) + b * (double(x[i]) - mu) + cc);
+    const double is = invstd[k], gi = double(gamma[k]) * is;
+    const float a = float(gi), b = float(-gi * is * double(dgamma[k]) / m), cc = float(-gi * double(dbeta[k]) / m);
+    dx[i] = a * masked(dy, relu_y, i) + b * (x[i] - mean[k]) + cc;
   }
 }
 
@@ -172,12 +183,13 @@ using cuda_detail::kThreads;
 using cuda_detail::prepare;
 
 void batchnorm_forward_train(Context& ctx, const BnShape& s, const float* x, const float* gamma, const float* beta,
-                             double eps, float* y, float* mean, float* invstd, float* var_unbiased) {
+                             double eps, float* y, float* mean, float* invstd, float* var_unbiased, const float* add,
+                             bool relu) {
   CudaState& st = prepare(ctx);
   bn_stats_kernel<<<s.c, kReduceThreads, 0, st.stream>>>(x, s.n, s.c, s.hw, eps, mean, invstd, var_unbiased);
   CUDA_CHECK_LAUNCH();
   bn_apply_kernel<<<blocks_for(s.size()), kThreads, 0, st.stream>>>(x, gamma, beta, mean, invstd, nullptr, eps, s.c,
-                                                                    s.hw, s.size(), y);
+                                                                    s.hw, s.size(), add, relu, y);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -185,19 +197,21 @@ void batchnorm_forward_eval(Context& ctx, const BnShape& s, const float* x, cons
                             const float* running_mean, const float* running_var, double eps, float* y) {
   CudaState& st = prepare(ctx);
   bn_apply_kernel<<<blocks_for(s.size()), kThreads, 0, st.stream>>>(x, gamma, beta, running_mean, nullptr,
-                                                                    running_var, eps, s.c, s.hw, s.size(), y);
+                                                                    running_var, eps, s.c, s.hw, s.size(), nullptr,
+                                                                    false, y);
   CUDA_CHECK_LAUNCH();
 }
 
 void batchnorm_backward(Context& ctx, const BnShape& s, const float* x, const float* dy, const float* gamma,
-                        const float* mean, const float* invstd, float* dx, float* dgamma, float* dbeta) {
+                        const float* mean, const float* invstd, float* dx, float* dgamma, float* dbeta,
+                        const float* relu_y) {
   CudaState& st = prepare(ctx);
-  bn_backward_reduce_kernel<<<s.c, kReduceThreads, 0, st.stream>>>(x, dy, s.n, s.c, s.hw, mean, invstd, dgamma,
-                                                                   dbeta);
+  bn_backward_reduce_kernel<<<s.c, kReduceThreads, 0, st.stream>>>(x, dy, relu_y, s.n, s.c, s.hw, mean, invstd,
+                                                                   dgamma, dbeta);
   CUDA_CHECK_LAUNCH();
   if (dx == nullptr) return;
   bn_backward_dx_kernel<<<blocks_for(s.size()), kThreads, 0, st.stream>>>(
-      x, dy, gamma, mean, invstd, dgamma, dbeta, s.c, s.hw, double(s.n) * s.hw, s.size(), dx);
+      x, dy, relu_y, gamma, mean, invstd, dgamma, dbeta, s.c, s.hw, double(s.n) * s.hw, s.size(), dx);
   CUDA_CHECK_LAUNCH();
 }
 

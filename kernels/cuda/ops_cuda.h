@@ -28,11 +28,13 @@ void sgd_update(Context& ctx, float* w, const float* g, float* velocity, size_t 
 void gather_rows(Context& ctx, const float* rows, const int32_t* labels, const int32_t* idx, int count,
                  size_t dim, float* out, int32_t* out_labels);
 void batchnorm_forward_train(Context& ctx, const BnShape& s, const float* x, const float* gamma, const float* beta,
-                             double eps, float* y, float* mean, float* invstd, float* var_unbiased);
+                             double eps, float* y, float* mean, float* invstd, float* var_unbiased,
+                             const float* add = nullptr, bool relu = false);
 void batchnorm_forward_eval(Context& ctx, const BnShape& s, const float* x, const float* gamma, const float* beta,
                             const float* running_mean, const float* running_var, double eps, float* y);
 void batchnorm_backward(Context& ctx, const BnShape& s, const float* x, const float* dy, const float* gamma,
-                        const float* mean, const float* invstd, float* dx, float* dgamma, float* dbeta);
+                        const float* mean, const float* invstd, float* dx, float* dgamma, float* dbeta,
+                        const float* relu_y = nullptr);
 void global_avgpool_forward(Context& ctx, int n, int c, int hw, const float* x, float* y);
 void global_avgpool_backward(Context& ctx, int n, int c, int hw, const float* dy, float* dx);
 void shortcut_add(Context& ctx, const ShortcutShape& s, const float* x, float* y);

@@ -45,6 +45,41 @@ TEST(BatchNormCpu, TrainingModeMatchesTheDefinition) {
   }
 }
 
+// The residual block's epilogue in batch norm's passes (add, ReLU; the ReLU's
+// backward as a mask) gives the bits of the separate ops, odd sizes included.
+TEST(BatchNormCpu, FusedAddAndReluEqualTheSeparateOps) {
+  for (const BnShape s : {BnShape{4, 3, 25}, BnShape{1, 2, 7}, BnShape{3, 16, 64}, BnShape{9, 5, 1}}) {
+    ThreadPool pool(2);
+    auto ctx = Context::cpu(&pool);
+    const auto x = random_vector<float>(s.size(), 7 + s.hw, -3, 5);
+    const auto add = random_vector<float>(s.size(), 8 + s.hw, -4, 4);
+    const auto dy = random_vector<float>(s.size(), 9 + s.hw);
+    const auto gamma = random_vector<float>(size_t(s.c), 2, 0.5, 2), beta = random_vector<float>(size_t(s.c), 3);
+    const size_t c = size_t(s.c);
+    std::vector<float> mean(c), invstd(c), var(c);
+    for (const bool with_add : {false, true}) {
+      std::vector<float> y(s.size()), fused(s.size());
+      cpu::batchnorm_forward_train<float>(*ctx, s, x.data(), gamma.data(), beta.data(), 1e-5, y.data(), mean.data(),
+                                          invstd.data(), var.data());
+      if (with_add) cpu::axpy<float>(*ctx, 1.f, add.data(), y.data(), y.size());
+      cpu::relu_forward<float>(*ctx, y.data(), y.data(), y.size());
+      cpu::batchnorm_forward_train<float>(*ctx, s, x.data(), gamma.data(), beta.data(), 1e-5, fused.data(),
+                                          mean.data(), invstd.data(), var.data(), with_add ? add.data() : nullptr, true);
+      EXPECT_EQ(y, fused) << "add " << with_add << " hw " << s.hw;
+      // Backward through the ReLU whose output is y.
+      std::vector<float> g(s.size()), dx(s.size()), dg(c), db(c), dxf(s.size()), dgf(c), dbf(c);
+      cpu::relu_backward<float>(*ctx, y.data(), dy.data(), g.data(), g.size());
+      cpu::batchnorm_backward<float>(*ctx, s, x.data(), g.data(), gamma.data(), mean.data(), invstd.data(), dx.data(),
+                                     dg.data(), db.data());
+      cpu::batchnorm_backward<float>(*ctx, s, x.data(), dy.data(), gamma.data(), mean.data(), invstd.data(),
+                                     dxf.data(), dgf.data(), dbf.data(), y.data());
+      EXPECT_EQ(dx, dxf);
+      EXPECT_EQ(dg, dgf);
+      EXPECT_EQ(db, dbf);
+    }
+  }
+}
+
 TEST(BatchNormCpu, EvalModeWithTheBatchStatisticsEqualsTrainingMode) {
   auto ctx = Context::cpu();
   const BnShape s{6, 4, 10};

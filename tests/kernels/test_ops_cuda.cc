@@ -283,6 +283,28 @@ TEST_F(CudaOps, BatchNormMatchesCpu) {
     EXPECT_LT(l2_rel_error(download(*gpu, gdx.data(), y.size()), dx), 1e-5) << at;
     EXPECT_LT(l2_rel_error(download(*gpu, gdg.data(), c), dg), 1e-6) << at;
     EXPECT_LT(l2_rel_error(download(*gpu, gdb.data(), c), db), 1e-6) << at;
+    // The residual epilogue: + add, ReLU; backward masked by the ReLU's output.
+    const auto add = random_vector<float>(s.size(), seed++, -2, 2);
+    auto gadd = upload(*gpu, add);
+    cpu::batchnorm_forward_train<float>(*cpu, s, x.data(), gamma.data(), beta.data(), 1e-5, y.data(), mean.data(),
+                                        invstd.data(), var.data(), add.data(), true);
+    cpu::batchnorm_backward<float>(*cpu, s, x.data(), dy.data(), gamma.data(), mean.data(), invstd.data(), dx.data(),
+                                   dg.data(), db.data(), y.data());
+    ops::batchnorm_forward_train<float>(*gpu, s, gx.data(), gg.data(), gb.data(), 1e-5, gy.data(), gm.data(), gi.data(),
+                                        gv.data(), gadd.data(), true);
+    ops::batchnorm_backward<float>(*gpu, s, gx.data(), gdy.data(), gg.data(), gm.data(), gi.data(), gdx.data(),
+                                   gdg.data(), gdb.data(), gy.data());
+    const auto fy = download(*gpu, gy.data(), y.size());
+    EXPECT_LT(l2_rel_error(fy, y), 1e-6) << at << " fused";
+    // A value at the ReLU's edge may round to the other side; the masks agree elsewhere.
+    size_t flipped = 0;
+    for (size_t i = 0; i < y.size(); ++i) flipped += (fy[i] > 0) != (y[i] > 0);
+    EXPECT_LE(flipped, y.size() / 1000) << at;
+    if (flipped == 0) {
+      EXPECT_LT(l2_rel_error(download(*gpu, gdx.data(), y.size()), dx), 1e-5) << at << " fused";
+      EXPECT_LT(l2_rel_error(download(*gpu, gdg.data(), c), dg), 1e-6) << at << " fused";
+      EXPECT_LT(l2_rel_error(download(*gpu, gdb.data(), c), db), 1e-6) << at << " fused";
+    }
   }
 }
 

@@ -45,16 +45,16 @@ TEST(TrainerE2E, Resnet20LearnsFashionMnist32WithTheCifarRecipe) {
   c.opt.weight_decay = 5e-4;
   c.opt.no_decay_bn = true;
   c.lr_schedule = LrSchedule::Cosine;
-  c.epochs = 1;
-  c.max_updates = 160;
+  c.epochs = 160.0 * 32 / 60000;  // 160 updates, the cosine schedule spanning them
   c.eval_every = "0";
   c.progress = Progress::None;
   c.devices = Devices::Cpu;
   const RunSummary s = Trainer(c).run();
-  EXPECT_EQ(s.updates, 160);
-  // Ten classes: 10% by chance. Seeds 1-6 at 80 updates spread over 26-51%
-  // (the running buffers have seen few batches); at 160, 47-69%.
-  EXPECT_GE(s.final_eval.accuracy, 0.45);
+  EXPECT_GE(s.updates, 160);
+  // Ten classes: 10% by chance. Seeds 1-6 give 66-70%. (Cut short at a
+  // high rate, the running buffers trail the weights: 26-51% at 80 updates
+  // of a one-epoch schedule.)
+  EXPECT_GE(s.final_eval.accuracy, 0.60);
 }
 
 }  // namespace
