@@ -20,11 +20,35 @@ std::string fmt(const char* f, double v) {
 }
 }  // namespace
 
+namespace {
+// tqdm's style: m:ss, or h:mm:ss from an hour.
+std::string clock_text(double s) {
+  const long long t = static_cast<long long>(std::llround(std::max(0.0, std::min(s, 3.6e8))));
+  char b[32];
+  if (t >= 3600) std::snprintf(b, sizeof b, "%lld:%02lld:%02lld", t / 3600, t / 60 % 60, t % 60);
+  else std::snprintf(b, sizeof b, "%lld:%02lld", t / 60, t % 60);
+  return b;
+}
+
+// "  37% eta 1:23", "  37%" before an estimate, "" without a limit.
+std::string done_text(double fraction, double eta) {
+  if (fraction < 0) return "";
+  std::string s = fmt("  %3.0f%%", 100 * fraction);
+  if (eta >= 0) s += " eta " + clock_text(eta);
+  return s;
+}
+}  // namespace
+
 Reporter::Reporter(const TrainConfig& cfg, const WallTimer* wall) : cfg_(cfg), wall_(wall) {
   tty_ = cfg_.progress == Progress::Auto && isatty(fileno(stdout));
 }
 
-void Reporter::open(const nlohmann::json& start, const nlohmann::json& trace_header) {
+void Reporter::open(const nlohmann::json& start, const nlohmann::json& trace_header, double now) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    start_fraction_ = std::max(0.0, done(stats_.updates, stats_.counted * cfg_.batch, now).fraction);
+    start_wall_ = 0;  // the wall timer starts with training, after open()
+  }
   auto create = [](const std::string& path, const char* flag) {
     try {
       return std::make_unique<AtomicLines>(path);
@@ -157,9 +181,25 @@ int64_t Reporter::counted_samples() {
   return stats_.counted * cfg_.batch;
 }
 
+Reporter::Done Reporter::done(int64_t updates, int64_t samples, double now) {
+  Done d;
+  auto at_least = [&d](double f) { d.fraction = std::max(d.fraction, std::min(1.0, std::max(0.0, f))); };
+  if (cfg_.max_updates > 0) at_least(double(updates) / double(cfg_.max_updates));
+  if (max_samples_ > 0) at_least(double(samples) / double(max_samples_));
+  if (cfg_.time_budget > 0) at_least(now / cfg_.time_budget);
+  if (d.fraction < 0) return d;
+  const double wall = wall_->seconds();
+  if (start_fraction_ < 0) return d;  // before open()
+  if (d.fraction >= 1) d.eta = 0;
+  else if (d.fraction > start_fraction_ && wall > start_wall_)
+    d.eta = (wall - start_wall_) * (1 - d.fraction) / (d.fraction - start_fraction_);
+  return d;
+}
+
 void Reporter::evaluated(const EvalResult& ev, int64_t version, double now, bool final, const nlohmann::json& extra,
                          int64_t samples) {
   std::lock_guard<std::mutex> lk(mu_);
+  const Done dn = done(version, samples, now);
   const AggregatorStats& st = stats_;
   const double loss = win_loss_n_ ? win_loss_sum_ / double(win_loss_n_) : last_loss_;
   last_loss_ = loss;
@@ -189,13 +229,15 @@ void Reporter::evaluated(const EvalResult& ev, int64_t version, double now, bool
     last_eval_time_ = now;
     last_eval_updates_ = version;
   }
+  if (dn.fraction >= 0) j["fraction_done"] = dn.fraction;
+  if (dn.eta >= 0) j["eta_s"] = dn.eta;
   for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
   if (metrics_) metrics_->write(j);
   if (cfg_.progress != Progress::None) {
-    std::printf("%s[%8.2fs] upd %7lld  samples %9lld  %8.0f samp/s  K %d  loss %.4f  test acc %6.2f%%  stale %.2f/%lld\n",
+    std::printf("%s[%8.2fs] upd %7lld  samples %9lld  %8.0f samp/s  K %d  loss %.4f  test acc %6.2f%%  stale %.2f/%lld%s\n",
                 tty_ ? "\r" : "", now, static_cast<long long>(version), static_cast<long long>(samples),
                 now > 0 ? double(samples) / now : 0.0, k_, loss, 100 * ev.accuracy, stale_mean,
-                static_cast<long long>(win_stale_max_));
+                static_cast<long long>(win_stale_max_), done_text(dn.fraction, final ? -1 : dn.eta).c_str());
     std::fflush(stdout);
   }
   win_loss_sum_ = 0;
@@ -227,10 +269,12 @@ void Reporter::progress(double now, bool force) {
   last_progress_wall_ = wall;
   const int64_t samples = stats_.counted * cfg_.batch;
   const double loss = win_loss_n_ ? win_loss_sum_ / double(win_loss_n_) : last_loss_;
-  std::printf("\r[%8.2fs] upd %7lld  %8.0f samp/s  K %d  loss %.4f  acc %s  stale %.2f   ", now,
-              static_cast<long long>(stats_.updates), now > 0 ? double(samples) / now : 0.0, k_, loss,
+  const Done dn = done(stats_.updates, samples, now);
+  const std::string of = cfg_.max_updates > 0 ? "/" + std::to_string(cfg_.max_updates) : "";
+  std::printf("\r[%8.2fs] upd %7lld%s  %8.0f samp/s  K %d  loss %.4f  acc %s  stale %.2f%s   ", now,
+              static_cast<long long>(stats_.updates), of.c_str(), now > 0 ? double(samples) / now : 0.0, k_, loss,
               last_acc_ < 0 ? "  -   " : fmt("%5.2f%%", 100 * last_acc_).c_str(),
-              win_stale_n_ ? win_stale_sum_ / double(win_stale_n_) : 0.0);
+              win_stale_n_ ? win_stale_sum_ / double(win_stale_n_) : 0.0, done_text(dn.fraction, dn.eta).c_str());
   std::fflush(stdout);
 }
 

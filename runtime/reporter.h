@@ -27,7 +27,12 @@ class Reporter : public UpdateObserver {
   Reporter(const TrainConfig& cfg, const WallTimer* wall);
 
   // Files: the metrics' start object and the trace header.
-  void open(const nlohmann::json& start, const nlohmann::json& trace_header);
+  // `now`: the clock at the start (a resumed run's time); the estimate of the
+  // time left counts progress from here.
+  void open(const nlohmann::json& start, const nlohmann::json& trace_header, double now = 0);
+  // The run's sample limit (epochs of the training set; 0: none), for the
+  // fraction done beside --max-updates and --time-budget. Before open().
+  void set_sample_limit(int64_t max_samples) { max_samples_ = max_samples; }
   void commit(int64_t trace_updates);
 
   // UpdateObserver
@@ -90,6 +95,15 @@ class Reporter : public UpdateObserver {
   std::vector<int> failed_workers_;
   std::vector<int> lost_ranks_;
   int64_t watchdog_alarms_ = 0;
+  // The fraction of the run done (the largest over its limits; -1 without
+  // one) and the wall seconds left at the rate since the first look (-1
+  // before any progress). Under mu_.
+  struct Done {
+    double fraction = -1, eta = -1;
+  };
+  Done done(int64_t updates, int64_t samples, double now);
+  int64_t max_samples_ = 0;
+  double start_fraction_ = -1, start_wall_ = 0;
 };
 
 }  // namespace adasync

@@ -173,6 +173,7 @@ void Trainer::setup() {
   r.positions = std::make_unique<std::vector<std::atomic<uint64_t>>>(size_t(P));
 
   r.reporter = std::make_unique<Reporter>(c, &r.wall);
+  r.reporter->set_sample_limit(r.max_samples);
   r.supervisor = std::make_unique<Supervisor>(c, *r.reporter, r.max_samples);
   r.loop->observe(r.reporter.get());
   r.loop->observe(r.supervisor.get());
@@ -198,7 +199,7 @@ void Trainer::setup() {
   if (!c.init_from.empty()) trace_header["init_from"] = c.init_from;  // the replay starts there too
   if (c.augment) trace_header["augment"] = true;                     // the replay crops and flips again
   if (c.opt.no_decay_bn) trace_header["no_decay_bn"] = true;
-  r.reporter->open(start, trace_header);
+  r.reporter->open(start, trace_header, r.resume_time);
 }
 
 RunSummary Trainer::run() {

@@ -103,6 +103,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-epoch", action="store_true", help="skip the one-epoch accuracy comparison")
     ap.add_argument("--epoch-seeds", type=int, default=1, help="seeds of the one-epoch comparison, each framework")
+    ap.add_argument("--epoch-only", action="store_true", help="only the one-epoch accuracy comparison")
     ap.add_argument("--cpu-path", choices=sorted(PATH_ENV), help="cap both frameworks at this CPU path")
     ap.add_argument("--target", type=float, default=1.3, help="throughput ratio to report against")
     ap.add_argument("--model", choices=sorted(MODEL), default="cnn",
@@ -119,28 +120,29 @@ def main():
           + " ".join(f"{k}={v}" for k, v in PATH_ENV.get(a.cpu_path, ({}, {}))[1].items())
           + f"; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}")
     ours, theirs, name = [], [], "pytorch"
-    for _ in range(a.rounds):
+    for _ in range(0 if a.epoch_only else a.rounds):
         (o, _), load_o = measured(lambda: adasync(a.trainer, a.threads, steps=a.steps))
         (t, _, name), load_t = measured(lambda: torch_ref(a.threads, steps=a.steps))
         ours.append((o, load_o))
         theirs.append((t, load_t))
-    free = 1 - a.threads / os.cpu_count()
-    quiet = [i for i in range(a.rounds) if ours[i][1] < free + QUIET and theirs[i][1] < free + QUIET]
-    use = quiet if quiet else list(range(a.rounds))
-    o = statistics.median(ours[i][0] for i in use)
-    t = statistics.median(theirs[i][0] for i in use)
-    print(f"{a.model}, batch {OPTS['batch']}, {a.threads} CPU threads, {a.rounds} alternating rounds of {a.steps} steps")
-    print(f"{'framework':28s} {'samples/s (median)':>19s}   all rounds (others' share of the CPUs meanwhile)")
-    print(f"{'adasync':28s} {o:19.0f}   {'  '.join(f'{x:.0f} ({100 * l:.0f}%)' for x, l in ours)}")
-    print(f"{name:28s} {t:19.0f}   {'  '.join(f'{x:.0f} ({100 * l:.0f}%)' for x, l in theirs)}")
-    if quiet:
-        print(f"medians over the {len(quiet)} quiet rounds (others < {100 * (free + QUIET):.0f}% during both runs): "
-              + " ".join(str(i + 1) for i in quiet))
-    else:
-        print(f"no quiet round (others >= {100 * (free + QUIET):.0f}% during every round): medians over all rounds, "
-              "not to be trusted")
-    print(f"throughput ratio adasync / pytorch: {o / t:.2f}x (target >= {a.target:.1f}x); "
-          f"per round: {' '.join(f'{x[0] / y[0]:.2f}' for x, y in zip(ours, theirs))}")
+    if not a.epoch_only:
+        free = 1 - a.threads / os.cpu_count()
+        quiet = [i for i in range(a.rounds) if ours[i][1] < free + QUIET and theirs[i][1] < free + QUIET]
+        use = quiet if quiet else list(range(a.rounds))
+        o = statistics.median(ours[i][0] for i in use)
+        t = statistics.median(theirs[i][0] for i in use)
+        print(f"{a.model}, batch {OPTS['batch']}, {a.threads} CPU threads, {a.rounds} alternating rounds of {a.steps} steps")
+        print(f"{'framework':28s} {'samples/s (median)':>19s}   all rounds (others' share of the CPUs meanwhile)")
+        print(f"{'adasync':28s} {o:19.0f}   {'  '.join(f'{x:.0f} ({100 * l:.0f}%)' for x, l in ours)}")
+        print(f"{name:28s} {t:19.0f}   {'  '.join(f'{x:.0f} ({100 * l:.0f}%)' for x, l in theirs)}")
+        if quiet:
+            print(f"medians over the {len(quiet)} quiet rounds (others < {100 * (free + QUIET):.0f}% during both runs): "
+                  + " ".join(str(i + 1) for i in quiet))
+        else:
+            print(f"no quiet round (others >= {100 * (free + QUIET):.0f}% during every round): medians over all rounds, "
+                  "not to be trusted")
+        print(f"throughput ratio adasync / pytorch: {o / t:.2f}x (target >= {a.target:.1f}x); "
+              f"per round: {' '.join(f'{x[0] / y[0]:.2f}' for x, y in zip(ours, theirs))}")
     if not a.no_epoch and a.epoch_seeds == 1:
         _, acc_o = adasync(a.trainer, a.threads, epochs=1)
         _, acc_t, _ = torch_ref(a.threads, epochs=1)

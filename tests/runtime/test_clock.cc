@@ -182,6 +182,56 @@ TEST(RealClock, EvaluationsRunWhileWorkersTrain) {
   EXPECT_GE(evals, 3);
 }
 
+// Each evaluation says how much of the run is done (the largest fraction over
+// its limits) and, once it has a rate, the wall seconds left; without a limit
+// neither. On both clocks.
+TEST(Progress, EvaluationsCarryTheFractionDoneAndTheTimeLeft) {
+  for (const std::string clock : {"virtual", "real"}) {
+    const std::string path = ::testing::TempDir() + "/progress_" + clock + ".jsonl";
+    TrainConfig c = small_config("k-async", 2, clock);
+    c.max_updates = 200;
+    c.eval_every = "50";
+    c.metrics = path;
+    Trainer(c, small_data()).run();
+    std::ifstream in(path);
+    std::vector<nlohmann::json> evals;
+    for (std::string line; std::getline(in, line);) {
+      auto j = nlohmann::json::parse(line);
+      if (j["event"] == "eval" || j["event"] == "final") evals.push_back(j);
+    }
+    ASSERT_GE(evals.size(), 4u) << clock;
+    double last = -1;
+    for (const auto& j : evals) {
+      ASSERT_TRUE(j.contains("fraction_done")) << clock;
+      const double f = j["fraction_done"];
+      EXPECT_NEAR(f, double(j["updates"].get<int64_t>()) / 200.0, 1e-12) << clock;
+      EXPECT_GE(f, last) << clock;  // the eval at 200 and the final one share 1
+      last = f;
+      ASSERT_TRUE(j.contains("eta_s")) << clock;
+      EXPECT_GE(j["eta_s"].get<double>(), 0.0) << clock;
+    }
+    EXPECT_EQ(evals.back()["fraction_done"].get<double>(), 1.0) << clock;
+    EXPECT_EQ(evals.back()["eta_s"].get<double>(), 0.0) << clock;
+  }
+  // A time budget on the virtual clock: the fraction is the clock's.
+  const std::string path = ::testing::TempDir() + "/progress_budget.jsonl";
+  TrainConfig c = small_config("k-async", 2, "virtual");
+  c.max_updates = 0;
+  c.time_budget = 40;
+  c.eval_every = "10s";
+  c.metrics = path;
+  Trainer(c, small_data()).run();
+  std::ifstream in(path);
+  int seen = 0;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["event"] != "eval") continue;
+    ++seen;
+    EXPECT_NEAR(j["fraction_done"].get<double>(), j["time"].get<double>() / 40, 1e-9);
+  }
+  EXPECT_GE(seen, 2);
+}
+
 TEST(Trace, RecordThenReplayReproducesTheParametersBitForBit) {
   const std::string dir = ::testing::TempDir();
   for (const std::string clock : {"virtual", "real"}) {
