@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <sstream>
 #include <thread>
 
 #include "models/model.h"
@@ -239,6 +240,15 @@ int trainer_main(int argc, char** argv) {
   app.add_option("--trace", c.trace, "Record every applied gradient to FILE (JSON Lines)")->group(g_out);
   app.add_option("--replay", c.replay, "Re-apply a recorded trace and print the final parameters' checksum")->group(g_out);
   app.add_option("--progress", progress, "auto (live line on a terminal), plain or none")->capture_default_str()->group(g_out);
+  // Settings in a file: CLI11's TOML reader; flags on the command line win.
+  app.set_config("--config", "", "Read settings from a TOML FILE (key = value, keys the flags' names without --); "
+                                 "flags given on the command line override it")
+      ->group(g_out);
+  app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error, not ignored
+  bool print_config = false;
+  app.add_flag("--print-config", print_config,
+               "Print the complete effective settings as TOML (what --config reads) and exit")
+      ->group(g_out);
 
   try {
     app.parse(argc, argv);
@@ -246,9 +256,32 @@ int trainer_main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
+  } catch (const CLI::ConfigError& e) {
+    std::string what = e.what();
+    const std::string extra = "INI was not able to parse ";
+    if (what.rfind(extra, 0) == 0) what = "unknown setting '" + what.substr(extra.size()) + "'";
+    const CLI::Option* file = app.get_config_ptr();
+    std::fprintf(stderr,
+                 "trainer: --config %s: %s\n(keys are the flags' names without --; trainer --print-config writes "
+                 "them all)\n",
+                 file != nullptr && file->count() > 0 ? file->as<std::string>().c_str() : "", what.c_str());
+    return 2;
   } catch (const CLI::Error& e) {
     std::fprintf(stderr, "trainer: %s\n(run trainer --help for the flags)\n", e.what());
     return 2;
+  }
+
+  if (print_config) {
+    // CLI11's TOML of every option, less the ones without a value (their
+    // defaults depend on other settings) and the two that handle the file.
+    std::istringstream all(app.config_to_str(true, false));
+    for (std::string line; std::getline(all, line);) {
+      const size_t eq = line.find('=');
+      const std::string key = line.substr(0, eq);
+      if (eq == std::string::npos || line.substr(eq + 1) == "\"\"" || key == "print-config" || key == "config") continue;
+      std::printf("%s\n", line.c_str());
+    }
+    return 0;
   }
 
   try {

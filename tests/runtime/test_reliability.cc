@@ -860,5 +860,76 @@ INSTANTIATE_TEST_SUITE_P(
         BadFlag{{"--variant", "swarm", "--workers", "4", "--momentum", "0.9"}, "--momentum"},
         BadFlag{{"--variant", "swarm", "--workers", "4", "--weight-decay", "1e-4"}, "--weight-decay"}));
 
+// ------------------------------------------------------------------ settings in a file
+// trainer_main with these arguments: its exit code, stdout and stderr.
+struct Ran {
+  int rc;
+  std::string out, err;
+};
+Ran run_main(std::vector<std::string> args) {
+  args.insert(args.begin(), "trainer");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  const int rc = trainer_main(int(argv.size()), argv.data());
+  std::fflush(stdout);
+  Ran r{rc, testing::internal::GetCapturedStdout(), testing::internal::GetCapturedStderr()};
+  return r;
+}
+
+void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+// --print-config writes what --config reads back to the same settings; the
+// command line overrides the file; a run from the file is the run from the
+// flags, bit for bit.
+TEST(ConfigFile, PrintConfigRoundTripsAndTheCommandLineWins) {
+  const std::vector<std::string> flags = {"--dataset", "gaussian", "--model", "linear", "--epochs", "0.2",
+                                          "--clock", "virtual", "--workers", "3", "--variant", "k-async", "--k", "2",
+                                          "--straggler", "exp:mean=1", "--devices", "cpu", "--lr", "0.07",
+                                          "--lr-schedule", "cosine", "--progress", "plain", "--eval-every", "0"};
+  std::vector<std::string> printing = flags;
+  printing.push_back("--print-config");
+  const Ran printed = run_main(printing);
+  ASSERT_EQ(printed.rc, 0) << printed.err;
+  EXPECT_NE(printed.out.find("lr=0.07"), std::string::npos) << printed.out;
+  EXPECT_NE(printed.out.find("variant=\"k-async\""), std::string::npos) << printed.out;
+  EXPECT_EQ(printed.out.find("print-config"), std::string::npos) << printed.out;
+  const std::string file = ::testing::TempDir() + "/settings.toml";
+  write_file(file, printed.out);
+  const Ran again = run_main({"--config", file, "--print-config"});
+  ASSERT_EQ(again.rc, 0) << again.err;
+  EXPECT_EQ(again.out, printed.out);
+  const Ran over = run_main({"--config", file, "--lr", "0.2", "--print-config"});
+  EXPECT_NE(over.out.find("lr=0.2\n"), std::string::npos) << over.out;
+
+  const Ran from_flags = run_main(flags);
+  const Ran from_file = run_main({"--config", file});
+  ASSERT_EQ(from_flags.rc, 0) << from_flags.err;
+  ASSERT_EQ(from_file.rc, 0) << from_file.err;
+  auto checksum = [](const std::string& out) {
+    const size_t at = out.find("params checksum ");
+    return at == std::string::npos ? std::string() : out.substr(at, 32);
+  };
+  EXPECT_FALSE(checksum(from_flags.out).empty()) << from_flags.out;
+  EXPECT_EQ(checksum(from_flags.out), checksum(from_file.out));
+}
+
+TEST(ConfigFile, UnknownKeysAndBadValuesNameTheFileOrTheSetting) {
+  const std::string file = ::testing::TempDir() + "/bad_settings.toml";
+  write_file(file, "model=\"linear\"\nlearning-rate=0.1\n");
+  Ran r = run_main({"--config", file});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find(file), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("unknown setting 'learning-rate'"), std::string::npos) << r.err;
+  write_file(file, "lr=\"fast\"\n");
+  r = run_main({"--config", file});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("--lr"), std::string::npos) << r.err;
+  r = run_main({"--config", ::testing::TempDir() + "/no_such_settings.toml"});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("no_such_settings.toml"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace adasync
