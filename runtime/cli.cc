@@ -48,7 +48,7 @@ int trainer_main(int argc, char** argv) {
       ->group(g_data);
   app.add_option("--model", c.model,
                  "Network: " + join(model_names()) +
-                     ", a layer list such as conv5x5-32,relu,pool2,fc1024,relu,fc, or a .json file (see README)")
+                     ", a layer list such as conv5x5-32,relu,pool2,fc1024,relu,fc, or a .json file (see docs/models.md)")
       ->capture_default_str()->group(g_data);
   app.add_option("--dataset", c.dataset, "fashion-mnist, fashion-mnist32 (padded to 32x32), mnist, cifar10, gaussian or teacher")
       ->capture_default_str()->group(g_data);
