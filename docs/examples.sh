@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every example of README.md and docs/*.md: the lines of the fenced
 # blocks opened with ```sh example, each with a short limit added
-# (--max-updates 3; the final evaluation still runs), in a scratch directory.
+# (--max-updates 3, but not to a replay or an export; the final evaluation
+# still runs), in order, in one scratch directory.
 # An example that needs what the machine lacks (a GPU, mpirun, other hosts)
 # is skipped, saying so. Ends with "N passed, N failed, N skipped"; exits 1
 # if any failed.
@@ -24,6 +25,12 @@ while IFS=$'\t' read -r file cmd; do
   case "$cmd" in
     *"--host "*) why="runs on other hosts" ;;
   esac
+  case "$cmd" in
+    *"--dataset cifar10 --data-dir "*)
+      dir="${cmd#*--data-dir }"; dir="${dir%% *}"
+      [ -d "$scratch/$dir" ] || [ -d "$dir" ] || why="needs CIFAR-10's binary batches in $dir"
+      ;;
+  esac
   if [ -n "$why" ]; then
     echo "skip ($why): $file: $cmd"
     skipped=$((skipped + 1))
@@ -32,8 +39,12 @@ while IFS=$'\t' read -r file cmd; do
   # The binary as built; mpirun gets --oversubscribe (its ranks may outnumber the cores here).
   run="${cmd//.\/build\/trainer/$trainer}"
   run="${run/#mpirun /mpirun --oversubscribe }"
+  # A replay or an export takes no limit (they train nothing).
+  limit="--max-updates 3"
+  case "$cmd" in *"--replay "* | *"--export "*) limit="" ;; esac
   t0=$SECONDS
-  if (cd "$scratch" && timeout 300 bash -c "$run --max-updates 3 --progress plain" >"$scratch/log" 2>&1); then
+  # stdin from /dev/null: mpirun would read the rest of the list.
+  if (cd "$scratch" && timeout 300 bash -c "$run $limit --progress plain" </dev/null >"$scratch/log" 2>&1); then
     echo "ok ($((SECONDS - t0)) s): $file: $cmd"
     passed=$((passed + 1))
   else
