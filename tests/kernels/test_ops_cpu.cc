@@ -153,7 +153,8 @@ INSTANTIATE_TEST_SUITE_P(
                                          ConvCase{3, 16, 8, 12, 32, 3, 1, 1},   // both ways
                                          ConvCase{1, 64, 8, 8, 64, 3, 1, 1},    // the last stage, one image
                                          ConvCase{2, 32, 10, 6, 16, 3, 0, 1},   // valid: forward only
-                                         ConvCase{2, 16, 4, 8, 48, 3, 2, 1}),   // pad 2: 6 x 10 out, backward only
+                                         ConvCase{2, 16, 4, 8, 48, 3, 2, 1},    // pad 2: 6 x 10 out, backward only
+                                         ConvCase{8, 16, 28, 28, 16, 3, 1, 1}), // 7 tiles a row (an odd count)
                        ::testing::Values(1, 3), kPaths));
 
 class ConvPaths : public ::testing::TestWithParam<CpuPath> {};
