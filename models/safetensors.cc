@@ -96,7 +96,19 @@ std::string encode_safetensors(const std::vector<ParamTensor>& tensors, const fl
   return out;
 }
 
+uint64_t safetensors_header_end(const unsigned char* bytes, size_t avail) {
+  if (avail < 8) return 8;
+  uint64_t hlen = 0;
+  std::memcpy(&hlen, bytes, 8);
+  return hlen > kMaxHeader ? 8 : 8 + hlen;
+}
+
 SafetensorsFile decode_safetensors(const unsigned char* bytes, size_t size, const std::string& what) {
+  return decode_safetensors_header(bytes, size, size, what, true);
+}
+
+SafetensorsFile decode_safetensors_header(const unsigned char* bytes, size_t avail, uint64_t size,
+                                          const std::string& what, bool with_data) {
   auto fail = [&](const std::string& msg) -> void { throw SafetensorsError(what + ": " + msg); };
   if (size < 8)
     fail("not a safetensors file: expected at least 8 bytes (the header length), found " + std::to_string(size));
@@ -107,6 +119,7 @@ SafetensorsFile decode_safetensors(const unsigned char* bytes, size_t size, cons
          " bytes follow the length field)");
   if (hlen > kMaxHeader)
     fail("header length " + std::to_string(hlen) + " exceeds the format's limit of " + std::to_string(kMaxHeader));
+  EXPECTS(avail >= 8 + hlen && (!with_data || avail == size), "decode_safetensors_header: " << avail << " bytes given");
   const unsigned char* hp = bytes + 8;
   if (json_depth(hp, size_t(hlen)) > kMaxDepth)
     fail("header nests deeper than " + std::to_string(kMaxDepth) + " levels");
@@ -187,7 +200,7 @@ SafetensorsFile decode_safetensors(const unsigned char* bytes, size_t size, cons
   if (covered != data_size)
     fail("the data section holds " + std::to_string(data_size) + " bytes, the tensors cover " +
          std::to_string(covered) + " (expected them to cover it exactly)");
-  f.data.assign(bytes + 8 + hlen, bytes + size);
+  if (with_data) f.data.assign(bytes + 8 + hlen, bytes + size);
   return f;
 }
 
@@ -200,31 +213,13 @@ SafetensorsFile read_safetensors(const std::string& path) {
 
 std::vector<float> read_model_params(const SafetensorsFile& f, const std::vector<ParamTensor>& expected,
                                      const std::string& what) {
-  auto names = [](const auto& list) {
-    std::string s;
-    size_t shown = 0;
-    for (const auto& t : list) {
-      if (++shown > 12) return s + ", ...";
-      s += (s.empty() ? "" : ", ") + t.name;
-    }
-    return s.empty() ? std::string("none") : s;
-  };
+  check_model_tensors(f, expected, what);
   size_t total = 0;
   for (const auto& t : expected) total = std::max(total, t.offset + t.count);
   std::vector<float> params(total);
   for (const auto& t : expected) {
     const SafetensorsEntry* e = f.find(t.name);
-    if (e == nullptr)
-      throw SafetensorsError(what + ": no tensor '" + t.name + "' (expected shape " + shape_string(t.shape) +
-                             "); the file holds: " + names(f.tensors));
-    const bool count = t.kind == TensorKind::Count;
-    const char* dtype = count ? "I64" : "F32";
-    if (e->dtype != dtype)
-      throw SafetensorsError(what + ": tensor '" + t.name + "': expected dtype " + dtype + ", found " + e->dtype);
-    if (e->shape != t.shape)
-      throw SafetensorsError(what + ": tensor '" + t.name + "': expected shape " + shape_string(t.shape) +
-                             ", found " + shape_string(e->shape));
-    if (!count) {
+    if (t.kind != TensorKind::Count) {
       if (t.count) std::memcpy(params.data() + t.offset, f.data.data() + e->begin, t.count * sizeof(float));
       continue;
     }
@@ -237,13 +232,38 @@ std::vector<float> read_model_params(const SafetensorsFile& f, const std::vector
       params[t.offset + i] = float(v);
     }
   }
+  return params;
+}
+
+void check_model_tensors(const SafetensorsFile& f, const std::vector<ParamTensor>& expected, const std::string& what) {
+  auto names = [](const auto& list) {
+    std::string s;
+    size_t shown = 0;
+    for (const auto& t : list) {
+      if (++shown > 12) return s + ", ...";
+      s += (s.empty() ? "" : ", ") + t.name;
+    }
+    return s.empty() ? std::string("none") : s;
+  };
+  for (const auto& t : expected) {
+    const SafetensorsEntry* e = f.find(t.name);
+    if (e == nullptr)
+      throw SafetensorsError(what + ": no tensor '" + t.name + "' (expected shape " + shape_string(t.shape) +
+                             "); the file holds: " + names(f.tensors));
+    const bool count = t.kind == TensorKind::Count;
+    const char* dtype = count ? "I64" : "F32";
+    if (e->dtype != dtype)
+      throw SafetensorsError(what + ": tensor '" + t.name + "': expected dtype " + dtype + ", found " + e->dtype);
+    if (e->shape != t.shape)
+      throw SafetensorsError(what + ": tensor '" + t.name + "': expected shape " + shape_string(t.shape) +
+                             ", found " + shape_string(e->shape));
+  }
   for (const auto& e : f.tensors) {
     bool known = false;
     for (const auto& t : expected) known = known || t.name == e.name;
     if (!known)
       throw SafetensorsError(what + ": unexpected tensor '" + e.name + "' (the model holds: " + names(expected) + ")");
   }
-  return params;
 }
 
 }  // namespace adasync

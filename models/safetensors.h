@@ -51,8 +51,18 @@ struct SafetensorsFile {
 std::string encode_safetensors(const std::vector<ParamTensor>& tensors, const float* params,
                                const std::map<std::string, std::string>& metadata);
 SafetensorsFile decode_safetensors(const unsigned char* bytes, size_t size, const std::string& what);
+// The same from the first `avail` bytes of a file of `size` bytes, which hold
+// at least the header (safetensors_header_end of them); with_data false
+// leaves `data` empty. Every check but the data's is the same.
+SafetensorsFile decode_safetensors_header(const unsigned char* bytes, size_t avail, uint64_t size,
+                                          const std::string& what, bool with_data = false);
+// 8 + the header length the first bytes give (8 when they give none that fits).
+uint64_t safetensors_header_end(const unsigned char* bytes, size_t avail);
 SafetensorsFile read_safetensors(const std::string& path);
 
+// Every tensor of `expected` present with its dtype and shape, and no other
+// (SafetensorsError naming the first that is not).
+void check_model_tensors(const SafetensorsFile& f, const std::vector<ParamTensor>& expected, const std::string& what);
 // The flat parameter buffer of a model whose tensors are `expected`.
 std::vector<float> read_model_params(const SafetensorsFile& f, const std::vector<ParamTensor>& expected,
                                      const std::string& what);

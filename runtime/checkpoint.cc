@@ -2,7 +2,12 @@
 
 #include <zlib.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -178,17 +183,31 @@ std::string save_checkpoint(const std::string& dir, int64_t version, const Check
   if (ec) throw UsageError("--checkpoint-dir: cannot create '" + dir + "': " + ec.message());
   const std::string path = (fs::path(dir) / checkpoint_name(version)).string();
   const auto bytes = encode_checkpoint(c);
-  write_file_atomic(path, std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  write_file_atomic(path, std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()), "--checkpoint-dir");
   // The file just written is always kept (a damaged one of a higher version
-  // must not push it out); then the newest valid others, up to `keep`.
+  // must not push it out); then the newest whole others of this run, up to `keep`.
+  const nlohmann::json run = c.header.is_object() ? c.header.value("run_id", nlohmann::json()) : nlohmann::json();
   size_t kept = 1;
   for (const auto& [v, f] : list_valid_checkpoints(dir)) {
     if (f == path) continue;
-    if (kept < size_t(std::max(keep, 1))) {
-      ++kept;
-    } else {
-      fs::remove(f, ec);
+    try {
+      if (read_checkpoint_header(f).value("run_id", nlohmann::json()) != run) continue;  // another run's: left alone
+    } catch (const CheckpointError&) {
+      continue;
     }
+    bool whole = kept < size_t(std::max(keep, 1));
+    if (whole) {
+      try {
+        load_checkpoint(f);  // counted only when a resume could use it: CRC and sections whole
+      } catch (const CheckpointError&) {
+        whole = false;  // this run's, damaged: never counted, and of no use to keep
+      }
+    }
+    if (whole) {
+      ++kept;
+      continue;
+    }
+    fs::remove(f, ec);
   }
   return path;
 }
@@ -200,13 +219,34 @@ std::string checkpoint_name(int64_t version) {
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CheckpointError(path + ": cannot open checkpoint");
-  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  read_checkpoint_header(path);  // a regular file, its magic, format and header first
+  uint64_t size = 0;
+  int fd = -1;
+  try {
+    fd = open_regular_input(path, path, &size);
+  } catch (const UsageError& e) {
+    throw CheckpointError(e.what());
+  }
+  std::vector<unsigned char> bytes(size_t(size), 0);
+  for (size_t at = 0; at < bytes.size();) {
+    const ssize_t got = ::pread(fd, bytes.data() + at, bytes.size() - at, off_t(at));
+    if (got <= 0) {
+      ::close(fd);
+      throw CheckpointError(path + ": cannot read byte " + std::to_string(at) + " of " + std::to_string(size));
+    }
+    at += size_t(got);
+  }
+  ::close(fd);
   return decode_checkpoint(bytes.data(), bytes.size(), path);
 }
 
 nlohmann::json read_checkpoint_header(const std::string& path) {
+  try {
+    uint64_t unused = 0;
+    ::close(open_regular_input(path, path, &unused));  // never a FIFO's endless wait or a device's endless bytes
+  } catch (const UsageError& e) {
+    throw CheckpointError(e.what());
+  }
   std::ifstream in(path, std::ios::binary);
   std::error_code ec;
   const uint64_t size = fs::file_size(path, ec);
@@ -280,15 +320,42 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   return out;
 }
 
+void take_over_checkpoints(const std::string& dir, bool overwrite, bool say) {
+  const auto valid = list_valid_checkpoints(dir);
+  if (valid.empty()) return;
+  if (!overwrite)
+    throw UsageError("--checkpoint-dir " + dir + ": holds " + std::to_string(valid.size()) +
+                     " checkpoint(s) of another run (the newest " + valid.front().second +
+                     "); continue it with --resume, delete them with --overwrite, or choose another directory");
+  for (const auto& [v, f] : valid) {
+    std::error_code ec;
+    if (!fs::remove(f, ec) || ec)
+      throw UsageError("--overwrite: cannot delete " + f + ": " + (ec ? ec.message() : std::string("not removed")));
+  }
+  if (say) std::printf("note: --overwrite: deleted %zu checkpoint(s) of another run from %s\n", valid.size(), dir.c_str());
+}
+
+std::string new_run_id() {
+  std::random_device rd;
+  uint64_t x = (uint64_t(rd()) << 32) ^ rd();
+  x ^= uint64_t(::getpid()) * 0x9e3779b97f4a7c15ULL;
+  x ^= uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()) * 0xbf58476d1ce4e5b9ULL;
+  char b[20];
+  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(x));
+  return b;
+}
+
 int remove_stale_temporaries(const std::string& dir) {
   int removed = 0;
   std::error_code ec;
   for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
     const std::string n = it->path().filename().string();
-    // write_file_atomic(P) writes P + ".tmp": ckpt-<digits>.bin.tmp.
+    // write_file_atomic(P) writes P.tmp.XXXXXX (before, P.tmp): ckpt-<digits>.bin.tmp[.XXXXXX].
     const std::string prefix = "ckpt-", suffix = ".bin.tmp";
-    if (!has_affixes(n, prefix, suffix) || !all_digits(n.substr(prefix.size(), n.size() - prefix.size() - suffix.size())))
+    const size_t cut = n.find(suffix);
+    if (cut == std::string::npos || n.rfind(prefix, 0) != 0 || !all_digits(n.substr(prefix.size(), cut - prefix.size())))
       continue;
+    if (cut + suffix.size() != n.size() && !is_temporary_of(n, n.substr(0, cut + 4))) continue;
     std::error_code sec;
     if (!fs::is_regular_file(it->symlink_status(sec))) continue;
     if (fs::remove(it->path(), sec)) ++removed;

@@ -47,9 +47,11 @@ class CheckpointError : public std::runtime_error {
 };
 
 // Writes `c` as DIR/ckpt-<version>.bin atomically, then deletes all but the
-// newest `keep` (at least 1) checkpoints of DIR as list_valid_checkpoints sees
-// them; files that are not (damaged headers, foreign files, misnamed copies)
-// are never counted and never deleted. `c.header["version"]` must equal
+// newest `keep` (at least 1) checkpoints of DIR that are this run's (the
+// header's "run_id" equals c's) and read whole (their CRC checks out). This
+// run's damaged ones are never counted (and are deleted: a resume skips
+// them); files of another run, with damaged headers, foreign or misnamed are
+// never counted and never deleted. `c.header["version"]` must equal
 // `version`. Returns the path written.
 std::string save_checkpoint(const std::string& dir, int64_t version, const Checkpoint& c, int keep);
 Checkpoint load_checkpoint(const std::string& path);
@@ -75,6 +77,13 @@ std::vector<std::pair<int64_t, std::string>> list_valid_checkpoints(const std::s
 // The paths of list_valid_checkpoints (newest first): what --resume tries, in
 // order (a file whose sections or CRC are damaged still fails at load).
 std::vector<std::string> list_checkpoints(const std::string& dir);
+
+// A fresh run's checkpoint directory: refused (UsageError naming the newest
+// checkpoint and the choices) when it holds checkpoints, unless `overwrite`,
+// which deletes them (valid ones only: foreign files stay).
+void take_over_checkpoints(const std::string& dir, bool overwrite, bool say);
+// A new run id: 16 hexadecimal digits from the OS's entropy, pid and time.
+std::string new_run_id();
 
 // Removes the temporaries a write_file_atomic of a checkpoint leaves when the
 // process is killed mid-write (DIR/ckpt-<digits>.bin.tmp, regular files only;

@@ -1,7 +1,9 @@
 // Command-line interface of the trainer (CLI11, GNU-style flags).
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 
 #include <unistd.h>
@@ -12,6 +14,7 @@
 #include "models/model.h"
 #include "runtime/drivers/mpi.h"
 #include "runtime/model_io.h"
+#include "runtime/output.h"
 #include "runtime/supervisor.h"
 #include "runtime/trace.h"
 #include "runtime/trainer.h"
@@ -217,6 +220,10 @@ int trainer_main(int argc, char** argv) {
   app.add_option("--checkpoint-every", checkpoint_every, "Also every N updates, or every duration such as 60s")
       ->capture_default_str()->group(g_rel);
   app.add_option("--checkpoint-keep", c.checkpoint_keep, "Checkpoints kept")->capture_default_str()->group(g_rel);
+  app.add_flag("--overwrite", c.overwrite,
+               "Start a fresh run in a --checkpoint-dir that holds another run's checkpoints, deleting them "
+               "(without it such a run is refused)")
+      ->group(g_rel);
   app.add_flag("--resume", c.resume,
                "Continue from the newest readable checkpoint in --checkpoint-dir (a damaged one is skipped); on the "
                "virtual clock the run continues exactly as if never stopped")
@@ -285,6 +292,34 @@ int trainer_main(int argc, char** argv) {
   }
 
   try {
+    // Given is given: an empty value is not "left out", and no number is infinite or NaN.
+    for (const CLI::Option* o : app.get_options()) {
+      if (o->count() == 0 || o->get_type_size_max() == 0) continue;
+      for (const std::string& v : o->results()) {
+        if (v.empty())
+          throw UsageError(o->get_name() + ": expected a value, found '' (leave the flag out for its default)");
+        char* end = nullptr;
+        const double d = std::strtod(v.c_str(), &end);
+        if (end != v.c_str() && *end == '\0' && !std::isfinite(d))
+          throw UsageError(o->get_name() + ": expected a finite number, found '" + v + "'");
+      }
+    }
+    for (const char* limit : {"--epochs", "--max-updates"})
+      if (app.count(limit) > 0 && app[limit]->as<double>() == 0)
+        throw UsageError(std::string(limit) + ": expected a positive limit, found 0 (leave the flag out for none; " +
+                         "without any limit a run trains one epoch)");
+    if (const CLI::Option* file = app.get_config_ptr(); file != nullptr && file->count() > 0)
+      refuse_shared_paths({{"--metrics", c.metrics}, {"--trace", c.trace}, {"--save-model", c.save_model}},
+                          {{"--config", file->as<std::string>()}});
+    // Started by mpirun without --transport mpi, every process would run the
+    // whole training and write the same outputs.
+    for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+      const char* n = std::getenv(var);
+      if (n != nullptr && std::atoi(n) > 1 && transport != "mpi")
+        throw UsageError("--transport: this is one of " + std::string(n) + " processes started by mpirun (" + var +
+                         "=" + n + "); without --transport mpi each would train the whole run and write the same " +
+                         "outputs: add --transport mpi, or run the trainer without mpirun");
+    }
     // CLI11 would read "-1" into an unsigned seed as 2^64 - 1.
     if (seed.empty() || seed.find_first_not_of("0123456789") != std::string::npos || seed.size() > 20)
       throw UsageError("--seed: expected a non-negative integer, found '" + seed + "'");
@@ -343,14 +378,21 @@ int trainer_main(int argc, char** argv) {
         throw UsageError("--watchdog: expected a positive duration such as 30s (leave the flag out for none), found " +
                          watchdog);
     }
+    // The flags given besides `allowed`, as "--a, --b".
+    auto given_besides = [&app](std::initializer_list<const char*> allowed) {
+      std::string given;
+      for (const CLI::Option* o : app.get_options()) {
+        if (o->count() == 0 || o->get_name() == "--config") continue;
+        bool ok = false;
+        for (const char* a : allowed) ok |= o->get_name() == a;
+        if (!ok) given += (given.empty() ? "" : ", ") + o->get_name();
+      }
+      return given;
+    };
     if (!c.replay.empty()) {
       // A replay takes every setting from the trace's header.
-      std::string given;
-      for (const CLI::Option* o : app.get_options())
-        if (o->count() > 0 && o->get_name() != "--replay" && o->get_name() != "--progress" &&
-            o->get_name() != "--threads" && o->get_name() != "--devices" && o->get_name() != "--deterministic" &&
-            o->get_name() != "--no-cuda-graphs")
-          given += (given.empty() ? "" : ", ") + o->get_name();
+      const std::string given =
+          given_besides({"--replay", "--progress", "--threads", "--devices", "--deterministic", "--no-cuda-graphs"});
       if (!given.empty())
         throw UsageError("--replay takes its settings from the trace's header; these would be ignored: " + given +
                          " (only --progress, --threads, --devices, --deterministic and --no-cuda-graphs apply)");
@@ -366,7 +408,11 @@ int trainer_main(int argc, char** argv) {
     if (!c.export_from.empty()) {
       if (c.save_model.empty())
         throw UsageError("--export " + c.export_from + ": expected --save-model FILE.safetensors to write to");
-      check_output_path(c.save_model, "--save-model");
+      if (const std::string given = given_besides({"--export", "--save-model", "--progress"}); !given.empty())
+        throw UsageError("--export takes the model, the dataset and the settings from the checkpoint; these would be "
+                         "ignored: " + given + " (only --save-model and --progress apply)");
+      check_output(c.save_model, "--save-model");
+      refuse_shared_paths({{"--save-model", c.save_model}}, {{"--export", c.export_from}});
       std::printf("%s\n", export_checkpoint(c.export_from, c.save_model).c_str());
       return 0;
     }
@@ -380,6 +426,9 @@ int trainer_main(int argc, char** argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
+    // A write past RLIMIT_FSIZE fails with EFBIG and is reported like a full
+    // disk, instead of the signal ending the process.
+    std::signal(SIGXFSZ, SIG_IGN);
     std::unique_ptr<MpiWorld> mpi;
     if (c.transport == TransportKind::Mpi) {
       mpi = start_mpi(c, argc, argv);
@@ -459,6 +508,9 @@ int trainer_main(int argc, char** argv) {
   } catch (const UsageError& e) {
     std::fprintf(stderr, "trainer: %s\n", e.what());
     return 2;
+  } catch (const OutputError& e) {
+    std::fprintf(stderr, "trainer: %s\n", e.what());
+    return 3;
   } catch (const DataError& e) {
     std::fprintf(stderr, "trainer: %s\n", e.what());
     return 2;

@@ -6,6 +6,7 @@
 #include "models/model.h"
 #include "runtime/faults.h"
 #include "runtime/model_io.h"
+#include "runtime/output.h"
 #include "runtime/straggler.h"
 
 namespace adasync {
@@ -139,8 +140,11 @@ void validate(const TrainConfig& c) {
   if (c.checkpoint_every.seconds != 0 && !(c.checkpoint_every.seconds >= 1))
     bad("--checkpoint-every", "N updates or a duration of at least 1s", c.checkpoint_every.str());
   for (const auto& [path, flag] : {std::pair<std::string, const char*>{c.metrics, "--metrics"}, {c.trace, "--trace"}})
-    if (!path.empty()) check_output_path(path, flag);
+    if (!path.empty()) check_output(path, flag);
   if (c.checkpoint_keep < 1) bad("--checkpoint-keep", "at least 1", std::to_string(c.checkpoint_keep));
+  if (c.overwrite && c.resume)
+    throw UsageError("--overwrite with --resume: a resumed run continues the checkpoints it would delete");
+  if (c.overwrite && c.checkpoint_dir.empty()) throw UsageError("--overwrite needs --checkpoint-dir (the directory to take over)");
   if (c.resume && c.checkpoint_dir.empty())
     throw UsageError("--resume needs --checkpoint-dir (the directory holding the checkpoints to continue from)");
   if (!c.checkpoint_every.never() && c.checkpoint_dir.empty())
@@ -178,7 +182,11 @@ void validate(const TrainConfig& c) {
   if (!c.slowdown.empty()) parse_slowdown(c.slowdown);
   // Models in and out: a malformed --model fails before any data is loaded.
   parse_model(c.model);
-  if (!c.save_model.empty()) check_output_path(c.save_model, "--save-model");
+  if (!c.save_model.empty()) check_output(c.save_model, "--save-model");
+  // No output may be another output, an input, or a checkpoint's file.
+  refuse_shared_paths({{"--metrics", c.metrics}, {"--trace", c.trace}, {"--save-model", c.save_model},
+                       {"--checkpoint-dir", c.checkpoint_dir, true}},
+                      {{"--init-from", c.init_from}, {"--replay", c.replay}, {"--export", c.export_from}});
   if (!c.init_from.empty() && c.resume)
     throw UsageError("--init-from with --resume: a resumed run continues from its checkpoint's parameters");
   if (!c.init_from.empty() && !c.replay.empty())

@@ -184,6 +184,7 @@ struct TrainConfig {
   Cadence checkpoint_every = "0";    // 0: only at the end
   int checkpoint_keep = 3;           // newest checkpoints kept
   bool resume = false;               // continue from the newest valid checkpoint of checkpoint_dir
+  bool overwrite = false;            // a fresh run may delete another run's checkpoints in checkpoint_dir
   OnNonfinite on_nonfinite = OnNonfinite::Drop;
   int64_t nonfinite_limit = 100;     // drop: stop (exit 1) after this many non-finite gradients in a row
   double watchdog = 0;               // seconds without a push before a worker is flagged (0: off)

@@ -1,5 +1,9 @@
 #include "runtime/model_io.h"
 
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -44,15 +48,6 @@ std::map<std::string, std::string> model_file_metadata(const std::string& model,
           {"updates", std::to_string(updates)}};
 }
 
-void check_output_path(const std::string& path, const std::string& flag) {
-  if (path.empty()) throw UsageError(flag + ": expected a file name, found ''");
-  const fs::path dir = fs::path(path).parent_path();
-  std::error_code ec;
-  if (!dir.empty() && !fs::is_directory(dir, ec))
-    throw UsageError(flag + " " + path + ": expected an existing directory '" + dir.string() + "', found none");
-  if (fs::is_directory(path, ec)) throw UsageError(flag + " " + path + ": expected a file name, found a directory");
-}
-
 void save_model_file(const std::string& path, const std::string& model, const std::string& dataset,
                      const DataSplit& data, const std::vector<float>& params, const nlohmann::json& settings,
                      int64_t updates) {
@@ -63,25 +58,50 @@ void save_model_file(const std::string& path, const std::string& model, const st
                      " parameters, found " + std::to_string(params.size()));
   const std::string bytes =
       encode_safetensors(tensors, params.data(), model_file_metadata(model, dataset, data, settings, updates));
-  try {
-    write_file_atomic(path, bytes);
-  } catch (const Error& e) {
-    throw UsageError(std::string("--save-model: ") + e.what());
-  }
+  write_file_atomic(path, bytes, "--save-model");
 }
 
 std::vector<float> load_model_file(const std::string& path, const std::string& model, const DataSplit& data,
                                    const std::string& flag) {
   const auto tensors = model_param_tensors(model, input_of(data), data.train.classes);
-  std::vector<unsigned char> bytes;
-  {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw UsageError(flag + " " + path + ": cannot open the file");
-    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
   const std::string what = flag + " " + path;
-  const SafetensorsFile f = decode_safetensors(bytes.data(), bytes.size(), what);
-  return read_model_params(f, tensors, what + " (model '" + model + "')");
+  // Bounded: the length field, then the header it gives, and the data only
+  // when its size is the model's (a valid file for this model is exactly
+  // 8 + header + the tensors' bytes), so no file makes us read more.
+  uint64_t size = 0;
+  const int fd = open_regular_input(path, what, &size);
+  std::vector<unsigned char> bytes;
+  auto read_to = [&](uint64_t n) {
+    const size_t have = bytes.size();
+    bytes.resize(size_t(n));
+    for (size_t at = have; at < n;) {
+      const ssize_t got = ::pread(fd, bytes.data() + at, n - at, off_t(at));
+      if (got <= 0) {
+        throw UsageError(what + ": cannot read byte " + std::to_string(at) + " of " + std::to_string(size));
+      }
+      at += size_t(got);
+    }
+  };
+  const std::string for_model = what + " (model '" + model + "')";
+  std::vector<float> params;
+  try {
+    read_to(std::min<uint64_t>(size, 8));
+    read_to(std::min<uint64_t>(size, safetensors_header_end(bytes.data(), bytes.size())));
+    // The header and the model's tensors agree (then the data is exactly the model's size) before the data is read.
+    check_model_tensors(decode_safetensors_header(bytes.data(), bytes.size(), size, what), tensors, for_model);
+    read_to(size);
+    params = read_model_params(decode_safetensors(bytes.data(), bytes.size(), what), tensors, for_model);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+  for (const auto& t : tensors)
+    for (size_t i = 0; i < t.count; ++i)
+      if (!std::isfinite(params[t.offset + i]))
+        throw UsageError(what + ": tensor '" + t.name + "' holds " + std::to_string(params[t.offset + i]) +
+                         " at index " + std::to_string(i) + "; expected finite values");
+  return params;
 }
 
 std::string export_checkpoint(const std::string& checkpoint, const std::string& out) {

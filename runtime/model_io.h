@@ -44,7 +44,5 @@ std::vector<float> load_model_file(const std::string& path, const std::string& m
 // one-line description of what was written.
 std::string export_checkpoint(const std::string& checkpoint, const std::string& out);
 
-// Throws UsageError when `path` cannot be written (its directory is missing).
-void check_output_path(const std::string& path, const std::string& flag);
 
 }  // namespace adasync

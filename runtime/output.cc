@@ -6,9 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
-
-#include "kernels/context.h"
+#include <map>
 
 namespace adasync {
 
@@ -17,45 +18,187 @@ std::string dir_of(const std::string& path) {
   const auto slash = path.rfind('/');
   return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
 }
+std::string base_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
 void fsync_dir(const std::string& path) {
-  const int fd = ::open(dir_of(path).c_str(), O_RDONLY | O_DIRECTORY);
+  const int fd = ::open(dir_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd >= 0) {
     ::fsync(fd);
     ::close(fd);
   }
 }
+const char* kind_of(mode_t m) {
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISFIFO(m)) return "a FIFO";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISSOCK(m)) return "a socket";
+  if (S_ISLNK(m)) return "a symlink";
+  return "a regular file";
+}
+std::string realpath_of(const std::string& p) {
+  char buf[PATH_MAX];
+  return ::realpath(p.c_str(), buf) != nullptr ? std::string(buf) : std::string();
+}
+// The file a write to `path` replaces: a symlink's target, else the path.
+std::string target_of(const std::string& path) {
+  struct stat lst {};
+  if (::lstat(path.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode)) {
+    const std::string t = realpath_of(path);
+    if (!t.empty()) return t;
+  }
+  return path;
+}
+// A unique temporary beside `file`: its descriptor and name.
+int make_temporary(const std::string& file, std::string* name) {
+  std::string tmpl = file + ".tmp.XXXXXX";
+  const int fd = ::mkstemp(tmpl.data());
+  if (fd >= 0) {
+    ::fchmod(fd, 0644);  // mkstemp makes 0600; outputs are for others to read
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  *name = tmpl;
+  return fd;
+}
 }  // namespace
 
-AtomicLines::AtomicLines(const std::string& path) : path_(path), tmp_(path + ".tmp") {
-  f_ = std::fopen(tmp_.c_str(), "w");
-  if (f_ == nullptr)
-    throw UsageError("cannot create '" + tmp_ + "' (for " + path + "): " + std::strerror(errno));
+std::string check_output(const std::string& path, const std::string& flag) {
+  if (path.empty()) throw UsageError(flag + ": expected a file name, found ''");
+  const std::string what = flag + " " + path;
+  std::string file = path;
+  struct stat lst {};
+  if (::lstat(path.c_str(), &lst) == 0) {
+    if (S_ISLNK(lst.st_mode)) {
+      struct stat st {};
+      if (::stat(path.c_str(), &st) != 0)
+        throw UsageError(what + ": a symlink to a missing file; expected a regular file, a symlink to one, or a new name");
+      if (!S_ISREG(st.st_mode))
+        throw UsageError(what + ": a symlink to " + kind_of(st.st_mode) +
+                         "; expected a regular file (outputs are written whole and renamed over the file)");
+      file = realpath_of(path);
+    } else if (S_ISDIR(lst.st_mode)) {
+      throw UsageError(what + ": expected a file name, found a directory");
+    } else if (!S_ISREG(lst.st_mode)) {
+      throw UsageError(what + ": expected a regular file or a new name, found " + kind_of(lst.st_mode) +
+                       " (outputs are written whole and renamed over the file, which would replace it)");
+    }
+  } else if (errno != ENOENT) {
+    throw UsageError(what + ": " + std::strerror(errno));
+  }
+  const std::string dir = dir_of(file);
+  struct stat ds {};
+  if (::stat(dir.c_str(), &ds) != 0 || !S_ISDIR(ds.st_mode))
+    throw UsageError(what + ": expected an existing directory '" + dir + "', found none");
+  // Writable: a temporary made and removed there (permissions, a read-only
+  // file system, an exhausted quota of inodes all show here, before training).
+  std::string probe;
+  const int fd = make_temporary(file, &probe);
+  if (fd < 0) throw UsageError(what + ": cannot create a file in '" + dir + "': " + std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return file;
+}
+
+namespace {
+// Same file: (device, inode) when it exists, else the resolved directory and name.
+std::string identity(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0)
+    return "inode:" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+  const std::string dir = realpath_of(dir_of(path));
+  return "path:" + (dir.empty() ? dir_of(path) : dir) + "/" + base_of(path);
+}
+bool owned_by_checkpoints(const std::string& name) {
+  return name == ".lock" || (name.rfind("ckpt-", 0) == 0 && name.find(".bin") != std::string::npos);
+}
+}  // namespace
+
+void refuse_shared_paths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs) {
+  std::map<std::string, const NamedPath*> seen;
+  for (const NamedPath& o : outputs) {
+    if (o.path.empty() || o.directory) continue;
+    const std::string id = identity(o.path);
+    if (const auto it = seen.find(id); it != seen.end())
+      throw UsageError(o.flag + " " + o.path + ": the same file as " + it->second->flag + " " + it->second->path +
+                       "; each output needs a file of its own");
+    seen[id] = &o;
+  }
+  for (const NamedPath& in : inputs) {
+    if (in.path.empty() || in.directory) continue;
+    if (const auto it = seen.find(identity(in.path)); it != seen.end())
+      throw UsageError(it->second->flag + " " + it->second->path + ": the same file as " + in.flag + " " + in.path +
+                       ", which this run reads; write the output elsewhere");
+  }
+  for (const NamedPath& d : outputs) {
+    if (d.path.empty() || !d.directory) continue;
+    const std::string dir = realpath_of(d.path);
+    if (dir.empty()) continue;  // not made yet: nothing can be in it
+    for (const auto& [id, o] : seen) {
+      const std::string odir = realpath_of(dir_of(o->path));
+      if (odir == dir && owned_by_checkpoints(base_of(o->path)))
+        throw UsageError(o->flag + " " + o->path + ": a name the checkpoints of " + d.flag + " " + d.path +
+                         " own (ckpt-*.bin, .lock); choose another name");
+    }
+  }
+}
+
+AtomicLines::AtomicLines(const std::string& path, const std::string& flag) : path_(path), flag_(flag) {
+  file_ = target_of(path);
+  const int fd = make_temporary(file_, &tmp_);
+  if (fd < 0) throw UsageError(flag + " " + path + ": cannot create a file in '" + dir_of(file_) + "': " + std::strerror(errno));
+  f_ = ::fdopen(fd, "w");
+  if (f_ == nullptr) {
+    ::close(fd);
+    ::unlink(tmp_.c_str());
+    throw UsageError(flag + " " + path + ": " + std::strerror(errno));
+  }
 }
 
 AtomicLines::~AtomicLines() {
-  if (f_ != nullptr) std::fclose(f_);  // not committed: the .tmp stays as the partial record
+  if (f_ != nullptr) std::fclose(f_);  // not committed: the temporary stays as the partial record
 }
 
 void AtomicLines::write(const nlohmann::json& j) { write_line(j.dump()); }
+
+void AtomicLines::fail(const std::string& what) {
+  if (!error_.empty()) return;
+  error_ = flag_ + " " + path_ + ": " + what + " (writing " + tmp_ + "; " +
+           "the file at " + path_ + " is as it was before this run)";
+  if (f_ != nullptr) std::fclose(f_);
+  f_ = nullptr;
+  ::unlink(tmp_.c_str());
+  if (on_error_) on_error_(error_);
+}
 
 void AtomicLines::write_line(const std::string& line) {
   const std::string whole = line + '\n';
   std::lock_guard<std::mutex> lk(mu_);
   if (f_ == nullptr) return;
-  std::fwrite(whole.data(), 1, whole.size(), f_);
-  std::fflush(f_);
+  errno = 0;
+  if (std::fwrite(whole.data(), 1, whole.size(), f_) != whole.size() || std::fflush(f_) != 0)
+    fail(std::string("cannot write: ") + std::strerror(errno ? errno : EIO));
 }
 
 void AtomicLines::commit() {
   std::lock_guard<std::mutex> lk(mu_);
-  if (f_ == nullptr) return;
-  std::fflush(f_);
-  ::fsync(fileno(f_));
-  std::fclose(f_);
-  f_ = nullptr;
-  if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
-    throw Error("cannot rename '" + tmp_ + "' to '" + path_ + "': " + std::strerror(errno));
-  fsync_dir(path_);
+  if (f_ != nullptr) {
+    errno = 0;
+    const bool flushed = std::fflush(f_) == 0 && ::fsync(fileno(f_)) == 0;
+    const int err = errno;
+    const bool closed = std::fclose(f_) == 0;
+    f_ = nullptr;
+    if (!flushed || !closed) {
+      fail(std::string("cannot write: ") + std::strerror(err ? err : (errno ? errno : EIO)));
+    } else if (std::rename(tmp_.c_str(), file_.c_str()) != 0) {
+      fail("cannot rename " + tmp_ + " to " + file_ + ": " + std::strerror(errno));
+    } else {
+      fsync_dir(file_);
+      return;
+    }
+  }
+  if (!error_.empty()) throw OutputError(error_);
 }
 
 DirLock DirLock::acquire(const std::string& dir, const std::string& flag) {
@@ -98,25 +241,59 @@ DirLock::~DirLock() {
   if (fd_ >= 0) ::close(fd_);  // closing releases the flock
 }
 
-void write_file_atomic(const std::string& path, const std::string& data) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw Error("cannot create '" + tmp + "': " + std::strerror(errno));
+void write_file_atomic(const std::string& path, const std::string& data, const std::string& flag) {
+  const std::string file = target_of(path);
+  const std::string what = (flag.empty() ? "" : flag + " ") + path;
+  std::string tmp;
+  const int fd = make_temporary(file, &tmp);
+  if (fd < 0) throw OutputError(what + ": cannot create a file in '" + dir_of(file) + "': " + std::strerror(errno));
+  auto give_up = [&](const std::string& step, int err) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw OutputError(what + ": cannot " + step + ": " + std::strerror(err) + " (the file at " + path +
+                      " is as it was)");
+  };
   size_t off = 0;
   while (off < data.size()) {
     const ssize_t w = ::write(fd, data.data() + off, data.size() - off);
     if (w < 0) {
       if (errno == EINTR) continue;
-      const std::string err = std::strerror(errno);
-      ::close(fd);
-      throw Error("cannot write '" + tmp + "': " + err);
+      give_up("write", errno);
     }
     off += size_t(w);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) throw Error("cannot flush '" + tmp + "': " + std::strerror(errno));
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw Error("cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(errno));
-  fsync_dir(path);
+  if (::fsync(fd) != 0) give_up("flush", errno);
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw OutputError(what + ": cannot flush: " + std::strerror(err));
+  }
+  if (std::rename(tmp.c_str(), file.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw OutputError(what + ": cannot rename " + tmp + " to " + file + ": " + std::strerror(err));
+  }
+  fsync_dir(file);
+}
+
+bool is_temporary_of(const std::string& name, const std::string& file_name) {
+  const std::string stem = file_name + ".tmp.";
+  return name.size() == stem.size() + 6 && name.compare(0, stem.size(), stem) == 0;
+}
+
+int open_regular_input(const std::string& path, const std::string& what, uint64_t* size) {
+  // O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) throw UsageError(what + ": cannot open: " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    const mode_t m = st.st_mode;
+    ::close(fd);
+    throw UsageError(what + ": expected a regular file, found " + kind_of(m));
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  *size = uint64_t(st.st_size);
+  return fd;
 }
 
 }  // namespace adasync

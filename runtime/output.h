@@ -1,36 +1,77 @@
-// Output files written atomically: lines go to PATH.tmp (flushed as they are
-// written, so a crash leaves the partial record there) and commit() renames
-// it over PATH after an fsync. An existing PATH is never clobbered by a run
-// that does not finish.
+// Everything a run writes goes through here, so that nothing already written
+// is lost or clobbered:
+//   - check_output, at start-up: the target's directory exists and is
+//     writable; what is at the path is nothing, a regular file, or a symlink
+//     to one (written through: the link stays, the file it names is
+//     replaced); a directory, FIFO, device or socket is refused.
+//   - the bytes go to a unique temporary beside the file (mkstemp,
+//     FILE.tmp.XXXXXX), every write and the fsync checked, then rename over
+//     the file: the previous complete file stays until the new one is whole.
+//   - a failed write (ENOSPC, EIO, RLIMIT_FSIZE) is one OutputError naming
+//     the file, thrown at once; the temporary is removed.
+// refuse_shared_paths: two outputs, or an output and an input, that are the
+// same file (after symlinks and hard links) are refused at start-up.
 #pragma once
 
 #include <cstdio>
+#include <functional>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/context.h"
+
 namespace adasync {
 
+// A write that failed: exit status 3.
+class OutputError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The file that writing `path` replaces (symlinks followed); UsageError
+// naming `flag` when it cannot be written (see above).
+std::string check_output(const std::string& path, const std::string& flag);
+
+// A path given to a flag: outputs are checked against each other and against
+// the inputs. `dir_of_outputs` marks a directory whose checkpoint files
+// (ckpt-*.bin, .lock) no other output may be.
+struct NamedPath {
+  std::string flag, path;
+  bool directory = false;
+};
+void refuse_shared_paths(const std::vector<NamedPath>& outputs, const std::vector<NamedPath>& inputs);
+
+// A stream of lines (metrics, trace) written to a temporary and renamed over
+// the file by commit(). Each line is flushed as written; the first failed
+// write stops the stream (later writes do nothing), removes the temporary and
+// calls on_error once with the message; commit() then throws it.
 class AtomicLines {
  public:
   AtomicLines() = default;
-  explicit AtomicLines(const std::string& path);  // throws UsageError when the file cannot be created
+  AtomicLines(const std::string& path, const std::string& flag);  // UsageError when it cannot be created
   ~AtomicLines();
   AtomicLines(const AtomicLines&) = delete;
   AtomicLines& operator=(const AtomicLines&) = delete;
 
   bool open() const { return f_ != nullptr; }
   const std::string& path() const { return path_; }
+  void on_error(std::function<void(const std::string&)> f) { on_error_ = std::move(f); }
   void write(const nlohmann::json& j);
   // One whole line per call, from any thread (never two objects on one line).
   void write_line(const std::string& line);
-  // fsync, close and rename PATH.tmp to PATH.
+  // fsync, close and rename the temporary over the file; OutputError if any
+  // write failed (the previous file, if any, is then intact).
   void commit();
+  const std::string& error() const { return error_; }
 
  private:
-  std::string path_, tmp_;
+  void fail(const std::string& what);  // with mu_ held
+  std::string path_, file_, tmp_, flag_, error_;
   std::FILE* f_ = nullptr;
+  std::function<void(const std::string&)> on_error_;
   std::mutex mu_;
 };
 
@@ -51,7 +92,16 @@ class DirLock {
   int fd_ = -1;
 };
 
-// Writes `data` to `path` atomically (temp file, fsync, rename, fsync dir).
-void write_file_atomic(const std::string& path, const std::string& data);
+// Writes `data` to `path` atomically (see above); OutputError naming `flag`
+// and the file when any step fails.
+void write_file_atomic(const std::string& path, const std::string& data, const std::string& flag = "");
+
+// The suffix of write_file_atomic's temporaries: FILE + ".tmp." + 6 characters.
+bool is_temporary_of(const std::string& name, const std::string& file_name);
+
+// Opens an input for reading: a regular file (symlinks followed), never
+// blocking on a FIFO. Returns the descriptor and sets *size; UsageError
+// naming `what` otherwise.
+int open_regular_input(const std::string& path, const std::string& what, uint64_t* size);
 
 }  // namespace adasync

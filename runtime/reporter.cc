@@ -49,12 +49,10 @@ void Reporter::open(const nlohmann::json& start, const nlohmann::json& trace_hea
     start_fraction_ = std::max(0.0, done(stats_.updates, stats_.counted * cfg_.batch, now).fraction);
     start_wall_ = 0;  // the wall timer starts with training, after open()
   }
-  auto create = [](const std::string& path, const char* flag) {
-    try {
-      return std::make_unique<AtomicLines>(path);
-    } catch (const UsageError& e) {
-      throw UsageError(std::string(flag) + ": " + e.what());
-    }
+  auto create = [this](const std::string& path, const char* flag) {
+    auto f = std::make_unique<AtomicLines>(path, flag);
+    f->on_error(on_output_error_);
+    return f;
   };
   if (!cfg_.metrics.empty()) metrics_ = create(cfg_.metrics, "--metrics");
   if (!cfg_.trace.empty()) {
@@ -64,13 +62,19 @@ void Reporter::open(const nlohmann::json& start, const nlohmann::json& trace_hea
   if (metrics_) metrics_->write(start);
 }
 
-void Reporter::commit(int64_t trace_updates) {
+void Reporter::commit(int64_t trace_updates, uint64_t checksum) {
   std::lock_guard<std::mutex> lk(mu_);
-  if (metrics_) metrics_->commit();
-  if (trace_) {
-    trace_->write(trace_footer(trace_updates, trace_entries_));
-    trace_->commit();
+  std::string error;
+  for (AtomicLines* f : {metrics_.get(), trace_.get()}) {
+    if (f == nullptr) continue;
+    if (f == trace_.get()) f->write(trace_footer(trace_updates, trace_entries_, checksum_hex(checksum)));
+    try {
+      f->commit();  // both tried: one failed file does not cost the other
+    } catch (const OutputError& e) {
+      if (error.empty()) error = e.what();
+    }
   }
+  if (!error.empty()) throw OutputError(error);
 }
 
 void Reporter::on_push(const PushEvent& e) {

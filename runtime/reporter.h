@@ -33,7 +33,11 @@ class Reporter : public UpdateObserver {
   // The run's sample limit (epochs of the training set; 0: none), for the
   // fraction done beside --max-updates and --time-budget. Before open().
   void set_sample_limit(int64_t max_samples) { max_samples_ = max_samples; }
-  void commit(int64_t trace_updates);
+  // A failed write of the metrics or the trace (the file's message), once.
+  void on_output_error(std::function<void(const std::string&)> f) { on_output_error_ = std::move(f); }
+  // Renames the metrics and the trace (its end record with the final
+  // parameters' checksum) into place; OutputError if either failed.
+  void commit(int64_t trace_updates, uint64_t checksum);
 
   // UpdateObserver
   void on_push(const PushEvent& e) override;
@@ -77,6 +81,7 @@ class Reporter : public UpdateObserver {
   bool tty_ = false;
   std::mutex mu_;
   std::unique_ptr<AtomicLines> metrics_, trace_;
+  std::function<void(const std::string&)> on_output_error_;
   int64_t trace_entries_ = 0;
   AggregatorStats stats_;
   int k_ = 1;

@@ -15,6 +15,12 @@ EvalResult Run::evaluate(const SnapshotPtr& s, double now, bool final, const nlo
   return ev;
 }
 
+EvalResult Run::evaluate_at(const SnapshotPtr& s, double now, int64_t samples) {
+  const EvalResult ev = evaluator->evaluate(s->data, cfg.eval_samples);
+  reporter->evaluated(ev, s->version, now, false, nlohmann::json::object(), samples);
+  return ev;
+}
+
 Sampler make_sampler(const TrainConfig& c, size_t train_size, int w) {
   return Sampler(train_size, c.batch, c.seed * 1000003ULL + 17 * uint64_t(w) + 1, c.shard ? w : 0,
                  c.shard ? c.workers : 1);

@@ -64,12 +64,16 @@ struct Run {
   SwarmState* swarm = nullptr;  // while a swarm runs: its state goes into checkpoints
   bool nothing_ran = false;          // resumed at a limit
   bool checkpointed_at_end = false;  // the mode wrote its final checkpoint itself
+  std::string output_error;          // the metrics or trace failed to commit
+  std::string run_id;                // written into every checkpoint: the directory's owner
   SupervisorActions default_actions;  // the parameter server's (modes with their own restore them)
   nlohmann::json final_extra = nlohmann::json::object();  // mode-specific keys of the final evaluation
 
   int workers() const { return cfg.workers; }
   // Evaluates `s` (all test samples when final) and reports it.
   EvalResult evaluate(const SnapshotPtr& s, double now, bool final, const nlohmann::json& extra = nlohmann::json::object());
+  // The same with the samples counted when `s` was published (-1: now).
+  EvalResult evaluate_at(const SnapshotPtr& s, double now, int64_t samples);
 };
 
 // Worker w's sampler (the same on whichever rank the worker runs).

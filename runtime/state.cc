@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <set>
 
+#include "models/describe.h"
 #include "runtime/modes/swarm.h"
 
 
@@ -74,6 +75,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(VirtualState, now, seq, ps_free, jobs)
 
 void to_json(nlohmann::json& j, const TrainState& x) {
   j = nlohmann::json{{"state_format", x.state_format},
+                     {"run_id", x.run_id},
                      {"config", x.config},
                      {"version", x.version},
                      {"time", x.time},
@@ -91,6 +93,7 @@ void to_json(nlohmann::json& j, const TrainState& x) {
 }
 void from_json(const nlohmann::json& j, TrainState& x) {
   j.at("state_format").get_to(x.state_format);
+  x.run_id = j.value("run_id", std::string());
   j.at("config").get_to(x.config);
   j.at("version").get_to(x.version);
   j.at("time").get_to(x.time);
@@ -149,6 +152,7 @@ RunSettings run_settings(const Run& r) {
 
 Checkpoint capture_state(Run& r, double now, const VirtualState* vs, const SnapshotPtr& params) {
   TrainState st;
+  st.run_id = r.run_id;
   st.config = run_settings(r);
   st.version = params->version;
   st.time = now;
@@ -242,6 +246,16 @@ void restore_state(Run& r) {
       want.erase(loose);
       have.erase(loose);
     }
+    // A layer list written another way (spaces, a zoo name, defaults spelt
+    // out) is the same model when it describes the same layers.
+    for (nlohmann::json* s : {&want, &have}) {
+      if (!s->contains("model") || !(*s)["model"].is_string()) continue;
+      try {
+        (*s)["model"] = parse_model((*s)["model"].get<std::string>()).description();
+      } catch (const UsageError&) {
+        // compared as written
+      }
+    }
     const std::string diff = first_difference(have, want, "");
     if (!diff.empty()) throw UsageError("--resume: " + path + " was written with " + diff);
     const TrainState st = h.get<TrainState>();
@@ -276,6 +290,7 @@ void restore_state(Run& r) {
       sk->restore(st.sketch_versions, c->floats("sketch"));
     r.resume_time = st.time;
     r.resume_swarm = st.swarm;
+    if (!st.run_id.empty()) r.run_id = st.run_id;  // the resumed run goes on as the same run
     if (r.virtual_clock) {
       if (!st.virtual_clock && !r.cfg.swarm)
         throw CheckpointError("written by a real-clock run; this run uses the virtual clock");

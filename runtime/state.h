@@ -63,6 +63,7 @@ struct RunSettings {
 
 struct TrainState {
   int state_format = kStateFormat;
+  std::string run_id;  // the run that wrote it (absent in older checkpoints)
   RunSettings config;
   int64_t version = 0;
   double time = 0;

@@ -92,8 +92,11 @@ void Supervisor::checkpoint(double now) {
   if (cfg_.checkpoint_dir.empty() || !act_.capture) return;
   std::lock_guard<std::mutex> one_at_a_time(ckpt_mu_);  // swarm nodes may find two due at once
   const SnapshotPtr p = act_.params();  // first: a mode may publish them now
-  const std::string path = act_.save(act_.capture(now, nullptr, p), p, {}, now);
-  set_last_checkpoint(path);
+  try {
+    set_last_checkpoint(act_.save(act_.capture(now, nullptr, p), p, {}, now));
+  } catch (const OutputError& e) {
+    fail(e.what());  // the run stops; the last complete checkpoint stays
+  }
 }
 
 bool Supervisor::on_time(double now) {
@@ -185,7 +188,12 @@ void Supervisor::on_update(const UpdateEvent& e) {
     last_update_ = e.now;
     if (virtual_clock_) {
       eval = updates_due(eval_, cfg_.eval_every, v);
-    } else if (!cfg_.checkpoint_dir.empty()) {
+    } else if (queue_evals_ && updates_due(eval_, cfg_.eval_every, v)) {
+      std::unique_lock<std::mutex> dk(due_mu_);
+      due_.push_back(DueEval{e.update.snapshot, e.now, e.stats.counted * cfg_.batch});
+      due_cv_.notify_all();
+    }
+    if (!virtual_clock_ && !cfg_.checkpoint_dir.empty()) {
       ckpt = updates_due(ckpt_, cfg_.checkpoint_every, v);
       if (cfg_.checkpoint_every.seconds > 0 && e.now >= ckpt_.time) {
         while (ckpt_.time <= e.now) ckpt_.time += cfg_.checkpoint_every.seconds;
@@ -195,7 +203,35 @@ void Supervisor::on_update(const UpdateEvent& e) {
   }
   if (ckpt) checkpoint(e.now);
   if (eval) evaluate(e.now);
+  if (queue_evals_) {
+    // Back-pressure: training waits for the evaluations it asked for.
+    std::unique_lock<std::mutex> dk(due_mu_);
+    due_cv_.wait(dk, [this] { return due_.size() <= 2 || monitor_done_; });
+  }
   rep_.progress(e.now, false);
+}
+
+void Supervisor::evaluate_due_snapshots() {
+  for (;;) {
+    DueEval d;
+    {
+      std::lock_guard<std::mutex> dk(due_mu_);
+      if (due_.empty()) return;
+      d = due_.front();
+    }
+    {
+      std::lock_guard<std::mutex> ek(g_eval_mu);
+      const EvalResult ev = act_.evaluate_at(d.params, d.now, d.samples);
+      std::lock_guard<std::mutex> lk(mu_);
+      if (cfg_.target_accuracy > 0 && ev.accuracy >= cfg_.target_accuracy && target_time_ < 0) {
+        target_time_ = d.now;
+        stop_ = true;
+      }
+    }
+    std::lock_guard<std::mutex> dk(due_mu_);
+    due_.pop_front();  // after the evaluation: the queue's length bounds the snapshots held
+    due_cv_.notify_all();
+  }
 }
 
 void Supervisor::on_worker_failed(int w, const std::string& what, int left, double) {
@@ -245,7 +281,12 @@ void Supervisor::at_quiet_point(const VirtualState& state, const std::vector<Sna
       due = true;
     }
   }
-  if (due) set_last_checkpoint(act_.save(quiet_, quiet_params_, quiet_in_flight_, now));
+  if (!due) return;
+  try {
+    set_last_checkpoint(act_.save(quiet_, quiet_params_, quiet_in_flight_, now));
+  } catch (const OutputError& e) {
+    fail(e.what());
+  }
 }
 
 double Supervisor::run_monitored(const std::function<double()>& engine, const std::function<int64_t()>& version,
@@ -254,6 +295,11 @@ double Supervisor::run_monitored(const std::function<double()>& engine, const st
   std::exception_ptr error;
   double end = 0;
   const WallTimer wall;
+  queue_evals_ = cfg_.eval_every.updates > 0 && static_cast<bool>(act_.evaluate_at);
+  {
+    std::lock_guard<std::mutex> dk(due_mu_);
+    monitor_done_ = false;
+  }
   std::thread runner([&] {
     try {
       end = engine();
@@ -263,13 +309,17 @@ double Supervisor::run_monitored(const std::function<double()>& engine, const st
     done = true;
   });
   while (!done) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    {
+      std::unique_lock<std::mutex> dk(due_mu_);
+      due_cv_.wait_for(dk, std::chrono::milliseconds(10), [this] { return !due_.empty(); });
+    }
+    evaluate_due_snapshots();
     const double now = offset + wall.seconds();
     const int64_t v = version();
     bool due = false;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      due = updates_due(eval_, cfg_.eval_every, v);
+      due = !queue_evals_ && updates_due(eval_, cfg_.eval_every, v);
       if (cfg_.eval_every.seconds > 0 && now >= eval_.time) {
         while (eval_.time <= now) eval_.time += cfg_.eval_every.seconds;
         due = true;
@@ -278,6 +328,13 @@ double Supervisor::run_monitored(const std::function<double()>& engine, const st
     if (due && !done) evaluate(now);
   }
   runner.join();
+  evaluate_due_snapshots();  // the last ones asked for
+  {
+    std::lock_guard<std::mutex> dk(due_mu_);
+    monitor_done_ = true;
+    due_cv_.notify_all();
+  }
+  queue_evals_ = false;
   if (error) std::rethrow_exception(error);
   return end;
 }
@@ -291,7 +348,11 @@ void Supervisor::final_checkpoint(double end, bool virtual_clock) {
   if (!quiet_params_) return;
   const std::string last = last_checkpoint();
   if (!last.empty() && last.find(checkpoint_name(quiet_params_->version)) != std::string::npos) return;  // written
-  set_last_checkpoint(act_.save(quiet_, quiet_params_, quiet_in_flight_, quiet_time_));
+  try {
+    set_last_checkpoint(act_.save(quiet_, quiet_params_, quiet_in_flight_, quiet_time_));
+  } catch (const OutputError& e) {
+    fail(e.what());
+  }
 }
 
 std::string Supervisor::last_checkpoint() {

@@ -11,7 +11,10 @@
 // passes, stamped with that time; the threads driver once, now).
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -37,6 +40,10 @@ struct SupervisorActions {
                             double now)>
       save;
   std::function<SnapshotPtr()> params;  // the parameters a checkpoint holds now (called before capture)
+  // An evaluation of given parameters, stamped with the clock time and the
+  // samples counted when they were published (the real clock's every-N-updates
+  // evaluations; without it those sample the latest parameters).
+  std::function<EvalResult(const SnapshotPtr& s, double now, int64_t samples)> evaluate_at;
 };
 
 class Supervisor : public DriverHooks, public UpdateObserver {
@@ -88,6 +95,7 @@ class Supervisor : public DriverHooks, public UpdateObserver {
   };
   bool updates_due(Next& n, const Cadence& c, int64_t v);
   void evaluate(double now);
+  void evaluate_due_snapshots();  // the monitor's: every queued one, in order
   void checkpoint(double now);
 
   const TrainConfig& cfg_;
@@ -107,6 +115,19 @@ class Supervisor : public DriverHooks, public UpdateObserver {
   double last_update_ = 0;     // clock time of the last update (the watchdog's reference in sync variants)
   std::vector<double> last_push_;
   std::vector<char> flagged_;
+  // Real clock, --eval-every N updates: the parameters of every N-th update,
+  // queued by the update thread (which waits while two are queued) and
+  // evaluated by the monitor, so none is skipped however fast updates come.
+  struct DueEval {
+    SnapshotPtr params;
+    double now;
+    int64_t samples;
+  };
+  std::mutex due_mu_;
+  std::condition_variable due_cv_;
+  std::deque<DueEval> due_;
+  std::atomic<bool> queue_evals_{false};
+  bool monitor_done_ = false;
   // Virtual: the state at the last quiet point.
   Checkpoint quiet_;
   SnapshotPtr quiet_params_;

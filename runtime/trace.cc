@@ -1,11 +1,14 @@
 #include "runtime/trace.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
 #include "kernels/context.h"
+#include "runtime/output.h"
 
 namespace adasync {
 
@@ -78,6 +81,7 @@ class LineCheck {
 };
 
 struct Header {
+  int format = kTraceFormat;
   int64_t workers = 0;
   float lr = 0;
 };
@@ -90,8 +94,10 @@ Header check_header(const nlohmann::json& h, const LineCheck& at) {
                 " (format 1, from an older adasync, has no end record: a cut-off trace cannot be told from a "
                 "whole one; record it again)",
             "format 1");
-  if (f != kTraceFormat) at.fail("trace format " + std::to_string(kTraceFormat), "\"trace\": " + shown(f));
+  if (f != kTraceFormat && f != 2)
+    at.fail("trace format " + std::to_string(kTraceFormat) + " (or 2)", "\"trace\": " + shown(f));
   Header out;
+  out.format = f.get<int>();
   out.workers = at.integer(h, "workers", 1, kMaxWorkers, "in [1, " + std::to_string(kMaxWorkers) + "]");
   at.integer(h, "batch", 1, INT32_MAX, "of at least 1");
   out.lr = float(at.number(h, "lr", 0, HUGE_VAL, "above 0"));
@@ -154,8 +160,10 @@ nlohmann::json to_json(const TraceEntry& e) {
                         {"weight", double(e.weight)}, {"lr", double(e.lr)}};
 }
 
-nlohmann::json trace_footer(int64_t updates, int64_t entries) {
-  return nlohmann::json{{"end", true}, {"updates", updates}, {"entries", entries}};
+nlohmann::json trace_footer(int64_t updates, int64_t entries, const std::string& checksum) {
+  nlohmann::json j{{"end", true}, {"updates", updates}, {"entries", entries}};
+  if (!checksum.empty()) j["checksum"] = checksum;
+  return j;
 }
 
 Trace parse_trace(std::istream& in, const std::string& name) {
@@ -191,6 +199,14 @@ Trace parse_trace(std::istream& in, const std::string& name) {
         at.fail("an end record of " + std::to_string(updates) + " updates and " + std::to_string(entries) +
                     " entries to match the trace",
                 std::to_string(version) + " updates in " + std::to_string(t.entries.size()) + " entries");
+      if (h.format >= 3) {
+        const auto c = j.find("checksum");
+        if (c == j.end() || !c->is_string() || c->get<std::string>().size() != 16 ||
+            c->get<std::string>().find_first_not_of("0123456789abcdef") != std::string::npos)
+          at.fail("\"checksum\": 16 hexadecimal digits (the final parameters') in the end record",
+                  c == j.end() ? std::string("none") : shown(*c));
+        t.checksum = c->get<std::string>();
+      }
       ended = true;
       continue;
     }
@@ -213,6 +229,8 @@ Trace read_trace(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
     throw UsageError("--replay: '" + path + "' is a directory, expected a trace file");
+  uint64_t size = 0;
+  ::close(open_regular_input(path, "--replay " + path, &size));  // not a FIFO, not a device
   std::ifstream in(path);
   if (!in) throw UsageError("--replay: cannot open trace file '" + path + "'");
   return parse_trace(in, path);

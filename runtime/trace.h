@@ -28,8 +28,9 @@
 
 namespace adasync {
 
-// Format 1 had no end record; format 2 ends with trace_footer's line.
-constexpr int kTraceFormat = 2;
+// Format 1 had no end record; format 2 ends with trace_footer's line;
+// format 3's end record holds the final parameters' checksum (2 still reads).
+constexpr int kTraceFormat = 3;
 
 struct TraceEntry {
   double time = 0;
@@ -45,6 +46,7 @@ struct TraceEntry {
 struct Trace {
   nlohmann::json header;
   std::vector<TraceEntry> entries;
+  std::string checksum;  // the end record's (format 3; empty in format 2)
 };
 
 // Reads and validates a trace; throws UsageError naming the file and line on
@@ -55,7 +57,9 @@ Trace parse_trace(std::istream& in, const std::string& name);
 nlohmann::json to_json(const TraceEntry& e);
 // The last line of a trace: {"end": true, "updates": U, "entries": E}, U the
 // number of updates (the last version written), E the number of entry lines.
-nlohmann::json trace_footer(int64_t updates, int64_t entries);
+// Format 3 adds "checksum": the final parameters' checksum_hex, which a
+// replay must reproduce.
+nlohmann::json trace_footer(int64_t updates, int64_t entries, const std::string& checksum = "");
 
 // FNV-1a 64-bit hash of a float array's bytes: the run summary prints it so
 // two runs (or a run and its replay) can be compared bit for bit.

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "kernels/cpu/ops_cpu.h"
 #include "kernels/cpu/simd.h"
 #include "runtime/drivers/mpi.h"
 #include "runtime/model_io.h"
@@ -14,6 +15,14 @@
 #include "runtime/trace.h"
 
 namespace adasync {
+
+namespace {
+// What decides the bits of a computation: the backend and, on the CPU, its kernel path.
+std::string kernels_description(const Run& r) {
+  return r.use_cuda ? std::string("cuda")
+                    : std::string("cpu ") + cpu::cpu_path_name(cpu::cpu_path()) + ", OpenBLAS " + cpu::blas_core();
+}
+}  // namespace
 
 Trainer::Trainer(TrainConfig cfg, std::shared_ptr<const DataSplit> data) {
   validate(cfg);
@@ -52,7 +61,11 @@ void Trainer::setup() {
     // A run killed mid-write leaves its temporary; nobody else writes here now.
     if (const int n = remove_stale_temporaries(c.checkpoint_dir); n > 0 && c.progress != Progress::None)
       std::printf("note: removed %d unfinished checkpoint file(s) from %s\n", n, c.checkpoint_dir.c_str());
+    // A fresh run owns its directory: another run's checkpoints would be
+    // pruned by it, and a later --resume would continue the wrong run.
+    if (!c.resume) take_over_checkpoints(c.checkpoint_dir, c.overwrite, c.progress != Progress::None);
   }
+  r.run_id = new_run_id();  // a resume adopts its checkpoint's
 
   cpu::cpu_path();  // a bad ADASYNC_CPU_PATH is a usage error now, not a failed worker later
   r.virtual_clock = c.clock == ClockKind::Virtual;
@@ -175,11 +188,13 @@ void Trainer::setup() {
   r.reporter = std::make_unique<Reporter>(c, &r.wall);
   r.reporter->set_sample_limit(r.max_samples);
   r.supervisor = std::make_unique<Supervisor>(c, *r.reporter, r.max_samples);
+  r.reporter->on_output_error([&r](const std::string& e) { r.supervisor->fail(e); });
   r.loop->observe(r.reporter.get());
   r.loop->observe(r.supervisor.get());
   r.reporter->set_stats(r.agg->stats(), r.agg->k());
   SupervisorActions act;
   act.evaluate = [&r](double now) { return r.evaluate(r.ps->latest(), now, false); };
+  act.evaluate_at = [&r](const SnapshotPtr& s, double now, int64_t samples) { return r.evaluate_at(s, now, samples); };
   act.capture = [&r](double now, const VirtualState* vs, const SnapshotPtr& p) { return capture_state(r, now, vs, p); };
   act.save = [&r](Checkpoint ck, const SnapshotPtr& p, const std::vector<SnapshotPtr>& f, double now) {
     return save_state(r, std::move(ck), p, f, now);
@@ -199,6 +214,7 @@ void Trainer::setup() {
   if (!c.init_from.empty()) trace_header["init_from"] = c.init_from;  // the replay starts there too
   if (c.augment) trace_header["augment"] = true;                     // the replay crops and flips again
   if (c.opt.no_decay_bn) trace_header["no_decay_bn"] = true;
+  trace_header["kernels"] = kernels_description(r);  // a replay reproduces the bits on the same kernels
   r.reporter->open(start, trace_header, r.resume_time);
 }
 
@@ -209,6 +225,7 @@ RunSummary Trainer::run() {
     save_model_file(c.save_model, c.model, c.dataset, *run_.data, s.params, run_settings(run_), s.updates);
     s.saved_model = c.save_model;
   }
+  if (!run_.output_error.empty()) throw OutputError(run_.output_error);
   return s;
 }
 
@@ -228,6 +245,22 @@ RunSummary Trainer::train() {
     sum.checksum = checksum(last->data, last->size);
     sum.wall = r.wall.seconds();
     sum.k = 1;
+    // The trace's end record holds the recorded run's final checksum.
+    const bool same_kernels = t.header.value("kernels", std::string()) == kernels_description(r);
+    if (!t.checksum.empty() && t.checksum != checksum_hex(sum.checksum)) {
+      const std::string what = "the replay of " + c.replay + " ends at parameters of checksum " +
+                               checksum_hex(sum.checksum) + " after " + std::to_string(sum.updates) +
+                               " updates; the recorded run ended at " + t.checksum;
+      if (same_kernels)
+        sum.error = what + ": the trace was edited or damaged (its every line checks out, so the edit is consistent)";
+      else
+        std::printf("note: %s (recorded on %s, replayed on %s: bits match only on the same kernels)\n", what.c_str(),
+                    t.header.value("kernels", std::string("unrecorded kernels")).c_str(),
+                    kernels_description(r).c_str());
+    } else if (t.checksum.empty() && c.progress != Progress::None) {
+      std::printf("note: %s is a format-2 trace without the final checksum; the replay is not verified\n",
+                  c.replay.c_str());
+    }
     return sum;
   }
   if (r.mpi != nullptr) {
@@ -336,7 +369,11 @@ RunSummary Trainer::finish(double end) {
       {"failed_workers", sum.failed_workers},
       {"lost_ranks", sum.lost_ranks},
       {"checksum", checksum_hex(sum.checksum)}});
-  r.reporter->commit(sum.updates);
+  try {
+    r.reporter->commit(sum.updates, sum.checksum);
+  } catch (const OutputError& e) {
+    r.output_error = e.what();  // run() saves the model first, then reports it
+  }
   return sum;
 }
 

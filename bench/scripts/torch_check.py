@@ -568,7 +568,11 @@ def check_async(a, model, tmp, train_raw, y_train, meta):
     bn = any(isinstance(mm, nn.BatchNorm2d) for mm in net.modules())
     # (w - w') / lr rounds at the scale of w: the step's own float32 rounding
     # sets a floor (measured above), which PyTorch's gradients do not carry.
-    ok = (med64 <= 2 * (medt + medf) + 1e-5 if bn else med <= a.tol_step * 10)
+    # Either ours is within 10x the step bound of PyTorch float32's, or its
+    # distance from float64 is within twice PyTorch float32's plus that floor
+    # (batch norm's ill-conditioned statistics, or small steps at a small lr
+    # where the floor is most of the difference).
+    ok = med <= a.tol_step * 10 or med64 <= 2 * (medt + medf) + 1e-5
     print(f"async  {model:>10}: {a.steps} k-async updates (P 4, K 2, mean staleness {np.mean(stale):.2f}), each "
           f"gradient at the version its worker read: |ours - torch| / |torch| median {med:.1e}; against float64 "
           f"PyTorch: ours {med64:.1e}, PyTorch float32 {medt:.1e}; the float32 parameters' floor {medf:.1e}  "
@@ -594,6 +598,8 @@ def main():
                          "(10x for the step)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--checks", default="eval,train,async",
+                    help="which checks to run: eval, train and async (the eval check always runs: it exports the model)")
     ap.add_argument("--quick", action="store_true", help="a tiny model and a few steps (the ctest version)")
     a = ap.parse_args()
     if a.quick:
@@ -613,10 +619,11 @@ def main():
             all_ok &= ok
             results["eval"].append(r)
             _, meta = read_safetensors(os.path.join(tmp, "eval.safetensors"))
-            ok, r = check_train(a, m, tmp, train_raw, y_train, meta)
-            all_ok &= ok
-            results["train"].append(r)
-            if not a.quick:
+            if "train" in a.checks.split(","):
+                ok, r = check_train(a, m, tmp, train_raw, y_train, meta)
+                all_ok &= ok
+                results["train"].append(r)
+            if not a.quick and "async" in a.checks.split(","):
                 ok, r = check_async(a, m, tmp, train_raw, y_train, meta)
                 all_ok &= ok
                 results.setdefault("async", []).append(r)

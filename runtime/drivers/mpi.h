@@ -120,6 +120,9 @@ class MpiSwarm : public SwarmState {
   SwarmStats stats();
   // The ranks may end.
   void release();
+  // Ranks that did not confirm the stop (run() reported them): their nodes
+  // are gone, so neither average() nor save() may be called after.
+  const std::vector<int>& lost() const;
 
  private:
   struct Impl;

@@ -13,6 +13,7 @@
 // counts them in one process (the verdict that names no block is free there).
 #include <mpi.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <condition_variable>
@@ -20,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <sstream>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
@@ -27,6 +29,7 @@
 #include "runtime/drivers/mpi.h"
 #include "runtime/drivers/mpi_internal.h"
 #include "runtime/modes/swarm.h"
+#include "runtime/supervisor.h"  // stop_signal: the drain is short once the job is going down
 
 namespace adasync {
 using namespace mpi_detail;
@@ -281,6 +284,7 @@ struct MpiSwarm::Impl {
   std::vector<float> resumed;  // every node's state, node after node (resume)
   std::vector<uint64_t> positions;  // as of the last checkpoint's gather
   bool stopped = false, released = false;
+  std::vector<int> lost;  // ranks that did not confirm the stop: no gather reaches them
 };
 
 MpiSwarm::MpiSwarm(MpiWorld& world, const SwarmConfig& cfg, int nodes, size_t params)
@@ -418,22 +422,37 @@ double MpiSwarm::run(SwarmListener& l) {
   for (int r = 1; r < m.world.size(); ++r) send_small(WordMsg{kWordStop, -1}, r, kWord);
   SwarmStats total = m.base;
   int done = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::vector<char> confirmed(size_t(m.world.size()), 0);
+  // Live ranks answer within milliseconds. After a signal the job may be going
+  // down (mpirun stops every rank once one dies): short, as the PS's drain.
+  const double limit = stop_signal() != 0 ? 0.3 : 60;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(limit);
   while (done < m.world.worker_ranks()) {
     MPI_Message msg;
     MPI_Status st;
     if (!wait_message(MPI_ANY_SOURCE, &msg, &st, [&] { return std::chrono::steady_clock::now() > deadline; })) {
-      std::fprintf(stderr, "trainer: %d of %d SwarmSGD rank(s) did not stop within 60 s; ending the job\n",
-                   m.world.worker_ranks() - done, m.world.worker_ranks());
-      return end;  // the guard marks the job unclean: MPI_Abort
+      // Reported like the PS's lost ranks; their nodes' state is gone, so no
+      // gather follows (the summary takes the last average, the last
+      // checkpoint stays the one to resume from) and the job ends unclean.
+      std::ostringstream why;
+      why << "it did not confirm the stop within " << limit << " s (dead, or not answering)";
+      for (int r = 1; r < m.world.size(); ++r) {
+        if (confirmed[size_t(r)]) continue;
+        m.lost.push_back(r);
+        const auto [first, last] = m.world.workers_of(r, m.nodes);
+        l.rank_lost(r, first, last - 1, why.str(), end);
+      }
+      m.world.unclean = true;
+      break;
     }
     if (st.MPI_TAG == kSwStats) {
       total += nlohmann::json::parse(take_text(&msg, st)).get<SwarmStats>();
     } else if (drop(&msg, st) == kDone) {
+      confirmed[size_t(st.MPI_SOURCE)] = 1;
       ++done;
     }
   }
-  m.stats = total;
+  if (m.lost.empty()) m.stats = total;  // else the last gather's counters: the lost ranks' are gone
   m.stopped = true;
   guard.done();
   return end;
@@ -475,8 +494,11 @@ SwarmStats MpiSwarm::stats() {
 
 void MpiSwarm::release() {
   if (std::exchange(impl_->released, true)) return;
-  for (int r = 1; r < impl_->world.size(); ++r) send_small(WordMsg{0, -1}, r, kFin);
+  for (int r = 1; r < impl_->world.size(); ++r)
+    if (std::find(impl_->lost.begin(), impl_->lost.end(), r) == impl_->lost.end()) send_small(WordMsg{0, -1}, r, kFin);
 }
+
+const std::vector<int>& MpiSwarm::lost() const { return impl_->lost; }
 
 // ------------------------------------------------------------------ a worker rank
 void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {

@@ -1,5 +1,6 @@
 #include "runtime/drivers/worker.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -35,9 +36,17 @@ void CancelSource::cancel() {
   cv_.notify_all();
 }
 
+namespace {
+// A real-clock delay as a clock duration: capped at 1e9 s (31 years), since
+// steady_clock's nanoseconds overflow past 9.2e9 s and would wrap to a short wait.
+std::chrono::duration<double> real_delay(double seconds) {
+  return std::chrono::duration<double>(std::min(seconds, 1e9));
+}
+}  // namespace
+
 bool CancelSource::sleep_unless_cancelled(double seconds, uint64_t gen) const {
   std::unique_lock<std::mutex> lk(mu_);
-  return !cv_.wait_for(lk, std::chrono::duration<double>(seconds),
+  return !cv_.wait_for(lk, real_delay(seconds),
                        [&] { return gen_.load(std::memory_order_acquire) != gen; });
 }
 
@@ -181,7 +190,7 @@ bool ModelWorker::compute(const std::vector<int32_t>& indices, float* slot, doub
       if (cancel != nullptr) {
         if (!cancel->sleep_unless_cancelled(delay, gen)) return false;
       } else {
-        std::this_thread::sleep_for(std::chrono::duration<double>(delay));
+        std::this_thread::sleep_for(real_delay(delay));
       }
     }
     int32_t bad = 0;

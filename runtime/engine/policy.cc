@@ -89,7 +89,11 @@ std::optional<KChange> Policy::after_update(Aggregator& agg, const SnapshotPtr& 
     if (start_loss_n_ >= cfg_.workers) schedule_->set_start_loss(start_loss_sum_ / double(start_loss_n_));
   }
   auto ch = schedule_->after_update(now, agg.k(), decision_inputs(agg.variant(), s));
-  if (ch) agg.set_k(ch->k);
+  if (!ch) return ch;
+  // The aggregator caps K at the workers alive: a change it caps away is no change.
+  agg.set_k(ch->k);
+  ch->k = agg.k();
+  if (ch->k == ch->k_prev) return std::nullopt;
   return ch;
 }
 

@@ -109,6 +109,8 @@ class SwarmListener {
   virtual bool on_time(double now) = 0;
   // After each local step (loss of its mini-batch); false stops.
   virtual bool after_step(int node, float loss, double now) = 0;
+  // Over MPI: a rank holding nodes [first, last] was lost.
+  virtual void rank_lost(int, int, int, const std::string&, double) {}
 };
 
 class SwarmEngine : public SwarmState {

@@ -25,6 +25,9 @@ struct SwarmHooks : SwarmListener {
     r.supervisor->after_step(s, now, !r.virtual_clock);
     return true;
   }
+  void rank_lost(int rank, int first, int last, const std::string& what, double now) override {
+    r.reporter->on_rank_lost(rank, first, last, what, now);
+  }
 };
 }  // namespace
 
@@ -119,11 +122,12 @@ double run_swarm_mode(Run& r) {
     return j;
   };
   // x_bar into the PS, as the version counting local steps.
+  double last_consensus = 0;
   auto publish = [&] {
     double consensus = 0;
     average(avg.data(), &consensus);
     r.ps->reset(avg.data(), hooks.steps.load());
-    return consensus;
+    return last_consensus = consensus;
   };
   SupervisorActions act;
   std::mutex publish_mu;  // an x_bar and the snapshot taken of it belong together
@@ -167,11 +171,19 @@ double run_swarm_mode(Run& r) {
   } else {
     end = r.supervisor->run_monitored([&] { return local->run_real(hooks); }, [&] { return hooks.steps.load(); }, 0);
   }
-  r.supervisor->final_checkpoint(end, false);  // while the nodes' state is here
+  // A lost rank took its nodes: no final checkpoint (the last one stays the
+  // one to resume from) and the summary evaluates the last average.
+  const bool whole = !far || far->lost().empty();
+  if (whole) r.supervisor->final_checkpoint(end, false);  // while the nodes' state is here
   r.swarm = nullptr;
   r.supervisor->set_actions(r.default_actions);
   r.checkpointed_at_end = true;
-  const double consensus = publish();
+  if (!whole) {
+    const SnapshotPtr last = r.ps->latest();
+    const std::vector<float> x(last->data, last->data + last->size);
+    r.ps->reset(x.data(), hooks.steps.load());
+  }
+  const double consensus = whole ? publish() : last_consensus;
   if (far) far->release();
   const int64_t steps = hooks.steps.load();
   AggregatorStats& as = r.agg->stats();

@@ -23,6 +23,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (e.worker < 0 || e.worker >= workers) __builtin_trap();
       if (!(e.weight >= 0 && e.weight <= 1 && e.lr > 0) || e.batch >= (uint64_t(1) << 53)) __builtin_trap();
     }
+    // Format 3's end record holds the final checksum: 16 hexadecimal digits.
+    if (t.header.at("trace") == 3 && t.checksum.size() != 16) __builtin_trap();
   } catch (const adasync::UsageError&) {
   }
   return 0;

@@ -66,7 +66,7 @@ std::vector<json> good_trace() {
           entry(1, 1, 0, 0, 0.5),                                                     // line 3
           entry(2, 0, 1, 1, 1.0),                                                     // line 4
           entry(3, 1, 1, 1, 0.25),                                                    // line 5
-          trace_footer(3, 4)};                                                        // line 6
+          trace_footer(3, 4, "0123456789abcdef")};                                    // line 6
 }
 
 TEST(TraceReader, AWholeTraceReadsBack) {
@@ -80,8 +80,23 @@ TEST(TraceReader, AWholeTraceReadsBack) {
   EXPECT_EQ(t.entries[3].weight, 0.25f);
   EXPECT_EQ(t.entries[1].worker, 1);
   // An empty run is a whole trace too: header and end record.
-  const std::string empty = write_lines(fresh_dir("good0") + "/t.jsonl", {good_trace()[0], trace_footer(0, 0)});
+  const std::string empty =
+      write_lines(fresh_dir("good0") + "/t.jsonl", {good_trace()[0], trace_footer(0, 0, "0000000000000000")});
   EXPECT_TRUE(read_trace(empty).entries.empty());
+  EXPECT_EQ(read_trace(path).checksum, "0123456789abcdef");
+  // Format 2 (no checksum) still reads; format 3 must carry one.
+  auto v2 = good_trace();
+  v2[0]["trace"] = 2;
+  v2.back().erase("checksum");
+  EXPECT_EQ(read_trace(write_lines(fresh_dir("good2") + "/t.jsonl", v2)).checksum, "");
+  auto v3 = good_trace();
+  v3.back().erase("checksum");
+  try {
+    read_trace(write_lines(fresh_dir("bad3") + "/t.jsonl", v3));
+    ADD_FAILURE() << "a format-3 end record without its checksum was accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("\"checksum\": 16 hexadecimal digits"), std::string::npos) << e.what();
+  }
   // Blank lines and CRLF line ends do not matter.
   std::string text = read_text(path), crlf;
   for (char ch : text) crlf += ch == '\n' ? std::string("\r\n\n") : std::string(1, ch);
@@ -90,8 +105,8 @@ TEST(TraceReader, AWholeTraceReadsBack) {
 }
 
 TEST(TraceReader, TheFooterMatchesWhatTheWriterWrites) {
-  const json f = trace_footer(7, 12);
-  EXPECT_EQ(f, json::parse(R"({"end": true, "updates": 7, "entries": 12})"));
+  const json f = trace_footer(7, 12, "00000000deadbeef");
+  EXPECT_EQ(f, json::parse(R"({"end": true, "updates": 7, "entries": 12, "checksum": "00000000deadbeef"})"));
 }
 
 struct BadValue {
@@ -147,8 +162,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"first_version", 2, "version", 2, {"\"version\" to be an integer equal to 1", "found 2"}},
         BadValue{"earlier_version", 5, "version", 1, {"\"version\"", "found 1"}},
         BadValue{"missing_version", 4, "version", nullptr, {"a field \"version\"", "found none"}},
-        BadValue{"old_format", 1, "trace", 1, {"trace format 2", "record it again", "found format 1"}},
-        BadValue{"unknown_format", 1, "trace", 3, {"trace format 2", "found \"trace\": 3"}},
+        BadValue{"old_format", 1, "trace", 1, {"trace format 3", "record it again", "found format 1"}},
+        BadValue{"unknown_format", 1, "trace", 4, {"trace format 3 (or 2)", "found \"trace\": 4"}},
         BadValue{"zero_workers", 1, "workers", 0, {"\"workers\" to be an integer in [1, 1024]", "found 0"}},
         BadValue{"missing_workers", 1, "workers", nullptr, {"a field \"workers\""}},
         BadValue{"negative_header_lr", 1, "lr", -1, {"\"lr\"", "found -1"}},
@@ -225,24 +240,15 @@ TrainConfig record_config(const std::string& variant, const std::string& trace) 
   return c;
 }
 
-// A trace as the trainer writes it once it ends traces with trace_footer;
-// until then (and whatever the trainer writes) the header's format and the
-// end record are set here, so these tests check the reader against the
-// entries a real run produces.
+// The lines of a trace the trainer wrote, checked to end with its end record
+// (with the final checksum), so these tests read what a real run produces.
 std::vector<json> with_footer(const std::string& path) {
   std::vector<json> lines;
   std::ifstream in(path);
   std::string line;
-  int64_t entries = 0, updates = 0;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    json j = json::parse(line);
-    if (j.contains("end")) continue;
-    if (!lines.empty()) ++entries, updates = j["version"];
-    lines.push_back(std::move(j));
-  }
-  if (!lines.empty()) lines[0]["trace"] = kTraceFormat;
-  lines.push_back(trace_footer(updates, entries));
+  while (std::getline(in, line))
+    if (!line.empty()) lines.push_back(json::parse(line));
+  EXPECT_TRUE(!lines.empty() && lines.back().contains("end") && lines.back().contains("checksum")) << path;
   return lines;
 }
 
@@ -360,19 +366,26 @@ TEST(CheckpointDir, StaleTemporariesOfAKilledWriteAreRemovedAndNothingElse) {
   // What write_file_atomic leaves when the writer dies between create and
   // rename: the rename fails here (a directory is in the way), as a kill
   // would stop it.
+  // A write that fails removes its own temporary (here the rename fails: a
+  // directory is in the way).
   fs::create_directories(at(dir, 20) + "/in-the-way");
-  EXPECT_THROW(write_file_atomic(at(dir, 20), "partial"), Error);
-  ASSERT_TRUE(fs::exists(at(dir, 20) + ".tmp"));
-  std::ofstream(at(dir, 30) + ".tmp") << "partial";
-  std::ofstream(dir + "/ckpt-7.bin.tmp") << "partial";
+  EXPECT_THROW(write_file_atomic(at(dir, 20), "partial"), OutputError);
+  EXPECT_EQ(names(dir), (std::vector<std::string>{checkpoint_name(10), checkpoint_name(20)}));
+  // What a writer killed between create and rename leaves: FILE.tmp.XXXXXX
+  // (and FILE.tmp from older versions).
+  std::ofstream(at(dir, 30) + ".tmp.a1B2c3") << "partial";
+  std::ofstream(at(dir, 35) + ".tmp") << "partial";
+  std::ofstream(dir + "/ckpt-7.bin.tmp.zzzzzz") << "partial";
   // Not ours: left alone.
-  for (const char* other : {"notes.tmp", "ckpt-abc.bin.tmp", "ckpt-.bin.tmp", "metrics.jsonl.tmp", "ckpt-000000000040.bin.tmp.keep"})
+  for (const char* other : {"notes.tmp", "ckpt-abc.bin.tmp.a1B2c3", "ckpt-.bin.tmp", "metrics.jsonl.tmp.a1B2c3",
+                            "ckpt-000000000040.bin.tmp.keep", "ckpt-000000000045.bin.tmp.1234567"})
     std::ofstream(dir + "/" + other) << "x";
-  fs::create_directories(at(dir, 50) + ".tmp");  // a directory with the pattern's name
+  fs::create_directories(at(dir, 50) + ".tmp.dir123");  // a directory with the pattern's name
   EXPECT_EQ(remove_stale_temporaries(dir), 3);
   EXPECT_EQ(names(dir), (std::vector<std::string>{"ckpt-.bin.tmp", checkpoint_name(10), checkpoint_name(20),
-                                                  "ckpt-000000000040.bin.tmp.keep", checkpoint_name(50) + ".tmp",
-                                                  "ckpt-abc.bin.tmp", "metrics.jsonl.tmp", "notes.tmp"}));
+                                                  "ckpt-000000000040.bin.tmp.keep",
+                                                  "ckpt-000000000045.bin.tmp.1234567", checkpoint_name(50) + ".tmp.dir123",
+                                                  "ckpt-abc.bin.tmp.a1B2c3", "metrics.jsonl.tmp.a1B2c3", "notes.tmp"}));
   EXPECT_EQ(remove_stale_temporaries(dir), 0);
   EXPECT_EQ(remove_stale_temporaries(dir + "/no-such-dir"), 0);
   EXPECT_NO_THROW(load_checkpoint(at(dir, 10)));

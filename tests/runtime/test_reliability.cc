@@ -775,7 +775,8 @@ TEST(Processes, UnwritableOutputsAreRefusedBeforeTraining) {
                           fs::perms::others_read | fs::perms::others_exec);
   fs::permissions(::testing::TempDir(), fs::perms::all, fs::perm_options::add);  // the log files
   for (const auto& [flag, value] : {std::pair<std::string, std::string>{"--checkpoint-dir", ro + "/ck"},
-                                    {"--checkpoint-dir", ro}, {"--metrics", ro + "/m.jsonl"}}) {
+                                    {"--checkpoint-dir", ro}, {"--metrics", ro + "/m.jsonl"},
+                                    {"--save-model", ro + "/m.safetensors"}, {"--trace", ro + "/t.jsonl"}}) {
     const std::string log = ::testing::TempDir() + "/readonly.log";
     const pid_t pid = fork();
     if (pid == 0) {
