@@ -1,11 +1,14 @@
 #include "runtime/straggler.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <fstream>
 #include <map>
 #include <sstream>
 
 #include "kernels/context.h"
+#include "runtime/output.h"
 
 namespace adasync {
 
@@ -55,6 +58,8 @@ double need(std::map<std::string, std::string>& kv, const std::string& key, cons
 }
 
 std::vector<std::vector<double>> read_trace(const std::string& path, const std::string& flag) {
+  uint64_t size = 0;
+  ::close(open_regular_input(path, flag + " trace file '" + path + "'", &size));  // not a FIFO, not a device
   std::ifstream in(path);
   if (!in) throw UsageError(flag + ": cannot open trace file '" + path + "'");
   std::vector<std::vector<double>> rows;

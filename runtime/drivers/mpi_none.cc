@@ -29,6 +29,10 @@ double MpiSwarm::run(SwarmListener&) { return 0; }
 void MpiSwarm::average(float*, double*) {}
 SwarmStats MpiSwarm::stats() { return {}; }
 void MpiSwarm::release() {}
+const std::vector<int>& MpiSwarm::lost() const {
+  static const std::vector<int> none;
+  return none;
+}
 void serve_swarm_group(SwarmGroup&, MpiWorld&) { throw UsageError("--transport mpi: this build has no MPI"); }
 
 }  // namespace adasync

@@ -359,6 +359,21 @@ TEST(Outputs, InitFromReadsABoundedHeaderAndRefusesSpecialFilesAndNonFiniteWeigh
     EXPECT_NE(e.log.find(says), std::string::npos) << e.log;
     EXPECT_LT(e.seconds, 10) << path;
   }
+  // The other inputs read from a file: a trace of delays, a trace to replay.
+  for (const auto& args : std::vector<std::vector<std::string>>{{"--straggler", "trace:path=" + dir + "/fifo"}}) {
+    const Exit e = run_here(args);
+    EXPECT_EQ(e.code, 2) << e.log;
+    EXPECT_NE(e.log.find("expected a regular file, found a FIFO"), std::string::npos) << e.log;
+  }
+  {
+    std::vector<std::string> a = {"trainer", "--replay", dir + "/fifo"};
+    std::vector<char*> argv;
+    for (auto& s : a) argv.push_back(s.data());
+    testing::internal::CaptureStderr();
+    EXPECT_EQ(trainer_main(int(argv.size()), argv.data()), 2);
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("expected a regular file, found a FIFO"), std::string::npos) << err;
+  }
   // A valid model file of `linear`, then the same bytes with a NaN weight.
   const std::string good = dir + "/linear.safetensors";
   ASSERT_EQ(run_here({"--max-updates", "2", "--save-model", good}).code, 0);
@@ -381,7 +396,8 @@ TEST(Outputs, InitFromReadsABoundedHeaderAndRefusesSpecialFilesAndNonFiniteWeigh
   getrusage(RUSAGE_SELF, &after);
   EXPECT_EQ(e.code, 2);
   EXPECT_NE(e.log.find("the data section holds"), std::string::npos) << e.log;
-  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 200 * 1024) << "KiB of peak memory grew reading the header";
+  // Reading the file whole would take 3 GiB; a sanitizer's quarantine may hold some hundreds of MiB.
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 1024 * 1024) << "KiB of peak memory grew reading the header";
   EXPECT_LT(e.seconds, 10);
 }
 
@@ -507,7 +523,9 @@ TEST(Outputs, AnAdaSyncChangeCappedByAFailedWorkerIsLoggedOnce) {
     EXPECT_EQ(j["k_prev"], k) << l;
     EXPECT_NE(j["k"], j["k_prev"]) << l;
     k = j["k"];
-    if (failed > 0) EXPECT_LE(k, 3) << l;
+    if (failed > 0) {
+      EXPECT_LE(k, 3) << l;
+    }
   }
   EXPECT_EQ(failed, 1);
   EXPECT_LE(changes, 3) << "K 1..4 changes at most three times";
