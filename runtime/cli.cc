@@ -137,9 +137,11 @@ int trainer_main(int argc, char** argv) {
                  "AdaSync: decision interval T_0 in clock time (default: plateau rule budget / 100, else 1s; other rules budget / 20, else 10s)")
       ->group(g_sched);
   app.add_option("--adasync-rule", adasync_rule,
-                 "auto (= plateau), sqrt (K0 sqrt(F0/Ft), rounded), order-stat "
+                 "auto (= runtime-plateau), sqrt (K0 sqrt(F0/Ft), rounded), order-stat "
                  "(K^2/(P-K) >= (F0/Ft) K0^2/(P-K0)), runtime (K E[T_K] >= (F0/Ft) K0 E[T_K0], E[T_K] from the "
-                 "observed compute times) or plateau (double K when the loss stops falling against its noise)")
+                 "observed compute times), plateau (double K when the loss stops falling against its noise), "
+                 "runtime-plateau (the larger of the two) or goodput (the K of the most predicted progress per "
+                 "second, from the measured gradient noise scale and compute times)")
       ->capture_default_str()->group(g_sched);
   app.add_option("--sqrt-rounding", sqrt_rounding, "sqrt rule: ceil or round")->capture_default_str()->group(g_sched);
   app.add_option("--plateau-z", c.plateau_z,

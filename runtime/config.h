@@ -49,7 +49,7 @@ ADASYNC_ENUM_NAMES(ScheduleKind, {ScheduleKind::Fixed, "fixed"}, {ScheduleKind::
                    {ScheduleKind::Piecewise, "piecewise"})
 ADASYNC_ENUM_NAMES(AdaRule, {AdaRule::Auto, "auto"}, {AdaRule::Sqrt, "sqrt"}, {AdaRule::OrderStat, "order-stat"},
                    {AdaRule::Runtime, "runtime"}, {AdaRule::Plateau, "plateau"},
-                   {AdaRule::RuntimePlateau, "runtime-plateau"})
+                   {AdaRule::RuntimePlateau, "runtime-plateau"}, {AdaRule::Goodput, "goodput"})
 ADASYNC_ENUM_NAMES(Rounding, {Rounding::Ceil, "ceil"}, {Rounding::Round, "round"})
 ADASYNC_ENUM_NAMES(LossEstimate, {LossEstimate::Window, "window"}, {LossEstimate::Sample, "sample"})
 ADASYNC_ENUM_NAMES(LrKind, {LrKind::Const, "const"}, {LrKind::Staleness, "staleness"}, {LrKind::Distance, "distance"})

@@ -30,6 +30,12 @@ std::string clock_text(double s) {
   return b;
 }
 
+// "  Bnoise 1.2e+03" once the noise scale is measured (AdaSync runs), else "".
+std::string noise_text(double b) {
+  if (std::isnan(b)) return "";
+  return std::isinf(b) ? std::string("  Bnoise inf") : fmt("  Bnoise %.2g", b);
+}
+
 // "  37% eta 1:23", "  37%" before an estimate, "" without a limit.
 std::string done_text(double fraction, double eta) {
   if (fraction < 0) return "";
@@ -90,6 +96,7 @@ void Reporter::on_update(const UpdateEvent& e) {
     stats_ = e.stats;
     k_ = e.k;
     lr_ = e.lr;
+    b_noise_ = e.b_noise;
     if (first_update_time_ < 0) {
       first_update_time_ = e.now;
       first_update_samples_ = stats_.counted * cfg_.batch;
@@ -108,24 +115,47 @@ void Reporter::on_update(const UpdateEvent& e) {
     }
   }
   if (e.k_change) k_change(*e.k_change, e.update.snapshot->version);
+  if (e.k_kept != nullptr && *e.k_kept) k_kept(**e.k_kept, e.update.snapshot->version);
+}
+
+void Reporter::k_kept(const KChange& ch, int64_t version) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!metrics_) return;
+  nlohmann::json j{{"event", "k_decision"}, {"time", ch.time}, {"updates", version}, {"rule", ch.rule},
+                   {"k", ch.k},          {"reason", ch.reason}};
+  if (std::isfinite(b_noise_)) j["b_noise"] = b_noise_;
+  if (std::isfinite(ch.l_eta)) j["l_eta"] = ch.l_eta;
+  nlohmann::json r = nlohmann::json::array();
+  for (double x : ch.rates) r.push_back(std::isfinite(x) ? nlohmann::json(x) : nlohmann::json());
+  j["rates"] = r;
+  metrics_->write(j);
 }
 
 void Reporter::k_change(const KChange& ch, int64_t version) {
   std::lock_guard<std::mutex> lk(mu_);
   k_changes_.push_back(ch);
   k_ = ch.k;
-  if (metrics_)
-    metrics_->write(nlohmann::json{{"event", "k_change"},
-                                   {"time", ch.time},
-                                   {"wall", wall_->seconds()},
-                                   {"updates", version},
-                                   {"rule", ch.rule},
-                                   {"k_prev", ch.k_prev},
-                                   {"k", ch.k},
-                                   {"loss_start", ch.loss_start},
-                                   {"loss_now", ch.loss_now},
-                                   {"loss_ratio", ch.loss_start / ch.loss_now},
-                                   {"reason", ch.reason}});
+  if (metrics_) {
+    nlohmann::json j{{"event", "k_change"},
+                     {"time", ch.time},
+                     {"wall", wall_->seconds()},
+                     {"updates", version},
+                     {"rule", ch.rule},
+                     {"k_prev", ch.k_prev},
+                     {"k", ch.k},
+                     {"loss_start", ch.loss_start},
+                     {"loss_now", ch.loss_now},
+                     {"loss_ratio", ch.loss_start / ch.loss_now},
+                     {"reason", ch.reason}};
+    if (std::isfinite(b_noise_)) j["b_noise"] = b_noise_;
+    if (std::isfinite(ch.l_eta)) j["l_eta"] = ch.l_eta;
+    if (!ch.rates.empty()) {
+      nlohmann::json r = nlohmann::json::array();
+      for (double x : ch.rates) r.push_back(std::isfinite(x) ? nlohmann::json(x) : nlohmann::json());
+      j["rates"] = r;  // predicted progress per second of K = 1, 2, ...
+    }
+    metrics_->write(j);
+  }
   if (cfg_.progress != Progress::None) {
     std::printf("%s[%8.2fs] K %d -> %d (%s", tty_ ? "\r" : "", ch.time, ch.k_prev, ch.k, ch.reason.c_str());
     if (std::isfinite(ch.loss_start)) std::printf(": loss %.4f -> %.4f", ch.loss_start, ch.loss_now);
@@ -235,13 +265,14 @@ void Reporter::evaluated(const EvalResult& ev, int64_t version, double now, bool
   }
   if (dn.fraction >= 0) j["fraction_done"] = dn.fraction;
   if (dn.eta >= 0) j["eta_s"] = dn.eta;
+  if (std::isfinite(b_noise_)) j["b_noise"] = b_noise_;
   for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
   if (metrics_) metrics_->write(j);
   if (cfg_.progress != Progress::None) {
-    std::printf("%s[%8.2fs] upd %7lld  samples %9lld  %8.0f samp/s  K %d  loss %.4f  test acc %6.2f%%  stale %.2f/%lld%s\n",
+    std::printf("%s[%8.2fs] upd %7lld  samples %9lld  %8.0f samp/s  K %d%s  loss %.4f  test acc %6.2f%%  stale %.2f/%lld%s\n",
                 tty_ ? "\r" : "", now, static_cast<long long>(version), static_cast<long long>(samples),
-                now > 0 ? double(samples) / now : 0.0, k_, loss, 100 * ev.accuracy, stale_mean,
-                static_cast<long long>(win_stale_max_), done_text(dn.fraction, final ? -1 : dn.eta).c_str());
+                now > 0 ? double(samples) / now : 0.0, k_, noise_text(b_noise_).c_str(), loss, 100 * ev.accuracy,
+                stale_mean, static_cast<long long>(win_stale_max_), done_text(dn.fraction, final ? -1 : dn.eta).c_str());
     std::fflush(stdout);
   }
   win_loss_sum_ = 0;
@@ -275,8 +306,9 @@ void Reporter::progress(double now, bool force) {
   const double loss = win_loss_n_ ? win_loss_sum_ / double(win_loss_n_) : last_loss_;
   const Done dn = done(stats_.updates, samples, now);
   const std::string of = cfg_.max_updates > 0 ? "/" + std::to_string(cfg_.max_updates) : "";
-  std::printf("\r[%8.2fs] upd %7lld%s  %8.0f samp/s  K %d  loss %.4f  acc %s  stale %.2f%s   ", now,
-              static_cast<long long>(stats_.updates), of.c_str(), now > 0 ? double(samples) / now : 0.0, k_, loss,
+  std::printf("\r[%8.2fs] upd %7lld%s  %8.0f samp/s  K %d%s  loss %.4f  acc %s  stale %.2f%s   ", now,
+              static_cast<long long>(stats_.updates), of.c_str(), now > 0 ? double(samples) / now : 0.0, k_,
+              noise_text(b_noise_).c_str(), loss,
               last_acc_ < 0 ? "  -   " : fmt("%5.2f%%", 100 * last_acc_).c_str(),
               win_stale_n_ ? win_stale_sum_ / double(win_stale_n_) : 0.0, done_text(dn.fraction, dn.eta).c_str());
   std::fflush(stdout);

@@ -5,6 +5,7 @@
 // worker threads all report.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -60,6 +61,7 @@ class Reporter : public UpdateObserver {
   void progress(double now, bool force);
   void line(const nlohmann::json& j);  // a metrics object as is
   void k_change(const KChange& ch, int64_t version);
+  void k_kept(const KChange& ch, int64_t version);  // a decision that kept K (metrics only)
   void summary(const nlohmann::json& j);
 
   std::vector<KChange> k_changes();
@@ -86,6 +88,7 @@ class Reporter : public UpdateObserver {
   AggregatorStats stats_;
   int k_ = 1;
   double lr_ = 0;  // the last update's base rate (after --lr-schedule)
+  double b_noise_ = NAN;  // the gradient noise scale (AdaSync runs; NaN: not measured)
   double win_loss_sum_ = 0;
   int64_t win_loss_n_ = 0;
   double win_stale_sum_ = 0;

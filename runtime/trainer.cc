@@ -148,6 +148,8 @@ void Trainer::setup() {
   sc.budget = c.time_budget;
   sc.plateau_horizon = c.plateau_horizon;
   sc.points = c.schedule_points;
+  sc.batch = c.batch;
+  sc.stale = !is_synchronous(c.variant);
   pc.lr.rule = name_of(c.lr_rule);
   pc.lr.lr = c.lr;
   pc.lr.c = c.lr_c;
@@ -159,6 +161,10 @@ void Trainer::setup() {
   pc.lr.warmup = c.lr_warmup;
   pc.lr.grads_per_epoch = double(d.train.size()) / double(c.batch);
   pc.workers = P;
+  pc.measure_noise = c.schedule == ScheduleKind::AdaSync && !c.swarm;
+  pc.batch = c.batch;
+  pc.pool = r.apply_pool.get();
+  pc.momentum = c.opt.momentum;
   pc.window_estimate = !(c.schedule == ScheduleKind::AdaSync && c.loss_estimate == LossEstimate::Sample);
   if (!pc.window_estimate) {
     // A fixed sample of the training set, evaluated on its own context.

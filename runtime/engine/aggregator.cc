@@ -122,6 +122,13 @@ std::vector<int64_t> Aggregator::pending_staleness() const {
   return s;
 }
 
+std::vector<const float*> Aggregator::pending_gradients() const {
+  std::vector<const float*> g;
+  g.reserve(pending_.size());
+  for (const auto& p : pending_) g.push_back(p.slot.data());
+  return g;
+}
+
 Aggregator::UpdateResult Aggregator::update(const UpdateRates& rates) {
   EXPECTS(!pending_.empty(), "update with no counted gradient");
   const size_t k = pending_.size();

@@ -116,6 +116,8 @@ class Aggregator {
   UpdateResult update(const UpdateRates& rates);
   // Staleness (j - tau) of each counted gradient, in count order (for rate rules).
   std::vector<int64_t> pending_staleness() const;
+  // The gradients the next update applies, in order.
+  std::vector<const float*> pending_gradients() const;
   const std::vector<Push>& pending() const { return pending_; }
 
   AggregatorStats& stats() { return stats_; }

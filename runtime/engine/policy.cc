@@ -12,7 +12,14 @@ Policy::Policy(const PolicyConfig& c, size_t n_params, uint64_t seed, const Snap
   lr_rule_ = std::make_unique<LrRule>(c.lr, n_params, seed);
   lr_rule_->on_publish(initial);
   if (!c.window_estimate && c.sample_loss) schedule_->set_start_loss(c.sample_loss(initial));
+  if (c.measure_noise) noise_ = std::make_unique<NoiseMeter>(n_params, c.batch, c.pool);
 }
+
+void Policy::before_update(const Aggregator& agg) {
+  if (noise_) noise_->measure(agg.pending_gradients());
+}
+
+double Policy::b_noise() const { return noise_ ? noise_->scale().b_noise() : NAN; }
 
 UpdateRates Policy::rates(const Aggregator& agg, const Snapshot& current) {
   last_rates_ = lr_rule_->rates(agg, current);
@@ -58,8 +65,19 @@ LossWindow Policy::take_window(const Snapshot& s) {
   return w;
 }
 
-DecisionInputs Policy::decision_inputs(Variant v, const SnapshotPtr& s) {
+DecisionInputs Policy::decision_inputs(const Aggregator& agg, const SnapshotPtr& s) {
+  const Variant v = agg.variant();
   DecisionInputs in;
+  if (noise_) in.noise = [this] { return GradientNoise{noise_->scale().g2(), noise_->scale().trace()}; };
+  in.staleness = [this, &agg] {
+    const AggregatorStats& st = agg.stats();
+    const int64_t n = st.counted - decided_counted_;
+    const double mean = n > 0 ? (st.staleness_sum - decided_staleness_sum_) / double(n) : NAN;
+    decided_staleness_sum_ = st.staleness_sum;
+    decided_counted_ = st.counted;
+    return mean;
+  };
+  in.lr = [this] { return double(last_rates_.lr) / (1 - cfg_.momentum); };
   in.loss = [this, s] { return take_window(*s); };
   in.start_loss = [this] { return start_loss_n_ > 0 ? start_loss_sum_ / double(start_loss_n_) : NAN; };
   // E[T_K] for every K from one pass over the observed times, computed at
@@ -88,8 +106,12 @@ std::optional<KChange> Policy::after_update(Aggregator& agg, const SnapshotPtr& 
     // is at its first decision otherwise (k-sync counts only K of them).
     if (start_loss_n_ >= cfg_.workers) schedule_->set_start_loss(start_loss_sum_ / double(start_loss_n_));
   }
-  auto ch = schedule_->after_update(now, agg.k(), decision_inputs(agg.variant(), s));
+  auto ch = schedule_->after_update(now, agg.k(), decision_inputs(agg, s));
   if (!ch) return ch;
+  if (ch->k == ch->k_prev) {  // a decision to keep K: recorded, nothing applied
+    held_ = std::move(ch);
+    return std::nullopt;
+  }
   // The aggregator caps K at the workers alive: a change it caps away is no change.
   agg.set_k(ch->k);
   ch->k = agg.k();
@@ -102,7 +124,9 @@ nlohmann::json Policy::state() const {
   nlohmann::json j{{"schedule", schedule_->state()},     {"start_loss_sum", start_loss_sum_},
                    {"start_loss_n", start_loss_n_},       {"sched_loss_sum", sched_loss_sum_},
                    {"sched_loss_sq", sched_loss_sq_},     {"sched_loss_n", sched_loss_n_},
-                   {"sched_updates", sched_updates_},     {"observed_times", observed_times_}};
+                   {"sched_updates", sched_updates_},     {"observed_times", observed_times_},
+                   {"decided_staleness_sum", decided_staleness_sum_}, {"decided_counted", decided_counted_}};
+  if (noise_) j["noise"] = noise_->scale().state();
   return j;
 }
 
@@ -116,6 +140,9 @@ void Policy::restore(const nlohmann::json& j) {
   sched_loss_sq_ = j.at("sched_loss_sq");
   sched_loss_n_ = j.at("sched_loss_n");
   sched_updates_ = j.at("sched_updates");
+  decided_staleness_sum_ = j.value("decided_staleness_sum", 0.0);
+  decided_counted_ = j.value("decided_counted", int64_t(0));
+  if (noise_ && j.contains("noise")) noise_->scale().set_state(j.at("noise").get<std::vector<double>>());
   const auto obs = j.at("observed_times").get<std::vector<double>>();
   std::lock_guard<std::mutex> lk(times_mu_);
   observed_times_.assign(obs.begin(), obs.end());

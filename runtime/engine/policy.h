@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/engine/aggregator.h"
+#include "runtime/engine/noise.h"
 #include "runtime/engine/schedule.h"
 
 namespace adasync {
@@ -34,6 +35,12 @@ struct PolicyConfig {
   bool window_estimate = true;  // F_t from counted mini-batch losses; false: from sample_loss
   // The loss on a fixed training sample (the `sample` estimate).
   std::function<double(const Snapshot&)> sample_loss;
+  // The gradient noise scale of every update (noise.h), for AdaSync runs:
+  // each gradient's batch, and the threads of the pass.
+  bool measure_noise = false;
+  int batch = 1;
+  ThreadPool* pool = nullptr;
+  double momentum = 0;  // the goodput rule's effective step: the rate / (1 - momentum)
 };
 
 class Policy {
@@ -50,6 +57,17 @@ class Policy {
   void on_counted(int64_t tau, float loss);
   // A worker started a computation taking `x` clock seconds.
   void on_draw(double x);
+  // Before an update: the gradients it applies (the noise scale's sample).
+  void before_update(const Aggregator& agg);
+  // B_noise = tr(S) / |G|^2 so far (NaN when not measured or not yet).
+  double b_noise() const;
+  // The noise meter's gradient waiting for its pair (nullptr: none), for checkpoints.
+  const std::vector<float>* noise_waiting() const { return noise_ && !noise_->waiting().empty() ? &noise_->waiting() : nullptr; }
+  void set_noise_waiting(std::vector<float> g) {
+    if (noise_) noise_->set_waiting(std::move(g));
+  }
+  // The goodput rule's last decision that kept K (taken by the caller; empty when none).
+  std::optional<KChange> take_held_decision() { return std::exchange(held_, std::nullopt); }
   // After an update published `s`: may change K (applied to agg), returned.
   std::optional<KChange> after_update(Aggregator& agg, const SnapshotPtr& s, double now);
 
@@ -60,16 +78,21 @@ class Policy {
 
  private:
   LossWindow take_window(const Snapshot& s);
-  DecisionInputs decision_inputs(Variant v, const SnapshotPtr& s);
+  DecisionInputs decision_inputs(const Aggregator& agg, const SnapshotPtr& s);
 
   PolicyConfig cfg_;
   std::unique_ptr<KSchedule> schedule_;
   std::unique_ptr<LrRule> lr_rule_;
+  std::unique_ptr<NoiseMeter> noise_;
+  std::optional<KChange> held_;  // a decision that kept K (goodput: every decision is a record)
   UpdateRates last_rates_;
   // Losses of gradients computed at version 0 (F_0) and of those counted since
   // the last decision (F_t), window estimate.
   double start_loss_sum_ = 0, sched_loss_sum_ = 0, sched_loss_sq_ = 0;
   int64_t start_loss_n_ = 0, sched_loss_n_ = 0, sched_updates_ = 0;
+  // Staleness summed and gradients counted at the last decision (the window's mean staleness).
+  double decided_staleness_sum_ = 0;
+  int64_t decided_counted_ = 0;
   // Compute times drawn (the runtime rule's sample; the newest kept).
   mutable std::mutex times_mu_;
   std::deque<double> observed_times_;

@@ -37,6 +37,39 @@ int runtime_rule_k(double ratio, int k0, int k_prev, int workers, const std::fun
   return std::max(workers, k_prev);
 }
 
+double GoodputModel::progress(int k) const {
+  const double s = std::min(1.0, l_eta * staleness(k));
+  return eta * g2 * (1 - s) - l_eta * (eta / 2) * (g2 + trace / (double(k) * batch));
+}
+
+double GoodputModel::fit_l_eta(int k, double decrease) const {
+  // progress(k) falls as L eta grows: bisection on [lo, hi].
+  double lo = 1e-4, hi = 2.0;
+  GoodputModel m = *this;
+  const double target = decrease;  // below 0 too: stale gradients can raise the loss
+  m.l_eta = lo;
+  if (m.progress(k) <= target) return lo;
+  m.l_eta = hi;
+  if (m.progress(k) >= target) return hi;
+  for (int i = 0; i < 60; ++i) {
+    m.l_eta = std::sqrt(lo * hi);  // geometric: L eta spans decades
+    (m.progress(k) > target ? lo : hi) = m.l_eta;
+  }
+  return std::sqrt(lo * hi);
+}
+
+int goodput_best_k(const GoodputModel& m, const std::function<double(int)>& update_time, std::vector<double>* rates) {
+  rates->assign(size_t(m.workers), NAN);
+  int best = 0;
+  for (int k = 1; k <= m.workers; ++k) {
+    const double t = update_time ? update_time(k) : NAN;
+    if (!(t > 0) || !std::isfinite(t)) continue;
+    (*rates)[size_t(k - 1)] = m.progress(k) / t;
+    if (best == 0 || (*rates)[size_t(k - 1)] > (*rates)[size_t(best - 1)]) best = k;
+  }
+  return best;
+}
+
 LossWindow LossWindow::merged(const LossWindow& o) const {
   if (o.n == 0) return LossWindow{mean, var, n, updates + o.updates};
   if (n == 0) return LossWindow{o.mean, o.var, o.n, updates + o.updates};
@@ -62,13 +95,16 @@ AdaRule parse_ada_rule(const std::string& s) {
   if (s == "runtime") return AdaRule::Runtime;
   if (s == "plateau") return AdaRule::Plateau;
   if (s == "runtime-plateau") return AdaRule::RuntimePlateau;
-  throw UsageError("--adasync-rule: expected sqrt, order-stat, runtime, plateau or runtime-plateau, found '" + s + "'");
+  if (s == "goodput") return AdaRule::Goodput;
+  throw UsageError("--adasync-rule: expected sqrt, order-stat, runtime, plateau, runtime-plateau or goodput, found '" +
+                   s + "'");
 }
 
 AdaRule default_ada_rule(Variant) { return AdaRule::RuntimePlateau; }
 
 double default_decision_interval(AdaRule r, double budget) {
   if (r == AdaRule::Plateau || r == AdaRule::RuntimePlateau) return budget > 0 ? budget / 100 : 1.0;
+  if (r == AdaRule::Goodput) return budget > 0 ? budget / 50 : 2.0;  // the first decision ends a short warm-up
   return budget > 0 ? budget / 20 : 10.0;
 }
 
@@ -80,6 +116,7 @@ const char* to_string(AdaRule r) {
     case AdaRule::Runtime: return "runtime";
     case AdaRule::Plateau: return "plateau";
     case AdaRule::RuntimePlateau: return "runtime-plateau";
+    case AdaRule::Goodput: return "goodput";
   }
   return "?";
 }
@@ -110,8 +147,9 @@ class AdaSyncSchedule : public KSchedule {
   bool needs_start_loss() const override { return c_.rule != AdaRule::Plateau && std::isnan(f0_); }
   void set_start_loss(double f0) override { f0_ = f0; }
   std::vector<double> state() const override {
-    return {next_, f0_, prev_.mean, prev_.var, double(prev_.n), double(prev_.updates),
-            cur_.mean,  cur_.var, double(cur_.n),  double(cur_.updates), double(updates_at_k_)};
+    return {next_,    f0_,      prev_.mean,         prev_.var,           double(prev_.n),
+            double(prev_.updates), cur_.mean, cur_.var, double(cur_.n), double(cur_.updates),
+            double(updates_at_k_), l_eta_,   decided_ ? 1.0 : 0.0};
   }
   void set_state(const std::vector<double>& s) override {
     if (s.size() >= 2) next_ = s[0], f0_ = s[1];
@@ -120,11 +158,13 @@ class AdaSyncSchedule : public KSchedule {
       cur_ = LossWindow{s[6], s[7], int64_t(s[8]), int64_t(s[9])};
       updates_at_k_ = int64_t(s[10]);
     }
+    if (s.size() >= 13) l_eta_ = s[11], decided_ = s[12] != 0;
   }
 
   std::optional<KChange> after_update(double now, int k_now, const DecisionInputs& in) override {
     if (now < next_) return std::nullopt;
     while (next_ <= now) next_ += c_.interval;
+    if (c_.rule == AdaRule::Goodput) return goodput(now, k_now, in);
     if (k_now >= c_.workers) return std::nullopt;
     if (c_.rule == AdaRule::Plateau) return plateau(now, k_now, in.loss(), in);
     if (c_.rule == AdaRule::RuntimePlateau) return runtime_plateau(now, k_now, in);
@@ -143,7 +183,8 @@ class AdaSyncSchedule : public KSchedule {
         break;
       case AdaRule::Auto:  // resolved (default_ada_rule) before a schedule is made
       case AdaRule::Plateau:
-      case AdaRule::RuntimePlateau: break;
+      case AdaRule::RuntimePlateau:
+      case AdaRule::Goodput: break;
     }
     k = std::max(k, k_now);  // K never decreases
     if (k == k_now) return std::nullopt;
@@ -217,8 +258,77 @@ class AdaSyncSchedule : public KSchedule {
     return KChange{k_now, k_rt, now, f0_, w.mean, why.str(), to_string(c_.rule)};
   }
 
+  // Predicted progress per second for every K from the measured noise, the
+  // observed times and the fitted L eta; moves to the best K when it
+  // predicts a gain above the margin (never down). The first decision, at
+  // the end of the warm-up, chooses K_0 itself.
+  std::optional<KChange> goodput(double now, int k_now, const DecisionInputs& in) {
+    const LossWindow w = in.loss();
+    const GradientNoise gn = in.noise ? in.noise() : GradientNoise{};
+    if (std::isnan(f0_) && in.start_loss) f0_ = in.start_loss();
+    // The loss decrease per update: from F_0 to this window's middle (the
+    // first decision), else between the middles of the last two windows at
+    // the current K (after a change the first window is only the baseline:
+    // one spanning two K would mix their progress).
+    updates_at_k_ += w.updates;
+    double before = f0_, span = double(updates_at_k_) - 0.5 * double(w.updates);
+    if (decided_) {
+      if (!std::isfinite(prev_.mean)) {
+        if (w.n > 0) prev_ = w;
+        return std::nullopt;
+      }
+      before = prev_.mean;
+      span = 0.5 * double(prev_.updates + w.updates);
+    }
+    if (w.n > 0) prev_ = w;
+    GoodputModel m;
+    m.workers = c_.workers;
+    m.batch = c_.batch;
+    m.eta = in.lr ? in.lr() : NAN;
+    m.g2 = gn.g2;
+    m.trace = gn.trace;
+    m.stale = c_.stale;
+    const double measured = in.staleness ? in.staleness() : NAN;
+    const double model_now = std::max(0.0, double(c_.workers) / k_now - 1);
+    if (c_.stale && std::isfinite(measured) && model_now > 0.05) m.staleness_scale = measured / model_now;
+    if (!(m.eta > 0) || !std::isfinite(m.g2) || !(m.g2 > 0) || !std::isfinite(m.trace) || !(span > 0) ||
+        !std::isfinite(before) || w.n == 0)
+      return std::nullopt;  // not measured yet: decide at the next interval
+    const double decrease = (before - w.mean) / span;
+    const double fitted = m.fit_l_eta(k_now, decrease);
+    // L eta is a property of the problem and the rate: smoothed over decisions.
+    l_eta_ = std::isfinite(l_eta_) ? std::sqrt(l_eta_ * fitted) : fitted;
+    m.l_eta = l_eta_;
+    std::vector<double> rates;
+    int k = goodput_best_k(m, in.update_time, &rates);
+    if (k == 0) return std::nullopt;
+    const bool first = !decided_;
+    decided_ = true;
+    const double r_now = rates[size_t(k_now - 1)];
+    const int best = k;
+    if (k < k_now) k = k_now;  // never down
+    // Hysteresis: a move must predict more than the margin over the current K.
+    if (k != k_now && !first && std::isfinite(r_now) &&
+        !(rates[size_t(k - 1)] > r_now + c_.goodput_margin * std::abs(r_now)))
+      k = k_now;
+    std::ostringstream why;
+    why.precision(3);
+    why << "goodput rule, " << (first ? "first decision, " : "") << "Bnoise " << gn.trace / gn.g2 << ", L*eta "
+        << l_eta_ << ", loss decrease/update " << decrease << ", predicted rate K " << k_now << " " << r_now;
+    if (k != k_now) why << " -> K " << k << " " << rates[size_t(k - 1)];
+    else why << ", kept (best K " << best << " at " << rates[size_t(best - 1)] << ")";
+    // Every decision is returned: one that keeps K is a record (the policy applies nothing).
+    KChange ch{k_now, k, now, f0_, w.mean, why.str(), to_string(c_.rule)};
+    if (k != k_now) prev_ = LossWindow{};
+    ch.l_eta = l_eta_;
+    ch.rates = rates;
+    return ch;
+  }
+
   ScheduleConfig c_;
   double next_;
+  double l_eta_ = std::numeric_limits<double>::quiet_NaN();  // goodput: the smoothed fit
+  bool decided_ = false;                                      // goodput: the first decision was made
   double f0_ = std::numeric_limits<double>::quiet_NaN();
   LossWindow prev_;  // plateau: the previous full window at the current K (n = 0: none)
   LossWindow cur_;   // plateau: the window being filled

@@ -4,7 +4,8 @@
 // A KSchedule is consulted after every update with the clock time and, when
 // it decides, what it asks of the run (DecisionInputs); it returns a change of
 // K (never below the previous K for AdaSync), with the numbers that caused
-// it, or nothing.
+// it, or nothing (the goodput rule returns every decision it makes, those
+// that keep K included, as records).
 //
 //   fixed      K never changes
 //   adasync    every T_0 seconds of clock time, by one of four rules
@@ -28,6 +29,13 @@
 //                            lower floor takes several such spans.
 //                runtime-plateau: the larger of the two (plateau rungs at
 //                            powers of two)
+//                goodput:    K* = argmax_K d(K) / E[T_K] (GoodputModel below):
+//                            the noise scale measured at the PS, E[T_K] from
+//                            the observed times, L eta fitted so that d(K_now)
+//                            is the loss decrease per update observed (from
+//                            F_0 at the first decision, which chooses K_0;
+//                            then between consecutive windows at one K);
+//                            moves up only, by more than a margin
 //   piecewise  "0:1,30s:2,60s:4": K = 1 from time 0, 2 from 30 s, 4 from 60 s
 //
 // Learning-rate rules turn the counted gradients of one update into a base
@@ -47,6 +55,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/engine/aggregator.h"
@@ -54,11 +63,19 @@
 namespace adasync {
 
 struct KChange {
+  KChange() = default;
+  KChange(int k_prev_, int k_, double time_, double loss_start_, double loss_now_, std::string reason_,
+          std::string rule_)
+      : k_prev(k_prev_), k(k_), time(time_), loss_start(loss_start_), loss_now(loss_now_),
+        reason(std::move(reason_)), rule(std::move(rule_)) {}
   int k_prev = 0, k = 0;
   double time = 0;
   double loss_start = 0, loss_now = 0;  // F_0, F_t (NaN where the rule has none)
   std::string reason;                   // rule and numbers, e.g. "sqrt rule, F0/Ft = 3.77"
-  std::string rule;                     // sqrt, order-stat, runtime, plateau, runtime-plateau, piecewise
+  std::string rule;                     // sqrt, order-stat, runtime, plateau, runtime-plateau, goodput, piecewise
+  // goodput: the estimate of L eta and each candidate's predicted progress per second (K = 1..P).
+  double l_eta = NAN;
+  std::vector<double> rates;
 };
 
 // A training-loss estimate over the window since the last decision: the mean
@@ -74,11 +91,19 @@ struct LossWindow {
   LossWindow merged(const LossWindow& o) const;
 };
 
+// The gradient statistics the goodput rule reads (noise.h; NaN: not measured).
+struct GradientNoise {
+  double g2 = NAN, trace = NAN;  // |G|^2 and tr(S), moving averages
+};
+
 // What a decision may ask of the run; each is called only when needed.
 struct DecisionInputs {
   std::function<LossWindow()> loss;        // F_t; starts a new window
   std::function<double()> start_loss;      // F_0 when the schedule has none yet (NaN: not known)
   std::function<double(int)> update_time;  // E[T_K] of the run's variant (runtime rule; NaN: unknown)
+  std::function<GradientNoise()> noise;    // goodput rule
+  std::function<double()> staleness;       // mean staleness since the last decision (NaN: none counted)
+  std::function<double()> lr;              // the effective step: the base rate / (1 - momentum)
 };
 
 class KSchedule {
@@ -98,7 +123,7 @@ class KSchedule {
 };
 
 // Auto: the default rule (default_ada_rule), resolved when the run starts.
-enum class AdaRule { Auto, Sqrt, OrderStat, Runtime, Plateau, RuntimePlateau };
+enum class AdaRule { Auto, Sqrt, OrderStat, Runtime, Plateau, RuntimePlateau, Goodput };
 AdaRule parse_ada_rule(const std::string& s);  // throws UsageError naming --adasync-rule
 // The rule `--adasync-rule auto` takes for a variant (README: why).
 AdaRule default_ada_rule(Variant v);
@@ -121,7 +146,31 @@ struct ScheduleConfig {
   double plateau_horizon = 3;  // plateau rule: 2K must have time for this many times K's updates
   double plateau_rel = 0.005;  // plateau rule: a relative decrease under this is none (noise unknown)
   std::string points;          // piecewise: "0:1,30s:2,60s:4"
+  // goodput rule: each gradient's batch m; whether gradients go stale (the
+  // async variants: E[tau_K] about P/K - 1, scaled to the staleness measured
+  // at the current K); the relative gain a move must predict (hysteresis).
+  int batch = 1;
+  bool stale = false;
+  double goodput_margin = 0.05;
 };
+
+// The goodput rule's model (ALGORITHMS.md §5.1): progress per update at a
+// constant rate, d(K) = eta |G|^2 (1 - s(K)) - (L eta) (eta / 2) (|G|^2 +
+// tr(S) / (K m)), s(K) = min(1, L eta E[tau_K]); the rate of K is d(K) / E[T_K].
+struct GoodputModel {
+  int workers = 1, batch = 1;
+  double eta = 0, g2 = 0, trace = 0, l_eta = 0;
+  bool stale = false;
+  double staleness_scale = 1;  // measured staleness / P/K - 1 at the current K
+  double staleness(int k) const { return stale ? staleness_scale * std::max(0.0, double(workers) / k - 1) : 0.0; }
+  double progress(int k) const;
+  // L eta such that d(k) equals `decrease` (the observed loss decrease per
+  // update; 0 at a plateau, below 0 when stale gradients raise the loss),
+  // clipped to [1e-4, 2].
+  double fit_l_eta(int k, double decrease) const;
+};
+// argmax over K in [1, P] of d(K) / E[T_K] (the rates in *rates, NaN where E[T] is unknown); 0 when none is known.
+int goodput_best_k(const GoodputModel& m, const std::function<double(int)>& update_time, std::vector<double>* rates);
 
 // Throws UsageError naming the flag on bad input.
 std::unique_ptr<KSchedule> make_schedule(const ScheduleConfig& c);

@@ -5,9 +5,11 @@ namespace adasync {
 Decision UpdateLoop::apply(double now) {
   Decision d;
   const UpdateRates rates = policy_.rates(agg_, *ps_.latest());
+  policy_.before_update(agg_);
   const Aggregator::UpdateResult u = agg_.update(rates);
   const std::optional<KChange> ch = policy_.after_update(agg_, u.snapshot, now);
-  const UpdateEvent ev{u, agg_.stats(), rates.lr, agg_.k(), ch, now};
+  const std::optional<KChange> kept = policy_.take_held_decision();
+  const UpdateEvent ev{u, agg_.stats(), rates.lr, agg_.k(), ch, now, policy_.b_noise(), kept ? &kept : nullptr};
   for (UpdateObserver* o : observers_) o->on_update(ev);
   d.updated = true;
   d.cancel_all = u.cancel_all;

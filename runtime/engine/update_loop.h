@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -42,6 +43,8 @@ struct UpdateEvent {
   int k = 0;                               // K for the next update
   const std::optional<KChange>& k_change;  // made after this update
   double now = 0;
+  double b_noise = NAN;                    // the gradient noise scale so far (NaN: not measured)
+  const std::optional<KChange>* k_kept = nullptr;  // a decision that kept K (goodput), or null
 };
 
 class UpdateObserver {

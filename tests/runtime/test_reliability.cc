@@ -71,6 +71,8 @@ TEST_P(VirtualResume, ContinuesExactlyLikeAnUninterruptedRun) {
     if (std::string(rc.extra) == "adasync") c.schedule = ScheduleKind::AdaSync, c.schedule_every = 20;
     if (std::string(rc.extra) == "plateau") c.schedule = ScheduleKind::AdaSync, c.adasync_rule = AdaRule::Plateau, c.plateau_updates = 20;
     if (std::string(rc.extra) == "runtime") c.schedule = ScheduleKind::AdaSync, c.adasync_rule = AdaRule::Runtime, c.schedule_every = 20;
+    if (std::string(rc.extra) == "goodput")  // at lr 0.3 the mlp's K rises within the 300 updates
+      c.schedule = ScheduleKind::AdaSync, c.adasync_rule = AdaRule::Goodput, c.schedule_every = 15, c.lr = 0.3;
     if (std::string(rc.extra) == "ps-time") c.ps_time = 0.3;
     if (std::string(rc.extra) == "piecewise") c.schedule = ScheduleKind::Piecewise, c.schedule_points = "0:1,20:2,60:4";
     if (std::string(rc.extra) == "distance") c.lr_rule = LrKind::Distance, c.lr_c = 1.0;
@@ -102,7 +104,8 @@ TEST_P(VirtualResume, ContinuesExactlyLikeAnUninterruptedRun) {
   EXPECT_EQ(a.stats.staleness_sum, b.stats.staleness_sum);
   EXPECT_EQ(a.k, b.k);
   EXPECT_EQ(a.k_changes.size(), b.k_changes.size());
-  if (std::string(rc.extra) == "plateau" || std::string(rc.extra) == "runtime" || std::string(rc.extra) == "piecewise") {
+  if (std::string(rc.extra) == "plateau" || std::string(rc.extra) == "runtime" || std::string(rc.extra) == "piecewise" ||
+      std::string(rc.extra) == "goodput") {
     EXPECT_FALSE(a.k_changes.empty()) << "the schedule's state is exercised only if K changes";
   }
 }
@@ -113,7 +116,8 @@ INSTANTIATE_TEST_SUITE_P(Variants, VirtualResume,
                                            ResumeCase{"k-async", "adasync"}, ResumeCase{"k-sync", "plateau"},
                                            ResumeCase{"k-async", "runtime"}, ResumeCase{"async", "ps-time"},
                                            ResumeCase{"k-async", "piecewise"}, ResumeCase{"k-async", "resnet"},
-                                           ResumeCase{"k-batch-sync", "resnet"}, ResumeCase{"k-sync", "resnet20"}),
+                                           ResumeCase{"k-batch-sync", "resnet"}, ResumeCase{"k-sync", "resnet20"},
+                                           ResumeCase{"k-async", "goodput"}),
                          [](const auto& info) {
                            std::string n = std::string(info.param.variant) + "_" + info.param.extra;
                            for (auto& ch : n)

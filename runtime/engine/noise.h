@@ -1,0 +1,81 @@
+// The gradient noise scale B_noise = tr(S) / |G|^2 (ALGORITHMS.md §5.1;
+// McCandlish et al. 2018, appendix A.1), measured from the gradients each
+// update already aggregates: no extra computation, one pass over them.
+//
+// From K gradients g_l of batch m each and their mean G_K (batch K m), with
+// |g|^2 the mean of |g_l|^2, B_s = m and B_b = K m, unbiased estimates are
+//   |G|^2 ~ (B_b |G_K|^2 - B_s |g|^2) / (B_b - B_s)
+//   tr(S) ~ (|g|^2 - |G_K|^2) / (1/B_s - 1/B_b)
+// (S the covariance of one sample's gradient). Each is averaged on its own
+// (an exponential moving average, bias-corrected), and B_noise is the ratio of
+// the averages, never the average of ratios. An update of one gradient pairs
+// it with the previous update's (K = 1: two workers' gradients, or one
+// worker's two, a step apart).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "kernels/thread_pool.h"
+
+namespace adasync {
+
+struct NoiseSums {
+  double mean_sq_norm = 0;    // mean over l of |g_l|^2
+  double sq_norm_of_mean = 0;  // |mean_l g_l|^2
+  int k = 0;
+};
+
+// One pass over k gradients of n floats (double sums in fixed chunks: the
+// result depends on the pool's size, never on timing).
+NoiseSums noise_sums(const float* const* grads, int k, size_t n, ThreadPool* pool);
+
+// The unbiased |G|^2 and tr(S) of one update (k >= 2, batch m per gradient).
+struct NoiseEstimate {
+  double g2 = 0, trace = 0;
+};
+NoiseEstimate estimate_noise(const NoiseSums& s, int batch);
+
+// The moving averages and their ratio.
+class NoiseScale {
+ public:
+  explicit NoiseScale(double decay = 0.95) : decay_(decay) {}
+  void add(const NoiseEstimate& e);
+  int64_t count() const { return count_; }
+  double g2() const;     // NaN before the first estimate
+  double trace() const;  // NaN before the first estimate
+  // tr(S) / |G|^2; NaN before any estimate, +inf while |G|^2 <= 0 (all noise).
+  double b_noise() const;
+  std::vector<double> state() const { return {g2_, trace_, weight_, double(count_)}; }
+  void set_state(const std::vector<double>& s);
+
+ private:
+  double decay_;
+  double g2_ = 0, trace_ = 0, weight_ = 0;  // weight_: 1 - decay^count (the bias correction)
+  int64_t count_ = 0;
+};
+
+// What the parameter server does with each update's gradients: their sums,
+// paired with the previous gradient when the update has one.
+class NoiseMeter {
+ public:
+  NoiseMeter(size_t n, int batch, ThreadPool* pool) : n_(n), batch_(batch), pool_(pool) {}
+  void measure(const std::vector<const float*>& grads);
+  const NoiseScale& scale() const { return scale_; }
+  NoiseScale& scale() { return scale_; }
+  // The gradient waiting for its pair (checkpoints: a resumed run pairs as
+  // the uninterrupted one); empty when none.
+  const std::vector<float>& waiting() const { return prev_; }
+  void set_waiting(std::vector<float> g) { prev_ = std::move(g); }
+
+ private:
+  size_t n_;
+  int batch_;
+  ThreadPool* pool_;
+  NoiseScale scale_;
+  std::vector<float> prev_;  // the last single gradient (K = 1), empty when none
+};
+
+}  // namespace adasync
