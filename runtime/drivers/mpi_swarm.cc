@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <tuple>
 
@@ -29,6 +30,7 @@
 #include "runtime/drivers/mpi.h"
 #include "runtime/drivers/mpi_internal.h"
 #include "runtime/modes/swarm.h"
+#include "runtime/output.h"
 #include "runtime/supervisor.h"  // stop_signal: the drain is short once the job is going down
 
 namespace adasync {
@@ -269,6 +271,28 @@ class AbortUnlessDone {
 }  // namespace
 
 // ------------------------------------------------------------------ rank 0
+namespace {
+// A gather's text from rank r: waits while the job goes on; once a stop
+// signal has come (mpirun stops every rank when one dies) it waits 0.3 s
+// more, then gives up on r (nullopt): a dead rank must not hold rank 0 from
+// its summary.
+std::optional<std::string> gather_text(int r, int tag) {
+  MPI_Message msg;
+  MPI_Status st;
+  std::chrono::steady_clock::time_point signalled{};
+  Backoff backoff;
+  while (!probe(r, &msg, &st, tag)) {
+    if (stop_signal() != 0) {
+      const auto now = std::chrono::steady_clock::now();
+      if (signalled == std::chrono::steady_clock::time_point{}) signalled = now;
+      if (now - signalled > std::chrono::milliseconds(300)) return std::nullopt;
+    }
+    backoff.idle();
+  }
+  return take_text(&msg, st);
+}
+}  // namespace
+
 struct MpiSwarm::Impl {
   Impl(MpiWorld& w, int P, size_t params, size_t blocks) : world(w), nodes(P), n(params), nb(blocks) {
     base.bytes_sent.assign(size_t(P), 0);
@@ -284,7 +308,12 @@ struct MpiSwarm::Impl {
   std::vector<float> resumed;  // every node's state, node after node (resume)
   std::vector<uint64_t> positions;  // as of the last checkpoint's gather
   bool stopped = false, released = false;
-  std::vector<int> lost;  // ranks that did not confirm the stop: no gather reaches them
+  std::vector<int> lost;  // ranks that did not answer a gather or confirm the stop: no gather reaches them
+  bool is_lost(int r) const { return std::find(lost.begin(), lost.end(), r) != lost.end(); }
+  void lose(int r) {
+    if (!is_lost(r)) lost.push_back(r);
+    world.unclean = true;
+  }
 };
 
 MpiSwarm::MpiSwarm(MpiWorld& world, const SwarmConfig& cfg, int nodes, size_t params)
@@ -353,12 +382,22 @@ nlohmann::json MpiSwarm::save(Checkpoint* c) {
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lk(m.mu);
   AbortUnlessDone guard(m.world);
+  if (!m.lost.empty())
+    throw OutputError("--checkpoint-dir: worker rank " + std::to_string(m.lost.front()) +
+                      " is lost with its nodes' state; no checkpoint can hold every node");
   for (int r = 1; r < m.world.size(); ++r) send_small(WordMsg{0, -1}, r, kSwSave);
   SwarmStats total = m.base;
   std::vector<uint64_t> positions;
   nlohmann::json nodes = nlohmann::json::array();
   for (int r = 1; r < m.world.size(); ++r) {
-    const nlohmann::json j = nlohmann::json::parse(receive_text(r, kSwState));
+    const std::optional<std::string> text = gather_text(r, kSwState);
+    if (!text) {
+      m.lose(r);
+      guard.done();
+      throw OutputError("--checkpoint-dir: worker rank " + std::to_string(r) +
+                        " did not send its nodes' state (the job is stopping); no checkpoint written");
+    }
+    const nlohmann::json j = nlohmann::json::parse(*text);
     total += j.at("stats").get<SwarmStats>();
     const auto p = j.at("positions").get<std::vector<uint64_t>>();
     positions.insert(positions.end(), p.begin(), p.end());
@@ -438,11 +477,10 @@ double MpiSwarm::run(SwarmListener& l) {
       why << "it did not confirm the stop within " << limit << " s (dead, or not answering)";
       for (int r = 1; r < m.world.size(); ++r) {
         if (confirmed[size_t(r)]) continue;
-        m.lost.push_back(r);
+        m.lose(r);
         const auto [first, last] = m.world.workers_of(r, m.nodes);
         l.rank_lost(r, first, last - 1, why.str(), end);
       }
-      m.world.unclean = true;
       break;
     }
     if (st.MPI_TAG == kSwStats) {
@@ -463,27 +501,42 @@ void MpiSwarm::average(float* out, double* consensus) {
   std::lock_guard<std::mutex> lk(m.mu);
   AbortUnlessDone guard(m.world);
   const int R = m.world.size();
-  for (int r = 1; r < R; ++r) send_small(WordMsg{0, -1}, r, kSwAverage);
+  std::vector<int> live;
+  for (int r = 1; r < R; ++r)
+    if (!m.is_lost(r)) send_small(WordMsg{0, -1}, r, kSwAverage);
   std::vector<double> sum(m.n, 0.0), part(m.n);
   SwarmStats total = m.base;
+  int nodes = 0;
   for (int r = 1; r < R; ++r) {
-    total += nlohmann::json::parse(receive_text(r, kSwSum)).get<SwarmStats>();
+    if (m.is_lost(r)) continue;
+    const std::optional<std::string> text = gather_text(r, kSwSum);
+    if (!text) {  // the mean of the nodes that answered
+      m.lose(r);
+      continue;
+    }
+    total += nlohmann::json::parse(*text).get<SwarmStats>();
     check(MPI_Recv(part.data(), int(m.n * sizeof(double)), MPI_BYTE, r, kSwSumData, g_data, MPI_STATUS_IGNORE),
           "sum");
     for (size_t k = 0; k < m.n; ++k) sum[k] += part[k];
+    const auto [first, last] = m.world.workers_of(r, m.nodes);
+    nodes += last - first;
+    live.push_back(r);
   }
-  const double inv = 1.0 / double(m.nodes);
+  if (nodes == 0) {  // nobody answered: the previous average stands
+    guard.done();
+    return;
+  }
+  const double inv = 1.0 / double(nodes);
   for (size_t k = 0; k < m.n; ++k) out[k] = float(sum[k] * inv);
-  for (int r = 1; r < R; ++r)
-    check(MPI_Send(out, int(m.n * sizeof(float)), MPI_BYTE, r, kSwMeanData, g_data), "mean");
+  for (int r : live) check(MPI_Send(out, int(m.n * sizeof(float)), MPI_BYTE, r, kSwMeanData, g_data), "mean");
   double c = 0;
-  for (int r = 1; r < R; ++r) {
+  for (int r : live) {
     double spread = 0;
     check(MPI_Recv(&spread, 1, MPI_DOUBLE, r, kSwSpread, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "spread");
     c += spread;
   }
   *consensus = c * inv;
-  if (!m.stopped) m.stats = total;  // after the stop, the counters the ranks sent then are whole
+  if (!m.stopped && m.lost.empty()) m.stats = total;  // after the stop, the counters the ranks sent then are whole
   guard.done();
 }
 
