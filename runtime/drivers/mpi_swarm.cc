@@ -272,24 +272,68 @@ class AbortUnlessDone {
 
 // ------------------------------------------------------------------ rank 0
 namespace {
-// A gather's text from rank r: waits while the job goes on; once a stop
-// signal has come (mpirun stops every rank when one dies) it waits 0.3 s
-// more, then gives up on r (nullopt): a dead rank must not hold rank 0 from
-// its summary.
+// Rank 0's waits on a worker rank go on while the job does; once a stop
+// signal has come (mpirun stops every rank when one dies) they last 0.3 s
+// more, then give up on the rank: a dead rank must not hold rank 0 from its
+// summary (mpirun SIGKILLs what is left a few seconds later).
+class StopGrace {
+ public:
+  bool expired() {
+    if (stop_signal() == 0) return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (signalled_ == std::chrono::steady_clock::time_point{}) signalled_ = now;
+    return now - signalled_ > std::chrono::milliseconds(300);
+  }
+
+ private:
+  std::chrono::steady_clock::time_point signalled_{};
+};
+
+// A gather's text from rank r; nullopt once StopGrace gives up on r.
 std::optional<std::string> gather_text(int r, int tag) {
   MPI_Message msg;
   MPI_Status st;
-  std::chrono::steady_clock::time_point signalled{};
+  StopGrace grace;
   Backoff backoff;
   while (!probe(r, &msg, &st, tag)) {
-    if (stop_signal() != 0) {
-      const auto now = std::chrono::steady_clock::now();
-      if (signalled == std::chrono::steady_clock::time_point{}) signalled = now;
-      if (now - signalled > std::chrono::milliseconds(300)) return std::nullopt;
-    }
+    if (grace.expired()) return std::nullopt;
     backoff.idle();
   }
   return take_text(&msg, st);
+}
+
+// Completes a transfer with rank r under StopGrace. A transfer given up on
+// stays posted (a rank that died halfway through a large message would
+// block a plain MPI_Recv or MPI_Send for good): its buffer is kept alive
+// until the process ends, so that the library never touches freed memory.
+template <class T>
+bool complete_or_give_up(MPI_Request* req, std::vector<T>* buf, const char* what) {
+  StopGrace grace;
+  Backoff backoff;
+  for (;;) {
+    int flag = 0;
+    check(MPI_Test(req, &flag, MPI_STATUS_IGNORE), what);
+    if (flag) return true;
+    if (grace.expired()) break;
+    backoff.idle();
+  }
+  static std::mutex mu;
+  static auto* kept = new std::vector<std::vector<T>>;  // never freed: see above
+  std::lock_guard<std::mutex> lk(mu);
+  kept->push_back(std::move(*buf));  // the same heap block: the request's pointer stays good
+  return false;
+}
+template <class T>
+bool receive_or_give_up(std::vector<T>* buf, int r, int tag, MPI_Comm comm, const char* what) {
+  MPI_Request req;
+  check(MPI_Irecv(buf->data(), int(buf->size() * sizeof(T)), MPI_BYTE, r, tag, comm, &req), what);
+  return complete_or_give_up(&req, buf, what);
+}
+template <class T>
+bool send_or_give_up(std::vector<T> copy, int r, int tag, MPI_Comm comm, const char* what) {
+  MPI_Request req;
+  check(MPI_Isend(copy.data(), int(copy.size() * sizeof(T)), MPI_BYTE, r, tag, comm, &req), what);
+  return complete_or_give_up(&req, &copy, what);
 }
 }  // namespace
 
@@ -403,9 +447,12 @@ nlohmann::json MpiSwarm::save(Checkpoint* c) {
     positions.insert(positions.end(), p.begin(), p.end());
     const auto [first, last] = m.world.workers_of(r, m.nodes);
     std::vector<float> state(size_t(last - first) * m.per_node());
-    check(MPI_Recv(state.data(), int(state.size() * sizeof(float)), MPI_BYTE, r, kSwStateData, g_data,
-                   MPI_STATUS_IGNORE),
-          "state");
+    if (!receive_or_give_up(&state, r, kSwStateData, g_data, "state")) {
+      m.lose(r);
+      guard.done();
+      throw OutputError("--checkpoint-dir: worker rank " + std::to_string(r) +
+                        " stopped sending its nodes' state (the job is stopping); no checkpoint written");
+    }
     for (int i = first; i < last; ++i) {
       const float* s = state.data() + size_t(i - first) * m.per_node();
       const std::string k = std::to_string(i);
@@ -514,9 +561,12 @@ void MpiSwarm::average(float* out, double* consensus) {
       m.lose(r);
       continue;
     }
+    if (!receive_or_give_up(&part, r, kSwSumData, g_data, "sum")) {
+      m.lose(r);
+      part.assign(m.n, 0.0);  // the given-up receive keeps the old block
+      continue;
+    }
     total += nlohmann::json::parse(*text).get<SwarmStats>();
-    check(MPI_Recv(part.data(), int(m.n * sizeof(double)), MPI_BYTE, r, kSwSumData, g_data, MPI_STATUS_IGNORE),
-          "sum");
     for (size_t k = 0; k < m.n; ++k) sum[k] += part[k];
     const auto [first, last] = m.world.workers_of(r, m.nodes);
     nodes += last - first;
@@ -528,12 +578,21 @@ void MpiSwarm::average(float* out, double* consensus) {
   }
   const double inv = 1.0 / double(nodes);
   for (size_t k = 0; k < m.n; ++k) out[k] = float(sum[k] * inv);
-  for (int r : live) check(MPI_Send(out, int(m.n * sizeof(float)), MPI_BYTE, r, kSwMeanData, g_data), "mean");
-  double c = 0;
+  const std::vector<float> mean(out, out + m.n);
+  std::vector<int> sent;
   for (int r : live) {
-    double spread = 0;
-    check(MPI_Recv(&spread, 1, MPI_DOUBLE, r, kSwSpread, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "spread");
-    c += spread;
+    if (send_or_give_up(mean, r, kSwMeanData, g_data, "mean"))
+      sent.push_back(r);
+    else
+      m.lose(r);
+  }
+  double c = 0;
+  for (int r : sent) {
+    std::vector<double> spread(1, 0.0);
+    if (receive_or_give_up(&spread, r, kSwSpread, MPI_COMM_WORLD, "spread"))
+      c += spread[0];
+    else
+      m.lose(r);
   }
   *consensus = c * inv;
   if (!m.stopped && m.lost.empty()) m.stats = total;  // after the stop, the counters the ranks sent then are whole

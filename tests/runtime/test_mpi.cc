@@ -218,6 +218,36 @@ TEST_F(Mpi, AKilledWorkerRankEndsTheJobWithACheckpointToResumeFrom) {
   EXPECT_EQ(summary_of(metrics)["updates"].get<int64_t>(), at + 20);
 }
 
+// The same for SwarmSGD: a killed node rank is named (progress, metrics,
+// summary) and the run ends with a summary; its nodes' state is gone, so the
+// last periodic checkpoint stays the one to resume from.
+TEST_F(Mpi, AKilledSwarmRankIsReportedAndTheRunEndsWithASummary) {
+  const std::string ck = path("swarm-ck");
+  const std::string metrics = path("swarm-lost.jsonl");
+  const std::string cmd = "mpirun --mca odls_base_sigkill_timeout 10 --oversubscribe -np 3 " + trainer() +
+                          " --transport mpi --dataset gaussian --model mlp --threads 1 --devices cpu --progress plain "
+                          "--variant swarm --workers 4 --straggler const:value=2ms --eval-every 0 --time-budget 120s "
+                          "--checkpoint-every 50 --checkpoint-dir " + ck + " --metrics " + metrics;
+  const std::string kill_rank2 =
+      "for p in $(pgrep -f -- \"" + ck + "\"); do tr \"\\0\" \"\\n\" </proc/$p/environ 2>/dev/null | "
+      "grep -qx OMPI_COMM_WORLD_RANK=2 && kill -9 $p; done";
+  const Result r = sh("bash -c '" + cmd + " & pid=$!; for i in $(seq 300); do ls " + ck +
+                          "/ckpt-* >/dev/null 2>&1 && break; sleep 0.1; done; sleep 1; " + kill_rank2 +
+                          "; wait $pid'",
+                      90);
+  ASSERT_NE(r.code, 124) << "hung\n" << r.out;
+  EXPECT_NE(r.code, 0) << r.out;  // the job was aborted
+  EXPECT_NE(r.out.find("worker rank 2 (workers 2-3) lost: it did not confirm the stop"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("lost worker ranks:"), std::string::npos) << r.out;
+  const nlohmann::json summary = summary_of(metrics);
+  ASSERT_TRUE(summary.is_object()) << "no summary in " << metrics << "\n" << r.out;
+  const auto lost = summary["lost_ranks"].get<std::vector<int>>();
+  EXPECT_NE(std::find(lost.begin(), lost.end(), 2), lost.end()) << summary.dump();
+  const std::string last = field(r.out, "checkpoint: (\\S+)");
+  ASSERT_FALSE(last.empty()) << r.out;
+  EXPECT_TRUE(fs::exists(last)) << last;
+}
+
 nlohmann::json final_of(const std::string& metrics) {
   std::ifstream f(metrics);
   nlohmann::json last;
