@@ -12,6 +12,7 @@
 
 #include "runtime/engine/aggregator.h"
 #include "runtime/engine/optimizer.h"
+#include "runtime/engine/lr_rule.h"
 #include "runtime/engine/schedule.h"
 
 namespace adasync {

@@ -21,6 +21,7 @@
 
 #include "runtime/engine/aggregator.h"
 #include "runtime/engine/noise.h"
+#include "runtime/engine/lr_rule.h"
 #include "runtime/engine/schedule.h"
 
 namespace adasync {

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "datasets/rng.h"
+#include "runtime/engine/lr_rule.h"
 #include "runtime/engine/schedule.h"
 #include "runtime/theory.h"
 #include "runtime/trainer.h"
