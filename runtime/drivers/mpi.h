@@ -19,7 +19,7 @@
 //                      word      pull now, continue, cancel, stop
 // SwarmSGD (--variant swarm) has no parameter server: every worker rank holds
 // its share of the nodes and exchanges with the others' directly (requests to
-// the partner's rank, served by its main thread; see mpi_swarm.cc); its nodes report
+// the partner's rank, served by its main thread; see mpi_swarm_rank.cc; rank 0 in mpi_swarm.cc); its nodes report
 // each local step to rank 0, which counts them, evaluates the average model it
 // gathers, and says when to stop.
 // Rank 0 keeps one thread receiving (in arrival order, from any rank), so no

@@ -1,5 +1,5 @@
 // The MPI transport's own vocabulary, shared by its parameter-server side
-// (mpi.cc) and its SwarmSGD side (mpi_swarm.cc): tags, messages, and the
+// (mpi.cc) and its SwarmSGD side (mpi_swarm.cc, mpi_swarm_rank.cc): tags, messages, and the
 // polling receive. Included by those two files alone.
 #pragma once
 
@@ -35,8 +35,13 @@ constexpr int kPushData = 1000;
 // the any-tag probes of the control loops never take one whose receive is
 // not posted yet (a push whose header came while every slot was busy).
 inline MPI_Comm g_data = MPI_COMM_NULL;
-// SwarmSGD's exchanges between worker ranks (mpi_swarm.cc) on theirs.
+// SwarmSGD's exchanges between worker ranks (mpi_swarm_rank.cc) on theirs.
 inline MPI_Comm g_swarm = MPI_COMM_NULL;
+// A node's step, worker rank -> 0 (kSwStep).
+struct StepMsg {
+  int32_t node;
+  float loss;
+};
 enum WordKind : int32_t { kWordPull = 1, kWordContinue, kWordCancel, kWordStop };
 
 struct PushHeader {

@@ -1,0 +1,361 @@
+// SwarmSGD over MPI, a worker rank's side: its nodes, their exchanges with
+// the nodes of other ranks, and its answers to rank 0 (mpi_swarm.cc).
+//
+// An exchange between node i (rank A) and node j (rank B), on g_swarm:
+//   A -> B  request   (kind, i, j) and, blocking, Q(x_i)
+//   B -> A  nack      the blocks B could not decode (A sends them again at
+//                     full precision); then, blocking, B averages x_j
+//   B -> A  reply     Q(x_j) (blocking) or Q(p_j), j's published copy
+//   A -> B  verdict   the blocks A could not decode (B sends them again)
+// B's main thread serves requests one at a time and never waits on a node
+// lock held across a message, so two ranks exchanging with each other at once
+// cannot wait on each other. Bytes are counted by the initiator, as transfer()
+// counts them in one process (the verdict that names no block is free there).
+#include <mpi.h>
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <condition_variable>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/drivers/mpi.h"
+#include "runtime/drivers/mpi_internal.h"
+#include "runtime/modes/swarm.h"
+#include "runtime/output.h"
+#include "runtime/supervisor.h"  // stop_signal: the drain is short once the job is going down
+namespace adasync {
+using namespace mpi_detail;
+namespace {
+
+constexpr int kSwRequest = 1;
+// Each initiator's own two streams (it has one exchange at a time).
+int reply_tag(int i) { return 16 + 2 * i; }
+int resend_tag(int i) { return 17 + 2 * i; }
+enum : int32_t { kBlocking = 1, kFetch = 2, kNack = 3, kReply = 4 };
+
+struct RequestHeader {
+  int32_t kind, i, j, unused;
+};
+
+using Bytes = std::vector<unsigned char>;
+
+void send_bytes(const void* p, size_t n, int dest, int tag) {
+  check(MPI_Send(p, int(n), MPI_BYTE, dest, tag, g_swarm), "swarm send");
+}
+Bytes receive_bytes(int source, int tag) {
+  MPI_Message msg;
+  MPI_Status st;
+  check(MPI_Mprobe(source, tag, g_swarm, &msg, &st), "swarm probe");
+  Bytes b(size_t(message_bytes(st)));
+  check(MPI_Mrecv(b.data(), int(b.size()), MPI_BYTE, &msg, MPI_STATUS_IGNORE), "swarm receive");
+  return b;
+}
+// A message of a kind word and a payload.
+Bytes framed(int32_t kind, const void* p, size_t n) {
+  Bytes b(sizeof kind + n);
+  std::memcpy(b.data(), &kind, sizeof kind);
+  if (n > 0) std::memcpy(b.data() + sizeof kind, p, n);
+  return b;
+}
+int32_t kind_of(const Bytes& b) {
+  if (b.size() < sizeof(int32_t)) throw std::runtime_error("MPI: malformed SwarmSGD message");
+  int32_t k;
+  std::memcpy(&k, b.data(), sizeof k);
+  return k;
+}
+
+
+// One direction's counts, as transfer() keeps them.
+void count_sent(const SwarmCodec& c, size_t n, const unsigned char* failed, size_t bad, TransferCount* t) {
+  t->sender_bytes = int64_t(c.message_bytes(n));
+  t->blocks = int64_t(c.blocks(n));
+  if (bad == 0) return;
+  const int64_t resent = int64_t(failed_values(c, failed, n) * sizeof(float));
+  t->receiver_bytes = int64_t(c.nack_bytes(n));
+  t->fallback_blocks = int64_t(bad);
+  t->sender_bytes += resent;
+  t->fallback_bytes = t->receiver_bytes + resent;
+}
+
+size_t count_failed(const Bytes& failed) {
+  size_t bad = 0;
+  for (unsigned char f : failed) bad += f != 0;
+  return bad;
+}
+
+// Both ends of the exchanges of one worker rank.
+class MpiSwarmPeers : public SwarmPeers {
+ public:
+  MpiSwarmPeers(MpiWorld& world, const SwarmCodec& codec, size_t n, int nodes)
+      : world_(world), codec_(codec), n_(n), nodes_(nodes), nb_(codec.blocks(n)) {}
+  void attach(SwarmEngine* eng) { eng_ = eng; }
+
+  // ---- initiator (a node's thread)
+  void exchange(int i, int j, const float* s, const float* bound, float* q, float* d, TransferCount* to_j,
+                TransferCount* from_j) override {
+    const int B = world_.rank_of(j, nodes_);
+    Bytes req(sizeof(RequestHeader) + codec_.message_bytes(n_));
+    const RequestHeader h{kBlocking, i, j, 0};
+    std::memcpy(req.data(), &h, sizeof h);
+    codec_.encode(s, n_, bound, req.data() + sizeof h);
+    send_bytes(req.data(), req.size(), B, kSwRequest);
+    Bytes nack(nb_, 0);
+    Bytes m = receive_bytes(B, reply_tag(i));
+    if (kind_of(m) == kNack) {
+      if (m.size() != sizeof(int32_t) + nb_) throw std::runtime_error("MPI: malformed SwarmSGD NACK");
+      std::memcpy(nack.data(), m.data() + sizeof(int32_t), nb_);
+      std::vector<float> packed(failed_values(codec_, nack.data(), n_));
+      pack_failed(codec_, s, nack.data(), n_, packed.data());
+      send_bytes(packed.data(), packed.size() * sizeof(float), B, resend_tag(i));
+      m = receive_bytes(B, reply_tag(i));
+    }
+    count_sent(codec_, n_, nack.data(), count_failed(nack), to_j);
+    receive_reply(i, B, std::move(m), s, q, d, from_j);
+  }
+
+  void fetch(int i, int j, const float* b, float* q, float* d, TransferCount* from_j) override {
+    const int B = world_.rank_of(j, nodes_);
+    const RequestHeader h{kFetch, i, j, 0};
+    send_bytes(&h, sizeof h, B, kSwRequest);
+    receive_reply(i, B, receive_bytes(B, reply_tag(i)), b, q, d, from_j);
+  }
+
+  // ---- the far side (this rank's main thread): one request
+  void serve(MPI_Message* msg, const MPI_Status& st) {
+    Bytes req(size_t(message_bytes(st)));
+    check(MPI_Mrecv(req.data(), int(req.size()), MPI_BYTE, msg, MPI_STATUS_IGNORE), "swarm request");
+    RequestHeader h;
+    if (req.size() < sizeof h) throw std::runtime_error("MPI: malformed SwarmSGD request");
+    std::memcpy(&h, req.data(), sizeof h);
+    const int A = st.MPI_SOURCE, i = h.i, j = h.j;
+    if (j < eng_->first() || j >= eng_->last() || i < 0 || i >= nodes_ || world_.rank_of(i, nodes_) != A)
+      throw std::runtime_error("MPI: rank " + std::to_string(A) + " asked node " + std::to_string(j) +
+                               " for an exchange with node " + std::to_string(i));
+    x_.resize(n_);
+    q_.resize(n_);
+    bound_.assign(nb_, 0.f);
+    if (h.kind == kBlocking) {
+      if (req.size() != sizeof h + codec_.message_bytes(n_)) throw std::runtime_error("MPI: malformed SwarmSGD request");
+      eng_->far_state(j, false, x_.data(), nullptr);
+      const unsigned char* m1 = req.data() + sizeof h;
+      Bytes failed(nb_, 0);
+      if (codec_.decode(m1, x_.data(), n_, q_.data(), failed.data()) > 0) {
+        const Bytes nack = framed(kNack, failed.data(), nb_);
+        send_bytes(nack.data(), nack.size(), A, reply_tag(i));
+        const Bytes packed = receive_bytes(A, resend_tag(i));
+        if (packed.size() != failed_values(codec_, failed.data(), n_) * sizeof(float))
+          throw std::runtime_error("MPI: malformed SwarmSGD resend");
+        unpack_failed(codec_, reinterpret_cast<const float*>(packed.data()), failed.data(), n_, q_.data());
+      }
+      // j's bound is true: its reply is decoded unless a fixed step is too small.
+      if (nb_ > 0) receiver_bounds(codec_, m1, failed.data(), q_.data(), x_.data(), n_, bound_.data());
+      eng_->far_average(j, x_.data(), q_.data(), bound_.data());
+    } else if (h.kind == kFetch) {
+      eng_->far_state(j, true, x_.data(), bound_.data());
+    } else {
+      throw std::runtime_error("MPI: a SwarmSGD request of kind " + std::to_string(h.kind));
+    }
+    Bytes reply(sizeof(int32_t) + codec_.message_bytes(n_));
+    const int32_t k = kReply;
+    std::memcpy(reply.data(), &k, sizeof k);
+    codec_.encode(x_.data(), n_, bound_.data(), reply.data() + sizeof k);
+    send_bytes(reply.data(), reply.size(), A, reply_tag(i));
+    const Bytes verdict = receive_bytes(A, resend_tag(i));
+    if (verdict.size() != nb_) throw std::runtime_error("MPI: malformed SwarmSGD verdict");
+    if (count_failed(verdict) > 0) {
+      std::vector<float> packed(failed_values(codec_, verdict.data(), n_));
+      pack_failed(codec_, x_.data(), verdict.data(), n_, packed.data());
+      send_bytes(packed.data(), packed.size() * sizeof(float), A, reply_tag(i));
+    }
+  }
+
+ private:
+  // The partner's reply m, decoded relative to b, with the verdict and what it brings back.
+  void receive_reply(int i, int B, Bytes m, const float* b, float* q, float* d, TransferCount* t) {
+    if (kind_of(m) != kReply || m.size() != sizeof(int32_t) + codec_.message_bytes(n_))
+      throw std::runtime_error("MPI: malformed SwarmSGD reply");
+    const unsigned char* msg = m.data() + sizeof(int32_t);
+    Bytes failed(nb_, 0);
+    const size_t bad = codec_.decode(msg, b, n_, q, failed.data());
+    send_bytes(failed.data(), failed.size(), B, resend_tag(i));
+    if (bad > 0) {
+      const Bytes packed = receive_bytes(B, reply_tag(i));
+      if (packed.size() != failed_values(codec_, failed.data(), n_) * sizeof(float))
+        throw std::runtime_error("MPI: malformed SwarmSGD resend");
+      unpack_failed(codec_, reinterpret_cast<const float*>(packed.data()), failed.data(), n_, q);
+    }
+    count_sent(codec_, n_, failed.data(), bad, t);
+    if (nb_ > 0) receiver_bounds(codec_, msg, failed.data(), q, b, n_, d);
+  }
+
+  MpiWorld& world_;
+  const SwarmCodec& codec_;
+  size_t n_;
+  int nodes_;
+  size_t nb_;
+  SwarmEngine* eng_ = nullptr;
+  std::vector<float> x_, q_, bound_;  // the far side's scratch (main thread)
+};
+
+// A worker rank's nodes report their steps to rank 0, at most `window` (twice
+// the rank's nodes) ahead of its count: nodes stop within a few steps of the
+// limit, not a message queue's worth after it.
+class StepReporter : public SwarmListener {
+ public:
+  explicit StepReporter(int64_t window) : window_(window) {}
+  bool on_time(double) override { return true; }
+  bool after_step(int node, float loss, double) override {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [&] { return sent_ - acked_ < window_ || stopping_; });
+    if (stopping_) return false;
+    ++sent_;
+    lk.unlock();
+    send_small(StepMsg{node, loss}, 0, kSwStep);
+    return true;
+  }
+  void acked() {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++acked_;
+    cv_.notify_all();
+  }
+  void stop() {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t window_, sent_ = 0, acked_ = 0;
+  bool stopping_ = false;
+};
+
+[[noreturn]] void abort_job(MpiWorld& world, const std::exception& e) {
+  std::fprintf(stderr, "trainer (rank %d on %s): error: %s; aborting the MPI job\n", world.rank(), world.host().c_str(),
+               e.what());
+  std::fflush(nullptr);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::abort();
+}
+
+}  // namespace
+
+void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
+  const size_t n = g.params;
+  const int last = g.first + int(g.workers.size());
+  const SwarmCodec codec(g.cfg->bits, g.cfg->quant_step, g.cfg->quant_block);
+  const size_t per_node = 2 * n + codec.blocks(n);
+  std::vector<float> init(n), resumed;
+  try {
+    const nlohmann::json j = await_start(n);
+    if (j.is_null()) return;  // stopped before any training
+    const auto positions = j.at("positions").get<std::vector<uint64_t>>();
+    for (size_t i = 0; i < positions.size() && i < g.samplers->size(); ++i) (*g.samplers)[i].set_position(positions[i]);
+    if (j.at("resume").get<bool>()) {
+      resumed.resize(size_t(last - g.first) * per_node);
+      check(MPI_Recv(resumed.data(), int(resumed.size() * sizeof(float)), MPI_BYTE, 0, kSwInit, g_data,
+                     MPI_STATUS_IGNORE),
+            "start");
+    } else {
+      check(MPI_Recv(init.data(), int(n * sizeof(float)), MPI_BYTE, 0, kSwInit, g_data, MPI_STATUS_IGNORE), "start");
+    }
+  } catch (const std::exception& e) {
+    abort_job(world, e);  // rank 0 may be sending this rank its start
+  }
+  StepReporter reporter(2 * int64_t(g.workers.size()));  // outlives the nodes that call it
+  MpiSwarmPeers peers(world, codec, n, g.nodes);
+  SwarmEngine eng(*g.cfg, g.workers, g.samplers, g.straggler, init.data(), n, g.nodes, g.first, last, &peers);
+  peers.attach(&eng);
+  for (int i = g.first; i < last && !resumed.empty(); ++i) {
+    const float* s = resumed.data() + size_t(i - g.first) * per_node;
+    eng.set_node_state(i, s, s + n, s + 2 * n);
+  }
+  bool stopping = false, done = false;
+  try {
+    eng.start(reporter);
+    Backoff backoff;
+    for (;;) {
+      MPI_Message msg;
+      MPI_Status st;
+      if (probe(MPI_ANY_SOURCE, &msg, &st, kSwRequest, g_swarm)) {
+        backoff.reset();
+        peers.serve(&msg, st);
+        continue;
+      }
+      eng.rethrow_error();  // a node's failed exchange or step ends the job, saying why
+      if (stopping && !done && !eng.running()) {
+        // Every node has ended (none is in an exchange): the counters, then `done`.
+        eng.stop();
+        send_text(nlohmann::json(eng.stats()).dump(), 0, kSwStats);
+        send_small(WordMsg{0, -1}, 0, kDone);
+        done = true;
+      }
+      if (!probe(0, &msg, &st)) {
+        backoff.idle();
+        continue;
+      }
+      backoff.reset();
+      if (st.MPI_TAG == kWord) {
+        const WordMsg wm = receive_small<WordMsg>(&msg, st, "word");
+        if (wm.kind != kWordStop) throw std::runtime_error("MPI: a word other than stop for SwarmSGD nodes");
+        if (done) send_small(WordMsg{0, -1}, 0, kDone);  // asked again: rank 0 is ending the job
+        stopping = true;
+        eng.request_stop();
+        reporter.stop();
+      } else if (st.MPI_TAG == kSwAverage) {
+        receive_small<WordMsg>(&msg, st, "average");
+        const std::vector<float> x = eng.copy_models();
+        const size_t L = x.size() / n;
+        std::vector<double> sum(n, 0.0);
+        for (size_t i = 0; i < L; ++i)
+          for (size_t k = 0; k < n; ++k) sum[k] += x[i * n + k];
+        send_text(nlohmann::json(eng.stats()).dump(), 0, kSwSum);
+        check(MPI_Send(sum.data(), int(n * sizeof(double)), MPI_BYTE, 0, kSwSumData, g_data), "sum");
+        std::vector<float> mean(n);
+        check(MPI_Recv(mean.data(), int(n * sizeof(float)), MPI_BYTE, 0, kSwMeanData, g_data, MPI_STATUS_IGNORE),
+              "mean");
+        double spread = 0;
+        for (size_t i = 0; i < L; ++i)
+          for (size_t k = 0; k < n; ++k) {
+            const double d = double(x[i * n + k]) - double(mean[k]);
+            spread += d * d;
+          }
+        check(MPI_Send(&spread, 1, MPI_DOUBLE, 0, kSwSpread, MPI_COMM_WORLD), "spread");
+      } else if (st.MPI_TAG == kSwSave) {
+        receive_small<WordMsg>(&msg, st, "save");
+        std::vector<float> state(size_t(last - g.first) * per_node);
+        for (int i = g.first; i < last; ++i) {
+          float* s = state.data() + size_t(i - g.first) * per_node;
+          eng.node_state(i, s, s + n, s + 2 * n);
+        }
+        send_text(nlohmann::json{{"positions", eng.positions()}, {"stats", eng.stats()}}.dump(), 0,
+                  kSwState);
+        check(MPI_Send(state.data(), int(state.size() * sizeof(float)), MPI_BYTE, 0, kSwStateData, g_data), "state");
+      } else if (st.MPI_TAG == kSwAck) {
+        receive_small<WordMsg>(&msg, st, "ack");
+        reporter.acked();
+      } else if (st.MPI_TAG == kFin) {
+        receive_small<WordMsg>(&msg, st, "fin");
+        break;
+      } else {
+        drop(&msg, st);
+        throw std::runtime_error("MPI: unexpected tag " + std::to_string(st.MPI_TAG) + " from rank 0");
+      }
+    }
+  } catch (const std::exception& e) {
+    abort_job(world, e);
+  }
+  eng.stop();
+}
+
+}  // namespace adasync
