@@ -1,5 +1,5 @@
 // The MPI transport's own vocabulary, shared by its parameter-server side
-// (mpi.cc) and its SwarmSGD side (mpi_swarm.cc, mpi_swarm_rank.cc): tags, messages, and the
+// (mpi_ps.cc, mpi.cc) and its SwarmSGD side (mpi_swarm.cc, mpi_swarm_rank.cc): tags, messages, and the
 // polling receive. Included by those files alone.
 #pragma once
 
