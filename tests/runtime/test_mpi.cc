@@ -145,9 +145,13 @@ TEST_F(Mpi, CheckpointsAndResumesAcrossRanks) {
 }
 
 // An injected failure on a worker rank: the PS reports it and goes on with the rest.
+// Gradients take 30 ms (the 60 updates at least 0.45 s), so that worker 2
+// reaches its third step before the others end an async run (without the
+// delay they once did it in 0.07 s, worker 2's rank late to start).
 TEST_F(Mpi, AFailedWorkerOnAnotherRankIsReportedAndTheRunGoesOn) {
   for (const char* v : {"async", "sync"}) {
-    const Result r = mpirun(3, std::string("--workers 4 --variant ") + v + " --max-updates 60 --inject throw@2:3");
+    const Result r = mpirun(3, std::string("--workers 4 --variant ") + v +
+                                   " --max-updates 60 --straggler const:value=30ms --inject throw@2:3");
     ASSERT_EQ(r.code, 0) << v << "\n" << r.out;
     EXPECT_NE(r.out.find("failed workers: 2"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("injected failure"), std::string::npos) << r.out;
