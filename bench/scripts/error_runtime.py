@@ -59,6 +59,10 @@ def regime_specs(quick):
             # K = 1 diverges here (16 workers, staleness about 15, lr 0.2): AdaSync starts at K0 = 2.
             dict(mlp, name="stragglers-mlp-pareto", workers=16, ks=[1, 2, 4, 8, 16],
                  straggler="pareto:scale=1,shape=1.5", seeds=15, variants=["k-async"], k0=2),
+            dict(conv, name="stragglers-convex-shifted-exp-p32", workers=32, ks=[1, 2, 4, 8, 16, 32],
+                 straggler="shifted-exp:shift=1,mean=1", seeds=15),
+            dict(conv, name="stragglers-convex-pareto-p32", workers=32, ks=[1, 2, 4, 8, 16, 32],
+                 straggler="pareto:scale=1,shape=1.5", seeds=15),
         ],
     }
     # The paper's CIFAR-10 experiment: resnet20, P = 8, batch 32, lr 0.12 (and
@@ -190,8 +194,36 @@ def first_time(curve, level):
     return float("inf")
 
 
-def judge(curve, fixed, budget):
-    """The target of a rule's median curve against the fixed-K medians."""
+LEVELS = (0.25, 0.5, 0.9)  # the envelope's loss at these shares of the budget
+
+
+def bootstrap_ratio(rule_times, fixed_times, draws=2000, seed=12345):
+    """Median time to a level of a rule over the best fixed K's (the K with the
+    smallest median), and its 95% bootstrap interval: seeds drawn with
+    replacement, the same draw for the rule and every K (paired)."""
+    import random
+
+    def ratio(idx):
+        med = lambda ts: statistics.median(ts[i] for i in idx)  # noqa: E731
+        best = min(med(ts) for ts in fixed_times.values())
+        r = med(rule_times)
+        if best == float("inf"):
+            return float("inf") if r == float("inf") else 0.0
+        return r / best if best > 0 else float("inf")
+    n = len(rule_times)
+    point = ratio(range(n))
+    rng = random.Random(seed)
+    rs = sorted(ratio([rng.randrange(n) for _ in range(n)]) for _ in range(draws))
+    return point, rs[int(0.025 * draws)], rs[int(0.975 * draws) - 1]
+
+
+def judge(curve, fixed, budget, runs=None, fixed_runs=None):
+    """The target of a rule's median curve against the fixed-K medians: within
+    1.10x of the envelope after a tenth of the budget, within 1.03x of the best
+    fixed K at the end, and reaching the envelope's loss at 25%, 50% and 90% of
+    the budget no later than 1.1x the best fixed K: per seed, the median over
+    seeds, passing when its 95% bootstrap interval allows 1.1x (`runs`: each
+    seed's curve, `fixed_runs`: each K's; without them, on the medians)."""
     n = min(len(curve), *(len(c) for c in fixed.values()))
     env = [min(c[i][1] for c in fixed.values()) for i in range(n)]
     worst, worst_t = 0.0, 0.0
@@ -200,15 +232,35 @@ def judge(curve, fixed, budget):
             worst, worst_t = curve[i][1] / env[i], curve[i][0]
     best_name = min(fixed, key=lambda k: fixed[k][n - 1][1])
     final = curve[n - 1][1] / fixed[best_name][n - 1][1]
-    # Three loss levels: the envelope at a quarter, half and three quarters of the budget.
     levels = []
-    for frac in (0.25, 0.5, 0.75):
-        i = min(range(n), key=lambda j: abs(curve[j][0] - frac * budget))
-        level = env[i]
-        best_t = min(first_time(c, level) for c in fixed.values())
-        levels.append((level, first_time(curve, level) / best_t))
-    ok = worst <= 1.10 and final <= 1.03 and all(r <= 1.1 for _, r in levels)
+    for frac in LEVELS:
+        # The envelope at that time, averaged over the evaluations within a
+        # twentieth of the budget of it (a single median is noisy, and the
+        # lowest one reached so far is a minimum of noise that no curve meets).
+        near = [env[j] for j in range(n) if abs(curve[j][0] - frac * budget) <= budget / 20 + 1e-9]
+        level = sum(near) / len(near)
+        if runs is None:
+            best_t = min(first_time(c, level) for c in fixed.values())
+            r = first_time(curve, level) / best_t
+            levels.append((level, r, r, r))
+            continue
+        rt = [first_time(pts, level) for pts, _ in runs]
+        ft = {k: [first_time(pts, level) for pts, _ in fr] for k, fr in fixed_runs.items()}
+        levels.append((level,) + bootstrap_ratio(rt, ft))
+    ok = worst <= 1.10 and final <= 1.03 and all(lo <= 1.1 for _, _, lo, _ in levels)
     return dict(worst=worst, worst_t=worst_t, final=final, best=best_name, levels=levels, ok=ok, env=env)
+
+
+def baseline_jobs(spec):
+    """The neighbouring algorithms of ALGORITHMS.md 5.2 on the same compute
+    times, each over its own grid: m-sync (k-sync, m in the regime's K),
+    Rennala (k-batch-sync, K in the same), Ringmaster (async, staleness bound
+    R in P/8 .. 2P)."""
+    p = spec["workers"]
+    rs = sorted({r for r in (p // 8, p // 4, p // 2, p, 2 * p) if r >= 1})
+    return {"m-sync": [("k-sync", f"K{k}", ["--k", str(k)], f"m={k}") for k in spec["ks"]],
+            "Rennala": [("k-batch-sync", f"K{k}", ["--k", str(k)], f"batch {k}x") for k in spec["ks"]],
+            "Ringmaster": [("async", f"R{r}", ["--k", "1", "--max-staleness", str(r)], f"R={r}") for r in rs]}
 
 
 def run_regime(a, spec, rules, log):
@@ -219,6 +271,11 @@ def run_regime(a, spec, rules, log):
             jobs.append((variant, f"K{k}", ["--k", str(k)]))
         for r in rules:
             jobs.append((variant, r, rule_flags(r) + ["--k0", str(spec.get("k0", 1))]))
+    baselines = baseline_jobs(spec) if a.baselines else {}
+    for fam in baselines.values():
+        for v, t, f, _ in fam:
+            if (v, t, f) not in jobs:
+                jobs.append((v, t, f))
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(a.jobs) as ex:
         futs = {(v, t, s): ex.submit(regime_run, a, spec, v, t, f, s) for v, t, f in jobs for s in seeds}
@@ -230,12 +287,22 @@ def run_regime(a, spec, rules, log):
         f"lr {spec['lr']}, {spec['straggler']} compute times, budget {spec['budget']:g}, AdaSync from "
         f"K0 = {spec.get('k0', 1)}, virtual clock, "
         f"median of seeds {seeds[0]}-{seeds[-1]}")
+    # The best configuration of each baseline: the smallest final median loss.
+    base_best = {}
+    for fam, cfgs in baselines.items():
+        cands = []
+        for v, t, _, label in cfgs:
+            runs = [loss_curve(paths[(v, t, s)]) for s in seeds]
+            cands.append((label, median_curve(runs), runs))
+        n_min = min(len(c[1]) for c in cands)
+        base_best[fam] = min(cands, key=lambda c: c[1][n_min - 1][1] if len(c[1]) >= n_min else float("inf"))
     for variant in spec["variants"]:
         # Every curve on the grid of the longest run of this variant: where
         # every seed of a K diverged, that K's curve is infinite throughout.
         runs_of = {t: [loss_curve(paths[(variant, t, s)]) for s in seeds] for t in [f"K{k}" for k in spec["ks"]] + rules}
         grid = max((r[0] for runs in runs_of.values() for r in runs), key=len)
         fixed = {f"K={k}": median_curve(runs_of[f"K{k}"], grid) for k in spec["ks"]}
+        fixed_runs = {f"K={k}": runs_of[f"K{k}"] for k in spec["ks"]}
         n = min(len(c) for c in fixed.values())
         log(f"\n{variant}: median test loss")
         cols = list(fixed) + rules
@@ -252,15 +319,26 @@ def run_regime(a, spec, rules, log):
             log(f"{curves[cols[0]][i][0]:8.0f}" + "".join(f"{curves[c][i][1]:11.4f}" for c in cols) + f"{env[i]:10.4f}")
         log(f"{'final acc':>8s}" + "".join(f"{100 * curves[c][n - 1][2]:10.2f}%" for c in cols))
         for r in rules:
-            j = judge(curves[r], fixed, spec["budget"])
+            j = judge(curves[r], fixed, spec["budget"], kpaths[r], fixed_runs)
             results[(variant, r)] = j
-            lv = ", ".join(f"{lev:.3f}: {ratio:.2f}x" for lev, ratio in j["levels"])
+            lv = ", ".join(f"{lev:.3f}: {ratio:.2f}x [{lo:.2f}, {hi:.2f}]" for lev, ratio, lo, hi in j["levels"])
             log(f"  {r:11s} worst/envelope {j['worst']:.3f} (t={j['worst_t']:.0f}), final/{j['best']} {j['final']:.3f}, "
-                f"time to levels {lv}  {'MET' if j['ok'] else 'missed'}")
+                f"time to levels (25/50/90%, 95% interval) {lv}  {'MET' if j['ok'] else 'missed'}")
             ks = kpaths[r][0][1]
             log(f"  {'':11s} K changes (seed {seeds[0]}): " +
                 (", ".join(f"{k} at {t:.0f}" for t, k, _ in ks) or "none"))
-        plot_regime(a, spec, variant, curves, fixed, env, rules, kpaths, seeds)
+            for fam, (label, bc, bruns) in base_best.items():
+                nb = min(n, len(bc))
+                fin = curves[r][nb - 1][1] / bc[nb - 1][1]
+                lev = j["levels"][-1][0]
+                rt = statistics.median(first_time(p, lev) for p, _ in kpaths[r])
+                bt = statistics.median(first_time(p, lev) for p, _ in bruns)
+                tr = rt / bt if bt not in (0, float("inf")) else (0.0 if rt < float("inf") else float("nan"))
+                verdict = "beats it" if fin <= 1.0 and tr <= 1.0 else "does not beat it"
+                log(f"  {'':11s} vs {fam} (best: {label}): final loss {fin:.3f}x, time to the 90% level {tr:.2f}x: "
+                    f"{verdict}")
+        plot_regime(a, spec, variant, curves, fixed, env, rules, kpaths, seeds,
+                    {f"{fam} {label}": bc for fam, (label, bc, _) in base_best.items()})
         if spec["model"].startswith("resnet") and spec["workers"] in spec["ks"]:
             last = [json.loads(l) for l in open(paths[(variant, f"K{spec['workers']}", seeds[0])])
                     if '"eval"' in l][-1]
@@ -268,7 +346,7 @@ def run_regime(a, spec, rules, log):
     return results
 
 
-def plot_regime(a, spec, variant, curves, fixed, env, rules, kpaths, seeds):
+def plot_regime(a, spec, variant, curves, fixed, env, rules, kpaths, seeds, baselines=None):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -283,6 +361,9 @@ def plot_regime(a, spec, variant, curves, fixed, env, rules, kpaths, seeds):
             if name == RULES[-1]:  # the default
                 style = dict(lw=2.8, color="black", label=name + " (default)")
             ax.plot([p[0] for p in c], ys, **dict(dict(label=name), **style))
+        for name, c in (baselines or {}).items():
+            ys = [p[1] if col == 0 else 100 * (1 - p[2]) for p in c]
+            ax.plot([p[0] for p in c], ys, ls=":", lw=1.6, label=name)
         if col == 0:
             ax.plot([p[0] for p in list(fixed.values())[0][:len(env)]], env, color="black", lw=3, alpha=0.25,
                     label="envelope of fixed K")
@@ -419,6 +500,8 @@ def main():
     ap.add_argument("--devices", default="cpu")
     ap.add_argument("--quick", action="store_true", help="one seed, a quarter of the budget")
     ap.add_argument("--rerun", action="store_true", help="rerun even when the metrics file exists")
+    ap.add_argument("--no-baselines", dest="baselines", action="store_false",
+                    help="regimes: leave out m-sync, Rennala and Ringmaster (ALGORITHMS.md 5.2)")
     ap.add_argument("--out", default="", help="run files, tables and plots (default bench/results/error-runtime "
                     "for short, bench/results/error-runtime-regimes otherwise)")
     a = ap.parse_args()

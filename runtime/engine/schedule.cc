@@ -271,13 +271,13 @@ class AdaSyncSchedule : public KSchedule {
     // the current K (after a change the first window is only the baseline:
     // one spanning two K would mix their progress).
     updates_at_k_ += w.updates;
-    double before = f0_, span = double(updates_at_k_) - 0.5 * double(w.updates);
+    double before = f0_, span = double(updates_at_k_) - 0.5 * double(w.updates), before_var = 0;
     if (decided_) {
       if (!std::isfinite(prev_.mean)) {
         if (w.n > 0) prev_ = w;
         return std::nullopt;
       }
-      before = prev_.mean;
+      before = prev_.mean, before_var = prev_.var_mean();
       span = 0.5 * double(prev_.updates + w.updates);
     }
     if (w.n > 0) prev_ = w;
@@ -291,35 +291,73 @@ class AdaSyncSchedule : public KSchedule {
     const double measured = in.staleness ? in.staleness() : NAN;
     const double model_now = std::max(0.0, double(c_.workers) / k_now - 1);
     if (c_.stale && std::isfinite(measured) && model_now > 0.05) m.staleness_scale = measured / model_now;
-    if (!(m.eta > 0) || !std::isfinite(m.g2) || !(m.g2 > 0) || !std::isfinite(m.trace) || !(span > 0) ||
-        !std::isfinite(before) || w.n == 0)
-      return std::nullopt;  // not measured yet: decide at the next interval
-    const double decrease = (before - w.mean) / span;
-    const double fitted = m.fit_l_eta(k_now, decrease);
-    // L eta is a property of the problem and the rate: smoothed over decisions.
-    l_eta_ = std::isfinite(l_eta_) ? std::sqrt(l_eta_ * fitted) : fitted;
-    m.l_eta = l_eta_;
-    std::vector<double> rates;
-    int k = goodput_best_k(m, in.update_time, &rates);
-    if (k == 0) return std::nullopt;
+    if (!std::isfinite(m.g2) || !std::isfinite(m.trace) || w.n == 0) return std::nullopt;  // not measured yet
     const bool first = !decided_;
-    decided_ = true;
-    const double r_now = rates[size_t(k_now - 1)];
-    const int best = k;
-    if (k < k_now) k = k_now;  // never down
-    // Hysteresis: a move must predict more than the margin over the current K.
-    if (k != k_now && !first && std::isfinite(r_now) &&
-        !(rates[size_t(k - 1)] > r_now + c_.goodput_margin * std::abs(r_now)))
-      k = k_now;
+    // A move must have time to pay off before the budget ends: relaxing to a
+    // larger K's floor takes about as many updates as the current K has had
+    // (the plateau rule's test), each taking that K's E[T]. The first
+    // decision has no such history.
+    auto has_time = [&](int k) {
+      if (first || c_.budget <= 0 || !in.update_time) return true;
+      const double need = c_.plateau_horizon * double(updates_at_k_) * in.update_time(k);
+      return !std::isfinite(need) || need <= c_.budget - now;
+    };
     std::ostringstream why;
     why.precision(3);
-    why << "goodput rule, " << (first ? "first decision, " : "") << "Bnoise " << gn.trace / gn.g2 << ", L*eta "
-        << l_eta_ << ", loss decrease/update " << decrease << ", predicted rate K " << k_now << " " << r_now;
-    if (k != k_now) why << " -> K " << k << " " << rates[size_t(k - 1)];
-    else why << ", kept (best K " << best << " at " << rates[size_t(best - 1)] << ")";
+    why << "goodput rule, " << (first ? "first decision, " : "");
+    int k = k_now;
+    std::vector<double> rates;
+    if (!(m.g2 > 0)) {
+      // |G|^2 <= 0: the gradients agree no more than noise would. At K = 1 the
+      // estimate pairs consecutive gradients, a step apart: its mean is
+      // |G|^2 - eta E[g^T H g], negative once the step's noise outweighs the
+      // signal (Pflug's test of the noise floor). So K is at its plateau, where
+      // the model's optimum is twice K (ALGORITHMS.md §5.1): double it.
+      const int up = std::min(c_.workers, 2 * k_now);
+      why << "Bnoise inf (|G|^2 " << m.g2 << " <= 0: the noise floor of K " << k_now << ")";
+      if (up == k_now) why << ", kept (K = P)";
+      else if (!has_time(up)) why << ", kept (K " << up << " has no time left to pay off)";
+      else k = up, why << " -> K " << k << " (doubled, as at a plateau)";
+    } else {
+      if (!(m.eta > 0) || !(span > 0) || !std::isfinite(before)) return std::nullopt;
+      const double decrease = (before - w.mean) / span;
+      const double se = std::sqrt(before_var + w.var_mean()) / span;
+      // L eta is a property of the problem and the rate: refitted only from a
+      // decrease the loss's noise does not swamp (near a plateau it is noise
+      // either way, and B_noise moves K*), smoothed over decisions.
+      if (!std::isfinite(l_eta_) || std::abs(decrease) > c_.plateau_z * se) {
+        const double fitted = m.fit_l_eta(k_now, decrease);
+        l_eta_ = std::isfinite(l_eta_) ? std::sqrt(l_eta_ * fitted) : fitted;
+      }
+      m.l_eta = l_eta_;
+      if (goodput_best_k(m, in.update_time, &rates) == 0) return std::nullopt;
+      // Candidates: K_now up to 2 K_now (the optimum the model gives at a
+      // plateau: past it the choice rests on extrapolating a noisy fit),
+      // every K at the first decision; each with time to pay off.
+      const int hi = first ? c_.workers : std::min(c_.workers, 2 * k_now);
+      int best = 0;
+      for (int c = first ? 1 : k_now; c <= hi; ++c)
+        if (std::isfinite(rates[size_t(c - 1)]) && (c == k_now || has_time(c)) &&
+            (best == 0 || rates[size_t(c - 1)] > rates[size_t(best - 1)]))
+          best = c;
+      const double r_now = rates[size_t(k_now - 1)];
+      k = best == 0 ? k_now : best;
+      // Only a K that the model expects to make progress, and (hysteresis)
+      // by more than the margin over the current K.
+      if (!(rates[size_t(k - 1)] > 0)) k = k_now;
+      if (k != k_now && !first && std::isfinite(r_now) &&
+          !(rates[size_t(k - 1)] > r_now + c_.goodput_margin * std::abs(r_now)))
+        k = k_now;
+      why << "Bnoise " << gn.trace / gn.g2 << ", L*eta " << l_eta_ << ", loss decrease/update " << decrease
+          << " (se " << se << "), predicted rate K " << k_now << " " << r_now;
+      if (k != k_now) why << " -> K " << k << " " << rates[size_t(k - 1)];
+      else if (best > 0) why << ", kept (best K " << best << " at " << rates[size_t(best - 1)] << ")";
+      else why << ", kept";
+    }
+    decided_ = true;
     // Every decision is returned: one that keeps K is a record (the policy applies nothing).
     KChange ch{k_now, k, now, f0_, w.mean, why.str(), to_string(c_.rule)};
-    if (k != k_now) prev_ = LossWindow{};
+    if (k != k_now) prev_ = LossWindow{}, updates_at_k_ = 0;
     ch.l_eta = l_eta_;
     ch.rates = rates;
     return ch;

@@ -264,6 +264,85 @@ TEST(Goodput, AConstantInputNeverOscillates) {
   EXPECT_GT(k, 1);
 }
 
+namespace {
+// A goodput schedule for P = 8, batch 8 (k-sync: no staleness), deciding every
+// time unit, with a clock budget (0: none).
+std::unique_ptr<KSchedule> goodput_schedule(double budget = 0) {
+  ScheduleConfig c;
+  c.kind = "adasync";
+  c.rule = AdaRule::Goodput;
+  c.workers = 8;
+  c.k = 1;
+  c.interval = 1;
+  c.batch = 8;
+  c.budget = budget;
+  auto s = make_schedule(c);
+  s->set_start_loss(2.0);
+  return s;
+}
+}  // namespace
+
+// At K = 1 the noise estimate pairs consecutive gradients, a step apart: a
+// |G|^2 at or below 0 means they agree no more than noise (the noise floor
+// of K = 1, Pflug's test). The rule doubles K then, as at a plateau.
+TEST(Goodput, AGradientNoBetterThanNoiseDoublesK) {
+  auto s = goodput_schedule();
+  DecisionInputs in;
+  in.loss = [] { return LossWindow{1.0, 0.01, 100, 100}; };
+  in.noise = [] { return GradientNoise{-0.3, 20.0}; };
+  in.lr = [] { return 0.1; };
+  in.update_time = [](int k) { return theory::harmonic(8) - theory::harmonic(8 - k); };
+  int k = s->initial_k();
+  std::vector<int> ks;
+  // After a change the next decision only starts a window at the new K.
+  for (int t = 1; t <= 8; ++t)
+    if (auto ch = s->after_update(double(t), k, in)) {
+      EXPECT_EQ(ch->k, std::min(8, 2 * ch->k_prev)) << ch->reason;
+      EXPECT_NE(ch->reason.find("noise floor"), std::string::npos) << ch->reason;
+      k = ch->k;
+      ks.push_back(k);
+    }
+  EXPECT_EQ(ks, (std::vector<int>{2, 4, 8, 8, 8}));
+}
+
+// After the first decision a move goes at most to twice K (the model's
+// optimum at a plateau), only to a K the model expects to make progress, and
+// only to one whose relaxation fits in the budget left.
+TEST(Goodput, MovesAtMostDoubleKAndOnlyWithTimeToPayOff) {
+  // The world: a noise scale that keeps rising (|G|^2 falling), so the model
+  // keeps asking for more K; 50 updates per decision.
+  auto update_time = [](int k) { return theory::harmonic(8) - theory::harmonic(8 - k); };
+  std::vector<int> final_k;
+  for (const double budget : {0.0, 60.0}) {
+    auto s = goodput_schedule(budget);
+    double g2 = 1.0;
+    DecisionInputs in;
+    in.loss = [] { return LossWindow{1.0, 0.0, 100, 50}; };
+    in.noise = [&] { return GradientNoise{g2, 40.0}; };
+    in.lr = [] { return 0.1; };
+    in.update_time = update_time;
+    int k = s->initial_k(), decisions_at_k = 0;
+    for (int t = 1; t <= 40; ++t) {
+      g2 *= 0.7;
+      ++decisions_at_k;  // every time unit is a decision time, one window of 50 updates
+      auto ch = s->after_update(double(t), k, in);
+      if (!ch) continue;
+      if (t > 1 && ch->k > ch->k_prev) {
+        EXPECT_LE(ch->k, 2 * ch->k_prev) << ch->reason;
+        // Relaxing to the new K's floor: 3 x the updates spent at K, each E[T] of the new K.
+        if (budget > 0) {
+          EXPECT_LE(3.0 * 50 * decisions_at_k * update_time(ch->k), budget - t) << ch->reason;
+        }
+      }
+      if (ch->k != k) decisions_at_k = 0;
+      k = ch->k;
+    }
+    final_k.push_back(k);
+  }
+  EXPECT_EQ(final_k[0], 8) << "without a budget the rising noise takes K to P";
+  EXPECT_LT(final_k[1], final_k[0]) << "a budget of 60 leaves no time for the larger K";
+}
+
 // The convex regime's setting (softmax regression, P = 8, batch 8, lr 0.02,
 // Exp(1) times, k-async): the rule leaves K = 1 and reaches K >= 4.
 TEST(Goodput, AConvexRunReachesKFourOrMore) {
