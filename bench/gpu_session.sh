@@ -102,8 +102,8 @@ s_build() {
     ${prefix:+-DCMAKE_PREFIX_PATH=$prefix} ${CUDNN_ROOT:+-DCUDNN_ROOT=$CUDNN_ROOT} ${NCCL_ROOT:+-DNCCL_ROOT=$NCCL_ROOT} \
     > "$L/configure.log" 2>&1 || { tail -30 "$L/configure.log"; exit 1; }
   grep "adasync:" "$L/configure.log"
-  # Only what the session runs: the library, the trainer, the gpu tests, two benchmarks.
-  cmake --build "$B" -j "$NPROC" --target trainer test_runtime_gpu test_kernels_cuda ps_apply \
+  # Only what the session runs: the library, the trainer, the gpu tests, three benchmarks.
+  cmake --build "$B" -j "$NPROC" --target trainer test_runtime_gpu test_kernels_cuda ps_apply layer_times \
     $(grep -q "CUDA backend ON" "$L/configure.log" && echo gpu_bandwidth) > "$L/build.log" 2>&1 \
     || { grep -E "error" "$L/build.log" | head -30; exit 1; }
   tail -1 "$L/build.log"
@@ -190,6 +190,27 @@ s_virtual() {  # the virtual clock on the GPU, twice with --deterministic
   else echo "virtual clock on the GPU: checksums DIFFER ($c1 vs $c2)"; exit 1; fi
 }
 
+s_resnet() {  # resnet20 on the GPU: a k-async run, bit-exact twice, batch norm by cuDNN and by ours
+  need_gpu "resnet20"
+  local n=$([ "$quick" = 1 ] && echo 100 || echo 300) c1 c2 run
+  "./$B/trainer" --devices cuda --model resnet20 --dataset fashion-mnist32 --augment --workers 4 --variant k-async \
+    --k 2 --lr 0.05 --max-updates $((2 * n)) --eval-every 0 --progress none --metrics "$L/resnet-real.jsonl" >/dev/null || exit 1
+  echo "resnet20 k-async, 4 workers: $(metric "$L/resnet-real.jsonl" "['updates'],'updates,',round(s['steady_samples_per_s']),'samples/s, test acc',s['test_accuracy']")"
+  for run in 1 2; do
+    "./$B/trainer" --devices cuda --model resnet20 --dataset fashion-mnist32 --clock virtual --deterministic \
+      --workers 4 --variant k-async --k 2 --straggler exp:mean=1 --max-updates $n --eval-every 0 --progress none \
+      --metrics "$L/resnet-virtual-$run.jsonl" >/dev/null || exit 1
+  done
+  c1=$(metric "$L/resnet-virtual-1.jsonl" "['checksum']"); c2=$(metric "$L/resnet-virtual-2.jsonl" "['checksum']")
+  if [ "$c1" = "$c2" ]; then echo "resnet20 virtual clock on the GPU: bit-identical across two runs (checksum $c1)"
+  else echo "resnet20 virtual clock on the GPU: checksums DIFFER ($c1 vs $c2)"; exit 1; fi
+  for bn in cudnn own; do
+    "./$B/bench/layer_times" --model resnet20 --devices cuda --input 1x32x32 --batch 128 --steps 20 --cuda-bn $bn \
+      > "$L/resnet-layers-$bn.txt" || exit 1
+    echo "resnet20 step, batch 128, batch norm by $bn: $(grep '^total' "$L/resnet-layers-$bn.txt" | sed 's/^total *//')"
+  done
+}
+
 s_deep() {  # AdaSync's deep regime with the cnn, virtual clock on the GPU
   need_gpu "deep-cnn regime"
   python3 bench/scripts/error_runtime.py --regime deep-cnn --devices cuda --trainer "./$B/trainer" --quick \
@@ -210,12 +231,13 @@ s_profile() {  # one multi-worker run: nsys if it works here, else the range tab
 }
 
 export keep start
-export -f s_machine s_build s_tests s_bandwidth s_ps_apply s_throughput s_tta s_scaling s_virtual s_deep s_profile
+export -f s_machine s_build s_tests s_resnet s_bandwidth s_ps_apply s_throughput s_tta s_scaling s_virtual s_deep s_profile
 # Ordered by what the issue needs most, so a deadline cut drops the least.
 step machine 15 s_machine
 step build $([ $quick = 1 ] && echo 120 || echo 240) s_build
 if [ -x "$B/trainer" ]; then
   step tests $([ $quick = 1 ] && echo 60 || echo 150) s_tests
+  step resnet $([ $quick = 1 ] && echo 30 || echo 60) s_resnet
   step throughput $([ $quick = 1 ] && echo 75 || echo 200) s_throughput
   step tta $([ $quick = 1 ] && echo 40 || echo 130) s_tta
   step scaling $([ $quick = 1 ] && echo 15 || echo 60) s_scaling
@@ -237,6 +259,7 @@ fi
            [ -n "$lines" ] && { echo; echo "## $2"; echo "$lines"; }; }
   sect build build "adasync:|Built target|error"
   sect tests "gpu tests" "gpu tests:|tests passed|tests failed|\(Skipped\)|skip reason|\(Failed\)|Timeout" 30
+  sect resnet "resnet20 on the GPU (batch norm: cuDNN against ours)" "resnet20|skipped"
   sect throughput "throughput vs PyTorch (cnn, batch 64, one worker)" "skipped"
   sect throughput-table "throughput vs PyTorch (cnn, batch 64, one worker; written after each compiled mode)" "."
   sect tta "time to 91%" "^(side|adasync|pytorch|best|time to)|skipped"

@@ -6,6 +6,7 @@
 // (kernels/cpu/simd.h; ADASYNC_CPU_PATH lowers it) on every thread at once.
 //
 //   layer_times [--model cnn] [--batch 64] [--threads 2] [--steps 20] [--devices cpu|cuda] [--stat median|min]
+//               [--cuda-bn cudnn|own]
 //
 // --stat min: the fastest of the steps per layer, and the peak probed before
 // and after them; on a shared machine, what the code does when it has the
@@ -25,7 +26,7 @@
 using namespace adasync;
 
 int main(int argc, char** argv) {
-  std::string arch = "cnn", devices = "cpu", stat = "median", input = "1x28x28";
+  std::string arch = "cnn", devices = "cpu", stat = "median", input = "1x28x28", cuda_bn = "cudnn";
   int batch = 64, threads = 2, steps = 20;
   CLI::App app{"per-layer step times"};
   app.add_option("--model", arch);
@@ -35,10 +36,13 @@ int main(int argc, char** argv) {
   app.add_option("--devices", devices);
   app.add_option("--stat", stat)->check(CLI::IsMember({"median", "min"}));
   app.add_option("--input", input, "CxHxW of one sample (1x32x32: Fashion-MNIST padded, 3x32x32: CIFAR-10)");
+  app.add_option("--cuda-bn", cuda_bn, "batch norm on the GPU: through cuDNN or our kernels")
+      ->check(CLI::IsMember({"cudnn", "own"}));
   CLI11_PARSE(app, argc, argv);
 
   ThreadPool pool(threads);
   auto ctx = devices == "cuda" ? Context::cuda(0, "bench") : Context::cpu(&pool);
+  ctx->cudnn_batchnorm = cuda_bn == "cudnn";
   Shape in{1, 28, 28};
   if (std::sscanf(input.c_str(), "%dx%dx%d", &in.c, &in.h, &in.w) != 3 || in.c < 1 || in.h < 1 || in.w < 1) {
     std::fprintf(stderr, "layer_times: --input: expected CxHxW such as 3x32x32, found '%s'\n", input.c_str());

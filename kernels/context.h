@@ -162,6 +162,9 @@ class Context {
   bool tf32_gemm = false;
   // Restrict cuDNN to deterministic algorithms (replay on the GPU).
   bool deterministic = false;
+  // Batch norm through cuDNN (CUDA only); false, or with `deterministic`, our
+  // kernels, which sum in double in a fixed order as the CPU twin does.
+  bool cudnn_batchnorm = true;
   // Capture fixed steps as CUDA graphs (workers fall back to eager launches
   // if a capture fails).
   bool use_graphs = true;

@@ -14,6 +14,11 @@ void set_device(const CudaState& s) {
   if (cur != s.device) CUDA_CHECK(cudaSetDevice(s.device));
 }
 
+BnPlan::~BnPlan() {
+  if (x) cudnnDestroyTensorDescriptor(x);
+  if (per_channel) cudnnDestroyTensorDescriptor(per_channel);
+}
+
 ConvPlan::~ConvPlan() {
   if (x) cudnnDestroyTensorDescriptor(x);
   if (y) cudnnDestroyTensorDescriptor(y);

@@ -1,5 +1,7 @@
 // Batch norm, global average pooling, the option-A shortcut, dropout and the
-// running-buffer update on the device. Per-channel sums: one block per
+// running-buffer update on the device. Batch norm goes through cuDNN
+// (CUDNN_BATCHNORM_SPATIAL) unless the context asks for determinism or our
+// kernels (ctx.cudnn_batchnorm). Our per-channel sums: one block per
 // channel, each thread summing a fixed stride in double, then a fixed tree in
 // shared memory, so results are deterministic and agree with the CPU twins
 // (which also sum in double) to float rounding.
@@ -182,10 +184,66 @@ using cuda_detail::blocks_for;
 using cuda_detail::kThreads;
 using cuda_detail::prepare;
 
+namespace {
+
+// y = relu(y + add), either part optional: the residual epilogue after cuDNN's pass.
+__global__ void add_relu_kernel(float* __restrict__ y, const float* __restrict__ add, bool relu, size_t total) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
+    float v = y[i];
+    if (add != nullptr) v = __fadd_rn(v, add[i]);
+    y[i] = relu && !(v > 0.f) ? 0.f : v;
+  }
+}
+
+// dy where relu_y > 0, else 0: the ReLU's backward before cuDNN's.
+__global__ void relu_mask_kernel(const float* __restrict__ dy, const float* __restrict__ relu_y,
+                                 float* __restrict__ out, size_t total) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x)
+    out[i] = relu_y[i] > 0.f ? dy[i] : 0.f;
+}
+
+// cuDNN's spatial batch norm (deterministic) where it applies: not with
+// ctx.deterministic (ours then, the CPU twin's order), an eps cuDNN accepts,
+// and more than one value per channel (cuDNN has no unbiased variance of one).
+bool use_cudnn(const Context& ctx, const BnShape& s, double eps) {
+  return ctx.cudnn_batchnorm && !ctx.deterministic && eps >= CUDNN_BN_MIN_EPSILON && size_t(s.n) * s.hw > 1;
+}
+
+BnPlan& bn_plan(CudaState& st, const BnShape& s) {
+  auto& p = st.bn_plans[{s.n, s.c, s.hw}];
+  if (p) return *p;
+  auto plan = std::make_unique<BnPlan>();
+  CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan->x));
+  CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan->per_channel));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s.n, s.c, s.hw, 1));
+  CUDNN_CHECK(cudnnDeriveBNTensorDescriptor(plan->per_channel, plan->x, CUDNN_BATCHNORM_SPATIAL));
+  p = std::move(plan);
+  return *p;
+}
+
+}  // namespace
+
 void batchnorm_forward_train(Context& ctx, const BnShape& s, const float* x, const float* gamma, const float* beta,
                              double eps, float* y, float* mean, float* invstd, float* var_unbiased, const float* add,
                              bool relu) {
   CudaState& st = prepare(ctx);
+  if (use_cudnn(ctx, s, eps)) {
+    const BnPlan& p = bn_plan(st, s);
+    const float one = 1.f, zero = 0.f;
+    // With an average factor of 1 the "running" outputs are the batch's own
+    // mean and unbiased variance; the mean goes to scratch (the saved mean is
+    // `mean`) and the variance where it is asked for.
+    float* scratch = static_cast<float*>(ctx.workspace(sizeof(float) * 2 * size_t(s.c)));
+    float* run_var = var_unbiased != nullptr ? var_unbiased : scratch + s.c;
+    CUDNN_CHECK(cudnnBatchNormalizationForwardTraining(st.cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, p.x, x, p.x, y,
+                                                       p.per_channel, gamma, beta, 1.0, scratch, run_var, eps, mean,
+                                                       invstd));
+    if (add != nullptr || relu) {
+      add_relu_kernel<<<blocks_for(s.size()), kThreads, 0, st.stream>>>(y, add, relu, s.size());
+      CUDA_CHECK_LAUNCH();
+    }
+    return;
+  }
   bn_stats_kernel<<<s.c, kReduceThreads, 0, st.stream>>>(x, s.n, s.c, s.hw, eps, mean, invstd, var_unbiased);
   CUDA_CHECK_LAUNCH();
   bn_apply_kernel<<<blocks_for(s.size()), kThreads, 0, st.stream>>>(x, gamma, beta, mean, invstd, nullptr, eps, s.c,
@@ -196,6 +254,13 @@ void batchnorm_forward_train(Context& ctx, const BnShape& s, const float* x, con
 void batchnorm_forward_eval(Context& ctx, const BnShape& s, const float* x, const float* gamma, const float* beta,
                             const float* running_mean, const float* running_var, double eps, float* y) {
   CudaState& st = prepare(ctx);
+  if (use_cudnn(ctx, s, eps)) {
+    const BnPlan& p = bn_plan(st, s);
+    const float one = 1.f, zero = 0.f;
+    CUDNN_CHECK(cudnnBatchNormalizationForwardInference(st.cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, p.x, x, p.x, y,
+                                                        p.per_channel, gamma, beta, running_mean, running_var, eps));
+    return;
+  }
   bn_apply_kernel<<<blocks_for(s.size()), kThreads, 0, st.stream>>>(x, gamma, beta, running_mean, nullptr,
                                                                     running_var, eps, s.c, s.hw, s.size(), nullptr,
                                                                     false, y);
@@ -206,6 +271,23 @@ void batchnorm_backward(Context& ctx, const BnShape& s, const float* x, const fl
                         const float* mean, const float* invstd, float* dx, float* dgamma, float* dbeta,
                         const float* relu_y) {
   CudaState& st = prepare(ctx);
+  // cuDNN needs dx; the parameters' gradients alone are one pass of ours.
+  if (dx != nullptr && use_cudnn(ctx, s, CUDNN_BN_MIN_EPSILON)) {
+    const BnPlan& p = bn_plan(st, s);
+    const float one = 1.f, zero = 0.f;
+    const float* g = dy;
+    if (relu_y != nullptr) {
+      float* masked = static_cast<float*>(ctx.workspace(sizeof(float) * s.size()));
+      relu_mask_kernel<<<blocks_for(s.size()), kThreads, 0, st.stream>>>(dy, relu_y, masked, s.size());
+      CUDA_CHECK_LAUNCH();
+      g = masked;
+    }
+    // The saved mean and 1/std are the forward's; eps is then unused.
+    CUDNN_CHECK(cudnnBatchNormalizationBackward(st.cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero, p.x, x,
+                                                p.x, g, p.x, dx, p.per_channel, gamma, dgamma, dbeta,
+                                                CUDNN_BN_MIN_EPSILON, mean, invstd));
+    return;
+  }
   bn_backward_reduce_kernel<<<s.c, kReduceThreads, 0, st.stream>>>(x, dy, relu_y, s.n, s.c, s.hw, mean, invstd,
                                                                    dgamma, dbeta);
   CUDA_CHECK_LAUNCH();

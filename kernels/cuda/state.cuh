@@ -2,7 +2,8 @@
 // cuBLAS and cuDNN handles bound to that stream, a fixed cuBLAS workspace (so
 // GEMMs allocate nothing and can be captured in graphs), and the cuDNN
 // convolution plans cached per shape (descriptors, chosen algorithms and
-// their workspace sizes), chosen once per shape outside any capture.
+// their workspace sizes), chosen once per shape outside any capture, and the
+// batch-norm descriptors per shape.
 #pragma once
 
 #include <map>
@@ -26,6 +27,13 @@ struct ConvPlan {
   ~ConvPlan();
 };
 
+// cuDNN batch norm's descriptors for one (n, c, hw): the data as n x c x hw x 1
+// and the per-channel parameters derived from it.
+struct BnPlan {
+  cudnnTensorDescriptor_t x = nullptr, per_channel = nullptr;
+  ~BnPlan();
+};
+
 // Owns its stream, handles and workspace: the destructor releases whatever
 // was created, so a half-built state (a failed cudnnCreate) leaks nothing.
 struct CudaState {
@@ -42,6 +50,7 @@ struct CudaState {
   bool cublas_tf32 = false;  // math mode currently set on the handle
   using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int, bool, bool>;
   std::map<Key, std::unique_ptr<ConvPlan>> conv_plans;
+  std::map<std::tuple<int, int, int>, std::unique_ptr<BnPlan>> bn_plans;
 };
 
 // Makes `s.device` current on the calling thread (cheap when it already is).
