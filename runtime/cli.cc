@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "models/model.h"
+#include "runtime/cli_flags.h"
 #include "runtime/drivers/mpi.h"
 #include "runtime/model_io.h"
 #include "runtime/output.h"
@@ -21,244 +22,24 @@
 
 namespace adasync {
 
-namespace {
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s;
-}
-}  // namespace
-
 int trainer_main(int argc, char** argv) {
   TrainConfig c;
   CLI::App app{
       "adasync trainer: asynchronous multi-worker SGD with a parameter server (sync, k-sync, k-batch-sync,\n"
       "async, k-async, k-batch-async), on CUDA GPUs or CPU workers, with a real or a virtual clock.\n"
       "With no flags it trains the cnn on Fashion-MNIST for one epoch."};
-  app.get_formatter()->column_width(34);
-  std::string time_budget, base_time;
-  // Flags with a fixed set of values are read as text and parsed once below.
-  std::string variant = "sync", clock = "real", schedule = "fixed", adasync_rule = "auto", sqrt_rounding = "ceil",
-              loss_estimate = "window", lr_rule = "const", lr_schedule = "const", lr_milestones, lr_distance = "sketch", graph = "complete",
-              local_steps_dist = "fixed", swarm_mode = "blocking", devices = "auto", aggregate = "auto",
-              on_nonfinite = "drop", progress = "auto", eval_every = "200", checkpoint_every = "0",
-              transport = "local";
-
-  auto* g_data = "Model and data";
-  app.add_flag("--augment", c.augment,
-               "Augment training images: a 4-pixel padded random crop and a horizontal flip, drawn from (seed, epoch, "
-               "sample)")
-      ->group(g_data);
-  app.add_option("--model", c.model,
-                 "Network: " + join(model_names()) +
-                     ", a layer list such as conv5x5-32,relu,pool2,fc1024,relu,fc, or a .json file (see docs/models.md)")
-      ->capture_default_str()->group(g_data);
-  app.add_option("--dataset", c.dataset, "fashion-mnist, fashion-mnist32 (padded to 32x32), mnist, cifar10, gaussian or teacher")
-      ->capture_default_str()->group(g_data);
-  app.add_option("--data-dir", c.data_dir,
-                 "Directory of the dataset files (default for fashion-mnist: /usr/share/datasets/fashion-mnist)")
-      ->group(g_data);
-  app.add_option("--batch", c.batch, "Mini-batch size per worker")->capture_default_str()->group(g_data);
-  app.add_flag("--shard", c.shard, "Give each worker a disjoint shard of the training set")->group(g_data);
-
-  app.add_option("--save-model", c.save_model,
-                 "Write the final parameters to FILE.safetensors (PyTorch's names and shapes; with --export: a "
-                 "checkpoint's)")
-      ->group(g_data);
-  app.add_option("--init-from", c.init_from,
-                 "Start from the parameters in FILE.safetensors (names and shapes must match --model)")
-      ->group(g_data);
-  app.add_option("--export", c.export_from,
-                 "Write checkpoint FILE's parameters to --save-model and exit (no training)")
-      ->group(g_data);
-
-  auto* g_opt = "Optimization";
-  app.add_option("--optimizer", c.opt.name, "sgd (momentum via --momentum), momentum, adam or amsgrad")
-      ->capture_default_str()->group(g_opt);
-  app.add_option("--lr", c.lr, "Learning rate")->capture_default_str()->group(g_opt);
-  app.add_option("--momentum", c.momentum,
-                 "SGD momentum; default 0.9 for sync, k-sync and k-batch-sync, 0 for the asynchronous variants "
-                 "(staleness already acts as momentum)")
-      ->group(g_opt);
-  app.add_flag("--nesterov", c.opt.nesterov, "Nesterov momentum")->group(g_opt);
-  app.add_option("--weight-decay", c.opt.weight_decay, "L2 weight decay")->capture_default_str()->group(g_opt);
-  app.add_flag("--no-decay-bn", c.opt.no_decay_bn,
-               "No weight decay on biases and batch-norm scales and shifts (as CIFAR ResNet recipes do)")
-      ->group(g_opt);
-  app.add_option("--beta1", c.opt.beta1, "Adam/AMSGrad first-moment decay")->capture_default_str()->group(g_opt);
-  app.add_option("--beta2", c.opt.beta2, "Adam/AMSGrad second-moment decay")->capture_default_str()->group(g_opt);
-  app.add_option("--eps", c.opt.eps, "Adam/AMSGrad epsilon")->capture_default_str()->group(g_opt);
-  bool no_bias_correction = false;
-  app.add_flag("--no-bias-correction", no_bias_correction, "Adam/AMSGrad without bias correction")->group(g_opt);
-
-  auto* g_len = "Run length and evaluation";
-  app.add_option("--epochs", c.epochs, "Stop after this many epochs of counted samples (default 1 when no other limit)")
-      ->group(g_len);
-  app.add_option("--max-updates", c.max_updates, "Stop after this many parameter-server updates")->group(g_len);
-  app.add_option("--time-budget", time_budget, "Stop after this much clock time, e.g. 60s, 5min (virtual seconds with --clock virtual)")
-      ->group(g_len);
-  app.add_option("--eval-every", eval_every, "Evaluate every N updates, or every duration such as 10s; 0: only at the end")
-      ->capture_default_str()->group(g_len);
-  app.add_option("--target-accuracy", c.target_accuracy,
-                 "Stop at the first evaluation whose test accuracy reaches this fraction (time-to-accuracy runs)")
-      ->group(g_len);
-  app.add_option("--eval-samples", c.eval_samples, "Test samples per intermediate evaluation (0: all; the final one uses all)")
-      ->capture_default_str()->group(g_len);
-
-  auto* g_eng = "Asynchronous engine";
-  app.add_option("--workers", c.workers, "Number of workers P")->capture_default_str()->group(g_eng);
-  app.add_option("--variant", variant,
-                 "sync, k-sync, k-batch-sync, async, k-async, k-batch-async, or swarm (decentralised SwarmSGD)")
-      ->capture_default_str()->group(g_eng);
-  app.add_option("--k", c.k, "Synchronicity K (gradients per update) for the k-variants")->capture_default_str()->group(g_eng);
-  app.add_option("--clock", clock, "real (threads, wall time) or virtual (deterministic discrete-event simulation)")
-      ->capture_default_str()->group(g_eng);
-  app.add_option("--straggler", c.straggler,
-                 "Compute-time model: none, const:value=T, exp:mean=T, shifted-exp:shift=T,mean=T, pareto:scale=T,shape=A, "
-                 "uniform:min=T,max=T, trace:path=FILE (T: 20ms, 0.5, 2s)")
-      ->capture_default_str()->group(g_eng);
-  app.add_option("--slowdown", c.slowdown, "Per-worker slow-down factors, e.g. 1,1,2,4 (last repeats)")->group(g_eng);
-  app.add_option("--base-time", base_time, "Virtual clock: fixed compute time added to every draw (default 1ms when the straggler model is none)")
-      ->group(g_eng);
-  std::string ps_time;
-  app.add_option("--ps-time", ps_time,
-                 "Virtual clock: the parameter server's service time per update (e.g. 0.05); pushes queue while it "
-                 "is busy (default 0: updates take no time)")
-      ->group(g_eng);
-  app.add_option("--max-staleness", c.max_staleness, "Drop gradients more than this many versions old (async variants; -1: no bound)")
-      ->capture_default_str()->group(g_eng);
-  auto* g_sched = "Synchronicity schedule and learning-rate rules";
-  app.add_option("--schedule", schedule,
-                 "K over time: fixed, adasync (raise K as the loss falls) or piecewise (--schedule-points)")
-      ->capture_default_str()->group(g_sched);
-  app.add_option("--k0", c.k0, "AdaSync: starting K")->capture_default_str()->group(g_sched);
-  std::string schedule_every;
-  app.add_option("--schedule-every", schedule_every,
-                 "AdaSync: decision interval T_0 in clock time (default: plateau rule budget / 100, else 1s; other rules budget / 20, else 10s)")
-      ->group(g_sched);
-  app.add_option("--adasync-rule", adasync_rule,
-                 "auto (= runtime-plateau), sqrt (K0 sqrt(F0/Ft), rounded), order-stat "
-                 "(K^2/(P-K) >= (F0/Ft) K0^2/(P-K0)), runtime (K E[T_K] >= (F0/Ft) K0 E[T_K0], E[T_K] from the "
-                 "observed compute times), plateau (double K when the loss stops falling against its noise), "
-                 "runtime-plateau (the larger of the two) or goodput (the K of the most predicted progress per "
-                 "second, from the measured gradient noise scale and compute times)")
-      ->capture_default_str()->group(g_sched);
-  app.add_option("--sqrt-rounding", sqrt_rounding, "sqrt rule: ceil or round")->capture_default_str()->group(g_sched);
-  app.add_option("--plateau-z", c.plateau_z,
-                 "plateau rule: K doubles when the window's loss fell by less than this many standard errors")
-      ->capture_default_str()->group(g_sched);
-  app.add_option("--plateau-updates", c.plateau_updates,
-                 "plateau rule: updates a loss window spans at least (so a window is the same progress at any K)")
-      ->capture_default_str()->group(g_sched);
-  app.add_option("--plateau-horizon", c.plateau_horizon,
-                 "plateau rule, with a time budget: K doubles only if this many times the updates K took, at 2K's "
-                 "time per update, fit in the time left (0: no budget test)")
-      ->capture_default_str()->group(g_sched);
-  app.add_option("--schedule-points", c.schedule_points, "Piecewise K, e.g. 0:1,30s:2,60s:4")->group(g_sched);
-  app.add_option("--loss-estimate", loss_estimate,
-                 "AdaSync's loss F_t: window (mean mini-batch loss of the gradients counted since the last decision; "
-                 "F_0 from those computed at the initial parameters) or sample (loss on a fixed training sample)")
-      ->capture_default_str()->group(g_sched);
-  app.add_option("--loss-sample", c.loss_sample, "Images in the fixed training sample")->capture_default_str()->group(g_sched);
-  app.add_option("--lr-rule", lr_rule,
-                 "const, staleness (eta / max(1, staleness)) or distance (min(C / ||w_j - w_tau||^2, eta), eta = --lr)")
-      ->capture_default_str()->group(g_sched);
-  app.add_option("--lr-c", c.lr_c, "C of the distance rule")->group(g_sched);
-  app.add_option("--lr-schedule", lr_schedule,
-                 "lr over the run, in epochs of counted samples: const, step (times --lr-gamma at each of "
-                 "--lr-milestones) or cosine (to 0 at --epochs)")
-      ->capture_default_str()->group(g_opt);
-  app.add_option("--lr-milestones", lr_milestones, "step schedule: epochs, comma-separated and increasing (e.g. 100,150)")
-      ->group(g_opt);
-  app.add_option("--lr-gamma", c.lr_gamma, "step schedule: the factor at each milestone")->capture_default_str()->group(g_opt);
-  app.add_option("--lr-warmup", c.lr_warmup, "epochs of linear warm-up from 0 to the schedule's rate")
-      ->capture_default_str()->group(g_opt);
-  app.add_option("--lr-distance", lr_distance,
-                 "distance rule: sketch (per-version count-sketches, no parameter copies) or exact")
-      ->capture_default_str()->group(g_sched);
-
-  auto* g_swarm = "SwarmSGD (--variant swarm)";
-  app.add_option("--graph", graph, "Communication graph: complete, ring, torus (2-D) or regular (random r-regular)")
-      ->capture_default_str()->group(g_swarm);
-  app.add_option("--degree", c.degree, "r of a random r-regular graph")->capture_default_str()->group(g_swarm);
-  app.add_option("--local-steps", c.local_steps, "Local SGD steps H between averagings")->capture_default_str()->group(g_swarm);
-  app.add_option("--local-steps-dist", local_steps_dist, "fixed H, or geometric with mean H")
-      ->capture_default_str()->group(g_swarm);
-  app.add_option("--swarm-mode", swarm_mode,
-                 "blocking (both nodes average) or nonblocking (the initiator averages with the partner's last published copy)")
-      ->capture_default_str()->group(g_swarm);
-  app.add_option("--quantize", c.quantize, "Bits per coordinate of exchanged models: 0 (full precision), 8 or 16")
-      ->capture_default_str()->group(g_swarm);
-  app.add_option("--quant-step", c.quant_step,
-                 "Fixed lattice step e (default 0: adaptive, chosen per block); a block whose "
-                 "models differ by more than 2^bits * e / 2 is sent again at full precision, never decoded wrongly")
-      ->group(g_swarm);
-  app.add_option("--quant-block", c.quant_block, "Coordinates per quantised block (each has its own step and check)")
-      ->capture_default_str()->group(g_swarm);
-  app.add_option("--quant-margin", c.quant_margin,
-                 "Adaptive step: factor on the sender's guess of max |x - b| per block (0: 2 blocking, 4 non-blocking)")
-      ->group(g_swarm);
-
-  app.add_option("--devices", devices, "auto (GPU if usable), cpu or cuda")->capture_default_str()->group(g_eng);
-  app.add_option("--aggregate", aggregate,
-                 "Where a sync update runs: host (parameter server), device (NCCL all-reduce and SGD on the GPUs; "
-                 "sync, one worker per GPU) or auto (device when it applies)")
-      ->capture_default_str()->group(g_eng);
-  app.add_option("--transport", transport,
-                 "local (worker threads of this process) or mpi (under mpirun: the parameter server on rank 0, the "
-                 "workers spread over the other ranks, each rank using its host's GPUs or CPU threads; --variant swarm: "
-                 "the nodes on ranks 1.., rank 0 counting and evaluating)")
-      ->capture_default_str()->group(g_eng);
-  bool no_graphs = false;
-  app.add_flag("--no-cuda-graphs", no_graphs, "CUDA: launch each step's kernels one by one instead of as a captured graph")
-      ->group(g_eng);
-  app.add_flag("--deterministic", c.deterministic, "CUDA: deterministic cuDNN algorithms only (bit-stable replays)")->group(g_eng);
-
-  auto* g_rel = "Checkpoints and faults";
-  app.add_option("--checkpoint-dir", c.checkpoint_dir,
-                 "Write checkpoints here (atomically; the newest --checkpoint-keep are kept); one is always written at "
-                 "the end, and on SIGINT or SIGTERM")
-      ->group(g_rel);
-  app.add_option("--checkpoint-every", checkpoint_every, "Also every N updates, or every duration such as 60s")
-      ->capture_default_str()->group(g_rel);
-  app.add_option("--checkpoint-keep", c.checkpoint_keep, "Checkpoints kept")->capture_default_str()->group(g_rel);
-  app.add_flag("--overwrite", c.overwrite,
-               "Start a fresh run in a --checkpoint-dir that holds another run's checkpoints, deleting them "
-               "(without it such a run is refused)")
-      ->group(g_rel);
-  app.add_flag("--resume", c.resume,
-               "Continue from the newest readable checkpoint in --checkpoint-dir (a damaged one is skipped); on the "
-               "virtual clock the run continues exactly as if never stopped")
-      ->group(g_rel);
-  app.add_option("--on-nonfinite", on_nonfinite, "A NaN or infinite gradient is dropped and counted (drop) or stops the run (stop)")
-      ->capture_default_str()->group(g_rel);
-  app.add_option("--nonfinite-limit", c.nonfinite_limit,
-                 "With --on-nonfinite drop: stop (exit 1) after this many non-finite gradients in a row")
-      ->capture_default_str()->group(g_rel);
-  std::string watchdog;
-  app.add_option("--watchdog", watchdog, "Flag a worker that pushes nothing for this long, e.g. 30s")->group(g_rel);
-  app.add_option("--inject", c.inject,
-                 "Fault injection for testing: nan@W:N, throw@W:N, hang@W:N:T (worker W's N-th computation)")
-      ->group(g_rel);
-
-  auto* g_out = "Output and reproducibility";
-  std::string seed = std::to_string(c.seed);
-  app.add_option("--seed", seed, "Seed of initialisation, sampling and straggler draws")->capture_default_str()->group(g_out);
-  app.add_option("--threads", c.threads, "CPU threads (0: all)")->capture_default_str()->group(g_out);
-  app.add_option("--metrics", c.metrics, "Write JSON Lines metrics to FILE (one object per evaluation)")->group(g_out);
-  app.add_option("--trace", c.trace, "Record every applied gradient to FILE (JSON Lines)")->group(g_out);
-  app.add_option("--replay", c.replay, "Re-apply a recorded trace and print the final parameters' checksum")->group(g_out);
-  app.add_option("--progress", progress, "auto (live line on a terminal), plain or none")->capture_default_str()->group(g_out);
-  // Settings in a file: CLI11's TOML reader; flags on the command line win.
-  app.set_config("--config", "", "Read settings from a TOML FILE (key = value, keys the flags' names without --); "
-                                 "flags given on the command line override it")
-      ->group(g_out);
-  app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error, not ignored
-  bool print_config = false;
-  app.add_flag("--print-config", print_config,
-               "Print the complete effective settings as TOML (what --config reads) and exit")
-      ->group(g_out);
-
+  CliText t;
+  add_trainer_flags(app, c, t);
+  // The text flags under their names, resolved below.
+  std::string &time_budget = t.time_budget, &base_time = t.base_time, &variant = t.variant, &clock = t.clock,
+              &schedule = t.schedule, &adasync_rule = t.adasync_rule, &sqrt_rounding = t.sqrt_rounding,
+              &loss_estimate = t.loss_estimate, &lr_rule = t.lr_rule, &lr_schedule = t.lr_schedule,
+              &lr_milestones = t.lr_milestones, &lr_distance = t.lr_distance, &graph = t.graph,
+              &local_steps_dist = t.local_steps_dist, &swarm_mode = t.swarm_mode, &devices = t.devices,
+              &aggregate = t.aggregate, &on_nonfinite = t.on_nonfinite, &progress = t.progress,
+              &eval_every = t.eval_every, &checkpoint_every = t.checkpoint_every, &transport = t.transport,
+              &ps_time = t.ps_time, &schedule_every = t.schedule_every, &watchdog = t.watchdog, &seed = t.seed;
+  bool &no_bias_correction = t.no_bias_correction, &no_graphs = t.no_graphs, &print_config = t.print_config;
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -333,9 +333,13 @@ def run_regime(a, spec, rules, log):
                 lev = j["levels"][-1][0]
                 rt = statistics.median(first_time(p, lev) for p, _ in kpaths[r])
                 bt = statistics.median(first_time(p, lev) for p, _ in bruns)
-                tr = rt / bt if bt not in (0, float("inf")) else (0.0 if rt < float("inf") else float("nan"))
+                if bt == float("inf"):
+                    tr, tt = (0.0, "never reached by it") if rt < float("inf") else (1.0, "reached by neither")
+                else:
+                    tr = rt / bt if bt > 0 else float("inf")
+                    tt = f"{tr:.2f}x"
                 verdict = "beats it" if fin <= 1.0 and tr <= 1.0 else "does not beat it"
-                log(f"  {'':11s} vs {fam} (best: {label}): final loss {fin:.3f}x, time to the 90% level {tr:.2f}x: "
+                log(f"  {'':11s} vs {fam} (best: {label}): final loss {fin:.3f}x, time to the 90% level {tt}: "
                     f"{verdict}")
         plot_regime(a, spec, variant, curves, fixed, env, rules, kpaths, seeds,
                     {f"{fam} {label}": bc for fam, (label, bc, _) in base_best.items()})
