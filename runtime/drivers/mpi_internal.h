@@ -37,6 +37,16 @@ constexpr int kPushData = 1000;
 inline MPI_Comm g_data = MPI_COMM_NULL;
 // SwarmSGD's exchanges between worker ranks (mpi_swarm_rank.cc) on theirs.
 inline MPI_Comm g_swarm = MPI_COMM_NULL;
+
+// How long rank 0 waits on a worker rank at the end of a run (its stop
+// confirmation, a gather's part) before it reports the rank lost. Live ranks
+// answer within milliseconds. Once a stop signal has come the job may be going
+// down (mpirun stops every rank when one dies, and SIGKILLs them 1 s after its
+// SIGTERM by default): 0.3 s then, so the final checkpoint and the summary
+// come first; a minute otherwise. The PS and SwarmSGD share it.
+constexpr double kStopGraceSeconds = 0.3;
+constexpr double kEndWaitSeconds = 60;
+inline double end_wait_limit(bool stop_signalled) { return stop_signalled ? kStopGraceSeconds : kEndWaitSeconds; }
 // A node's step, worker rank -> 0 (kSwStep).
 struct StepMsg {
   int32_t node;

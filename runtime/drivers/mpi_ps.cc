@@ -74,10 +74,7 @@ class MpiPsTransport : public Transport {
   double drain_limit() const { return drain_limit_; }
   // Waits for every worker rank's `done` (pushes meanwhile are dropped).
   std::deque<Message> drain() override {
-    // Live ranks answer within milliseconds. After a signal the job may be
-    // going down (mpirun kills every rank once one dies, and SIGKILLs them 1 s
-    // after its SIGTERM by default): the final checkpoint comes first.
-    const double limit = stop_signal() != 0 ? 0.3 : 60;
+    const double limit = end_wait_limit(stop_signal() != 0);
     std::unique_lock<std::mutex> lk(mu_);
     const bool all = cv_.wait_for(lk, std::chrono::duration<double>(limit),
                                   [&] { return done_ == world_.worker_ranks() || error_; });

@@ -46,16 +46,15 @@ class AbortUnlessDone {
 // ------------------------------------------------------------------ rank 0
 namespace {
 // Rank 0's waits on a worker rank go on while the job does; once a stop
-// signal has come (mpirun stops every rank when one dies) they last 0.3 s
-// more, then give up on the rank: a dead rank must not hold rank 0 from its
-// summary (mpirun SIGKILLs what is left a few seconds later).
+// signal has come they last kStopGraceSeconds more (end_wait_limit), then give
+// up on the rank: a dead rank must not hold rank 0 from its summary.
 class StopGrace {
  public:
   bool expired() {
     if (stop_signal() == 0) return false;
     const auto now = std::chrono::steady_clock::now();
     if (signalled_ == std::chrono::steady_clock::time_point{}) signalled_ = now;
-    return now - signalled_ > std::chrono::milliseconds(300);
+    return now - signalled_ > std::chrono::duration<double>(kStopGraceSeconds);
   }
 
  private:
@@ -282,9 +281,7 @@ double MpiSwarm::run(SwarmListener& l) {
   SwarmStats total = m.base;
   int done = 0;
   std::vector<char> confirmed(size_t(m.world.size()), 0);
-  // Live ranks answer within milliseconds. After a signal the job may be going
-  // down (mpirun stops every rank once one dies): short, as the PS's drain.
-  const double limit = stop_signal() != 0 ? 0.3 : 60;
+  const double limit = end_wait_limit(stop_signal() != 0);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(limit);
   while (done < m.world.worker_ranks()) {
     MPI_Message msg;
