@@ -9,7 +9,7 @@ Gradients Can Win the Race". Named regimes (ALGORITHMS.md section 5):
   deep-cnn    the cnn, lr 0.1, budget 800, k-async K = 1, 2, 4, 3 seeds: for
               --devices cuda on a GPU (not part of all)
   stragglers  convex and mlp with shifted-exponential and Pareto times, P = 16,
-              15 seeds (fewer, the medians move a level's time by 10-20%)
+              and convex at P = 32, 15 seeds
   short       the cnn, P = 8, batch 32, lr 0.1, budget 800 (time to accuracy;
               K = 1-2 win there), also on the real clock with --real
 
@@ -17,11 +17,14 @@ For every regime but short it prints the median test loss of each fixed K and
 each rule, the envelope of the fixed-K medians, and the target: each rule's
 median within 1.10x of the envelope at every evaluation after the first tenth
 of the budget, within 1.03x of the best fixed K at the end, and reaching the
-envelope's loss at a quarter, half and three quarters of the budget no later
-than 1.1x the best fixed K. PNGs: loss and error against time, K against time.
+envelope's loss at 25%, 50% and 90% of the budget no later than 1.1x the best
+fixed K (per seed; the median over seeds with a 95% bootstrap interval, which
+must allow 1.1x); and against the baselines of ALGORITHMS.md 5.2 (m-sync,
+Rennala, Ringmaster, each at its best configuration). PNGs: loss and error
+against time (baselines dotted), K against time.
 
   error_runtime.py [--regime convex|deep|deep-cnn|stragglers|short|all] [--quick]
-                   [--seeds N] [--first-seed 1] [--rules sqrt,plateau,...] [--jobs 2]
+                   [--seeds N] [--first-seed 1] [--rules sqrt,plateau,...] [--jobs 2] [--no-baselines]
                    [--trainer build/trainer] [--out bench/results/error-runtime]
   short only:      [--budget 800] [--real [--real-mean 300ms]]
 """
