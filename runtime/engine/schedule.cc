@@ -197,6 +197,16 @@ class AdaSyncSchedule : public KSchedule {
   }
 
  private:
+  // Whether a move to K has time to pay off before the budget ends: K_now
+  // took updates_at_k_ updates (to plateau); a larger K relaxes at about the
+  // same rate per update, so it needs plateau_horizon times as many, each
+  // taking E[T_K]. Always true without a budget or times.
+  bool pays_off(double now, int k, const DecisionInputs& in) const {
+    if (c_.budget <= 0 || !in.update_time) return true;
+    const double need = c_.plateau_horizon * double(updates_at_k_) * in.update_time(k);
+    return !std::isfinite(need) || need <= c_.budget - now;
+  }
+
   // Doubles K when this window's loss is not significantly below the
   // previous window's at the same K (ReduceLROnPlateau with K for 1/eta).
   std::optional<KChange> plateau(double now, int k_now, const LossWindow& got, const DecisionInputs& in) {
@@ -224,12 +234,10 @@ class AdaSyncSchedule : public KSchedule {
         << " updates, decrease " << prev.mean - w.mean << " < " << c_.plateau_z
         << " se = " << c_.plateau_z * std::sqrt(prev.var_mean() + w.var_mean());
     if (c_.budget > 0 && in.update_time) {
-      // K took updates_at_k_ updates to plateau; 2K relaxes at the same rate
-      // per update, so it needs about as many, each taking E[T_2K].
-      const double need = c_.plateau_horizon * double(updates_at_k_) * in.update_time(k);
-      if (std::isfinite(need) && need > c_.budget - now) return std::nullopt;
-      why << ", " << c_.plateau_horizon << " x " << updates_at_k_ << " updates at K " << k << " take " << need
-          << " s of the " << c_.budget - now << " s left";
+      if (!pays_off(now, k, in)) return std::nullopt;
+      why << ", " << c_.plateau_horizon << " x " << updates_at_k_ << " updates at K " << k << " take "
+          << c_.plateau_horizon * double(updates_at_k_) * in.update_time(k) << " s of the " << c_.budget - now
+          << " s left";
     }
     prev_ = LossWindow{};  // the next test compares two windows at the new K
     updates_at_k_ = 0;
@@ -297,11 +305,7 @@ class AdaSyncSchedule : public KSchedule {
     // larger K's floor takes about as many updates as the current K has had
     // (the plateau rule's test), each taking that K's E[T]. The first
     // decision has no such history.
-    auto has_time = [&](int k) {
-      if (first || c_.budget <= 0 || !in.update_time) return true;
-      const double need = c_.plateau_horizon * double(updates_at_k_) * in.update_time(k);
-      return !std::isfinite(need) || need <= c_.budget - now;
-    };
+    auto has_time = [&](int k) { return first || pays_off(now, k, in); };
     std::ostringstream why;
     why.precision(3);
     why << "goodput rule, " << (first ? "first decision, " : "");
@@ -332,11 +336,11 @@ class AdaSyncSchedule : public KSchedule {
       m.l_eta = l_eta_;
       if (goodput_best_k(m, in.update_time, &rates) == 0) return std::nullopt;
       // Candidates: K_now up to 2 K_now (the optimum the model gives at a
-      // plateau: past it the choice rests on extrapolating a noisy fit),
-      // every K at the first decision; each with time to pay off.
+      // plateau: past it the choice rests on extrapolating a noisy fit), up
+      // to P at the first decision; never down; each with time to pay off.
       const int hi = first ? c_.workers : std::min(c_.workers, 2 * k_now);
       int best = 0;
-      for (int c = first ? 1 : k_now; c <= hi; ++c)
+      for (int c = k_now; c <= hi; ++c)
         if (std::isfinite(rates[size_t(c - 1)]) && (c == k_now || has_time(c)) &&
             (best == 0 || rates[size_t(c - 1)] > rates[size_t(best - 1)]))
           best = c;

@@ -343,6 +343,36 @@ TEST(Goodput, MovesAtMostDoubleKAndOnlyWithTimeToPayOff) {
   EXPECT_LT(final_k[1], final_k[0]) << "a budget of 60 leaves no time for the larger K";
 }
 
+// A run started above K = 1 (--k0) is never taken below it, the first
+// decision included, even where the model finds K = 1 fastest (no noise).
+TEST(Goodput, TheFirstDecisionNeverGoesBelowKZero) {
+  ScheduleConfig c;
+  c.kind = "adasync";
+  c.rule = AdaRule::Goodput;
+  c.workers = 8;
+  c.k = 4;
+  c.interval = 1;
+  c.batch = 8;
+  auto s = make_schedule(c);
+  s->set_start_loss(2.0);
+  DecisionInputs in;
+  in.loss = [] { return LossWindow{1.0, 0.0, 100, 100}; };
+  in.noise = [] { return GradientNoise{1.0, 0.0}; };
+  in.lr = [] { return 0.1; };
+  in.update_time = [](int k) { return theory::harmonic(8) - theory::harmonic(8 - k); };
+  int decisions = 0;
+  for (int t = 1; t <= 5; ++t)
+    if (auto ch = s->after_update(double(t), 4, in)) {
+      ++decisions;
+      EXPECT_GE(ch->k, 4) << ch->reason;
+      EXPECT_EQ(ch->rates.size(), 8u);
+      if (!ch->rates.empty()) {
+        EXPECT_GT(ch->rates[0], ch->rates[3]) << "the model does find K = 1 fastest";
+      }
+    }
+  EXPECT_GT(decisions, 0);
+}
+
 // The convex regime's setting (softmax regression, P = 8, batch 8, lr 0.02,
 // Exp(1) times, k-async): the rule leaves K = 1 and reaches K >= 4.
 TEST(Goodput, AConvexRunReachesKFourOrMore) {
