@@ -256,7 +256,7 @@ void conv2d_forward(Context& ctx, const ConvShape& s, const T* x, const T* w, co
   const size_t in_img = size_t(s.c) * s.h * s.w, out_img = size_t(s.k) * ohw;
   if constexpr (std::is_same_v<T, float>) {
     if (winograd::forward_ok(s)) {
-      winograd_batch(ctx, winograd::Plan(s.c, s.h, s.w, s.pad_h, s.pad_w, s.k, s.r), s.n, crs * size_t(s.k),
+      winograd_batch(ctx, winograd::Plan(s.c, s.h, s.w, s.pad_h, s.pad_w, s.k, s.r, true), s.n, crs * size_t(s.k),
                      [&](float* ws) { direct::pack_forward(s, w, ws); }, x, in_img, b, y, out_img);
       return;
     }
@@ -303,7 +303,7 @@ void conv2d_backward_data(Context& ctx, const ConvShape& s, const T* dy, const T
   if constexpr (std::is_same_v<T, float>) {
     if (winograd::backward_data_ok(s)) {
       // The forward convolution of dy (padded by R-1-pad) with the flipped, transposed weights.
-      winograd_batch(ctx, winograd::Plan(s.k, s.out_h(), s.out_w(), s.r - 1 - s.pad_h, s.s - 1 - s.pad_w, s.c, s.r), s.n,
+      winograd_batch(ctx, winograd::Plan(s.k, s.out_h(), s.out_w(), s.r - 1 - s.pad_h, s.s - 1 - s.pad_w, s.c, s.r, false), s.n,
                      crs * size_t(s.k), [&](float* ws) { direct::pack_backward_data(s, w, ws); }, dy, out_img, nullptr,
                      dx, in_img);
       return;

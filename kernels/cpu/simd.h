@@ -73,11 +73,12 @@ struct Kernels {
                        bool accumulate);
   // GemmPanel's product; null on the scalar path (OpenBLAS there).
   void (*gemm_panel)(const GemmPanel& p);
-  // Winograd transforms, F(2x2, 5x5) for r = 5 (m = 2) and F(4x4, 3x3) for
-  // r = 3 (m = 4) (conv_winograd.h has the layouts); null on the scalar path.
-  void (*wino_filter)(const float* wt, int r, int cin, int kout, float* u);
-  void (*wino_input)(const float* hwc, int wp, int cin, int th, int tw, int m, float* v);
-  void (*wino_output)(const float* mt, int kout, int th, int tw, int m, const float* bias, float* y);
+  // Winograd transforms of output tile m and filter r: F(2x2, 5x5),
+  // F(4x4, 3x3) and F(2x2, 3x3) (conv_winograd.h has the layouts); null on
+  // the scalar path.
+  void (*wino_filter)(const float* wt, int r, int m, int cin, int kout, float* u);
+  void (*wino_input)(const float* hwc, int wp, int cin, int th, int tw, int m, int r, float* v);
+  void (*wino_output)(const float* mt, int kout, int th, int tw, int m, int r, const float* bias, float* y);
   // One image's im2col matrix (pad: the staging area for its padded copy)
   // and the scatter-add back (dx overwritten).
   void (*im2col)(const ConvGeom& g, const float* x, float* pad, float* col);

@@ -149,12 +149,15 @@ INSTANTIATE_TEST_SUITE_P(
                                          ConvCase{2, 64, 14, 14, 64, 5, 2, 1},  // conv2 of the cnn (backward data too)
                                          ConvCase{3, 32, 6, 10, 16, 5, 1, 1},   // Winograd: even, non-square, pad 1
                                          ConvCase{2, 16, 12, 8, 48, 5, 4, 1},   // Winograd: pad 4, 16 x 12 out
-                                         // F(4x4, 3x3): resnet shapes, non-square, valid, pad 2, batch 1
+                                         // 3x3 Winograd (F(2x2) forward below 32 channels, else F(4x4)): resnet shapes, non-square, valid, pad 2, batch 1
                                          ConvCase{3, 16, 8, 12, 32, 3, 1, 1},   // both ways
                                          ConvCase{1, 64, 8, 8, 64, 3, 1, 1},    // the last stage, one image
                                          ConvCase{2, 32, 10, 6, 16, 3, 0, 1},   // valid: forward only
                                          ConvCase{2, 16, 4, 8, 48, 3, 2, 1},    // pad 2: 6 x 10 out, backward only
-                                         ConvCase{8, 16, 28, 28, 16, 3, 1, 1}), // 7 tiles a row (an odd count)
+                                         ConvCase{8, 16, 28, 28, 16, 3, 1, 1},  // 7 tiles a row (an odd count)
+                                         // F(2x2, 3x3) forward only (16 channels, not in whole 4 x 4 tiles)
+                                         ConvCase{2, 16, 14, 14, 32, 3, 1, 1},  // 14 x 14 out
+                                         ConvCase{3, 16, 12, 10, 16, 3, 0, 1}), // valid: 10 x 8 out
                        ::testing::Values(1, 3), kPaths));
 
 class ConvPaths : public ::testing::TestWithParam<CpuPath> {};
@@ -243,6 +246,15 @@ TEST_P(WinogradPaths, TheCnnsSecondConvolutionTakesThemAndTheSwitchTurnsThemOff)
   three.h = three.w = 16;
   EXPECT_TRUE(cpu::winograd::forward_ok(three));
   EXPECT_TRUE(cpu::winograd::backward_data_ok(three));
+  // Below 32 channels the forward pass takes F(2x2, 3x3) (14 x 14 is in whole
+  // 2 x 2 tiles), the input gradient still F(4x4, 3x3).
+  EXPECT_EQ(cpu::winograd::tile(3, 32, 64, true), 4);
+  EXPECT_EQ(cpu::winograd::tile(3, 16, 64, true), 2);
+  EXPECT_EQ(cpu::winograd::tile(3, 16, 16, false), 4);
+  ConvShape narrow = three;
+  narrow.c = 16, narrow.h = narrow.w = 14;
+  EXPECT_TRUE(cpu::winograd::forward_ok(narrow));
+  EXPECT_FALSE(cpu::winograd::backward_data_ok(narrow));
   three.stride_h = three.stride_w = 2;
   EXPECT_FALSE(cpu::winograd::forward_ok(three));
   const auto x = random_vector<float>(s.x_size(), 41), w = random_vector<float>(s.w_size(), 42);
