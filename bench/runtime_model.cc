@@ -10,8 +10,8 @@
 #include <cmath>
 #include <cstdio>
 
-#include "runtime/theory.h"
-#include "runtime/trainer.h"
+#include "runtime/engine/theory.h"
+#include "runtime/run/trainer.h"
 
 using namespace adasync;
 

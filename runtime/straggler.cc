@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "kernels/context.h"
-#include "runtime/output.h"
+#include "runtime/run/output.h"
 
 namespace adasync {
 

@@ -368,7 +368,7 @@ def check_eval(a, model, tmp, test_raw, y_test):
 
 
 def read_checkpoint(path):
-    """The parameters and momentum of one adasync checkpoint (runtime/checkpoint.h:
+    """The parameters and momentum of one adasync checkpoint (runtime/run/checkpoint.h:
     magic, u32 format, u64 header length, header, u32 count, then per section
     u32 name length, name, u64 byte count, bytes; a CRC-32 last)."""
     with open(path, "rb") as f:
@@ -406,7 +406,7 @@ def check_train(a, model, tmp, train_raw, y_train, meta):
          "--checkpoint-dir", ckdir, "--checkpoint-every", "1", "--checkpoint-keep", str(a.steps + 1)])
     entries = [e for e in (json.loads(l) for l in open(trace)) if "version" in e]  # no header, no footer
     numbers = [e["batch"] for e in sorted(entries, key=lambda e: e["version"])]
-    # Worker 0's sampler seed (runtime/trainer.cc): seed * 1000003 + 17 * worker + 1.
+    # Worker 0's sampler seed (runtime/run/trainer.cc): seed * 1000003 + 17 * worker + 1.
     batches = sampler_batches(len(y_train), a.batch, (a.seed * 1000003 + 1) & M64, numbers)
     x = torch.from_numpy(normalise(train_raw, meta))
     y = torch.from_numpy(y_train)
@@ -537,7 +537,7 @@ def check_async(a, model, tmp, train_raw, y_train, meta):
         mine = [e for e in entries if e["version"] == v]
         g, g64 = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
         for e in mine:
-            # Worker w's sampler seed (runtime/trainer.cc): seed * 1000003 + 17 * w + 1.
+            # Worker w's sampler seed (runtime/run/trainer.cc): seed * 1000003 + 17 * w + 1.
             idx = sampler_batches(len(y_train), a.batch, (a.seed * 1000003 + 17 * e["worker"] + 1) & M64,
                                   [e["batch"]])[0]
             for dtype in (torch.float32, torch.float64):

@@ -1,4 +1,4 @@
-#include "runtime/modes/device_sync.h"
+#include "runtime/algorithms/device_sync.h"
 
 #include <cmath>
 

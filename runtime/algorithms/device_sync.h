@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "kernels/collective.h"
-#include "runtime/engine/optimizer.h"
 #include "runtime/drivers/worker.h"
+#include "runtime/engine/optimizer.h"
 
 namespace adasync {
 

@@ -1,4 +1,4 @@
-#include "runtime/modes/gossip.h"
+#include "runtime/algorithms/gossip.h"
 
 #include <algorithm>
 #include <cmath>

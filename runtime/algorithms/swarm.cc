@@ -1,5 +1,5 @@
-#include "runtime/modes/swarm.h"
-#include "runtime/modes/swarm_node.h"
+#include "runtime/algorithms/swarm.h"
+#include "runtime/algorithms/swarm_node.h"
 #include "runtime/engine/optimizer.h"
 
 #include <algorithm>

@@ -35,11 +35,11 @@
 
 #include "datasets/sampler.h"
 #include "models/layout.h"
-#include "runtime/checkpoint.h"
+#include "runtime/algorithms/gossip.h"
 #include "runtime/drivers/driver.h"
-#include "runtime/modes/gossip.h"
-#include "runtime/straggler.h"
 #include "runtime/drivers/worker.h"
+#include "runtime/run/checkpoint.h"
+#include "runtime/straggler.h"
 
 namespace adasync {
 // ------------------------------------------------------------------ engine

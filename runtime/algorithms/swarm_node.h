@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "datasets/rng.h"
-#include "runtime/modes/swarm.h"
+#include "runtime/algorithms/swarm.h"
 
 namespace adasync {
 

@@ -1,4 +1,4 @@
-#include "runtime/cli_flags.h"
+#include "runtime/config/cli_flags.h"
 
 #include "models/model.h"
 

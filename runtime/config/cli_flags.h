@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "runtime/config.h"
+#include "runtime/config/config.h"
 
 namespace adasync {
 

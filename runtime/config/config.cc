@@ -1,12 +1,12 @@
-#include "runtime/config.h"
+#include "runtime/config/config.h"
 
 #include <cmath>
 #include <cstdio>
 
 #include "models/model.h"
 #include "runtime/faults.h"
-#include "runtime/model_io.h"
-#include "runtime/output.h"
+#include "runtime/run/model_io.h"
+#include "runtime/run/output.h"
 #include "runtime/straggler.h"
 
 namespace adasync {

@@ -11,8 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/engine/aggregator.h"
-#include "runtime/engine/optimizer.h"
 #include "runtime/engine/lr_rule.h"
+#include "runtime/engine/optimizer.h"
 #include "runtime/engine/schedule.h"
 
 namespace adasync {
@@ -190,7 +190,7 @@ struct TrainConfig {
   int64_t nonfinite_limit = 100;     // drop: stop (exit 1) after this many non-finite gradients in a row
   double watchdog = 0;               // seconds without a push before a worker is flagged (0: off)
   std::string inject;                // fault injection (testing), see runtime/faults.h
-  // models in and out (runtime/model_io.h)
+  // models in and out (runtime/run/model_io.h)
   std::string save_model;  // write the final parameters here (safetensors)
   std::string init_from;   // start from this safetensors file's parameters
   std::string export_from; // trainer --export CKPT: convert a checkpoint, train nothing

@@ -5,10 +5,10 @@
 #include <thread>
 #include <utility>
 
+#include "runtime/algorithms/swarm.h"
+#include "runtime/algorithms/swarm_node.h"
 #include "runtime/drivers/event_queue.h"
 #include "runtime/engine/optimizer.h"
-#include "runtime/modes/swarm.h"
-#include "runtime/modes/swarm_node.h"
 
 namespace adasync {
 

@@ -6,9 +6,9 @@
 #include <thread>
 
 #include "runtime/drivers/driver.h"
-#include "runtime/drivers/transport.h"
 #include "runtime/drivers/worker_loop.h"
 #include "runtime/drivers/worker_step.h"
+#include "runtime/transport/transport.h"
 
 namespace adasync {
 

@@ -12,7 +12,7 @@
 
 #include "datasets/sampler.h"
 #include "runtime/drivers/driver.h"
-#include "runtime/drivers/transport.h"
+#include "runtime/transport/transport.h"
 
 namespace adasync {
 

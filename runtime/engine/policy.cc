@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "runtime/theory.h"
+#include "runtime/engine/theory.h"
 
 namespace adasync {
 

@@ -20,8 +20,8 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/engine/aggregator.h"
-#include "runtime/engine/noise.h"
 #include "runtime/engine/lr_rule.h"
+#include "runtime/engine/noise.h"
 #include "runtime/engine/schedule.h"
 
 namespace adasync {

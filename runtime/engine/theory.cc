@@ -1,4 +1,4 @@
-#include "runtime/theory.h"
+#include "runtime/engine/theory.h"
 
 #include <algorithm>
 #include <cmath>

@@ -10,8 +10,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "runtime/straggler.h"
 #include "runtime/engine/aggregator.h"
+#include "runtime/straggler.h"
 
 namespace adasync::theory {
 

@@ -1,4 +1,4 @@
-#include "runtime/checkpoint.h"
+#include "runtime/run/checkpoint.h"
 
 #include <zlib.h>
 
@@ -13,7 +13,7 @@
 #include <fstream>
 
 #include "kernels/context.h"
-#include "runtime/output.h"
+#include "runtime/run/output.h"
 
 namespace adasync {
 namespace fs = std::filesystem;

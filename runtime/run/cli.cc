@@ -12,13 +12,13 @@
 #include <thread>
 
 #include "models/model.h"
-#include "runtime/cli_flags.h"
-#include "runtime/drivers/mpi.h"
-#include "runtime/model_io.h"
-#include "runtime/output.h"
-#include "runtime/supervisor.h"
-#include "runtime/trace.h"
-#include "runtime/trainer.h"
+#include "runtime/config/cli_flags.h"
+#include "runtime/run/model_io.h"
+#include "runtime/run/output.h"
+#include "runtime/run/supervisor.h"
+#include "runtime/run/trace.h"
+#include "runtime/run/trainer.h"
+#include "runtime/transport/mpi/mpi.h"
 
 namespace adasync {
 

@@ -3,9 +3,9 @@
 // refreshed for each evaluation, each checkpoint and at the end; the
 // Aggregator's counters are advanced as if each step were a sync update of P
 // gradients, so checkpoints and the summary read like a PS run's.
-#include "runtime/modes/device_sync.h"
-#include "runtime/run.h"
-#include "runtime/state.h"
+#include "runtime/algorithms/device_sync.h"
+#include "runtime/run/run.h"
+#include "runtime/run/state.h"
 
 namespace adasync {
 

@@ -1,4 +1,4 @@
-#include "runtime/model_io.h"
+#include "runtime/run/model_io.h"
 
 #include <unistd.h>
 
@@ -9,8 +9,8 @@
 #include <iterator>
 
 #include "models/safetensors.h"
-#include "runtime/checkpoint.h"
-#include "runtime/output.h"
+#include "runtime/run/checkpoint.h"
+#include "runtime/run/output.h"
 
 #ifndef ADASYNC_VERSION
 #define ADASYNC_VERSION "unknown"

@@ -4,9 +4,9 @@
 #include <cstdio>
 #include <thread>
 
-#include "runtime/drivers/mpi.h"
-#include "runtime/modes/swarm.h"
-#include "runtime/run.h"
+#include "runtime/algorithms/swarm.h"
+#include "runtime/run/run.h"
+#include "runtime/transport/mpi/mpi.h"
 
 namespace adasync {
 

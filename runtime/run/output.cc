@@ -1,4 +1,4 @@
-#include "runtime/output.h"
+#include "runtime/run/output.h"
 
 #include <fcntl.h>
 #include <sys/file.h>

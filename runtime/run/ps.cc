@@ -1,7 +1,7 @@
 // The parameter-server mode: workers push to the update loop, driven by the
 // virtual clock or by threads.
-#include "runtime/drivers/mpi.h"
-#include "runtime/run.h"
+#include "runtime/run/run.h"
+#include "runtime/transport/mpi/mpi.h"
 
 namespace adasync {
 

@@ -3,9 +3,9 @@
 #include <cstdio>
 #include <map>
 
-#include "runtime/run.h"
-#include "runtime/state.h"
-#include "runtime/trace.h"
+#include "runtime/run/run.h"
+#include "runtime/run/state.h"
+#include "runtime/run/trace.h"
 
 namespace adasync {
 

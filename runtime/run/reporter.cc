@@ -1,4 +1,4 @@
-#include "runtime/reporter.h"
+#include "runtime/run/reporter.h"
 
 #include <unistd.h>
 
@@ -8,7 +8,7 @@
 
 #include "runtime/drivers/worker.h"
 #include "runtime/engine/policy.h"
-#include "runtime/trace.h"
+#include "runtime/run/trace.h"
 
 namespace adasync {
 

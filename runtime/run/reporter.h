@@ -14,10 +14,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/config.h"
+#include "runtime/config/config.h"
 #include "runtime/drivers/driver.h"
 #include "runtime/engine/update_loop.h"
-#include "runtime/output.h"
+#include "runtime/run/output.h"
 
 namespace adasync {
 

@@ -1,6 +1,6 @@
 #include <algorithm>
 
-#include "runtime/run.h"
+#include "runtime/run/run.h"
 
 #include "kernels/mix_hash.h"
 

@@ -13,15 +13,15 @@
 
 #include "datasets/dataset.h"
 #include "datasets/sampler.h"
-#include "runtime/config.h"
+#include "runtime/config/config.h"
 #include "runtime/drivers/driver.h"
 #include "runtime/drivers/worker.h"
 #include "runtime/engine/update_loop.h"
 #include "runtime/faults.h"
-#include "runtime/output.h"
-#include "runtime/reporter.h"
+#include "runtime/run/output.h"
+#include "runtime/run/reporter.h"
+#include "runtime/run/supervisor.h"
 #include "runtime/straggler.h"
-#include "runtime/supervisor.h"
 
 namespace adasync {
 

@@ -1,11 +1,11 @@
-#include "runtime/state.h"
+#include "runtime/run/state.h"
 
 #include <cmath>
 #include <cstdio>
 #include <set>
 
 #include "models/describe.h"
-#include "runtime/modes/swarm.h"
+#include "runtime/algorithms/swarm.h"
 
 
 namespace adasync {

@@ -11,8 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/checkpoint.h"
-#include "runtime/run.h"
+#include "runtime/run/checkpoint.h"
+#include "runtime/run/run.h"
 
 namespace adasync {
 

@@ -1,4 +1,4 @@
-#include "runtime/supervisor.h"
+#include "runtime/run/supervisor.h"
 
 #include <atomic>
 #include <chrono>
@@ -9,13 +9,8 @@
 namespace adasync {
 
 namespace {
-std::atomic<int> g_stop_signal{0};
 std::mutex g_eval_mu;  // one evaluation at a time (monitor, update thread, swarm nodes)
 }  // namespace
-
-void request_stop(int signal) { g_stop_signal.store(signal == 0 ? -1 : signal, std::memory_order_relaxed); }
-int stop_signal() { return g_stop_signal.load(std::memory_order_relaxed); }
-void clear_stop_request() { g_stop_signal.store(0); }
 
 Supervisor::Supervisor(const TrainConfig& cfg, Reporter& rep, int64_t max_samples)
     : cfg_(cfg), rep_(rep), virtual_clock_(cfg.clock == ClockKind::Virtual), max_samples_(max_samples) {

@@ -22,12 +22,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/checkpoint.h"
-#include "runtime/config.h"
+#include "runtime/config/config.h"
 #include "runtime/drivers/driver.h"
 #include "runtime/drivers/worker.h"
 #include "runtime/engine/update_loop.h"
-#include "runtime/reporter.h"
+#include "runtime/run/checkpoint.h"
+#include "runtime/run/reporter.h"
+#include "runtime/stop_request.h"
 
 namespace adasync {
 
@@ -134,12 +135,5 @@ class Supervisor : public DriverHooks, public UpdateObserver {
   std::vector<SnapshotPtr> quiet_in_flight_;
   double quiet_time_ = 0;
 };
-
-// SIGINT / SIGTERM: the run stops at its next update, writes a final
-// checkpoint (with --checkpoint-dir) and exits 0. request_stop is
-// async-signal-safe; stop_signal() is 0 until a stop was requested.
-void request_stop(int signal);
-int stop_signal();
-void clear_stop_request();
 
 }  // namespace adasync

@@ -4,10 +4,10 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "runtime/drivers/mpi.h"
-#include "runtime/modes/swarm.h"
-#include "runtime/run.h"
-#include "runtime/state.h"
+#include "runtime/algorithms/swarm.h"
+#include "runtime/run/run.h"
+#include "runtime/run/state.h"
+#include "runtime/transport/mpi/mpi.h"
 
 namespace adasync {
 

@@ -1,4 +1,4 @@
-#include "runtime/trace.h"
+#include "runtime/run/trace.h"
 
 #include <unistd.h>
 
@@ -8,7 +8,7 @@
 #include <fstream>
 
 #include "kernels/context.h"
-#include "runtime/output.h"
+#include "runtime/run/output.h"
 
 namespace adasync {
 

@@ -1,4 +1,4 @@
-#include "runtime/trainer.h"
+#include "runtime/run/trainer.h"
 
 #include <unistd.h>
 
@@ -9,10 +9,10 @@
 
 #include "kernels/cpu/ops_cpu.h"
 #include "kernels/cpu/simd.h"
-#include "runtime/drivers/mpi.h"
-#include "runtime/model_io.h"
-#include "runtime/state.h"
-#include "runtime/trace.h"
+#include "runtime/run/model_io.h"
+#include "runtime/run/state.h"
+#include "runtime/run/trace.h"
+#include "runtime/transport/mpi/mpi.h"
 
 namespace adasync {
 

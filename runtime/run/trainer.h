@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/config.h"
-#include "runtime/run.h"
+#include "runtime/config/config.h"
+#include "runtime/run/run.h"
 
 namespace adasync {
 

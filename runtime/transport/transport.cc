@@ -1,4 +1,4 @@
-#include "runtime/drivers/transport.h"
+#include "runtime/transport/transport.h"
 
 #include <chrono>
 #include <utility>

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "kernels/context.h"
-#include "runtime/trace.h"
+#include "runtime/run/trace.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::istringstream in(std::string(reinterpret_cast<const char*>(data), size));

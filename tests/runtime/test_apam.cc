@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/drivers/driver.h"
-#include "runtime/trainer.h"
+#include "runtime/run/trainer.h"
 
 namespace adasync {
 namespace {

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <fstream>
 
-#include "runtime/theory.h"
-#include "runtime/trainer.h"
+#include "runtime/engine/theory.h"
+#include "runtime/run/trainer.h"
 #include "tests/support/small_data.h"
 
 namespace adasync {

@@ -20,7 +20,7 @@
 
 #include "datasets/dataset.h"
 #include "kernels/cpu/simd.h"
-#include "runtime/trainer.h"
+#include "runtime/run/trainer.h"
 
 namespace adasync {
 namespace {

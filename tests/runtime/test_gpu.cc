@@ -9,7 +9,7 @@
 #include <filesystem>
 
 #include "kernels/collective.h"
-#include "runtime/trainer.h"
+#include "runtime/run/trainer.h"
 #include "tests/support/test_util.h"
 
 namespace adasync {

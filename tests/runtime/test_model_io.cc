@@ -8,8 +8,8 @@
 #include <filesystem>
 
 #include "models/safetensors.h"
-#include "runtime/model_io.h"
-#include "runtime/trainer.h"
+#include "runtime/run/model_io.h"
+#include "runtime/run/trainer.h"
 #include "tests/support/small_data.h"
 
 namespace adasync {

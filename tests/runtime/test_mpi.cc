@@ -18,7 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/drivers/mpi.h"
+#include "runtime/transport/mpi/mpi.h"
 
 namespace adasync {
 namespace {

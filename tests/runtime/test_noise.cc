@@ -15,8 +15,8 @@
 
 #include "runtime/engine/noise.h"
 #include "runtime/engine/schedule.h"
-#include "runtime/theory.h"
-#include "runtime/trainer.h"
+#include "runtime/engine/theory.h"
+#include "runtime/run/trainer.h"
 #include "tests/support/small_data.h"
 
 namespace adasync {

@@ -21,9 +21,9 @@
 #include <nlohmann/json.hpp>
 
 #include "models/safetensors.h"
-#include "runtime/checkpoint.h"
-#include "runtime/output.h"
-#include "runtime/trainer.h"
+#include "runtime/run/checkpoint.h"
+#include "runtime/run/output.h"
+#include "runtime/run/trainer.h"
 
 namespace adasync {
 namespace {

@@ -19,8 +19,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/checkpoint.h"
-#include "runtime/trainer.h"
+#include "runtime/run/checkpoint.h"
+#include "runtime/run/trainer.h"
 #include "tests/support/small_data.h"
 
 extern char** environ;

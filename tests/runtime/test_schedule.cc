@@ -10,8 +10,8 @@
 #include "datasets/rng.h"
 #include "runtime/engine/lr_rule.h"
 #include "runtime/engine/schedule.h"
-#include "runtime/theory.h"
-#include "runtime/trainer.h"
+#include "runtime/engine/theory.h"
+#include "runtime/run/trainer.h"
 #include "tests/support/small_data.h"
 #include "tests/support/test_util.h"
 

@@ -7,10 +7,10 @@
 #include <fstream>
 #include <sys/stat.h>
 
-#include "runtime/modes/swarm.h"
-#include "runtime/trainer.h"
-#include "tests/support/test_util.h"
+#include "runtime/algorithms/swarm.h"
+#include "runtime/run/trainer.h"
 #include "tests/support/small_data.h"
+#include "tests/support/test_util.h"
 
 namespace adasync {
 namespace {

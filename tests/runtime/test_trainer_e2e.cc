@@ -3,7 +3,7 @@
 
 #include <sys/stat.h>
 
-#include "runtime/trainer.h"
+#include "runtime/run/trainer.h"
 #include "tests/support/test_util.h"
 
 namespace adasync {

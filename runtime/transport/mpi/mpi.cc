@@ -1,7 +1,7 @@
 // The MPI transport's world (start-up, the rank layout, the stop handshake)
 // and a worker rank's side of the parameter-server variants: its workers
 // on in-process mailboxes, pushes to rank 0 (rank 0's side: mpi_ps.cc).
-#include "runtime/drivers/mpi.h"
+#include "runtime/transport/mpi/mpi.h"
 
 #include <mpi.h>
 #include <unistd.h>
@@ -19,10 +19,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/drivers/mpi_internal.h"
-#include "runtime/drivers/transport.h"
 #include "runtime/drivers/worker_loop.h"
-#include "runtime/supervisor.h"
+#include "runtime/stop_request.h"
+#include "runtime/transport/mpi/mpi_internal.h"
+#include "runtime/transport/transport.h"
 
 namespace adasync {
 using namespace mpi_detail;

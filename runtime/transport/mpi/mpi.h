@@ -34,8 +34,8 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/algorithms/swarm.h"
 #include "runtime/drivers/driver.h"
-#include "runtime/modes/swarm.h"
 
 namespace adasync {
 

@@ -1,6 +1,6 @@
 // Built without MPI: --transport mpi says so.
-#include "runtime/drivers/mpi.h"
-#include "runtime/modes/swarm.h"
+#include "runtime/algorithms/swarm.h"
+#include "runtime/transport/mpi/mpi.h"
 
 namespace adasync {
 

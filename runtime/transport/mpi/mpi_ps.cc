@@ -1,7 +1,7 @@
 // The MPI transport's parameter-server side on rank 0: pushes received into
 // the PS's slots, words and snapshots sent to the worker ranks, the stop and
 // its drain (a worker rank's side, and the world, are in mpi.cc).
-#include "runtime/drivers/mpi.h"
+#include "runtime/transport/mpi/mpi.h"
 
 #include <mpi.h>
 #include <unistd.h>
@@ -19,10 +19,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/drivers/mpi_internal.h"
-#include "runtime/drivers/transport.h"
 #include "runtime/drivers/worker_loop.h"
-#include "runtime/supervisor.h"
+#include "runtime/stop_request.h"
+#include "runtime/transport/mpi/mpi_internal.h"
+#include "runtime/transport/transport.h"
 namespace adasync {
 using namespace mpi_detail;
 namespace {

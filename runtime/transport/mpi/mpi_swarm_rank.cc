@@ -27,11 +27,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/drivers/mpi.h"
-#include "runtime/drivers/mpi_internal.h"
-#include "runtime/modes/swarm.h"
-#include "runtime/output.h"
-#include "runtime/supervisor.h"  // stop_signal: the drain is short once the job is going down
+#include "runtime/algorithms/swarm.h"
+#include "runtime/run/output.h"
+#include "runtime/stop_request.h"  // the drain is short once the job is going down
+#include "runtime/transport/mpi/mpi.h"
+#include "runtime/transport/mpi/mpi_internal.h"
 namespace adasync {
 using namespace mpi_detail;
 namespace {
