@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "runtime/drivers/simulate.h"
 #include "runtime/engine/theory.h"
 #include "runtime/run/trainer.h"
 

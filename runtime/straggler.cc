@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "kernels/context.h"
-#include "runtime/run/output.h"
+#include "runtime/input_file.h"
 
 namespace adasync {
 

@@ -2,9 +2,8 @@
 // update of each variant when worker compute times X are i.i.d.
 //
 // Closed forms where they exist (exp, shifted-exp, and the renewal results
-// that hold for any X), and a Monte Carlo estimate for any straggler model,
-// obtained by running the virtual clock itself with workers that compute
-// nothing, so the estimate exercises exactly the code that trains.
+// that hold for any X); the Monte Carlo estimate for any straggler model runs
+// the virtual driver (drivers/simulate.h).
 #pragma once
 
 #include <cstdint>
@@ -34,15 +33,5 @@ std::vector<double> expected_times_observed(Variant v, int workers, std::vector<
 // E[X_{K:P}] for X uniform over the (sorted) values xs: one K, or all (index K).
 double empirical_order_stat(const std::vector<double>& sorted_xs, int k, int workers);
 std::vector<double> empirical_order_stats(const std::vector<double>& sorted_xs, int workers);
-
-struct Estimate {
-  double mean = 0;      // time per update
-  double std_err = 0;   // of the mean, from batch means
-  int64_t updates = 0;
-};
-// Simulates `updates` updates on the virtual clock and measures time per update.
-// `ps_time`: the parameter server's service time per update (a queue forms).
-Estimate simulate(Variant v, int workers, int k, const StragglerSpec& spec, int64_t updates, uint64_t seed,
-                  double base = 0, double ps_time = 0);
 
 }  // namespace adasync::theory

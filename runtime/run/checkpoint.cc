@@ -13,6 +13,7 @@
 #include <fstream>
 
 #include "kernels/context.h"
+#include "runtime/input_file.h"
 #include "runtime/run/output.h"
 
 namespace adasync {

@@ -9,6 +9,7 @@
 #include <iterator>
 
 #include "models/safetensors.h"
+#include "runtime/input_file.h"
 #include "runtime/run/checkpoint.h"
 #include "runtime/run/output.h"
 

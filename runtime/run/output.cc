@@ -11,6 +11,8 @@
 #include <cstring>
 #include <map>
 
+#include "runtime/input_file.h"
+
 namespace adasync {
 
 namespace {
@@ -28,15 +30,6 @@ void fsync_dir(const std::string& path) {
     ::fsync(fd);
     ::close(fd);
   }
-}
-const char* kind_of(mode_t m) {
-  if (S_ISDIR(m)) return "a directory";
-  if (S_ISFIFO(m)) return "a FIFO";
-  if (S_ISCHR(m)) return "a character device";
-  if (S_ISBLK(m)) return "a block device";
-  if (S_ISSOCK(m)) return "a socket";
-  if (S_ISLNK(m)) return "a symlink";
-  return "a regular file";
 }
 std::string realpath_of(const std::string& p) {
   char buf[PATH_MAX];
@@ -279,21 +272,6 @@ void write_file_atomic(const std::string& path, const std::string& data, const s
 bool is_temporary_of(const std::string& name, const std::string& file_name) {
   const std::string stem = file_name + ".tmp.";
   return name.size() == stem.size() + 6 && name.compare(0, stem.size(), stem) == 0;
-}
-
-int open_regular_input(const std::string& path, const std::string& what, uint64_t* size) {
-  // O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) throw UsageError(what + ": cannot open: " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    const mode_t m = st.st_mode;
-    ::close(fd);
-    throw UsageError(what + ": expected a regular file, found " + kind_of(m));
-  }
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-  *size = uint64_t(st.st_size);
-  return fd;
 }
 
 }  // namespace adasync

@@ -99,9 +99,4 @@ void write_file_atomic(const std::string& path, const std::string& data, const s
 // The suffix of write_file_atomic's temporaries: FILE + ".tmp." + 6 characters.
 bool is_temporary_of(const std::string& name, const std::string& file_name);
 
-// Opens an input for reading: a regular file (symlinks followed), never
-// blocking on a FIFO. Returns the descriptor and sets *size; UsageError
-// naming `what` otherwise.
-int open_regular_input(const std::string& path, const std::string& what, uint64_t* size);
-
 }  // namespace adasync

@@ -16,8 +16,6 @@ set(known_upward
   # Validation checks output paths and model files: the typed config's validation.
   "config/config.cc -> run/model_io.h"
   "config/config.cc -> run/output.h"
-  # The theory's simulator runs the virtual driver.
-  "engine/theory.cc -> drivers/driver.h"
   # SwarmSGD and device sync run the worker step themselves (the Algorithm interface).
   "algorithms/device_sync.h -> drivers/worker.h"
   "algorithms/swarm.h -> drivers/driver.h"
@@ -27,9 +25,7 @@ set(known_upward
   # SwarmSGD writes its own checkpoint keys (the state registry).
   "algorithms/swarm.h -> run/checkpoint.h"
   "transport/mpi/mpi_swarm.cc -> run/output.h"
-  "transport/mpi/mpi_swarm_rank.cc -> run/output.h"
-  # Straggler traces are read with the outputs' input checks.
-  "straggler.cc -> run/output.h")
+  "transport/mpi/mpi_swarm_rank.cc -> run/output.h")
 
 function(layer_of path out)
   string(REGEX MATCH "^[^/]+/" top "${path}")

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "runtime/drivers/simulate.h"
 #include "runtime/engine/theory.h"
 #include "runtime/run/trainer.h"
 #include "tests/support/small_data.h"
