@@ -73,8 +73,9 @@ def regime_specs(quick):
     # K in {1, 2, 4, 8} and AdaSync, Exp(1) compute times, augmentation. On
     # CIFAR-10 with --cifar-dir, else on Fashion-MNIST padded to 32x32.
     # The virtual clock computes only the gradients that count (K per update):
-    # a budget of 400 is about 2 epochs at K = 1 and 20 minutes of CPU per run
-    # here, what the CPU allows, not the paper's tens of epochs.
+    # a budget of 400 is 1.7 epochs of Fashion-MNIST at K = 1 and 5-6 minutes
+    # of a core per run here (20 runs, 55 minutes on 2 cores), what the CPU
+    # allows, not the paper's tens of epochs.
     res = dict(model="resnet20", batch=32, lr=0.12, budget=400, evals=10, ks=[1, 2, 4, 8], workers=8,
                straggler="exp:mean=1", seeds=2, variants=["k-sync"], extra=["--augment"], momentum=0)
     specs["cifar"] = [dict(res, name="cifar-resnet20"),
