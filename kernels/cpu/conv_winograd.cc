@@ -20,7 +20,7 @@ int tile(int r, int cin, int kout, bool forward) {
   // F(4x4, 3x3) rounds about ten times as much as a direct sum; in the
   // forward pass of a narrow (16-channel) first stage that doubled resnet20's
   // gradient error against float64 in the k-async PyTorch check, where
-  // F(2x2, 3x3) there keeps it at PyTorch float32's (README, Checks).
+  // F(2x2, 3x3) there keeps it at PyTorch float32's (docs/results.md).
   return forward && std::min(cin, kout) < 32 ? 2 : 4;
 }
 

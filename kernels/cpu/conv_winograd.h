@@ -36,7 +36,7 @@ int tile(int r, int cin, int kout, bool forward);
 
 // An r x r (5 or 3) stride-1 convolution of cin planes h x w padded by
 // (ph, pw) to kout planes oh x ow = (h + 2ph - r + 1) x (w + 2pw - r + 1),
-// both multiples of m = tile(r), in th x tw tiles.
+// both multiples of m = tile(r, cin, kout, forward), in th x tw tiles.
 struct Plan {
   Plan(int cin, int h, int w, int ph, int pw, int kout, int r, bool forward);
   int cin, h, w, ph, pw, kout, r, m, n;  // n = m + r - 1: the patch
