@@ -33,6 +33,9 @@ SwarmStats& SwarmStats::operator+=(const SwarmStats& o) {
   fallback_bytes += o.fallback_bytes;
   if (bytes_sent.size() < o.bytes_sent.size()) bytes_sent.resize(o.bytes_sent.size(), 0);
   for (size_t i = 0; i < o.bytes_sent.size(); ++i) bytes_sent[i] += o.bytes_sent[i];
+  nonfinite += o.nonfinite;
+  if (steps_by_node.size() < o.steps_by_node.size()) steps_by_node.resize(o.steps_by_node.size(), 0);
+  for (size_t i = 0; i < o.steps_by_node.size(); ++i) steps_by_node[i] += o.steps_by_node[i];
   return *this;
 }
 
@@ -58,6 +61,7 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> wo
   if (!(cfg.local_steps >= 1)) throw UsageError("--local-steps: expected at least 1, found " + std::to_string(cfg.local_steps));
   if (!(margin_ >= 1)) throw UsageError("--quant-margin: expected at least 1, found " + std::to_string(margin_));
   stats_.bytes_sent.assign(size_t(nodes), 0);
+  stats_.steps_by_node.assign(size_t(nodes), 0);
   for (int i = first_; i < last_; ++i) {
     auto nd = std::make_unique<Node>();
     for (Buffer<float>* b : {&nd->x, &nd->pub, &nd->grad, &nd->work, &nd->tmp_a, &nd->tmp_b}) {
@@ -72,6 +76,7 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> wo
     nodes_.push_back(std::move(nd));
   }
   for (int i = first_; i < last_; ++i) node(i).steps_left = draw_steps(i);
+  live_ = last_ - first_;
 }
 
 SwarmEngine::~SwarmEngine() { stop(); }  // node threads still running (an error) end first
@@ -114,13 +119,31 @@ void SwarmEngine::account(const TransferCount& t, int sender, int receiver) {
   stats_.fallback_bytes += t.fallback_bytes;
 }
 
+// Uniform over the neighbours still there (on other processes: all of them).
+// With none gone, the same draw as without failures.
+int SwarmEngine::draw_partner(int i) {
+  const auto& nb = graph_.neighbours(i);
+  Rng& r = node(i).rng;
+  if (live_.load() == last_ - first_) return nb[r.below(nb.size())];
+  std::vector<int> there;
+  for (int j : nb)
+    if (j < first_ || j >= last_ || !node(j).failed.load()) there.push_back(j);
+  return there.empty() ? -1 : there[r.below(there.size())];
+}
+
+bool SwarmEngine::fail_node(int i, const std::string& what, double now) {
+  if (node(i).failed.exchange(true)) return live_.load() > 0;
+  const int left = --live_;
+  return listener_->node_failed(i, what, left, now);
+}
+
 // Scratch lives in the initiator's node (its lock is held): another initiator
 // may be encoding the same partner's model at the same time.
 void SwarmEngine::interact(int i, double) {
   ADASYNC_RANGE("swarm/interact");
   Node& a = node(i);
-  const auto& nb = graph_.neighbours(i);
-  const int j = nb[a.rng.below(nb.size())];
+  const int j = draw_partner(i);
+  if (j < 0) return;  // alone: its neighbours have left
   const bool adaptive = codec_.adaptive();
   if (j < first_ || j >= last_) {
     interact_far(i, j);
@@ -253,10 +276,15 @@ void SwarmEngine::set_node_state(int i, const float* x, const float* pub, const 
 
 std::vector<float> SwarmEngine::copy_models() {
   for (auto& nd : nodes_) nd->mu.lock();
-  std::vector<float> out(nodes_.size() * n_);
-  for (size_t i = 0; i < nodes_.size(); ++i) std::memcpy(out.data() + i * n_, nodes_[i]->x.data(), n_ * sizeof(float));
+  std::vector<float> out;
+  for (auto& nd : nodes_)
+    if (!nd->failed.load()) out.insert(out.end(), nd->x.data(), nd->x.data() + n_);
   for (auto& nd : nodes_) nd->mu.unlock();
   return out;
+}
+
+void SwarmEngine::set_failed(int i) {
+  if (!node(i).failed.exchange(true)) --live_;
 }
 
 void SwarmEngine::set_model(int i, const float* x) {
@@ -268,16 +296,23 @@ void SwarmEngine::set_model(int i, const float* x) {
 
 void SwarmEngine::average(float* out, double* consensus) {
   for (auto& nd : nodes_) nd->mu.lock();
-  const double inv = 1.0 / double(nodes_.size());
+  // A failed node's model stopped learning: not part of the answer (unless
+  // every node failed).
+  std::vector<const float*> xs;
+  for (auto& nd : nodes_)
+    if (!nd->failed.load()) xs.push_back(nd->x.data());
+  if (xs.empty())
+    for (auto& nd : nodes_) xs.push_back(nd->x.data());
+  const double inv = 1.0 / double(xs.size());
   for (size_t k = 0; k < n_; ++k) {
     double s = 0;
-    for (auto& nd : nodes_) s += nd->x.data()[k];
+    for (const float* x : xs) s += x[k];
     out[k] = float(s * inv);
   }
   double c = 0;
-  for (auto& nd : nodes_)
+  for (const float* x : xs)
     for (size_t k = 0; k < n_; ++k) {
-      const double d = double(nd->x.data()[k]) - double(out[k]);
+      const double d = double(x[k]) - double(out[k]);
       c += d * d;
     }
   *consensus = c * inv;
@@ -305,12 +340,19 @@ nlohmann::json SwarmEngine::save(Checkpoint* c) {
     c->put_floats("swarm:x:" + k, nd.x.data(), n_);
     c->put_floats("swarm:pub:" + k, nd.pub.data(), n_);
     c->put_floats("swarm:dist:" + k, nd.dist.data(), nd.dist.size());
-    nlohmann::json j{{"has_event", false}};
+    nlohmann::json j{{"has_event", false}, {"failed", nd.failed.load()}};
     if (virtual_) {
       uint64_t st[4];
       nd.rng.get_state(st);
-      j = {{"rng", std::vector<uint64_t>(st, st + 4)}, {"steps_left", nd.steps_left}, {"loss", nd.loss},
-           {"has_event", nd.has_event}, {"due", nd.due}, {"seq", nd.seq}};
+      j = {{"rng", std::vector<uint64_t>(st, st + 4)},
+           {"steps_left", nd.steps_left},
+           {"loss", nd.loss},
+           {"finite", nd.finite},
+           {"computations", nd.computations},
+           {"failed", nd.failed.load()},
+           {"has_event", nd.has_event},
+           {"due", nd.due},
+           {"seq", nd.seq}};
       if (nd.has_event) c->put_floats("swarm:grad:" + k, nd.grad.data(), n_);
     }
     nodes.push_back(j);
@@ -336,18 +378,23 @@ void SwarmEngine::restore(const nlohmann::json& j, const Checkpoint& c) {
     put("swarm:x:" + k, nd.x.data(), n_);
     put("swarm:pub:" + k, nd.pub.data(), n_);
     put("swarm:dist:" + k, nd.dist.data(), nd.dist.size());
-    if (!exact) continue;
     const auto& nj = nodes[i];
+    nd.failed = nj.value("failed", false);  // (older checkpoints: none failed)
+    if (!exact) continue;
     const auto rng = nj.at("rng").get<std::vector<uint64_t>>();
     if (rng.size() != 4) throw CheckpointError("SwarmSGD node " + k + ": RNG state of " + std::to_string(rng.size()) + " words");
     nd.rng.set_state(rng.data());
     nd.steps_left = nj.at("steps_left");
     nd.loss = nj.at("loss");
+    nd.finite = nj.value("finite", true);
+    nd.computations = nj.value("computations", int64_t(0));
     nd.has_event = nj.at("has_event");
     nd.due = nj.at("due");
     nd.seq = nj.at("seq");
     if (nd.has_event) put("swarm:grad:" + k, nd.grad.data(), n_);
   }
+  live_ = 0;
+  for (auto& nd : nodes_) live_ += nd->failed.load() ? 0 : 1;
   if (exact) {
     vnow_ = j.at("now");
     vseq_ = j.at("seq");
@@ -355,6 +402,7 @@ void SwarmEngine::restore(const nlohmann::json& j, const Checkpoint& c) {
     resumed_ = true;
   }
   SwarmStats st = j.at("stats").get<SwarmStats>();
+  st.steps_by_node.resize(size_t(graph_.nodes()), 0);  // (older checkpoints have none)
   std::lock_guard<std::mutex> lk(stats_mu_);
   stats_ = std::move(st);
 }

@@ -38,6 +38,7 @@
 #include "runtime/algorithms/gossip.h"
 #include "runtime/drivers/driver.h"
 #include "runtime/drivers/worker.h"
+#include "runtime/faults.h"
 #include "runtime/run/checkpoint.h"
 #include "runtime/straggler.h"
 
@@ -66,14 +67,18 @@ struct SwarmStats {
   int64_t coordinates_sent = 0;
   int64_t blocks_sent = 0, fallback_blocks = 0;  // quantised blocks; those sent again at full precision
   int64_t fallback_bytes = 0;                     // NACKs and blocks sent again (in bytes_sent too)
+  int64_t nonfinite = 0;            // local steps not taken: the gradient was not finite
   std::vector<int64_t> bytes_sent;  // per node
+  std::vector<int64_t> steps_by_node;  // steps taken or not (a PS worker's pushes)
   int64_t bytes_total() const;
   // Counters of other nodes (another process's), summed in.
   SwarmStats& operator+=(const SwarmStats& o);
 };
 // Checkpoints keep the counters under these names.
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SwarmStats, local_steps, interactions, out_of_range, coordinates_sent, blocks_sent,
-                                   fallback_blocks, fallback_bytes, bytes_sent)
+// (A key missing from an older checkpoint keeps its default.)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SwarmStats, local_steps, interactions, out_of_range, coordinates_sent,
+                                                blocks_sent, fallback_blocks, fallback_bytes, bytes_sent, nonfinite,
+                                                steps_by_node)
 
 // The far side of exchanges with nodes on other processes (SwarmSGD over
 // MPI): the whole protocol of transfer() in each direction, the bytes counted
@@ -107,8 +112,12 @@ class SwarmListener {
   virtual ~SwarmListener() = default;
   // Clock reached `now`; false stops. May call SwarmEngine::average().
   virtual bool on_time(double now) = 0;
-  // After each local step (loss of its mini-batch); false stops.
-  virtual bool after_step(int node, float loss, double now) = 0;
+  // After each step: the loss of its mini-batch, and whether its gradient
+  // was finite (if not, the step was not taken). False stops.
+  virtual bool after_step(int node, float loss, bool finite, double now) = 0;
+  // Node `node`'s worker failed (its computation threw): the node leaves the
+  // graph, `left` nodes of this process go on. False stops.
+  virtual bool node_failed(int node, const std::string& what, int left, double now) { return left > 0; }
   // Over MPI: a rank holding nodes [first, last] was lost.
   virtual void rank_lost(int, int, int, const std::string&, double) {}
 };
@@ -143,14 +152,21 @@ class SwarmEngine : public SwarmState {
   // the exchange began, with q: x_i += (s + q) / 2 - s (steps and exchanges
   // since then are kept); published, with d its bound per block.
   void far_average(int i, const float* s, const float* q, const float* d);
-  // The local nodes' models, one after another (consistent: all locked).
+  // The models of the local nodes whose worker has not failed, one after
+  // another (consistent: all locked).
   std::vector<float> copy_models();
   int first() const { return first_; }
   int last() const { return last_; }
 
+  // Fault injection (--inject): node i's n-th computation is worker i's. Before running.
+  void set_faults(const FaultPlan* f) { faults_ = f; }
+  // Node i's worker failed before this run (a resumed checkpoint's); before running.
+  void set_failed(int i);
+
   // Sets node i's model (and its published copy); before running.
   void set_model(int i, const float* x);
-  // x_bar = mean_i x_i, and the consensus distance mean_i ||x_i - x_bar||^2.
+  // x_bar = mean_i x_i, and the consensus distance mean_i ||x_i - x_bar||^2,
+  // over the nodes whose worker has not failed.
   void average(float* out, double* consensus);
   SwarmStats stats();
   const GossipGraph& graph() const { return graph_; }
@@ -181,6 +197,9 @@ class SwarmEngine : public SwarmState {
   void adopt(Node& a);
   void estimate_bound(const Node& sender, float* bound) const;
   void account(const TransferCount& t, int sender, int receiver);
+  int draw_partner(int i);  // -1: every neighbour has left
+  // Node i leaves (its worker failed); the listener's word on going on.
+  bool fail_node(int i, const std::string& what, double now);
 
   SwarmConfig cfg_;
   size_t n_;
@@ -201,6 +220,10 @@ class SwarmEngine : public SwarmState {
   bool resumed_ = false;
   int first_ = 0, last_ = 0;
   SwarmPeers* peers_ = nullptr;
+  const FaultPlan* faults_ = nullptr;
+  std::atomic<int> live_{0};  // local nodes whose worker has not failed
+  CancelSource cancel_;       // stop() cancels the computations (and injected delays) under way
+  uint64_t gen_ = 0;          // the generation start() saw
   Node& node(int i) { return *nodes_[size_t(i - first_)]; }
   // start() / stop()
   std::atomic<bool> stop_{false}, failed_{false};

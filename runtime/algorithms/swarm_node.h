@@ -22,6 +22,9 @@ struct SwarmEngine::Node {
   Rng rng;
   int steps_left = 0;
   float loss = 0;
+  bool finite = true;             // of the pending gradient
+  int64_t computations = 0;       // started (fault injection counts these)
+  std::atomic<bool> failed{false};  // its worker failed: no more steps, no partner of anyone
   // Virtual: the pending step's event. Real: the sampler position.
   bool has_event = false;
   double due = 0;

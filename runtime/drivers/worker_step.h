@@ -27,6 +27,12 @@ struct StepPlan {
 StepPlan prepare_step(int w, int64_t n, Sampler& sampler, Straggler& straggler, const FaultPlan* faults,
                       std::vector<int32_t>* idx);
 
+// Computes the gradient of `idx` at the pulled parameters into `out`: the
+// part every algorithm shares. Throws the injected failure of a `throw` fault;
+// a `nan` fault poisons the gradient (res->finite false). False when cancelled.
+bool compute_gradient(GradientWorker& gw, const std::vector<int32_t>& idx, const StepPlan& plan, float* out,
+                      double delay, const CancelSource* cancel, uint64_t gen, GradResult* res);
+
 // Computes the gradient of `idx` at the pulled parameters into a fresh slot
 // and tags `out` (worker, tau, batch, loss, finiteness). Throws the injected
 // failure of a `throw` fault; a `nan` fault poisons the gradient. False when

@@ -120,6 +120,7 @@ int run_worker_rank(const TrainConfig& cfg, MpiWorld& world) {
       g.workers = workers;
       g.samplers = &samplers;
       g.straggler = straggler.get();
+      g.faults = faults.empty() ? nullptr : &faults;
       g.params = local->size();
       serve_swarm_group(g, world);
     } else {

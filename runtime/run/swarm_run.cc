@@ -17,13 +17,28 @@ struct SwarmHooks : SwarmListener {
   std::atomic<int64_t> steps{0};
   explicit SwarmHooks(Run& run) : r(run) {}
   bool on_time(double now) override { return r.supervisor->on_time(now); }
-  bool after_step(int, float loss, double now) override {
+  bool after_step(int node, float loss, bool finite, double now) override {
+    // The supervisor sees a node's step as a PS worker's push: the watchdog
+    // and the non-finite rules (--on-nonfinite, --nonfinite-limit) apply.
+    PushEvent ev;
+    ev.worker = node;
+    ev.tau = steps.load();
+    ev.loss = loss;
+    ev.finite = finite;
+    ev.time = now;
+    r.supervisor->on_push(ev);
+    if (!finite) return !r.supervisor->should_stop(ev.tau, ev.tau, now);
     const int64_t s = steps.fetch_add(1) + 1;
     r.reporter->add_losses({loss});
     r.reporter->count_steps(s, s, 1, now, s == 1);
     if (r.supervisor->should_stop(s, s, 0)) return false;
     r.supervisor->after_step(s, now, !r.virtual_clock);
     return true;
+  }
+  bool node_failed(int node, const std::string& what, int left, double now) override {
+    r.supervisor->on_worker_failed(node, what, left, now);
+    r.reporter->on_worker_failed(node, what, left, now);
+    return left > 0;
   }
   void rank_lost(int rank, int first, int last, const std::string& what, double now) override {
     r.reporter->on_rank_lost(rank, first, last, what, now);
@@ -62,6 +77,7 @@ double run_swarm_mode(Run& r) {
     std::vector<GradientWorker*> ws;
     for (auto& w : r.replicas) ws.push_back(w.get());
     local = std::make_unique<SwarmEngine>(sc, ws, &r.samplers, r.straggler.get(), r.ps->latest()->data, r.ps->size(), P);
+    local->set_faults(r.faults.empty() ? nullptr : &r.faults);
   }
   const GossipGraph graph = GossipGraph::make(sc.graph, P, sc.degree, sc.seed);
   const SwarmCodec codec(sc.bits, sc.quant_step, sc.quant_block);
@@ -76,6 +92,13 @@ double run_swarm_mode(Run& r) {
       if (far) far->restore(r.resume_swarm, *r.resumed);
       else local->restore(r.resume_swarm, *r.resumed);
       hooks.steps = r.resume_swarm.at("steps").get<int64_t>();
+      // Nodes that left before the checkpoint stay gone; the watchdog leaves them alone.
+      const auto& nodes = r.resume_swarm.at("nodes");
+      int left = P;
+      for (const auto& nj : nodes) left -= nj.value("failed", false) ? 1 : 0;
+      for (int i = 0; i < int(nodes.size()); ++i)
+        if (nodes[size_t(i)].value("failed", false))
+          r.supervisor->on_worker_failed(i, "failed before the checkpoint", left, 0);
     } catch (const CheckpointError& e) {
       throw UsageError("--resume: " + r.supervisor->last_checkpoint() + ": " + e.what());
     } catch (const nlohmann::json::exception& e) {
@@ -110,6 +133,8 @@ double run_swarm_mode(Run& r) {
                           {"bytes_per_worker_max", worst},
                           {"interactions", st.interactions},
                           {"local_steps", st.local_steps},
+                          {"steps_by_node", st.steps_by_node},
+                          {"nonfinite_steps", st.nonfinite},
                           {"out_of_range", st.out_of_range},
                           {"out_of_range_fraction",
                            st.coordinates_sent ? double(st.out_of_range) / double(st.coordinates_sent) : 0.0},
@@ -187,7 +212,11 @@ double run_swarm_mode(Run& r) {
   if (far) far->release();
   const int64_t steps = hooks.steps.load();
   AggregatorStats& as = r.agg->stats();
-  as.updates = as.counted = as.pushes = steps;
+  as.updates = as.counted = steps;
+  as.dropped_nonfinite = stats().nonfinite;
+  as.pushes = steps + as.dropped_nonfinite;
+  const std::vector<int64_t> by_node = stats().steps_by_node;
+  if (by_node.size() == as.pushes_by_worker.size()) as.pushes_by_worker = by_node;
   r.agg->set_version(steps);
   r.final_extra = extra(consensus);
   const SwarmStats st = stats();

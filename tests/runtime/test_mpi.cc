@@ -357,6 +357,33 @@ TEST_F(Mpi, SwarmSgdCheckpointsAndResumesAcrossRanks) {
   EXPECT_GT(after["bytes_total"].get<int64_t>(), before["bytes_total"].get<int64_t>());
 }
 
+// --inject means the same for SwarmSGD's nodes on worker ranks: a failed
+// node is reported by rank 0 and leaves (the others go on), a non-finite step
+// is not taken; a node that left stays gone on resume.
+TEST_F(Mpi, SwarmFaultsOnWorkerRanksAreReportedAndSurviveAResume) {
+  const std::string flags = "--workers 4 --variant swarm --straggler const:value=2ms --eval-every 0 "
+                            "--inject throw@2:3,nan@1:4 --checkpoint-every 100 --checkpoint-dir " + path("ck") + " ";
+  const std::string first_metrics = path("first.jsonl");
+  const Result first = mpirun(3, flags + "--max-updates 200 --metrics " + first_metrics);
+  ASSERT_EQ(first.code, 0) << first.out;
+  EXPECT_NE(first.out.find("worker 2 failed: injected failure at computation 3; continuing with 3 worker(s)"),
+            std::string::npos) << first.out;
+  EXPECT_NE(first.out.find("failed workers: 2"), std::string::npos) << first.out;
+  EXPECT_NE(first.out.find("non-finite 1"), std::string::npos) << first.out;
+  const nlohmann::json before = final_of(first_metrics);
+  ASSERT_FALSE(before.is_null());
+  EXPECT_EQ(before["steps_by_node"][2].get<int64_t>(), 2);
+  EXPECT_EQ(before["nonfinite_steps"].get<int64_t>(), 1);
+  const std::string metrics = path("resumed.jsonl");
+  const Result second = mpirun(3, flags + "--max-updates 300 --resume --metrics " + metrics);
+  ASSERT_EQ(second.code, 0) << second.out;
+  EXPECT_EQ(second.out.find("failed"), std::string::npos) << second.out;
+  const nlohmann::json after = final_of(metrics);
+  ASSERT_FALSE(after.is_null());
+  EXPECT_EQ(after["steps_by_node"][2].get<int64_t>(), 2);  // no step since
+  EXPECT_GT(after["steps_by_node"][0].get<int64_t>(), before["steps_by_node"][0].get<int64_t>());
+}
+
 TEST_F(Mpi, BadSetUpsGetOneClearErrorBeforeTraining) {
   // Not under mpirun: one process.
   Result r = sh(trainer() + " --transport mpi --dataset gaussian --model mlp --max-updates 5");

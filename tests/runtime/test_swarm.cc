@@ -226,7 +226,9 @@ class QuadraticWorker : public GradientWorker {
   QuadraticWorker(size_t n, float c, bool zero) : n_(n), c_(c), zero_(zero) {}
   size_t num_params() const override { return n_; }
   void pull(const SnapshotPtr& s) override { x_ = s; }
-  bool compute(const std::vector<int32_t>&, float* slot, double, const CancelSource*, uint64_t, GradResult* out) override {
+  bool compute(const std::vector<int32_t>&, float* slot, double delay, const CancelSource* cancel, uint64_t gen,
+               GradResult* out) override {
+    if (delay > 0 && cancel != nullptr && !cancel->sleep_unless_cancelled(delay, gen)) return false;
     for (size_t i = 0; i < n_; ++i) slot[i] = zero_ ? 0.f : x_->data[i] - c_;
     out->loss = 0;
     out->finite = true;
@@ -243,7 +245,7 @@ class QuadraticWorker : public GradientWorker {
 struct StopAfter : SwarmListener {
   explicit StopAfter(int64_t steps) : left(steps) {}
   bool on_time(double) override { return true; }
-  bool after_step(int, float, double) override { return --left > 0; }
+  bool after_step(int, float, bool, double) override { return --left > 0; }
   int64_t left;
 };
 
@@ -259,6 +261,121 @@ struct GossipRig {
   Straggler st;
   std::unique_ptr<SwarmEngine> eng;
 };
+
+// Fault injection takes the worker step every algorithm shares: node i's
+// n-th computation is worker i's. A node whose computation throws leaves: no
+// more steps, nobody's partner, not in the average.
+struct Recorder : SwarmListener {
+  explicit Recorder(int64_t steps) : left(steps) {}
+  bool on_time(double) override { return true; }
+  bool after_step(int node, float, bool finite, double now) override {
+    if (!finite) nonfinite.push_back(node);
+    if (node == watch) times.push_back(now);
+    return --left > 0;
+  }
+  bool node_failed(int node, const std::string& what, int l, double now) override {
+    failed.push_back(node);
+    this->what = what;
+    at = now;
+    if (eng != nullptr) {  // its model as it leaves
+      std::vector<float> pub(n), dist(eng->blocks());
+      frozen.resize(n);
+      eng->node_state(node, frozen.data(), pub.data(), dist.data());
+    }
+    return l > 0;
+  }
+  int64_t left;
+  int watch = -1;
+  SwarmEngine* eng = nullptr;
+  size_t n = 0;
+  std::vector<int> nonfinite, failed;
+  std::vector<double> times;
+  std::vector<float> frozen;
+  std::string what;
+  double at = -1;
+};
+
+TEST(SwarmFaults, AFailedNodeLeavesTheGraphAndTheAverage) {
+  const int P = 4;
+  const size_t n = 64;
+  SwarmConfig cfg;
+  cfg.local_steps = 1;
+  cfg.lr = 0;  // only averaging moves the models
+  GossipRig rig(cfg, P, n, true);
+  for (int i = 0; i < P; ++i) rig.eng->set_model(i, test::random_vector<float>(n, 40 + uint64_t(i)).data());
+  const FaultPlan faults("throw@1:3", P);
+  rig.eng->set_faults(&faults);
+  Recorder rec(200);
+  rec.eng = rig.eng.get();
+  rec.n = n;
+  rig.eng->run_virtual(rec);
+  ASSERT_EQ(rec.failed, std::vector<int>{1});
+  EXPECT_EQ(rec.what, "injected failure at computation 3");
+  EXPECT_EQ(rig.eng->stats().steps_by_node[1], 2);  // two steps, the third threw
+  // Nobody averaged with it afterwards: its model is as it left.
+  std::vector<float> x1(n), pub(n), dist(rig.eng->blocks());
+  rig.eng->node_state(1, x1.data(), pub.data(), dist.data());
+  EXPECT_EQ(x1, rec.frozen);
+  // The average is that of the three others; they reached consensus.
+  std::vector<float> avg(n), x(n), mean(n, 0.f);
+  double consensus = 0;
+  rig.eng->average(avg.data(), &consensus);
+  for (int i : {0, 2, 3}) {
+    rig.eng->node_state(i, x.data(), pub.data(), dist.data());
+    for (size_t k = 0; k < n; ++k) mean[k] += x[k] / 3;
+  }
+  for (size_t k = 0; k < n; ++k) EXPECT_NEAR(avg[k], mean[k], 1e-5);
+  EXPECT_LT(consensus, 1e-6);
+}
+
+TEST(SwarmFaults, NonFiniteStepsAreNotTakenAndHangsDelayTheStep) {
+  const int P = 3;
+  const size_t n = 16;
+  SwarmConfig cfg;
+  cfg.local_steps = 2;
+  cfg.lr = 0.1f;
+  QuadraticWorker worker(n, 0.5f, false);
+  Straggler st(parse_straggler("const:value=1"), {}, P, 3);
+  std::vector<Sampler> samplers;
+  for (int i = 0; i < P; ++i) samplers.emplace_back(100, 1, uint64_t(i));
+  const std::vector<float> zero(n, 0.f);
+  SwarmEngine eng(cfg, {&worker}, &samplers, &st, zero.data(), n, P);
+  const FaultPlan faults("nan@0:2,nan@0:5,hang@2:4:5", P);
+  eng.set_faults(&faults);
+  Recorder rec(60);
+  rec.watch = 2;
+  eng.run_virtual(rec);
+  EXPECT_EQ(rec.nonfinite, (std::vector<int>{0, 0}));
+  EXPECT_EQ(eng.stats().nonfinite, 2);
+  EXPECT_EQ(eng.stats().local_steps + 2, 60);
+  std::vector<float> avg(n);
+  double consensus = 0;
+  eng.average(avg.data(), &consensus);
+  for (float v : avg) EXPECT_TRUE(std::isfinite(v));
+  // Node 2 computes for 1 s a step; its 4th takes 5 s more.
+  ASSERT_GE(rec.times.size(), 5u);
+  EXPECT_EQ(std::vector<double>(rec.times.begin(), rec.times.begin() + 5),
+            (std::vector<double>{1, 2, 3, 9, 10}));
+}
+
+TEST(SwarmFaultsRealClock, StopEndsAnInjectedHangAtOnce) {
+  const int P = 2;
+  const size_t n = 16;
+  SwarmConfig cfg;
+  QuadraticWorker w0(n, 0.5f, false), w1(n, 0.5f, false);
+  Straggler st(parse_straggler("const:value=1ms"), {}, P, 3);
+  std::vector<Sampler> samplers;
+  for (int i = 0; i < P; ++i) samplers.emplace_back(100, 1, uint64_t(i));
+  const std::vector<float> zero(n, 0.f);
+  SwarmEngine eng(cfg, {&w0, &w1}, &samplers, &st, zero.data(), n, P);
+  const FaultPlan faults("hang@1:2:60s", P);
+  eng.set_faults(&faults);
+  StopAfter stop(50);  // node 0's steps end the run while node 1 hangs
+  const WallTimer t;
+  eng.run_real(stop);
+  EXPECT_LT(t.seconds(), 20.0);
+  EXPECT_EQ(eng.stats().steps_by_node[1], 1);
+}
 
 TEST(Gossip, ExactAveragingPreservesTheMeanAndConvergesAtTheExpectedRate) {
   // With zero gradients only averaging moves the models. On the complete

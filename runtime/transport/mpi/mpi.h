@@ -136,6 +136,7 @@ struct SwarmGroup {
   std::vector<GradientWorker*> workers;
   std::vector<Sampler>* samplers = nullptr;  // one per local node
   Straggler* straggler = nullptr;
+  const FaultPlan* faults = nullptr;  // --inject (node i is worker i)
   size_t params = 0;
 };
 // Waits for rank 0's start, runs its nodes until rank 0 says stop, and serves

@@ -23,7 +23,8 @@ enum Tag : int { kPush = 1, kFailed, kPull, kDraw, kCancelled, kDone, kStart = 2
                 // rank's sum and counters back, the mean out, the rank's spread back); the counters at the stop
                 kSwStep = 40, kSwAverage, kSwSum, kSwSpread, kSwStats,
                 kSwAck,  // rank 0 has counted a step: the rank may report another
-                kSwSave, kSwState };  // a checkpoint's gather: the rank's positions and counters back
+                kSwSave, kSwState,  // a checkpoint's gather: the rank's positions and counters back
+                kSwFailedText };    // a failed node's error
 // SwarmSGD arrays on g_data: the starting model, a rank's sum, the mean.
 // A rank's nodes' state (model, published copy, distances: node after node).
 enum SwarmData : int { kSwInit = 2000, kSwSumData, kSwMeanData, kSwStateData };
@@ -48,9 +49,13 @@ constexpr double kStopGraceSeconds = 0.3;
 constexpr double kEndWaitSeconds = 60;
 inline double end_wait_limit(bool stop_signalled) { return stop_signalled ? kStopGraceSeconds : kEndWaitSeconds; }
 // A node's step, worker rank -> 0 (kSwStep).
+// A node's step: taken, not taken (its gradient was not finite), or the
+// node's worker failed (its error follows as text, kSwFailedText).
+enum StepKind : int32_t { kStepTaken = 0, kStepNonfinite, kStepFailed };
 struct StepMsg {
   int32_t node;
   float loss;
+  int32_t kind;
 };
 enum WordKind : int32_t { kWordPull = 1, kWordContinue, kWordCancel, kWordStop };
 

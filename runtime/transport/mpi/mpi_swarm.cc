@@ -112,10 +112,12 @@ bool send_or_give_up(std::vector<T> copy, int r, int tag, MPI_Comm comm, const c
 struct MpiSwarm::Impl {
   Impl(MpiWorld& w, int P, size_t params, size_t blocks) : world(w), nodes(P), n(params), nb(blocks) {
     base.bytes_sent.assign(size_t(P), 0);
+    failed.assign(size_t(P), 0);
   }
   MpiWorld& world;
   int nodes;
   size_t n, nb;
+  std::vector<char> failed;  // per node: its worker failed (reported, or in the resumed checkpoint)
   size_t per_node() const { return 2 * n + nb; }  // model, published copy, distances
   std::mutex mu;  // one gather at a time
   // Ranks count from zero: their counters go on top of `base`, a resumed
@@ -162,6 +164,7 @@ void MpiSwarm::restore(const nlohmann::json& j, const Checkpoint& c) {
     }
   }
   m.base = m.stats = j.at("stats").get<SwarmStats>();
+  for (int i = 0; i < m.nodes; ++i) m.failed[size_t(i)] = nodes[size_t(i)].value("failed", false);
 }
 // Ranks whose nodes have stopped wait for this (before the stop, the run's
 // end stops them: MpiWorld::stop_workers).
@@ -180,9 +183,13 @@ void MpiSwarm::start(const float* init, const std::vector<uint64_t>& positions) 
   for (int r = 1; r < m.world.size(); ++r) {
     const auto [first, last] = m.world.workers_of(r, m.nodes);
     std::vector<uint64_t> mine;
+    std::vector<int> failed;
     for (int i = first; i < last && size_t(i) < positions.size(); ++i) mine.push_back(positions[size_t(i)]);
-    send_text(nlohmann::json{{"params", m.n}, {"swarm", true}, {"resume", resume}, {"positions", mine}}.dump(), r,
-              kStart);
+    for (int i = first; i < last; ++i)
+      if (m.failed[size_t(i)]) failed.push_back(i);
+    send_text(nlohmann::json{{"params", m.n}, {"swarm", true}, {"resume", resume}, {"positions", mine}, {"failed", failed}}
+                  .dump(),
+              r, kStart);
     if (resume)
       check(MPI_Send(m.resumed.data() + size_t(first) * m.per_node(),
                      int(size_t(last - first) * m.per_node() * sizeof(float)), MPI_BYTE, r, kSwInit, g_data),
@@ -231,7 +238,7 @@ nlohmann::json MpiSwarm::save(Checkpoint* c) {
       c->put_floats("swarm:x:" + k, s, m.n);
       c->put_floats("swarm:pub:" + k, s + m.n, m.n);
       c->put_floats("swarm:dist:" + k, s + 2 * m.n, m.nb);
-      nodes.push_back(nlohmann::json{{"has_event", false}});
+      nodes.push_back(nlohmann::json{{"has_event", false}, {"failed", bool(m.failed[size_t(i)])}});
     }
   }
   m.positions = positions;
@@ -264,7 +271,20 @@ double MpiSwarm::run(SwarmListener& l) {
       if (s.node < 0 || s.node >= m.nodes || m.world.rank_of(s.node, m.nodes) != st.MPI_SOURCE)
         throw std::runtime_error("MPI: rank " + std::to_string(st.MPI_SOURCE) + " reported a step of node " +
                                  std::to_string(s.node));
-      if (!l.after_step(s.node, s.loss, clock.seconds())) break;
+      if (s.kind == kStepFailed) {
+        const std::string what = receive_text(st.MPI_SOURCE, kSwFailedText);
+        int alive = 0;
+        {
+          std::lock_guard<std::mutex> lk(m.mu);
+          m.failed[size_t(s.node)] = 1;
+          for (char f : m.failed) alive += f ? 0 : 1;
+        }
+        const bool go_on = l.node_failed(s.node, what, alive, clock.seconds());
+        send_small(WordMsg{0, s.node}, st.MPI_SOURCE, kSwAck);
+        if (!go_on) break;
+        continue;
+      }
+      if (!l.after_step(s.node, s.loss, s.kind == kStepTaken, clock.seconds())) break;
       send_small(WordMsg{0, s.node}, st.MPI_SOURCE, kSwAck);
       continue;
     }
@@ -336,10 +356,10 @@ void MpiSwarm::average(float* out, double* consensus) {
       part.assign(m.n, 0.0);  // the given-up receive keeps the old block
       continue;
     }
-    total += nlohmann::json::parse(*text).get<SwarmStats>();
+    const nlohmann::json counters = nlohmann::json::parse(*text);
+    total += counters.get<SwarmStats>();
     for (size_t k = 0; k < m.n; ++k) sum[k] += part[k];
-    const auto [first, last] = m.world.workers_of(r, m.nodes);
-    nodes += last - first;
+    nodes += counters.at("live_nodes").get<int>();
     live.push_back(r);
   }
   if (nodes == 0) {  // nobody answered: the previous average stands

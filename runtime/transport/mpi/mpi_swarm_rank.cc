@@ -213,13 +213,24 @@ class StepReporter : public SwarmListener {
  public:
   explicit StepReporter(int64_t window) : window_(window) {}
   bool on_time(double) override { return true; }
-  bool after_step(int node, float loss, double) override {
+  bool after_step(int node, float loss, bool finite, double) override {
+    return report(StepMsg{node, loss, finite ? kStepTaken : kStepNonfinite}, nullptr);
+  }
+  // The node has left this rank's graph; rank 0 reports it and decides. The
+  // rank's other nodes go on (nodes of other ranks may still pick it: its
+  // model answers their exchanges).
+  bool node_failed(int node, const std::string& what, int, double) override {
+    report(StepMsg{node, 0.f, kStepFailed}, &what);
+    return true;
+  }
+  bool report(const StepMsg& m, const std::string* what) {
     std::unique_lock<std::mutex> lk(mu_);
     cv_.wait(lk, [&] { return sent_ - acked_ < window_ || stopping_; });
     if (stopping_) return false;
     ++sent_;
     lk.unlock();
-    send_small(StepMsg{node, loss}, 0, kSwStep);
+    send_small(m, 0, kSwStep);
+    if (what != nullptr) send_text(*what, 0, kSwFailedText);
     return true;
   }
   void acked() {
@@ -256,10 +267,12 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
   const SwarmCodec codec(g.cfg->bits, g.cfg->quant_step, g.cfg->quant_block);
   const size_t per_node = 2 * n + codec.blocks(n);
   std::vector<float> init(n), resumed;
+  std::vector<int> failed;  // nodes whose worker failed before a resume
   try {
     const nlohmann::json j = await_start(n);
     if (j.is_null()) return;  // stopped before any training
     const auto positions = j.at("positions").get<std::vector<uint64_t>>();
+    failed = j.value("failed", std::vector<int>{});
     for (size_t i = 0; i < positions.size() && i < g.samplers->size(); ++i) (*g.samplers)[i].set_position(positions[i]);
     if (j.at("resume").get<bool>()) {
       resumed.resize(size_t(last - g.first) * per_node);
@@ -275,11 +288,14 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
   StepReporter reporter(2 * int64_t(g.workers.size()));  // outlives the nodes that call it
   MpiSwarmPeers peers(world, codec, n, g.nodes);
   SwarmEngine eng(*g.cfg, g.workers, g.samplers, g.straggler, init.data(), n, g.nodes, g.first, last, &peers);
+  eng.set_faults(g.faults);
   peers.attach(&eng);
   for (int i = g.first; i < last && !resumed.empty(); ++i) {
     const float* s = resumed.data() + size_t(i - g.first) * per_node;
     eng.set_node_state(i, s, s + n, s + 2 * n);
   }
+  for (int i : failed)
+    if (g.first <= i && i < last) eng.set_failed(i);
   bool stopping = false, done = false;
   try {
     eng.start(reporter);
@@ -319,7 +335,9 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
         std::vector<double> sum(n, 0.0);
         for (size_t i = 0; i < L; ++i)
           for (size_t k = 0; k < n; ++k) sum[k] += x[i * n + k];
-        send_text(nlohmann::json(eng.stats()).dump(), 0, kSwSum);
+        nlohmann::json counters = eng.stats();
+        counters["live_nodes"] = L;  // those whose worker has not failed: the models summed
+        send_text(counters.dump(), 0, kSwSum);
         check(MPI_Send(sum.data(), int(n * sizeof(double)), MPI_BYTE, 0, kSwSumData, g_data), "sum");
         std::vector<float> mean(n);
         check(MPI_Recv(mean.data(), int(n * sizeof(float)), MPI_BYTE, 0, kSwMeanData, g_data, MPI_STATUS_IGNORE),
