@@ -368,7 +368,7 @@ def check_eval(a, model, tmp, test_raw, y_test):
 
 
 def read_checkpoint(path):
-    """The parameters and momentum of one adasync checkpoint (runtime/run/checkpoint.h:
+    """The parameters and momentum of one adasync checkpoint (runtime/checkpoint.h:
     magic, u32 format, u64 header length, header, u32 count, then per section
     u32 name length, name, u64 byte count, bytes; a CRC-32 last)."""
     with open(path, "rb") as f:

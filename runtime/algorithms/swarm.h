@@ -39,7 +39,7 @@
 #include "runtime/drivers/driver.h"
 #include "runtime/drivers/worker.h"
 #include "runtime/faults.h"
-#include "runtime/run/checkpoint.h"
+#include "runtime/checkpoint.h"
 #include "runtime/straggler.h"
 
 namespace adasync {

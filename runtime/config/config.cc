@@ -5,8 +5,7 @@
 
 #include "models/model.h"
 #include "runtime/faults.h"
-#include "runtime/run/model_io.h"
-#include "runtime/run/output.h"
+#include "runtime/output.h"
 #include "runtime/straggler.h"
 
 namespace adasync {

@@ -10,10 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/engine/aggregator.h"
-#include "runtime/engine/lr_rule.h"
-#include "runtime/engine/optimizer.h"
-#include "runtime/engine/schedule.h"
+#include "kernels/context.h"  // UsageError
+#include "runtime/config/settings.h"
 
 namespace adasync {
 

@@ -4,34 +4,6 @@
 
 namespace adasync {
 
-Variant parse_variant(const std::string& s) {
-  if (s == "sync") return Variant::Sync;
-  if (s == "k-sync") return Variant::KSync;
-  if (s == "k-batch-sync") return Variant::KBatchSync;
-  if (s == "async") return Variant::Async;
-  if (s == "k-async") return Variant::KAsync;
-  if (s == "k-batch-async") return Variant::KBatchAsync;
-  throw UsageError("--variant: expected sync, k-sync, k-batch-sync, async, k-async or k-batch-async, found '" + s +
-                   "'");
-}
-
-const char* to_string(Variant v) {
-  switch (v) {
-    case Variant::Sync: return "sync";
-    case Variant::KSync: return "k-sync";
-    case Variant::KBatchSync: return "k-batch-sync";
-    case Variant::Async: return "async";
-    case Variant::KAsync: return "k-async";
-    case Variant::KBatchAsync: return "k-batch-async";
-  }
-  return "?";
-}
-
-bool has_k(Variant v) {
-  return v == Variant::KSync || v == Variant::KBatchSync || v == Variant::KAsync || v == Variant::KBatchAsync;
-}
-
-bool is_synchronous(Variant v) { return v == Variant::Sync || v == Variant::KSync || v == Variant::KBatchSync; }
 
 const char* to_string(Drop d) {
   switch (d) {

@@ -24,15 +24,11 @@
 #include <string>
 #include <vector>
 
+#include "runtime/config/settings.h"
 #include "runtime/engine/param_server.h"
 
 namespace adasync {
 
-enum class Variant { Sync, KSync, KBatchSync, Async, KAsync, KBatchAsync };
-Variant parse_variant(const std::string& s);  // throws UsageError
-const char* to_string(Variant v);
-bool has_k(Variant v);          // K is a free parameter
-bool is_synchronous(Variant v);  // zero staleness, cancellation on update
 
 enum class Next { Wait, Continue, Pull };
 enum class Drop { None, Stale, OverBound, NonFinite };

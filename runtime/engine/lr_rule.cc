@@ -71,15 +71,6 @@ double exact_distance2(const float* a, const float* b, size_t n) {
   return d;
 }
 
-void validate(const LrConfig& c) {
-  if (c.rule != "const" && c.rule != "staleness" && c.rule != "distance")
-    throw UsageError("--lr-rule: expected const, staleness or distance, found '" + c.rule + "'");
-  if (c.rule == "distance" && !(c.c > 0))
-    throw UsageError("--lr-c: the distance rule needs a positive C, found " + std::to_string(c.c));
-  if (c.distance != "exact" && c.distance != "sketch")
-    throw UsageError("--lr-distance: expected exact or sketch, found '" + c.distance + "'");
-  if (c.sketch_buckets < 16) throw UsageError("--sketch-buckets: expected at least 16, found " + std::to_string(c.sketch_buckets));
-}
 
 LrRule::LrRule(const LrConfig& c, size_t n, uint64_t seed) : cfg_(c), n_(n) {
   validate(c);

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/config/settings.h"
 #include "runtime/engine/aggregator.h"
 
 namespace adasync {
@@ -46,23 +47,6 @@ class DistanceSketch {
 
 double exact_distance2(const float* a, const float* b, size_t n);
 
-struct LrConfig {
-  std::string rule = "const";  // const | staleness | distance
-  double lr = 0.05;            // eta (const, staleness) or eta_max (distance)
-  double c = 0.0;              // C for distance (> 0 required)
-  std::string distance = "sketch";  // exact | sketch
-  size_t sketch_buckets = 4096;
-  // The schedule over the run, as a multiplier of lr at `epoch` (epochs of
-  // counted samples): const; step (times gamma at each milestone passed);
-  // cosine (from 1 to 0 over total_epochs, PyTorch's CosineAnnealingLR);
-  // each times a linear warm-up over the first warmup epochs.
-  std::string schedule = "const";  // const | step | cosine
-  std::vector<double> milestones;
-  double gamma = 0.1;
-  double total_epochs = 0;
-  double warmup = 0;
-  double grads_per_epoch = 0;  // counted gradients in an epoch (train size / batch); 0: no schedule
-};
 
 // lr's multiplier at `epoch` under c's schedule.
 double lr_multiplier(const LrConfig& c, double epoch);
@@ -86,6 +70,5 @@ class LrRule {
   double last_mean_rate_ = 0;
 };
 
-void validate(const LrConfig& c);
 
 }  // namespace adasync

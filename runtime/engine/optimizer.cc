@@ -109,15 +109,6 @@ void adam_block(const float* __restrict acc, float* __restrict m, float* __restr
 }
 }  // namespace
 
-void validate(const OptimizerConfig& c) {
-  if (c.name != "sgd" && c.name != "momentum" && c.name != "adam" && c.name != "amsgrad")
-    throw UsageError("--optimizer: expected sgd, momentum, adam or amsgrad, found '" + c.name + "'");
-  if (!(c.momentum >= 0 && c.momentum < 1)) throw UsageError("--momentum: expected a value in [0, 1), found " + std::to_string(c.momentum));
-  if (!(c.beta1 >= 0 && c.beta1 < 1)) throw UsageError("--beta1: expected a value in [0, 1), found " + std::to_string(c.beta1));
-  if (!(c.beta2 >= 0 && c.beta2 < 1)) throw UsageError("--beta2: expected a value in [0, 1), found " + std::to_string(c.beta2));
-  if (!(c.eps > 0)) throw UsageError("--eps: expected a positive value, found " + std::to_string(c.eps));
-  if (!(c.weight_decay >= 0)) throw UsageError("--weight-decay: expected >= 0, found " + std::to_string(c.weight_decay));
-}
 
 void fold_buffers(const ParamLayout& layout, const float* w_in, float* w_out, const float* const* stats, int k) {
   const float mom = float(layout.bn_momentum);

@@ -20,18 +20,10 @@
 
 #include "kernels/thread_pool.h"
 #include "models/layout.h"
+#include "runtime/config/settings.h"
 
 namespace adasync {
 
-struct OptimizerConfig {
-  std::string name = "sgd";  // sgd (alias momentum), adam, amsgrad
-  double momentum = 0.9;     // sgd only; 0 = plain SGD (the trainer resolves "auto" before this)
-  bool nesterov = false;
-  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  bool bias_correction = true;
-  double weight_decay = 0;
-  bool no_decay_bn = false;  // no weight decay on biases and batch-norm affine terms
-};
 
 // The buffers of `layout` in w_out from those in w_in and the k pushed
 // statistics (ALGORITHMS.md section 8): running statistics move toward the
@@ -39,8 +31,6 @@ struct OptimizerConfig {
 // by one. w_out may equal w_in.
 void fold_buffers(const ParamLayout& layout, const float* w_in, float* w_out, const float* const* stats, int k);
 
-// Throws UsageError for an unknown name or out-of-range hyper-parameter.
-void validate(const OptimizerConfig& c);
 
 class HostOptimizer {
  public:

@@ -89,37 +89,6 @@ bool plateau_reached(const LossWindow& prev, const LossWindow& now, double z, do
   return prev.mean - now.mean < margin;
 }
 
-AdaRule parse_ada_rule(const std::string& s) {
-  if (s == "sqrt") return AdaRule::Sqrt;
-  if (s == "order-stat") return AdaRule::OrderStat;
-  if (s == "runtime") return AdaRule::Runtime;
-  if (s == "plateau") return AdaRule::Plateau;
-  if (s == "runtime-plateau") return AdaRule::RuntimePlateau;
-  if (s == "goodput") return AdaRule::Goodput;
-  throw UsageError("--adasync-rule: expected sqrt, order-stat, runtime, plateau, runtime-plateau or goodput, found '" +
-                   s + "'");
-}
-
-AdaRule default_ada_rule(Variant) { return AdaRule::RuntimePlateau; }
-
-double default_decision_interval(AdaRule r, double budget) {
-  if (r == AdaRule::Plateau || r == AdaRule::RuntimePlateau) return budget > 0 ? budget / 100 : 1.0;
-  if (r == AdaRule::Goodput) return budget > 0 ? budget / 50 : 2.0;  // the first decision ends a short warm-up
-  return budget > 0 ? budget / 20 : 10.0;
-}
-
-const char* to_string(AdaRule r) {
-  switch (r) {
-    case AdaRule::Auto: return "auto";
-    case AdaRule::Sqrt: return "sqrt";
-    case AdaRule::OrderStat: return "order-stat";
-    case AdaRule::Runtime: return "runtime";
-    case AdaRule::Plateau: return "plateau";
-    case AdaRule::RuntimePlateau: return "runtime-plateau";
-    case AdaRule::Goodput: return "goodput";
-  }
-  return "?";
-}
 
 namespace {
 

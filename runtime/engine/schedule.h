@@ -48,6 +48,7 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/config/settings.h"
 #include "runtime/engine/aggregator.h"
 
 namespace adasync {
@@ -112,16 +113,6 @@ class KSchedule {
   virtual void set_state(const std::vector<double>&) {}
 };
 
-// Auto: the default rule (default_ada_rule), resolved when the run starts.
-enum class AdaRule { Auto, Sqrt, OrderStat, Runtime, Plateau, RuntimePlateau, Goodput };
-AdaRule parse_ada_rule(const std::string& s);  // throws UsageError naming --adasync-rule
-// The rule `--adasync-rule auto` takes for a variant (README: why).
-AdaRule default_ada_rule(Variant v);
-// T_0 when --schedule-every is not given: the ratio rules decide every
-// budget/20 (10 s without a budget); the plateau rule, whose windows are
-// counted in updates, checks every budget/100 (1 s).
-double default_decision_interval(AdaRule r, double budget);
-const char* to_string(AdaRule r);
 
 struct ScheduleConfig {
   std::string kind = "fixed";  // fixed | adasync | piecewise

@@ -14,7 +14,7 @@
 #include "models/model.h"
 #include "runtime/config/cli_flags.h"
 #include "runtime/run/model_io.h"
-#include "runtime/run/output.h"
+#include "runtime/output.h"
 #include "runtime/run/supervisor.h"
 #include "runtime/run/trace.h"
 #include "runtime/run/trainer.h"

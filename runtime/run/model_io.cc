@@ -10,8 +10,8 @@
 
 #include "models/safetensors.h"
 #include "runtime/input_file.h"
-#include "runtime/run/checkpoint.h"
-#include "runtime/run/output.h"
+#include "runtime/checkpoint.h"
+#include "runtime/output.h"
 
 #ifndef ADASYNC_VERSION
 #define ADASYNC_VERSION "unknown"

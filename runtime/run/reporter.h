@@ -17,7 +17,7 @@
 #include "runtime/config/config.h"
 #include "runtime/drivers/driver.h"
 #include "runtime/engine/update_loop.h"
-#include "runtime/run/output.h"
+#include "runtime/output.h"
 
 namespace adasync {
 

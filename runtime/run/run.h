@@ -18,7 +18,7 @@
 #include "runtime/drivers/worker.h"
 #include "runtime/engine/update_loop.h"
 #include "runtime/faults.h"
-#include "runtime/run/output.h"
+#include "runtime/output.h"
 #include "runtime/run/reporter.h"
 #include "runtime/run/supervisor.h"
 #include "runtime/straggler.h"

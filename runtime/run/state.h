@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/run/checkpoint.h"
+#include "runtime/checkpoint.h"
 #include "runtime/run/run.h"
 
 namespace adasync {

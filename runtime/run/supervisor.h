@@ -26,7 +26,7 @@
 #include "runtime/drivers/driver.h"
 #include "runtime/drivers/worker.h"
 #include "runtime/engine/update_loop.h"
-#include "runtime/run/checkpoint.h"
+#include "runtime/checkpoint.h"
 #include "runtime/run/reporter.h"
 #include "runtime/stop_request.h"
 

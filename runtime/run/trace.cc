@@ -9,7 +9,7 @@
 
 #include "kernels/context.h"
 #include "runtime/input_file.h"
-#include "runtime/run/output.h"
+#include "runtime/output.h"
 
 namespace adasync {
 

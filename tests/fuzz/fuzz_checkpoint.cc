@@ -1,6 +1,6 @@
 // libFuzzer target: the checkpoint reader on arbitrary bytes, and a resumed
 // run's first reads of a decoded checkpoint.
-#include "runtime/run/checkpoint.h"
+#include "runtime/checkpoint.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

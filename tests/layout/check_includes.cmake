@@ -8,24 +8,13 @@
 # Run: cmake -DROOT=<source dir> -P check_includes.cmake
 cmake_minimum_required(VERSION 3.16)
 set(known_upward
-  # The config structs of the engine's parts live beside them (config <- engine wanted).
-  "config/config.h -> engine/aggregator.h"
-  "config/config.h -> engine/lr_rule.h"
-  "config/config.h -> engine/optimizer.h"
-  "config/config.h -> engine/schedule.h"
-  # Validation checks output paths and model files: the typed config's validation.
-  "config/config.cc -> run/model_io.h"
-  "config/config.cc -> run/output.h"
   # SwarmSGD and device sync run the worker step themselves (the Algorithm interface).
   "algorithms/device_sync.h -> drivers/worker.h"
   "algorithms/swarm.h -> drivers/driver.h"
   "algorithms/swarm.h -> drivers/worker.h"
   "algorithms/swarm.cc -> drivers/driver.h"
   "algorithms/swarm.cc -> drivers/event_queue.h"
-  # SwarmSGD writes its own checkpoint keys (the state registry).
-  "algorithms/swarm.h -> run/checkpoint.h"
-  "transport/mpi/mpi_swarm.cc -> run/output.h"
-  "transport/mpi/mpi_swarm_rank.cc -> run/output.h")
+)
 
 function(layer_of path out)
   string(REGEX MATCH "^[^/]+/" top "${path}")

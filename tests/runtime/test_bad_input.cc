@@ -8,8 +8,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "runtime/run/checkpoint.h"
-#include "runtime/run/output.h"
+#include "runtime/checkpoint.h"
+#include "runtime/output.h"
 #include "runtime/run/trace.h"
 #include "runtime/run/trainer.h"
 #include "tests/support/small_data.h"

@@ -21,8 +21,8 @@
 #include <nlohmann/json.hpp>
 
 #include "models/safetensors.h"
-#include "runtime/run/checkpoint.h"
-#include "runtime/run/output.h"
+#include "runtime/checkpoint.h"
+#include "runtime/output.h"
 #include "runtime/run/trainer.h"
 
 namespace adasync {

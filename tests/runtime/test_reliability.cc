@@ -19,7 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/run/checkpoint.h"
+#include "runtime/checkpoint.h"
 #include "runtime/run/trainer.h"
 #include "tests/support/small_data.h"
 

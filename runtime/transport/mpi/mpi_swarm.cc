@@ -18,7 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/algorithms/swarm.h"
-#include "runtime/run/output.h"
+#include "runtime/output.h"
 #include "runtime/stop_request.h"  // the drain is short once the job is going down
 #include "runtime/transport/mpi/mpi.h"
 #include "runtime/transport/mpi/mpi_internal.h"

@@ -1,4 +1,4 @@
-#include "runtime/run/output.h"
+#include "runtime/output.h"
 
 #include <fcntl.h>
 #include <sys/file.h>

@@ -1,4 +1,4 @@
-#include "runtime/run/checkpoint.h"
+#include "runtime/checkpoint.h"
 
 #include <zlib.h>
 
@@ -14,7 +14,7 @@
 
 #include "kernels/context.h"
 #include "runtime/input_file.h"
-#include "runtime/run/output.h"
+#include "runtime/output.h"
 
 namespace adasync {
 namespace fs = std::filesystem;
