@@ -1,19 +1,14 @@
 #include "runtime/algorithms/swarm.h"
-#include "runtime/algorithms/swarm_node.h"
-#include "runtime/engine/optimizer.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <queue>
-#include <set>
-#include <thread>
 #include <utility>
 
 #include "datasets/rng.h"
-#include "runtime/drivers/driver.h"
-#include "runtime/drivers/event_queue.h"
+#include "kernels/context.h"
+#include "runtime/engine/optimizer.h"
 
 namespace adasync {
 // ------------------------------------------------------------------ engine
@@ -39,10 +34,20 @@ SwarmStats& SwarmStats::operator+=(const SwarmStats& o) {
   return *this;
 }
 
-// The node struct: swarm_node.h.
+struct SwarmEngine::Node {
+  std::mutex mu;  // real clock: guards x, pub, dist and the interaction scratch (tmp_a, tmp_b, bound, d_*, io)
+  Buffer<float> x, pub, grad, tmp_a, tmp_b;
+  // Adaptive step: the last max |x - partner| per block this node learnt, and scratch.
+  std::vector<float> dist, bound, d_in, d_out;
+  TransferScratch io;
+  Rng rng;
+  int steps_left = 0;
+  InFlight step;                    // virtual clock
+  std::atomic<bool> failed{false};  // its worker failed: no more steps, no partner of anyone
+  std::atomic<uint64_t> position{0};
+};
 
-SwarmEngine::SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> workers, std::vector<Sampler>* samplers,
-                         Straggler* straggler, const float* init, size_t n, int nodes, int first, int last,
+SwarmEngine::SwarmEngine(const SwarmConfig& cfg, const float* init, size_t n, int nodes, int first, int last,
                          SwarmPeers* peers)
     : cfg_(cfg),
       n_(n),
@@ -51,9 +56,6 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> wo
       blocks_(codec_.blocks(n)),
       // Non-blocking: the partner guesses for a stale copy and a receiver it has not seen.
       margin_(cfg.quant_margin > 0 ? cfg.quant_margin : (cfg.blocking ? 2 : 4)),
-      workers_(std::move(workers)),
-      samplers_(samplers),
-      straggler_(straggler),
       first_(first),
       last_(last < 0 ? nodes : last),
       peers_(peers) {
@@ -64,7 +66,7 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> wo
   stats_.steps_by_node.assign(size_t(nodes), 0);
   for (int i = first_; i < last_; ++i) {
     auto nd = std::make_unique<Node>();
-    for (Buffer<float>* b : {&nd->x, &nd->pub, &nd->grad, &nd->work, &nd->tmp_a, &nd->tmp_b}) {
+    for (Buffer<float>* b : {&nd->x, &nd->pub, &nd->grad, &nd->tmp_a, &nd->tmp_b}) {
       *b = Buffer<float>(MemKind::Pinned, n);
     }
     std::memcpy(nd->x.data(), init, n * sizeof(float));
@@ -79,7 +81,49 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> wo
   live_ = last_ - first_;
 }
 
-SwarmEngine::~SwarmEngine() { stop(); }  // node threads still running (an error) end first
+SwarmEngine::~SwarmEngine() = default;
+
+// ------------------------------------------------------------ a node's step
+const float* SwarmEngine::model(int i) { return node(i).x.data(); }
+
+void SwarmEngine::copy_model(int i, float* out) {
+  Node& nd = node(i);
+  std::lock_guard<std::mutex> lk(nd.mu);
+  std::memcpy(out, nd.x.data(), n_ * sizeof(float));
+}
+
+float* SwarmEngine::gradient(int i) { return node(i).grad.data(); }
+
+void SwarmEngine::apply(int i, bool finite) {
+  Node& nd = node(i);
+  if (finite) {
+    std::lock_guard<std::mutex> lk(nd.mu);
+    float* __restrict x = nd.x.data();
+    const float* __restrict g = nd.grad.data();
+    const ParamLayout& layout = cfg_.layout;
+    const size_t trainable = layout.total == n_ ? layout.trainable : n_;
+    for (size_t k = 0; k < trainable; ++k) x[k] -= cfg_.lr * g[k];
+    const float* stats = g;
+    if (layout.total == n_ && layout.has_buffers()) fold_buffers(layout, x, x, &stats, 1);
+  }
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  ++(finite ? stats_.local_steps : stats_.nonfinite);
+  ++stats_.steps_by_node[size_t(i)];
+}
+
+void SwarmEngine::after_step(int i) {
+  Node& nd = node(i);
+  if (--nd.steps_left <= 0) {
+    interact(i);
+    nd.steps_left = draw_steps(i);
+  }
+}
+
+bool SwarmEngine::gone(int i) { return node(i).failed.load(); }
+
+void SwarmEngine::set_position(int i, uint64_t p) { node(i).position.store(p, std::memory_order_relaxed); }
+
+SwarmEngine::InFlight& SwarmEngine::in_flight(int i) { return node(i).step; }
 
 int SwarmEngine::draw_steps(int i) {
   if (!cfg_.geometric) return std::max(1, int(std::lround(cfg_.local_steps)));
@@ -131,15 +175,15 @@ int SwarmEngine::draw_partner(int i) {
   return there.empty() ? -1 : there[r.below(there.size())];
 }
 
-bool SwarmEngine::fail_node(int i, const std::string& what, double now) {
+bool SwarmEngine::leave(int i, const std::string& what, double now, SwarmListener& l) {
   if (node(i).failed.exchange(true)) return live_.load() > 0;
   const int left = --live_;
-  return listener_->node_failed(i, what, left, now);
+  return l.node_failed(i, what, left, now);
 }
 
 // Scratch lives in the initiator's node (its lock is held): another initiator
 // may be encoding the same partner's model at the same time.
-void SwarmEngine::interact(int i, double) {
+void SwarmEngine::interact(int i) {
   ADASYNC_RANGE("swarm/interact");
   Node& a = node(i);
   const int j = draw_partner(i);
@@ -326,8 +370,7 @@ SwarmStats SwarmEngine::stats() {
 
 std::vector<uint64_t> SwarmEngine::positions() {
   std::vector<uint64_t> p;
-  for (size_t i = 0; i < nodes_.size(); ++i)
-    p.push_back(virtual_ ? (*samplers_)[i].position() : nodes_[i]->position.load(std::memory_order_relaxed));
+  for (const auto& nd : nodes_) p.push_back(nd->position.load(std::memory_order_relaxed));
   return p;
 }
 
@@ -341,24 +384,25 @@ nlohmann::json SwarmEngine::save(Checkpoint* c) {
     c->put_floats("swarm:pub:" + k, nd.pub.data(), n_);
     c->put_floats("swarm:dist:" + k, nd.dist.data(), nd.dist.size());
     nlohmann::json j{{"has_event", false}, {"failed", nd.failed.load()}};
-    if (virtual_) {
+    if (vc_.on) {
       uint64_t st[4];
       nd.rng.get_state(st);
+      const InFlight& f = nd.step;
       j = {{"rng", std::vector<uint64_t>(st, st + 4)},
            {"steps_left", nd.steps_left},
-           {"loss", nd.loss},
-           {"finite", nd.finite},
-           {"computations", nd.computations},
+           {"loss", f.loss},
+           {"finite", f.finite},
+           {"computations", f.computations},
            {"failed", nd.failed.load()},
-           {"has_event", nd.has_event},
-           {"due", nd.due},
-           {"seq", nd.seq}};
-      if (nd.has_event) c->put_floats("swarm:grad:" + k, nd.grad.data(), n_);
+           {"has_event", f.has_event},
+           {"due", f.due},
+           {"seq", f.seq}};
+      if (f.has_event) c->put_floats("swarm:grad:" + k, nd.grad.data(), n_);
     }
     nodes.push_back(j);
   }
-  return nlohmann::json{{"virtual", virtual_}, {"now", vnow_},    {"seq", vseq_},
-                        {"pending", pending_}, {"nodes", nodes}, {"stats", stats()}};
+  return nlohmann::json{{"virtual", vc_.on},       {"now", vc_.now},  {"seq", vc_.seq},
+                        {"pending", vc_.pending}, {"nodes", nodes}, {"stats", stats()}};
 }
 
 void SwarmEngine::restore(const nlohmann::json& j, const Checkpoint& c) {
@@ -385,21 +429,22 @@ void SwarmEngine::restore(const nlohmann::json& j, const Checkpoint& c) {
     if (rng.size() != 4) throw CheckpointError("SwarmSGD node " + k + ": RNG state of " + std::to_string(rng.size()) + " words");
     nd.rng.set_state(rng.data());
     nd.steps_left = nj.at("steps_left");
-    nd.loss = nj.at("loss");
-    nd.finite = nj.value("finite", true);
-    nd.computations = nj.value("computations", int64_t(0));
-    nd.has_event = nj.at("has_event");
-    nd.due = nj.at("due");
-    nd.seq = nj.at("seq");
-    if (nd.has_event) put("swarm:grad:" + k, nd.grad.data(), n_);
+    InFlight& f = nd.step;
+    f.loss = nj.at("loss");
+    f.finite = nj.value("finite", true);
+    f.computations = nj.value("computations", int64_t(0));
+    f.has_event = nj.at("has_event");
+    f.due = nj.at("due");
+    f.seq = nj.at("seq");
+    if (f.has_event) put("swarm:grad:" + k, nd.grad.data(), n_);
   }
   live_ = 0;
   for (auto& nd : nodes_) live_ += nd->failed.load() ? 0 : 1;
   if (exact) {
-    vnow_ = j.at("now");
-    vseq_ = j.at("seq");
-    pending_ = j.at("pending");
-    resumed_ = true;
+    vc_.now = j.at("now");
+    vc_.seq = j.at("seq");
+    vc_.pending = j.at("pending");
+    vc_.resumed = true;
   }
   SwarmStats st = j.at("stats").get<SwarmStats>();
   st.steps_by_node.resize(size_t(graph_.nodes()), 0);  // (older checkpoints have none)

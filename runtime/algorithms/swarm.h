@@ -23,24 +23,16 @@
 
 #include <atomic>
 #include <cstdint>
-#include <exception>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
-#include "datasets/sampler.h"
 #include "models/layout.h"
 #include "runtime/algorithms/gossip.h"
-#include "runtime/drivers/driver.h"
-#include "runtime/drivers/worker.h"
-#include "runtime/faults.h"
 #include "runtime/checkpoint.h"
-#include "runtime/straggler.h"
 
 namespace adasync {
 // ------------------------------------------------------------------ engine
@@ -122,28 +114,64 @@ class SwarmListener {
   virtual void rank_lost(int, int, int, const std::string&, double) {}
 };
 
+// The algorithm: every local node's model, published copy and learnt
+// distances, the interactions, the counters and the state a checkpoint holds.
+// The drivers (drivers/swarm_drivers.h) run the nodes' steps, each the worker
+// step every algorithm shares, and hand each result here: apply() takes it,
+// after_step() has the node interact when due, leave() takes out a node whose
+// worker failed.
 class SwarmEngine : public SwarmState {
  public:
-  // workers: one per node (real clock) or one shared (virtual clock).
-  // Over MPI a process holds nodes [first, last) of the graph's `nodes`
-  // (workers and samplers for those alone) and reaches the others through
-  // `peers`; in one process, every node.
-  SwarmEngine(const SwarmConfig& cfg, std::vector<GradientWorker*> workers, std::vector<Sampler>* samplers,
-              Straggler* straggler, const float* init, size_t n, int nodes, int first = 0, int last = -1,
+  // Over MPI a process holds nodes [first, last) of the graph's `nodes` and
+  // reaches the others through `peers`; in one process, every node.
+  SwarmEngine(const SwarmConfig& cfg, const float* init, size_t n, int nodes, int first = 0, int last = -1,
               SwarmPeers* peers = nullptr);
   ~SwarmEngine();
 
-  double run_virtual(SwarmListener& l);
-  double run_real(SwarmListener& l);
-  // run_real in parts: start() runs a thread per local node, stop() tells
-  // them to stop and waits for them; running() is false once all have ended.
-  void start(SwarmListener& l);
-  void stop();
-  void request_stop() { stop_ = true; }
-  bool running() const { return alive_.load() > 0; }
-  // A node thread's error (it stops them all): rethrown here, and by run_real.
-  void rethrow_error();
+  // --- a node's step, for the drivers ---
+  // The model a step computes at: node i's own (virtual: one thread), or a
+  // copy taken under its lock (real clock: others may average it meanwhile).
+  const float* model(int i);
+  void copy_model(int i, float* out);
+  float* gradient(int i);  // where the step's gradient goes
+  // The step's gradient: SGD on x_i and its batch statistics into the
+  // buffers, or, when not finite, not taken (counted).
+  void apply(int i, bool finite);
+  // After node i's step: its interaction when due.
+  void after_step(int i);
+  // Node i's worker failed: it leaves the graph (no partner of anyone, not
+  // in the average); the listener's word on going on.
+  bool leave(int i, const std::string& what, double now, SwarmListener& l);
+  bool gone(int i);
+  // Node i's sampler position after its last draw (checkpoints read it).
+  void set_position(int i, uint64_t p);
+  // Virtual clock: a node's step in flight, kept with the node so that a
+  // checkpoint continues it bit for bit (its loss and finiteness, when it is
+  // due, its place in the event queue), and its computations started (faults
+  // count them); and the clock: now, the queue's counter, the node whose step
+  // was the last one (its interaction and next start still to come).
+  struct InFlight {
+    bool has_event = false;
+    double due = 0;
+    uint64_t seq = 0;
+    float loss = 0;
+    bool finite = true;
+    int64_t computations = 0;
+  };
+  struct VirtualClock {
+    bool on = false;  // a virtual run is running (or ran): checkpoints hold all of the above
+    double now = 0;
+    uint64_t seq = 0;
+    int pending = -1;
+    bool resumed = false;
+  };
+  InFlight& in_flight(int i);
+  VirtualClock& virtual_clock() { return vc_; }
+  int first() const { return first_; }
+  int last() const { return last_; }
+  size_t size() const { return n_; }
 
+  // --- over MPI ---
   // The far side of an exchange a peer started with local node j: a copy of
   // x_j (blocking) or of its published copy with j's guess at the bound per
   // block (non-blocking; bound may be null with a fixed step).
@@ -155,16 +183,11 @@ class SwarmEngine : public SwarmState {
   // The models of the local nodes whose worker has not failed, one after
   // another (consistent: all locked).
   std::vector<float> copy_models();
-  int first() const { return first_; }
-  int last() const { return last_; }
-
-  // Fault injection (--inject): node i's n-th computation is worker i's. Before running.
-  void set_faults(const FaultPlan* f) { faults_ = f; }
-  // Node i's worker failed before this run (a resumed checkpoint's); before running.
-  void set_failed(int i);
 
   // Sets node i's model (and its published copy); before running.
   void set_model(int i, const float* x);
+  // Node i's worker failed before this run (a resumed checkpoint's); before running.
+  void set_failed(int i);
   // x_bar = mean_i x_i, and the consensus distance mean_i ||x_i - x_bar||^2,
   // over the nodes whose worker has not failed.
   void average(float* out, double* consensus);
@@ -173,10 +196,9 @@ class SwarmEngine : public SwarmState {
 
   // Checkpoints. Virtual clock: the whole state, so a resumed run continues
   // bit for bit: every node's model, published copy, learnt distances, RNG,
-  // steps left and pending gradient with its event, the queue's counter, and
-  // the node whose step was the last one (its interaction and next start are
-  // still to come). Real clock: the models, published copies and distances.
-  // Large arrays go into `c` as blobs. Safe while a real-clock run goes on.
+  // steps left and step in flight with its gradient, and the clock. Real
+  // clock: the models, published copies and distances. Large arrays go into
+  // `c` as blobs. Safe while a real-clock run goes on.
   nlohmann::json save(Checkpoint* c) override;
   // Before running.
   void restore(const nlohmann::json& j, const Checkpoint& c);
@@ -192,14 +214,12 @@ class SwarmEngine : public SwarmState {
  private:
   struct Node;
   int draw_steps(int i);
-  void interact(int i, double now);
+  int draw_partner(int i);  // -1: every neighbour has left
+  void interact(int i);
   void interact_far(int i, int j);
   void adopt(Node& a);
   void estimate_bound(const Node& sender, float* bound) const;
   void account(const TransferCount& t, int sender, int receiver);
-  int draw_partner(int i);  // -1: every neighbour has left
-  // Node i leaves (its worker failed); the listener's word on going on.
-  bool fail_node(int i, const std::string& what, double now);
 
   SwarmConfig cfg_;
   size_t n_;
@@ -207,32 +227,14 @@ class SwarmEngine : public SwarmState {
   SwarmCodec codec_;
   size_t blocks_;
   double margin_;
-  std::vector<GradientWorker*> workers_;
-  std::vector<Sampler>* samplers_;
-  Straggler* straggler_;
   std::vector<std::unique_ptr<Node>> nodes_;
   std::mutex stats_mu_;
   SwarmStats stats_;
-  bool virtual_ = false;   // run_virtual is running (or ran)
-  double vnow_ = 0;        // virtual: the clock and the queue's counter
-  uint64_t vseq_ = 0;
-  int pending_ = -1;       // virtual: the node that stepped last, its interaction and start to come
-  bool resumed_ = false;
+  VirtualClock vc_;
   int first_ = 0, last_ = 0;
   SwarmPeers* peers_ = nullptr;
-  const FaultPlan* faults_ = nullptr;
   std::atomic<int> live_{0};  // local nodes whose worker has not failed
-  CancelSource cancel_;       // stop() cancels the computations (and injected delays) under way
-  uint64_t gen_ = 0;          // the generation start() saw
   Node& node(int i) { return *nodes_[size_t(i - first_)]; }
-  // start() / stop()
-  std::atomic<bool> stop_{false}, failed_{false};
-  std::atomic<int> alive_{0};
-  std::mutex error_mu_;
-  std::exception_ptr error_;
-  std::vector<std::thread> threads_;
-  WallTimer clock_;
-  SwarmListener* listener_ = nullptr;
 };
 
 }  // namespace adasync

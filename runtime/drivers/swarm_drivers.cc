@@ -1,19 +1,12 @@
-// SwarmEngine's two drivers: the virtual clock's event loop (one thread,
-// steps in time order) and the real clock's node threads. A node's step is
-// the worker step every algorithm shares (prepare_step, compute_gradient):
-// its batch, compute time and injected fault are drawn as a PS worker's are.
-// A step whose gradient is not finite is not taken; a node whose computation
-// throws leaves the graph.
+#include "runtime/drivers/swarm_drivers.h"
+
 #include <algorithm>
-#include <mutex>
-#include <thread>
+#include <chrono>
+#include <string>
 #include <utility>
 
-#include "runtime/algorithms/swarm.h"
-#include "runtime/algorithms/swarm_node.h"
 #include "runtime/drivers/event_queue.h"
 #include "runtime/drivers/worker_step.h"
-#include "runtime/engine/optimizer.h"
 
 namespace adasync {
 
@@ -21,61 +14,54 @@ namespace {
 // A node's buffer presented as a snapshot for GradientWorker::pull (the
 // buffer outlives the computation; the shared_ptr owns only the header).
 SnapshotPtr view(const float* data, size_t n) { return std::make_shared<Snapshot>(Snapshot{0, data, n}); }
-
-// A local step: SGD on the parameters, the step's statistics into the buffers.
-void sgd_apply(float* __restrict x, const float* __restrict g, float lr, size_t n, const ParamLayout& layout) {
-  const size_t trainable = layout.total == n ? layout.trainable : n;
-  for (size_t k = 0; k < trainable; ++k) x[k] -= lr * g[k];
-  const float* stats = g;
-  if (layout.total == n && layout.has_buffers()) fold_buffers(layout, x, x, &stats, 1);
-}
 }  // namespace
 
-double SwarmEngine::run_virtual(SwarmListener& l) {
-  const int P = graph_.nodes();
-  virtual_ = true;
-  listener_ = &l;
+double run_swarm_virtual(SwarmEngine& e, const SwarmSetup& s, SwarmListener& l) {
+  const int P = e.graph().nodes();
+  const size_t n = e.size();
+  SwarmEngine::VirtualClock& vc = e.virtual_clock();
+  vc.on = true;
   EventQueue<int> q;
-  GradientWorker& gw = *workers_[0];
+  GradientWorker& gw = *s.workers[0];
+  std::vector<int32_t> idx;  // the batch of the step being started
+  for (int i = 0; i < P; ++i) e.set_position(i, (*s.samplers)[size_t(i)].position());
   // The gradient of a step is taken at the model the node has when it
-  // starts. False: the node failed and the listener says stop.
+  // starts. False: the node left and the listener says stop.
   auto start = [&](int i) {
-    Node& nd = *nodes_[size_t(i)];
-    const StepPlan plan = prepare_step(i, ++nd.computations, (*samplers_)[size_t(i)], *straggler_, faults_, &nd.idx);
+    SwarmEngine::InFlight& f = e.in_flight(i);
+    Sampler& sampler = (*s.samplers)[size_t(i)];
+    const StepPlan plan = prepare_step(i, ++f.computations, sampler, *s.straggler, s.faults, &idx);
+    e.set_position(i, sampler.position());
     GradResult r;
     try {
-      gw.pull(view(nd.x.data(), n_));
-      compute_gradient(gw, nd.idx, plan, nd.grad.data(), 0, nullptr, 0, &r);
-    } catch (const std::exception& e) {
-      return fail_node(i, e.what(), vnow_);
+      gw.pull(view(e.model(i), n));
+      compute_gradient(gw, idx, plan, e.gradient(i), 0, nullptr, 0, &r);
+    } catch (const std::exception& ex) {
+      return e.leave(i, ex.what(), vc.now, l);
     }
-    nd.loss = r.loss;
-    nd.finite = r.finite;
-    nd.due = vnow_ + std::max(plan.drawn + plan.hang, 1e-9);
-    nd.seq = q.push(nd.due, i);
-    nd.has_event = true;
-    vseq_ = q.seq();
+    f.loss = r.loss;
+    f.finite = r.finite;
+    f.due = vc.now + std::max(plan.drawn + plan.hang, 1e-9);
+    f.seq = q.push(f.due, i);
+    f.has_event = true;
+    vc.seq = q.seq();
     return true;
   };
   // After node i's step: its interaction when due, then its next step.
   auto go_on = [&](int i) {
-    Node& nd = *nodes_[size_t(i)];
-    if (--nd.steps_left <= 0) {
-      interact(i, vnow_);
-      nd.steps_left = draw_steps(i);
-    }
+    e.after_step(i);
     return start(i);
   };
-  if (resumed_) {
-    q.set_seq(vseq_);
+  if (vc.resumed) {
+    q.set_seq(vc.seq);
     for (int i = 0; i < P; ++i) {
-      const Node& nd = *nodes_[size_t(i)];
-      if (nd.has_event) q.restore(nd.due, nd.seq, i);
+      const SwarmEngine::InFlight& f = e.in_flight(i);
+      if (f.has_event) q.restore(f.due, f.seq, i);
     }
-    if (pending_ >= 0 && !go_on(std::exchange(pending_, -1))) return vnow_;
+    if (vc.pending >= 0 && !go_on(std::exchange(vc.pending, -1))) return vc.now;
   } else {
     for (int i = 0; i < P; ++i)
-      if (!start(i)) return vnow_;
+      if (!start(i)) return vc.now;
   }
   while (!q.empty()) {
     const auto ev = q.pop();
@@ -83,73 +69,64 @@ double SwarmEngine::run_virtual(SwarmListener& l) {
       q.restore(ev.t, ev.seq, ev.what);  // not taken: the state stays whole
       break;
     }
-    vnow_ = ev.t;
-    Node& nd = *nodes_[size_t(ev.what)];
-    nd.has_event = false;
-    if (nd.finite) sgd_apply(nd.x.data(), nd.grad.data(), cfg_.lr, n_, cfg_.layout);
-    {
-      std::lock_guard<std::mutex> lk(stats_mu_);
-      ++(nd.finite ? stats_.local_steps : stats_.nonfinite);
-      ++stats_.steps_by_node[size_t(ev.what)];
-    }
-    pending_ = ev.what;
-    if (!l.after_step(ev.what, nd.loss, nd.finite, vnow_)) break;
-    pending_ = -1;
+    vc.now = ev.t;
+    SwarmEngine::InFlight& f = e.in_flight(ev.what);
+    f.has_event = false;
+    e.apply(ev.what, f.finite);
+    vc.pending = ev.what;
+    if (!l.after_step(ev.what, f.loss, f.finite, vc.now)) break;
+    vc.pending = -1;
     if (!go_on(ev.what)) break;
   }
-  return vnow_;
+  return vc.now;
 }
 
-void SwarmEngine::start(SwarmListener& l) {
-  const int L = last_ - first_;
-  EXPECTS(int(workers_.size()) == L, workers_.size() << " workers for " << L << " real-time swarm nodes");
+SwarmThreads::SwarmThreads(SwarmEngine& e, SwarmSetup s) : e_(e), s_(std::move(s)) {
+  const int L = e_.last() - e_.first();
+  EXPECTS(int(s_.workers.size()) == L, s_.workers.size() << " workers for " << L << " real-time swarm nodes");
+  for (int i = 0; i < L; ++i) work_.emplace_back(MemKind::Pinned, e_.size());
+}
+
+SwarmThreads::~SwarmThreads() { stop(); }
+
+void SwarmThreads::node_loop(int i) {
+  const int k = i - e_.first();
+  GradientWorker& gw = *s_.workers[size_t(k)];
+  Sampler& sampler = (*s_.samplers)[size_t(k)];
+  float* work = work_[size_t(k)].data();
+  std::vector<int32_t> idx;
+  int64_t computations = 0;
+  while (!stop_ && !e_.gone(i)) {
+    e_.copy_model(i, work);
+    const StepPlan plan = prepare_step(i, ++computations, sampler, *s_.straggler, s_.faults, &idx);
+    e_.set_position(i, sampler.position());
+    GradResult r;
+    try {
+      gw.pull(view(work, e_.size()));
+      if (!compute_gradient(gw, idx, plan, e_.gradient(i), plan.drawn + plan.hang, &cancel_, gen_, &r)) break;
+    } catch (const std::exception& ex) {  // the node's worker is finished; the others go on without it
+      if (!e_.leave(i, ex.what(), clock_.seconds(), *listener_)) stop_ = true;
+      break;
+    }
+    e_.apply(i, r.finite);
+    if (!listener_->after_step(i, r.loss, r.finite, clock_.seconds())) stop_ = true;
+    e_.after_step(i);
+  }
+}
+
+void SwarmThreads::start(SwarmListener& l) {
   listener_ = &l;
   stop_ = false;
-  alive_ = L;
+  alive_ = e_.last() - e_.first();
   gen_ = cancel_.generation();
   clock_ = WallTimer();
   // A checkpoint before a node's first step records where its sampler is.
-  for (int i = first_; i < last_; ++i) node(i).position.store((*samplers_)[size_t(i - first_)].position());
-  auto node_loop = [this](int i) {
-    Node& nd = node(i);
-    GradientWorker& gw = *workers_[size_t(i - first_)];
-    Sampler& sampler = (*samplers_)[size_t(i - first_)];
-    while (!stop_ && !nd.failed) {
-      {
-        std::lock_guard<std::mutex> lk(nd.mu);  // a private copy: others may average x meanwhile
-        std::memcpy(nd.work.data(), nd.x.data(), n_ * sizeof(float));
-      }
-      const StepPlan plan = prepare_step(i, ++nd.computations, sampler, *straggler_, faults_, &nd.idx);
-      nd.position.store(sampler.position(), std::memory_order_relaxed);
-      GradResult r;
-      try {
-        gw.pull(view(nd.work.data(), n_));
-        if (!compute_gradient(gw, nd.idx, plan, nd.grad.data(), plan.drawn + plan.hang, &cancel_, gen_, &r)) break;
-      } catch (const std::exception& e) {  // the node's worker is finished; the others go on without it
-        if (!fail_node(i, e.what(), clock_.seconds())) stop_ = true;
-        break;
-      }
-      if (r.finite) {
-        std::lock_guard<std::mutex> lk(nd.mu);
-        sgd_apply(nd.x.data(), nd.grad.data(), cfg_.lr, n_, cfg_.layout);
-      }
-      {
-        std::lock_guard<std::mutex> lk(stats_mu_);
-        ++(r.finite ? stats_.local_steps : stats_.nonfinite);
-        ++stats_.steps_by_node[size_t(i)];
-      }
-      if (!listener_->after_step(i, r.loss, r.finite, clock_.seconds())) stop_ = true;
-      if (--nd.steps_left <= 0) {
-        interact(i, clock_.seconds());
-        nd.steps_left = draw_steps(i);
-      }
-    }
-  };
-  auto node_main = [this, node_loop](int i) {
+  for (int i = e_.first(); i < e_.last(); ++i) e_.set_position(i, (*s_.samplers)[size_t(i - e_.first())].position());
+  auto node_main = [this](int i) {
     name_this_thread("swarm" + std::to_string(i));
     try {
       node_loop(i);
-    } catch (...) {  // a failed exchange, a failed step: every node stops
+    } catch (...) {  // a failed exchange: every node stops
       std::lock_guard<std::mutex> lk(error_mu_);
       if (!error_) error_ = std::current_exception();
       failed_ = true;
@@ -157,8 +134,8 @@ void SwarmEngine::start(SwarmListener& l) {
     }
     --alive_;
   };
-  for (int i = first_; i < last_; ++i) {
-    if (node(i).failed) {  // left before a resume
+  for (int i = e_.first(); i < e_.last(); ++i) {
+    if (e_.gone(i)) {  // left before a resume
       --alive_;
       continue;
     }
@@ -166,20 +143,20 @@ void SwarmEngine::start(SwarmListener& l) {
   }
 }
 
-void SwarmEngine::rethrow_error() {
+void SwarmThreads::rethrow_error() {
   if (!failed_) return;
   std::lock_guard<std::mutex> lk(error_mu_);
   std::rethrow_exception(error_);
 }
 
-void SwarmEngine::stop() {
+void SwarmThreads::stop() {
   stop_ = true;
   cancel_.cancel();  // an injected delay under way ends now
   for (auto& t : threads_) t.join();
   threads_.clear();
 }
 
-double SwarmEngine::run_real(SwarmListener& l) {
+double SwarmThreads::run(SwarmListener& l) {
   start(l);
   while (!stop_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "runtime/algorithms/swarm.h"
+#include "runtime/drivers/swarm_drivers.h"
 #include "runtime/run/run.h"
 #include "runtime/run/state.h"
 #include "runtime/transport/mpi/mpi.h"
@@ -71,13 +72,15 @@ double run_swarm_mode(Run& r) {
   // and rank 0 gathers (the same counters, the same average).
   std::unique_ptr<SwarmEngine> local;
   std::unique_ptr<MpiSwarm> far;
+  SwarmSetup setup;  // the drivers' side of the nodes (in one process)
   if (r.mpi != nullptr) {
     far = std::make_unique<MpiSwarm>(*r.mpi, sc, P, r.ps->size());
   } else {
-    std::vector<GradientWorker*> ws;
-    for (auto& w : r.replicas) ws.push_back(w.get());
-    local = std::make_unique<SwarmEngine>(sc, ws, &r.samplers, r.straggler.get(), r.ps->latest()->data, r.ps->size(), P);
-    local->set_faults(r.faults.empty() ? nullptr : &r.faults);
+    for (auto& w : r.replicas) setup.workers.push_back(w.get());
+    setup.samplers = &r.samplers;
+    setup.straggler = r.straggler.get();
+    setup.faults = r.faults.empty() ? nullptr : &r.faults;
+    local = std::make_unique<SwarmEngine>(sc, r.ps->latest()->data, r.ps->size(), P);
   }
   const GossipGraph graph = GossipGraph::make(sc.graph, P, sc.degree, sc.seed);
   const SwarmCodec codec(sc.bits, sc.quant_step, sc.quant_block);
@@ -192,9 +195,10 @@ double run_swarm_mode(Run& r) {
     far->start(r.ps->latest()->data, positions);
     end = r.supervisor->run_monitored([&] { return far->run(hooks); }, [&] { return hooks.steps.load(); }, 0);
   } else if (r.virtual_clock) {
-    end = local->run_virtual(hooks);
+    end = run_swarm_virtual(*local, setup, hooks);
   } else {
-    end = r.supervisor->run_monitored([&] { return local->run_real(hooks); }, [&] { return hooks.steps.load(); }, 0);
+    SwarmThreads nodes(*local, setup);
+    end = r.supervisor->run_monitored([&] { return nodes.run(hooks); }, [&] { return hooks.steps.load(); }, 0);
   }
   // A lost rank took its nodes: no final checkpoint (the last one stays the
   // one to resume from) and the summary evaluates the last average.

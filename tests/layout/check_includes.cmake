@@ -8,12 +8,8 @@
 # Run: cmake -DROOT=<source dir> -P check_includes.cmake
 cmake_minimum_required(VERSION 3.16)
 set(known_upward
-  # SwarmSGD and device sync run the worker step themselves (the Algorithm interface).
+  # Device sync computes on the workers' replicas itself (the Algorithm interface).
   "algorithms/device_sync.h -> drivers/worker.h"
-  "algorithms/swarm.h -> drivers/driver.h"
-  "algorithms/swarm.h -> drivers/worker.h"
-  "algorithms/swarm.cc -> drivers/driver.h"
-  "algorithms/swarm.cc -> drivers/event_queue.h"
 )
 
 function(layer_of path out)

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "runtime/algorithms/swarm.h"
+#include "runtime/drivers/swarm_drivers.h"
 #include "runtime/run/trainer.h"
 #include "tests/support/small_data.h"
 #include "tests/support/test_util.h"
@@ -254,12 +255,15 @@ struct GossipRig {
       : worker(n, c, zero_gradient), st(parse_straggler("exp:mean=1"), {}, P, 3) {
     for (int i = 0; i < P; ++i) samplers.emplace_back(100, 1, uint64_t(i));
     const std::vector<float> zero(n, 0.f);
-    eng = std::make_unique<SwarmEngine>(cfg, std::vector<GradientWorker*>{&worker}, &samplers, &st, zero.data(), n, P);
+    eng = std::make_unique<SwarmEngine>(cfg, zero.data(), n, P);
+    setup = SwarmSetup{{&worker}, &samplers, &st, nullptr};
   }
+  double run(SwarmListener& l) { return run_swarm_virtual(*eng, setup, l); }
   QuadraticWorker worker;
   std::vector<Sampler> samplers;
   Straggler st;
   std::unique_ptr<SwarmEngine> eng;
+  SwarmSetup setup;
 };
 
 // Fault injection takes the worker step every algorithm shares: node i's
@@ -304,11 +308,11 @@ TEST(SwarmFaults, AFailedNodeLeavesTheGraphAndTheAverage) {
   GossipRig rig(cfg, P, n, true);
   for (int i = 0; i < P; ++i) rig.eng->set_model(i, test::random_vector<float>(n, 40 + uint64_t(i)).data());
   const FaultPlan faults("throw@1:3", P);
-  rig.eng->set_faults(&faults);
+  rig.setup.faults = &faults;
   Recorder rec(200);
   rec.eng = rig.eng.get();
   rec.n = n;
-  rig.eng->run_virtual(rec);
+  rig.run(rec);
   ASSERT_EQ(rec.failed, std::vector<int>{1});
   EXPECT_EQ(rec.what, "injected failure at computation 3");
   EXPECT_EQ(rig.eng->stats().steps_by_node[1], 2);  // two steps, the third threw
@@ -339,12 +343,11 @@ TEST(SwarmFaults, NonFiniteStepsAreNotTakenAndHangsDelayTheStep) {
   std::vector<Sampler> samplers;
   for (int i = 0; i < P; ++i) samplers.emplace_back(100, 1, uint64_t(i));
   const std::vector<float> zero(n, 0.f);
-  SwarmEngine eng(cfg, {&worker}, &samplers, &st, zero.data(), n, P);
+  SwarmEngine eng(cfg, zero.data(), n, P);
   const FaultPlan faults("nan@0:2,nan@0:5,hang@2:4:5", P);
-  eng.set_faults(&faults);
   Recorder rec(60);
   rec.watch = 2;
-  eng.run_virtual(rec);
+  run_swarm_virtual(eng, SwarmSetup{{&worker}, &samplers, &st, &faults}, rec);
   EXPECT_EQ(rec.nonfinite, (std::vector<int>{0, 0}));
   EXPECT_EQ(eng.stats().nonfinite, 2);
   EXPECT_EQ(eng.stats().local_steps + 2, 60);
@@ -367,12 +370,12 @@ TEST(SwarmFaultsRealClock, StopEndsAnInjectedHangAtOnce) {
   std::vector<Sampler> samplers;
   for (int i = 0; i < P; ++i) samplers.emplace_back(100, 1, uint64_t(i));
   const std::vector<float> zero(n, 0.f);
-  SwarmEngine eng(cfg, {&w0, &w1}, &samplers, &st, zero.data(), n, P);
+  SwarmEngine eng(cfg, zero.data(), n, P);
   const FaultPlan faults("hang@1:2:60s", P);
-  eng.set_faults(&faults);
+  SwarmThreads nodes(eng, SwarmSetup{{&w0, &w1}, &samplers, &st, &faults});
   StopAfter stop(50);  // node 0's steps end the run while node 1 hangs
   const WallTimer t;
-  eng.run_real(stop);
+  nodes.run(stop);
   EXPECT_LT(t.seconds(), 20.0);
   EXPECT_EQ(eng.stats().steps_by_node[1], 1);
 }
@@ -393,7 +396,7 @@ TEST(Gossip, ExactAveragingPreservesTheMeanAndConvergesAtTheExpectedRate) {
   rig.eng->average(mean0.data(), &phi0);
   const int64_t T = 120;
   StopAfter stop(T);
-  rig.eng->run_virtual(stop);
+  rig.run(stop);
   rig.eng->average(mean1.data(), &phi1);
   const int64_t interactions = rig.eng->stats().interactions;
   EXPECT_EQ(interactions, T - 1);  // the last step stops the run before its interaction
@@ -414,7 +417,7 @@ TEST(Gossip, NodesMinimisingTheSameQuadraticReachConsensusAtItsMinimum) {
   GossipRig rig(cfg, 6, 100, false, 0.5f);
   for (int i = 0; i < 6; ++i) rig.eng->set_model(i, test::random_vector<float>(100, 20 + uint64_t(i), 0.3, 0.7).data());
   StopAfter stop(600);
-  rig.eng->run_virtual(stop);
+  rig.run(stop);
   std::vector<float> mean(100);
   double consensus = 0;
   rig.eng->average(mean.data(), &consensus);
@@ -435,7 +438,7 @@ TEST(Gossip, BytesAreCountedExactly) {
       const size_t n = 333;
       GossipRig rig(cfg, 4, n, true);
       StopAfter stop(50);
-      rig.eng->run_virtual(stop);
+      rig.run(stop);
       const SwarmStats s = rig.eng->stats();
       // 333 coordinates: one block, with its 8-byte header (step and check).
       const int64_t per_message = bits == 0 ? 4 * int64_t(n) : int64_t(n) * (bits / 8) + 8;
@@ -464,7 +467,7 @@ TEST(Gossip, TwoNodesFarApartAverageCorrectlyWithAnyStep) {
       rig.eng->set_model(0, x0.data());
       rig.eng->set_model(1, x1.data());
       StopAfter stop(2);  // one interaction
-      rig.eng->run_virtual(stop);
+      rig.run(stop);
       const SwarmStats s = rig.eng->stats();
       ASSERT_EQ(s.interactions, 1);
       EXPECT_EQ(s.out_of_range, 0);
@@ -509,7 +512,7 @@ TEST(Gossip, AdaptiveStepReachesConsensusAtTheMinimumWithFewResends) {
     GossipRig rig(cfg, 6, 1000, false, 0.5f);
     for (int i = 0; i < 6; ++i) rig.eng->set_model(i, test::random_vector<float>(1000, 40 + uint64_t(i), -5, 5).data());
     StopAfter stop(1500);
-    rig.eng->run_virtual(stop);
+    rig.run(stop);
     std::vector<float> mean(1000);
     double consensus = 0;
     rig.eng->average(mean.data(), &consensus);

@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/algorithms/swarm.h"
+#include "runtime/drivers/swarm_drivers.h"
 #include "runtime/output.h"
 #include "runtime/stop_request.h"  // the drain is short once the job is going down
 #include "runtime/transport/mpi/mpi.h"
@@ -287,8 +288,8 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
   }
   StepReporter reporter(2 * int64_t(g.workers.size()));  // outlives the nodes that call it
   MpiSwarmPeers peers(world, codec, n, g.nodes);
-  SwarmEngine eng(*g.cfg, g.workers, g.samplers, g.straggler, init.data(), n, g.nodes, g.first, last, &peers);
-  eng.set_faults(g.faults);
+  SwarmEngine eng(*g.cfg, init.data(), n, g.nodes, g.first, last, &peers);
+  SwarmThreads nodes(eng, SwarmSetup{g.workers, g.samplers, g.straggler, g.faults});
   peers.attach(&eng);
   for (int i = g.first; i < last && !resumed.empty(); ++i) {
     const float* s = resumed.data() + size_t(i - g.first) * per_node;
@@ -298,7 +299,7 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
     if (g.first <= i && i < last) eng.set_failed(i);
   bool stopping = false, done = false;
   try {
-    eng.start(reporter);
+    nodes.start(reporter);
     Backoff backoff;
     for (;;) {
       MPI_Message msg;
@@ -308,10 +309,10 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
         peers.serve(&msg, st);
         continue;
       }
-      eng.rethrow_error();  // a node's failed exchange or step ends the job, saying why
-      if (stopping && !done && !eng.running()) {
+      nodes.rethrow_error();  // a node's failed exchange or step ends the job, saying why
+      if (stopping && !done && !nodes.running()) {
         // Every node has ended (none is in an exchange): the counters, then `done`.
-        eng.stop();
+        nodes.stop();
         send_text(nlohmann::json(eng.stats()).dump(), 0, kSwStats);
         send_small(WordMsg{0, -1}, 0, kDone);
         done = true;
@@ -326,7 +327,7 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
         if (wm.kind != kWordStop) throw std::runtime_error("MPI: a word other than stop for SwarmSGD nodes");
         if (done) send_small(WordMsg{0, -1}, 0, kDone);  // asked again: rank 0 is ending the job
         stopping = true;
-        eng.request_stop();
+        nodes.request_stop();
         reporter.stop();
       } else if (st.MPI_TAG == kSwAverage) {
         receive_small<WordMsg>(&msg, st, "average");
@@ -373,7 +374,7 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
   } catch (const std::exception& e) {
     abort_job(world, e);
   }
-  eng.stop();
+  nodes.stop();
 }
 
 }  // namespace adasync
