@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
     std::memcpy(w_out.data(), src.data(), N * 4);
     for (const char* name : {"momentum", "amsgrad"}) {
       OptimizerConfig oc;
-      oc.name = std::string(name) == "momentum" ? "sgd" : name;
+      oc.name = parse_enum<OptimizerKind>(name, "optimizer");  // momentum: sgd
       oc.momentum = 0.9;
       HostOptimizer opt(oc, N, &pool);
       for (long k : parse_list(ks)) {

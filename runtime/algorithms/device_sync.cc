@@ -14,7 +14,7 @@ struct DeviceSync::Slot {
 DeviceSync::DeviceSync(std::vector<ModelWorker*> workers, const OptimizerConfig& opt, const float* init)
     : workers_(std::move(workers)), opt_(opt) {
   EXPECTS(!workers_.empty(), "no workers");
-  EXPECTS(opt.name == "sgd", "on-device updates support SGD (with momentum), not " << opt.name);
+  EXPECTS(opt.name == OptimizerKind::Sgd, "on-device updates support SGD (with momentum), not " << name_of(opt.name));
   n_ = workers_[0]->num_params();
   layout_ = workers_[0]->model().layout();
   size_t at = 0;

@@ -11,7 +11,7 @@
 namespace adasync {
 
 // ------------------------------------------------------------------ graphs
-GossipGraph GossipGraph::make(const std::string& kind, int P, int degree, uint64_t seed) {
+GossipGraph GossipGraph::make(GraphKind kind, int P, int degree, uint64_t seed) {
   if (P < 2) throw UsageError("--variant swarm needs at least 2 workers, found " + std::to_string(P));
   GossipGraph g;
   g.adj_.assign(size_t(P), {});
@@ -19,15 +19,15 @@ GossipGraph GossipGraph::make(const std::string& kind, int P, int degree, uint64
     g.adj_[size_t(a)].push_back(b);
     g.adj_[size_t(b)].push_back(a);
   };
-  if (kind == "complete") {
+  if (kind == GraphKind::Complete) {
     for (int a = 0; a < P; ++a)
       for (int b = a + 1; b < P; ++b) link(a, b);
     g.desc_ = "complete graph";
-  } else if (kind == "ring") {
+  } else if (kind == GraphKind::Ring) {
     for (int a = 0; a < P; ++a)
       if (P > 2 || a == 0) link(a, (a + 1) % P);
     g.desc_ = "ring";
-  } else if (kind == "torus") {
+  } else if (kind == GraphKind::Torus) {
     int rows = 0;
     for (int r = 2; r * r <= P; ++r)
       if (P % r == 0) rows = r;
@@ -43,7 +43,7 @@ GossipGraph GossipGraph::make(const std::string& kind, int P, int degree, uint64
       }
     for (auto [a, b] : edges) link(a, b);
     g.desc_ = std::to_string(rows) + "x" + std::to_string(cols) + " torus";
-  } else if (kind == "regular") {
+  } else {  // regular
     if (degree < 1 || degree >= P || (P * degree) % 2 != 0)
       throw UsageError("--degree: a random " + std::to_string(degree) + "-regular graph on " + std::to_string(P) +
                        " nodes needs 1 <= r < P and P * r even");
@@ -70,8 +70,6 @@ GossipGraph GossipGraph::make(const std::string& kind, int P, int degree, uint64
     }
     if (g.adj_[0].empty()) throw UsageError("--graph regular: no connected simple " + std::to_string(degree) + "-regular graph found");
     g.desc_ = "random " + std::to_string(degree) + "-regular graph";
-  } else {
-    throw UsageError("--graph: expected complete, ring, torus or regular, found '" + kind + "'");
   }
   for (auto& a : g.adj_) std::sort(a.begin(), a.end());
   return g;

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/config/settings.h"
+
 namespace adasync {
 
 // ------------------------------------------------------------------ graphs
@@ -16,7 +18,7 @@ class GossipGraph {
  public:
   // kind: complete | ring | torus (2-D, rows x cols = P, as square as P
   // allows, both >= 2) | regular (random r-regular, from the seed).
-  static GossipGraph make(const std::string& kind, int nodes, int degree, uint64_t seed);
+  static GossipGraph make(GraphKind kind, int nodes, int degree, uint64_t seed);
   int nodes() const { return int(adj_.size()); }
   const std::vector<int>& neighbours(int i) const { return adj_[size_t(i)]; }
   std::string describe() const { return desc_; }

@@ -37,7 +37,7 @@
 namespace adasync {
 // ------------------------------------------------------------------ engine
 struct SwarmConfig {
-  std::string graph = "complete";
+  GraphKind graph = GraphKind::Complete;
   int degree = 4;             // random r-regular graphs
   double local_steps = 4;     // H
   bool geometric = false;     // H geometric with mean H instead of fixed

@@ -45,7 +45,7 @@ void add_trainer_flags(CLI::App& app, TrainConfig& c, CliText& t) {
       ->group(g_data);
 
   auto* g_opt = "Optimization";
-  app.add_option("--optimizer", c.opt.name, "sgd (momentum via --momentum), momentum, adam or amsgrad")
+  app.add_option("--optimizer", t.optimizer, "sgd (momentum via --momentum), momentum, adam or amsgrad")
       ->capture_default_str()->group(g_opt);
   app.add_option("--lr", c.lr, "Learning rate")->capture_default_str()->group(g_opt);
   app.add_option("--momentum", c.momentum,

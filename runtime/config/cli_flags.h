@@ -17,7 +17,7 @@ struct CliText {
               loss_estimate = "window", lr_rule = "const", lr_schedule = "const", lr_milestones, lr_distance = "sketch", graph = "complete",
               local_steps_dist = "fixed", swarm_mode = "blocking", devices = "auto", aggregate = "auto",
               on_nonfinite = "drop", progress = "auto", eval_every = "200", checkpoint_every = "0",
-              transport = "local";
+              transport = "local", optimizer = "sgd";
   bool no_bias_correction = false;
   std::string ps_time;
   std::string schedule_every;

@@ -64,8 +64,8 @@ void validate(const TrainConfig& c) {
     if (c.quant_block < 1) bad("--quant-block", "at least 1 coordinate", std::to_string(c.quant_block));
     if (c.quant_margin != 0 && !(c.quant_margin >= 1))
       bad("--quant-margin", "at least 1 (0: automatic)", std::to_string(c.quant_margin));
-    if (c.opt.name != "sgd" && c.opt.name != "momentum")
-      throw UsageError("--optimizer " + c.opt.name + ": SwarmSGD nodes take plain SGD local steps");
+    if (c.opt.name != OptimizerKind::Sgd)
+      throw UsageError(std::string("--optimizer ") + name_of(c.opt.name) + ": SwarmSGD nodes take plain SGD local steps");
     if (c.momentum > 0 || c.opt.nesterov)
       bad("--momentum", "0 for --variant swarm (its nodes take plain SGD local steps)", std::to_string(c.momentum));
     if (c.opt.weight_decay != 0)
@@ -121,9 +121,9 @@ void validate(const TrainConfig& c) {
     bad("--lr-schedule", "const with --variant swarm (its nodes keep --lr)", std::string(name_of(c.lr_schedule)));
   {
     LrConfig lc;
-    lc.rule = name_of(c.lr_rule);
+    lc.rule = c.lr_rule;
     lc.c = c.lr_c;
-    lc.distance = name_of(c.lr_distance);
+    lc.distance = c.lr_distance;
     validate(lc);
     if (c.lr_rule != LrKind::Const && is_synchronous(v) && !swarm)
       throw UsageError(std::string("--lr-rule ") + name_of(c.lr_rule) + ": " + vname + " applies only fresh gradients (staleness 0); "
@@ -162,7 +162,8 @@ void validate(const TrainConfig& c) {
       throw UsageError("--aggregate device: only the sync variant can update on the devices, not " + vname);
     if (c.devices == Devices::Cpu) throw UsageError("--aggregate device needs GPUs; --devices cpu was given");
     if (c.clock != ClockKind::Real) throw UsageError("--aggregate device runs on the real clock only");
-    if (c.opt.name != "sgd" && c.opt.name != "momentum") throw UsageError("--aggregate device supports sgd (with momentum), not " + c.opt.name);
+    if (c.opt.name != OptimizerKind::Sgd)
+      throw UsageError(std::string("--aggregate device supports sgd (with momentum), not ") + name_of(c.opt.name));
     if (!c.trace.empty()) throw UsageError("--trace records parameter-server updates: use --aggregate host");
   }
   if (c.transport == TransportKind::Mpi) {

@@ -17,45 +17,19 @@ namespace adasync {
 
 enum class ClockKind { Real, Virtual };
 enum class Devices { Auto, Cpu, Cuda };
-enum class ScheduleKind { Fixed, AdaSync, Piecewise };
 enum class Rounding { Ceil, Round };
 enum class LossEstimate { Window, Sample };
-enum class GraphKind { Complete, Ring, Torus, Regular };
 enum class StepsDist { Fixed, Geometric };
 enum class SwarmMode { Blocking, Nonblocking };
 enum class Aggregate { Auto, Host, Device };
 enum class TransportKind { Local, Mpi };
 enum class Progress { Auto, Plain, None };
 enum class OnNonfinite { Drop, Stop };
-enum class LrKind { Const, Staleness, Distance };
-enum class LrSchedule { Const, Step, Cosine };
-enum class DistanceKind { Sketch, Exact };
 
-// The names of an enum's values, as the flags spell them. parse_enum throws
-// UsageError("FLAG: expected a, b or c, found 'x'").
-template <class E>
-struct EnumNames;
-#define ADASYNC_ENUM_NAMES(E, ...)                                                 \
-  template <>                                                                      \
-  struct EnumNames<E> {                                                            \
-    static constexpr std::pair<E, const char*> values[] = {__VA_ARGS__};           \
-  };
-ADASYNC_ENUM_NAMES(Variant, {Variant::Sync, "sync"}, {Variant::KSync, "k-sync"}, {Variant::KBatchSync, "k-batch-sync"},
-                   {Variant::Async, "async"}, {Variant::KAsync, "k-async"}, {Variant::KBatchAsync, "k-batch-async"})
 ADASYNC_ENUM_NAMES(ClockKind, {ClockKind::Real, "real"}, {ClockKind::Virtual, "virtual"})
 ADASYNC_ENUM_NAMES(Devices, {Devices::Auto, "auto"}, {Devices::Cpu, "cpu"}, {Devices::Cuda, "cuda"})
-ADASYNC_ENUM_NAMES(ScheduleKind, {ScheduleKind::Fixed, "fixed"}, {ScheduleKind::AdaSync, "adasync"},
-                   {ScheduleKind::Piecewise, "piecewise"})
-ADASYNC_ENUM_NAMES(AdaRule, {AdaRule::Auto, "auto"}, {AdaRule::Sqrt, "sqrt"}, {AdaRule::OrderStat, "order-stat"},
-                   {AdaRule::Runtime, "runtime"}, {AdaRule::Plateau, "plateau"},
-                   {AdaRule::RuntimePlateau, "runtime-plateau"}, {AdaRule::Goodput, "goodput"})
 ADASYNC_ENUM_NAMES(Rounding, {Rounding::Ceil, "ceil"}, {Rounding::Round, "round"})
 ADASYNC_ENUM_NAMES(LossEstimate, {LossEstimate::Window, "window"}, {LossEstimate::Sample, "sample"})
-ADASYNC_ENUM_NAMES(LrKind, {LrKind::Const, "const"}, {LrKind::Staleness, "staleness"}, {LrKind::Distance, "distance"})
-ADASYNC_ENUM_NAMES(LrSchedule, {LrSchedule::Const, "const"}, {LrSchedule::Step, "step"}, {LrSchedule::Cosine, "cosine"})
-ADASYNC_ENUM_NAMES(DistanceKind, {DistanceKind::Sketch, "sketch"}, {DistanceKind::Exact, "exact"})
-ADASYNC_ENUM_NAMES(GraphKind, {GraphKind::Complete, "complete"}, {GraphKind::Ring, "ring"}, {GraphKind::Torus, "torus"},
-                   {GraphKind::Regular, "regular"})
 ADASYNC_ENUM_NAMES(StepsDist, {StepsDist::Fixed, "fixed"}, {StepsDist::Geometric, "geometric"})
 ADASYNC_ENUM_NAMES(SwarmMode, {SwarmMode::Blocking, "blocking"}, {SwarmMode::Nonblocking, "nonblocking"})
 ADASYNC_ENUM_NAMES(Aggregate, {Aggregate::Auto, "auto"}, {Aggregate::Host, "host"}, {Aggregate::Device, "device"})
@@ -63,36 +37,6 @@ ADASYNC_ENUM_NAMES(TransportKind, {TransportKind::Local, "local"}, {TransportKin
 ADASYNC_ENUM_NAMES(Progress, {Progress::Auto, "auto"}, {Progress::Plain, "plain"}, {Progress::None, "none"})
 ADASYNC_ENUM_NAMES(OnNonfinite, {OnNonfinite::Drop, "drop"}, {OnNonfinite::Stop, "stop"})
 #undef ADASYNC_ENUM_NAMES
-
-// "a, b or c": the values of E, for messages and --help.
-template <class E>
-std::string enum_choices() {
-  std::string s;
-  const size_t n = std::size(EnumNames<E>::values);
-  for (size_t i = 0; i < n; ++i) s += (i == 0 ? "" : i + 1 == n ? " or " : ", ") + std::string(EnumNames<E>::values[i].second);
-  return s;
-}
-template <class E>
-E parse_enum(const std::string& s, const std::string& flag) {
-  for (const auto& [e, name] : EnumNames<E>::values)
-    if (s == name) return e;
-  throw UsageError(flag + ": expected " + enum_choices<E>() + ", found '" + s + "'");
-}
-template <class E, class = decltype(EnumNames<E>::values)>
-const char* name_of(E e) {
-  for (const auto& [v, name] : EnumNames<E>::values)
-    if (v == e) return name;
-  return "?";
-}
-// JSON: enums are written by name (checkpoints, trace headers, metrics).
-template <class E, class = decltype(EnumNames<E>::values)>
-void to_json(nlohmann::json& j, E e) {
-  j = name_of(e);
-}
-template <class E, class = decltype(EnumNames<E>::values)>
-void from_json(const nlohmann::json& j, E& e) {
-  e = parse_enum<E>(j.get<std::string>(), "enum");
-}
 
 // How often something happens: every N updates or every T clock seconds
 // (never when both are 0). Parsed from "200", "5s", "500ms" or "0".

@@ -79,8 +79,6 @@ const char* to_string(AdaRule r) {
 }
 
 void validate(const OptimizerConfig& c) {
-  if (c.name != "sgd" && c.name != "momentum" && c.name != "adam" && c.name != "amsgrad")
-    throw UsageError("--optimizer: expected sgd, momentum, adam or amsgrad, found '" + c.name + "'");
   if (!(c.momentum >= 0 && c.momentum < 1))
     throw UsageError("--momentum: expected a value in [0, 1), found " + std::to_string(c.momentum));
   if (!(c.beta1 >= 0 && c.beta1 < 1))
@@ -93,12 +91,8 @@ void validate(const OptimizerConfig& c) {
 }
 
 void validate(const LrConfig& c) {
-  if (c.rule != "const" && c.rule != "staleness" && c.rule != "distance")
-    throw UsageError("--lr-rule: expected const, staleness or distance, found '" + c.rule + "'");
-  if (c.rule == "distance" && !(c.c > 0))
+  if (c.rule == LrKind::Distance && !(c.c > 0))
     throw UsageError("--lr-c: the distance rule needs a positive C, found " + std::to_string(c.c));
-  if (c.distance != "exact" && c.distance != "sketch")
-    throw UsageError("--lr-distance: expected exact or sketch, found '" + c.distance + "'");
   if (c.sketch_buckets < 16)
     throw UsageError("--sketch-buckets: expected at least 16, found " + std::to_string(c.sketch_buckets));
 }

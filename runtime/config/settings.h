@@ -5,9 +5,21 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "kernels/context.h"  // UsageError
+
 namespace adasync {
+
+enum class ScheduleKind { Fixed, AdaSync, Piecewise };
+enum class GraphKind { Complete, Ring, Torus, Regular };
+enum class LrKind { Const, Staleness, Distance };
+enum class LrSchedule { Const, Step, Cosine };
+enum class DistanceKind { Sketch, Exact };
+enum class OptimizerKind { Sgd, Adam, AmsGrad };
 
 enum class Variant { Sync, KSync, KBatchSync, Async, KAsync, KBatchAsync };
 Variant parse_variant(const std::string& s);  // throws UsageError
@@ -27,7 +39,7 @@ double default_decision_interval(AdaRule r, double budget);
 const char* to_string(AdaRule r);
 
 struct OptimizerConfig {
-  std::string name = "sgd";  // sgd (alias momentum), adam, amsgrad
+  OptimizerKind name = OptimizerKind::Sgd;
   double momentum = 0.9;     // sgd only; 0 = plain SGD (the trainer resolves "auto" before this)
   bool nesterov = false;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
@@ -36,20 +48,20 @@ struct OptimizerConfig {
   bool no_decay_bn = false;  // no weight decay on biases and batch-norm affine terms
 };
 
-// Throws UsageError for an unknown name or out-of-range hyper-parameter.
+// Throws UsageError for an out-of-range hyper-parameter.
 void validate(const OptimizerConfig& c);
 
 struct LrConfig {
-  std::string rule = "const";       // const | staleness | distance
+  LrKind rule = LrKind::Const;
   double lr = 0.05;                 // eta (const, staleness) or eta_max (distance)
   double c = 0.0;                   // C for distance (> 0 required)
-  std::string distance = "sketch";  // exact | sketch
+  DistanceKind distance = DistanceKind::Sketch;
   size_t sketch_buckets = 4096;
   // The schedule over the run, as a multiplier of lr at `epoch` (epochs of
   // counted samples): const; step (times gamma at each milestone passed);
   // cosine (from 1 to 0 over total_epochs, PyTorch's CosineAnnealingLR);
   // each times a linear warm-up over the first warmup epochs.
-  std::string schedule = "const";  // const | step | cosine
+  LrSchedule schedule = LrSchedule::Const;
   std::vector<double> milestones;
   double gamma = 0.1;
   double total_epochs = 0;
@@ -58,5 +70,61 @@ struct LrConfig {
 };
 
 void validate(const LrConfig& c);
+
+// The names of an enum's values, as the flags spell them. parse_enum throws
+// UsageError("FLAG: expected a, b or c, found 'x'").
+template <class E>
+struct EnumNames;
+#define ADASYNC_ENUM_NAMES(E, ...)                                                 \
+  template <>                                                                      \
+  struct EnumNames<E> {                                                            \
+    static constexpr std::pair<E, const char*> values[] = {__VA_ARGS__};           \
+  };
+ADASYNC_ENUM_NAMES(Variant, {Variant::Sync, "sync"}, {Variant::KSync, "k-sync"}, {Variant::KBatchSync, "k-batch-sync"},
+                   {Variant::Async, "async"}, {Variant::KAsync, "k-async"}, {Variant::KBatchAsync, "k-batch-async"})
+ADASYNC_ENUM_NAMES(ScheduleKind, {ScheduleKind::Fixed, "fixed"}, {ScheduleKind::AdaSync, "adasync"},
+                   {ScheduleKind::Piecewise, "piecewise"})
+ADASYNC_ENUM_NAMES(AdaRule, {AdaRule::Auto, "auto"}, {AdaRule::Sqrt, "sqrt"}, {AdaRule::OrderStat, "order-stat"},
+                   {AdaRule::Runtime, "runtime"}, {AdaRule::Plateau, "plateau"},
+                   {AdaRule::RuntimePlateau, "runtime-plateau"}, {AdaRule::Goodput, "goodput"})
+ADASYNC_ENUM_NAMES(LrKind, {LrKind::Const, "const"}, {LrKind::Staleness, "staleness"}, {LrKind::Distance, "distance"})
+ADASYNC_ENUM_NAMES(LrSchedule, {LrSchedule::Const, "const"}, {LrSchedule::Step, "step"}, {LrSchedule::Cosine, "cosine"})
+ADASYNC_ENUM_NAMES(DistanceKind, {DistanceKind::Sketch, "sketch"}, {DistanceKind::Exact, "exact"})
+ADASYNC_ENUM_NAMES(GraphKind, {GraphKind::Complete, "complete"}, {GraphKind::Ring, "ring"}, {GraphKind::Torus, "torus"},
+                   {GraphKind::Regular, "regular"})
+ADASYNC_ENUM_NAMES(OptimizerKind, {OptimizerKind::Sgd, "sgd"}, {OptimizerKind::Sgd, "momentum"},
+                   {OptimizerKind::Adam, "adam"}, {OptimizerKind::AmsGrad, "amsgrad"})
+// (ADASYNC_ENUM_NAMES stays defined for config.h's enums; config.h undefines it.)
+
+// "a, b or c": the values of E, for messages and --help.
+template <class E>
+std::string enum_choices() {
+  std::string s;
+  const size_t n = std::size(EnumNames<E>::values);
+  for (size_t i = 0; i < n; ++i) s += (i == 0 ? "" : i + 1 == n ? " or " : ", ") + std::string(EnumNames<E>::values[i].second);
+  return s;
+}
+template <class E>
+E parse_enum(const std::string& s, const std::string& flag) {
+  for (const auto& [e, name] : EnumNames<E>::values)
+    if (s == name) return e;
+  throw UsageError(flag + ": expected " + enum_choices<E>() + ", found '" + s + "'");
+}
+template <class E, class = decltype(EnumNames<E>::values)>
+const char* name_of(E e) {
+  for (const auto& [v, name] : EnumNames<E>::values)
+    if (v == e) return name;
+  return "?";
+}
+// JSON: enums are written by name (checkpoints, trace headers, metrics).
+template <class E, class = decltype(EnumNames<E>::values)>
+void to_json(nlohmann::json& j, E e) {
+  j = name_of(e);
+}
+template <class E, class = decltype(EnumNames<E>::values)>
+void from_json(const nlohmann::json& j, E& e) {
+  e = parse_enum<E>(j.get<std::string>(), "enum");
+}
+
 
 }  // namespace adasync

@@ -74,7 +74,7 @@ double exact_distance2(const float* a, const float* b, size_t n) {
 
 LrRule::LrRule(const LrConfig& c, size_t n, uint64_t seed) : cfg_(c), n_(n) {
   validate(c);
-  if (c.rule == "distance" && c.distance == "sketch") sketch_ = std::make_unique<DistanceSketch>(n, c.sketch_buckets, seed, 1024);
+  if (c.rule == LrKind::Distance && c.distance == DistanceKind::Sketch) sketch_ = std::make_unique<DistanceSketch>(n, c.sketch_buckets, seed, 1024);
 }
 
 void LrRule::on_publish(const Snapshot& s) {
@@ -86,7 +86,7 @@ UpdateRates LrRule::rates(const Aggregator& agg, const Snapshot& current) {
   r.lr = float(cfg_.lr);
   const auto& pending = agg.pending();
   const size_t k = pending.size();
-  if (cfg_.rule == "const" || k == 0) {
+  if (cfg_.rule == LrKind::Const || k == 0) {
     last_mean_rate_ = cfg_.lr;
     return r;  // weights 1/K
   }
@@ -95,7 +95,7 @@ UpdateRates LrRule::rates(const Aggregator& agg, const Snapshot& current) {
   for (size_t l = 0; l < k; ++l) {
     double eta = cfg_.lr;
     const int64_t staleness = current.version - pending[l].tau;
-    if (cfg_.rule == "staleness") {
+    if (cfg_.rule == LrKind::Staleness) {
       eta = cfg_.lr / double(std::max<int64_t>(1, staleness));
     } else if (staleness > 0) {
       double d2 = 0;
@@ -114,10 +114,10 @@ UpdateRates LrRule::rates(const Aggregator& agg, const Snapshot& current) {
 
 double lr_multiplier(const LrConfig& c, double epoch) {
   double m = 1;
-  if (c.schedule == "step") {
+  if (c.schedule == LrSchedule::Step) {
     for (double at : c.milestones)
       if (epoch >= at) m *= c.gamma;
-  } else if (c.schedule == "cosine" && c.total_epochs > 0) {
+  } else if (c.schedule == LrSchedule::Cosine && c.total_epochs > 0) {
     const double t = std::min(1.0, std::max(0.0, epoch / c.total_epochs));
     m = 0.5 * (1 + std::cos(M_PI * t));
   }

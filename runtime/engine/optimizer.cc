@@ -127,8 +127,8 @@ void fold_buffers(const ParamLayout& layout, const float* w_in, float* w_out, co
 HostOptimizer::HostOptimizer(const OptimizerConfig& config, size_t n, ThreadPool* pool)
     : cfg_(config), n_(n), layout_(ParamLayout::plain(n)), pool_(pool) {
   validate(cfg_);
-  if (cfg_.name == "adam") kind_ = Kind::Adam;
-  else if (cfg_.name == "amsgrad") kind_ = Kind::AmsGrad;
+  if (cfg_.name == OptimizerKind::Adam) kind_ = Kind::Adam;
+  else if (cfg_.name == OptimizerKind::AmsGrad) kind_ = Kind::AmsGrad;
   else kind_ = Kind::Sgd;
   if (kind_ == Kind::Sgd) {
     if (cfg_.momentum > 0) m_.assign(n, 0.f);

@@ -24,7 +24,7 @@ double Policy::b_noise() const { return noise_ ? noise_->scale().b_noise() : NAN
 UpdateRates Policy::rates(const Aggregator& agg, const Snapshot& current) {
   last_rates_ = lr_rule_->rates(agg, current);
   const LrConfig& lc = lr_rule_->config();
-  if (lc.grads_per_epoch > 0 && (lc.schedule != "const" || lc.warmup > 0))
+  if (lc.grads_per_epoch > 0 && (lc.schedule != LrSchedule::Const || lc.warmup > 0))
     last_rates_.lr = float(double(last_rates_.lr) * lr_multiplier(lc, double(agg.stats().counted) / lc.grads_per_epoch));
   return last_rates_;
 }

@@ -371,8 +371,8 @@ class PiecewiseSchedule : public KSchedule {
 }  // namespace
 
 std::unique_ptr<KSchedule> make_schedule(const ScheduleConfig& c) {
-  if (c.kind == "fixed") return std::make_unique<FixedSchedule>(c.k);
-  if (c.kind == "adasync") {
+  if (c.kind == ScheduleKind::Fixed) return std::make_unique<FixedSchedule>(c.k);
+  if (c.kind == ScheduleKind::AdaSync) {
     EXPECTS(c.rule != AdaRule::Auto, "the AdaSync rule is resolved (default_ada_rule) before a schedule is made");
     if (c.k < 1 || c.k > c.workers)
       throw UsageError("--k0: expected a start K in [1, --workers = " + std::to_string(c.workers) + "], found " +
@@ -388,7 +388,7 @@ std::unique_ptr<KSchedule> make_schedule(const ScheduleConfig& c) {
       throw UsageError("--plateau-z: expected a positive number of standard errors, found " + std::to_string(c.plateau_z));
     return std::make_unique<AdaSyncSchedule>(c);
   }
-  if (c.kind == "piecewise") {
+  {  // piecewise
     std::vector<std::pair<double, int>> pts;
     std::stringstream ss(c.points);
     std::string item;
@@ -415,7 +415,6 @@ std::unique_ptr<KSchedule> make_schedule(const ScheduleConfig& c) {
       throw UsageError("--schedule-points: the list must start at time 0 (e.g. 0:1,30s:2), found '" + c.points + "'");
     return std::make_unique<PiecewiseSchedule>(std::move(pts));
   }
-  throw UsageError("--schedule: expected fixed, adasync or piecewise, found '" + c.kind + "'");
 }
 
 }  // namespace adasync

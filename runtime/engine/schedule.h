@@ -115,7 +115,7 @@ class KSchedule {
 
 
 struct ScheduleConfig {
-  std::string kind = "fixed";  // fixed | adasync | piecewise
+  ScheduleKind kind = ScheduleKind::Fixed;
   int k = 1;                   // fixed: K; adasync: K_0 (>= 1)
   int workers = 1;             // P
   double interval = 0;         // adasync: T_0 (clock seconds, > 0)

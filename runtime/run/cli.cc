@@ -150,7 +150,7 @@ int trainer_main(int argc, char** argv) {
     c.checkpoint_every = Cadence::parse(checkpoint_every, "--checkpoint-every");
     c.opt.bias_correction = !no_bias_correction;
     c.cuda_graphs = !no_graphs;
-    if (c.opt.name == "momentum") c.opt.name = "sgd";
+    c.opt.name = parse_enum<OptimizerKind>(t.optimizer, "--optimizer");  // momentum: sgd
     if (!time_budget.empty()) c.time_budget = parse_seconds(time_budget, "--time-budget");
     if (!base_time.empty()) c.base_time = parse_seconds(base_time, "--base-time");
     if (!ps_time.empty()) c.ps_time = parse_seconds(ps_time, "--ps-time");

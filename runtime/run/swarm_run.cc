@@ -49,7 +49,7 @@ struct SwarmHooks : SwarmListener {
 
 SwarmConfig swarm_config(const TrainConfig& c) {
   SwarmConfig sc;
-  sc.graph = name_of(c.graph);
+  sc.graph = c.graph;
   sc.degree = c.degree;
   sc.local_steps = c.local_steps;
   sc.geometric = c.local_steps_dist == StepsDist::Geometric;

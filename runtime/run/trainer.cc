@@ -87,7 +87,7 @@ void Trainer::setup() {
   r.device_sync = !c.swarm && r.use_cuda && !r.virtual_clock && r.mpi == nullptr && c.variant == Variant::Sync &&
                   P <= gpus &&
                   (c.aggregate == Aggregate::Device ||
-                   (c.aggregate == Aggregate::Auto && (c.opt.name == "sgd" || c.opt.name == "momentum") &&
+                   (c.aggregate == Aggregate::Auto && c.opt.name == OptimizerKind::Sgd &&
                     c.trace.empty()));
   // CPU threads: several concurrent real-time workers each compute serially;
   // otherwise the one computing replica gets every thread.
@@ -137,7 +137,7 @@ void Trainer::setup() {
 
   PolicyConfig pc;
   ScheduleConfig& sc = pc.schedule;
-  sc.kind = c.swarm ? "fixed" : name_of(c.schedule);
+  sc.kind = c.swarm ? ScheduleKind::Fixed : c.schedule;
   sc.workers = P;
   sc.k = c.schedule == ScheduleKind::AdaSync ? c.k0 : r.agg->k();
   sc.rule = c.adasync_rule != AdaRule::Auto ? c.adasync_rule : default_ada_rule(c.variant);
@@ -150,11 +150,11 @@ void Trainer::setup() {
   sc.points = c.schedule_points;
   sc.batch = c.batch;
   sc.stale = !is_synchronous(c.variant);
-  pc.lr.rule = name_of(c.lr_rule);
+  pc.lr.rule = c.lr_rule;
   pc.lr.lr = c.lr;
   pc.lr.c = c.lr_c;
-  pc.lr.distance = name_of(c.lr_distance);
-  pc.lr.schedule = name_of(c.lr_schedule);
+  pc.lr.distance = c.lr_distance;
+  pc.lr.schedule = c.lr_schedule;
   pc.lr.milestones = c.lr_milestones;
   pc.lr.gamma = c.lr_gamma;
   pc.lr.total_epochs = c.epochs;

@@ -44,7 +44,7 @@ TEST(Apam, ConvergesOnAConvexProblemAndDropsExactlyTheGradientsOverTheBound) {
   std::vector<float> init(worker.num_params());
   worker.model().init_params(init.data(), 3);
   OptimizerConfig oc;
-  oc.name = "amsgrad";
+  oc.name = OptimizerKind::AmsGrad;
   ParamServer ps(init.size(), init.data(), std::make_unique<HostOptimizer>(oc, init.size(), nullptr), 2 * P);
   AggregatorConfig ac;
   ac.variant = Variant::Async;
@@ -99,7 +99,7 @@ TEST(Apam, TrainerRunsAsyncAmsGradWithTheBoundInItsMetrics) {
   c.model = "linear";
   c.dataset = "gaussian";
   c.batch = 16;
-  c.opt.name = "amsgrad";
+  c.opt.name = OptimizerKind::AmsGrad;
   c.lr = 1e-2;
   c.workers = 8;
   c.set_variant("async");

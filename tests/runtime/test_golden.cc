@@ -145,7 +145,7 @@ const std::vector<Golden>& table() {
       {"piecewise", [](TrainConfig& c) { c.set_variant("k-async"), c.schedule = ScheduleKind::Piecewise, c.schedule_points = "0:1,20:2,40:4"; }, 0x10b9229c3585f96a, 0x31800644dca43e6b},
       {"lr_staleness", [](TrainConfig& c) { c.set_variant("async"), c.lr_rule = LrKind::Staleness; }, 0x5c444b49bd464d50, 0x96183a6170082682},
       {"lr_distance", [](TrainConfig& c) { c.set_variant("k-async"), c.k = 2, c.lr_rule = LrKind::Distance, c.lr_c = 1e-6; }, 0x2fc5fd6ffdb2b631, 0x696f4cbdab4c95b6},
-      {"apam_bound", [](TrainConfig& c) { c.set_variant("async"), c.opt.name = "amsgrad", c.lr = 1e-3, c.max_staleness = 4; }, 0xc3b2e21c9ea0a775, 0x57278951641a0cd3},
+      {"apam_bound", [](TrainConfig& c) { c.set_variant("async"), c.opt.name = OptimizerKind::AmsGrad, c.lr = 1e-3, c.max_staleness = 4; }, 0xc3b2e21c9ea0a775, 0x57278951641a0cd3},
       {"ps_time", [](TrainConfig& c) { c.set_variant("async"), c.ps_time = 0.2; }, 0xdcc150ca5fa16568, 0xed7b9ec5ed5e123f},
       {"sync_no_momentum", [](TrainConfig& c) { c.set_variant("sync"), c.momentum = 0; }, 0x830d1f6a09067039, 0x5ae7bd41ded9839e},
       {"swarm_ring", [](TrainConfig& c) { c.set_variant("swarm"), c.graph = GraphKind::Ring; }, 0xf9509b7eed2b8cc0, 0xceadffd571c93902},

@@ -224,7 +224,7 @@ TEST(Goodput, TheFittedLEtaReproducesTheObservedDecrease) {
 // none, and never down.
 TEST(Goodput, AConstantInputNeverOscillates) {
   ScheduleConfig c;
-  c.kind = "adasync";
+  c.kind = ScheduleKind::AdaSync;
   c.rule = AdaRule::Goodput;
   c.workers = 8;
   c.k = 1;
@@ -269,7 +269,7 @@ namespace {
 // time unit, with a clock budget (0: none).
 std::unique_ptr<KSchedule> goodput_schedule(double budget = 0) {
   ScheduleConfig c;
-  c.kind = "adasync";
+  c.kind = ScheduleKind::AdaSync;
   c.rule = AdaRule::Goodput;
   c.workers = 8;
   c.k = 1;
@@ -347,7 +347,7 @@ TEST(Goodput, MovesAtMostDoubleKAndOnlyWithTimeToPayOff) {
 // decision included, even where the model finds K = 1 fastest (no noise).
 TEST(Goodput, TheFirstDecisionNeverGoesBelowKZero) {
   ScheduleConfig c;
-  c.kind = "adasync";
+  c.kind = ScheduleKind::AdaSync;
   c.rule = AdaRule::Goodput;
   c.workers = 8;
   c.k = 4;

@@ -21,13 +21,13 @@ void reference_step(const OptimizerConfig& c, RefState& s, const std::vector<std
                     const std::vector<float>& coef, double lr, int64_t step) {
   const size_t n = s.w.size();
   double a = lr;
-  if ((c.name == "adam" || c.name == "amsgrad") && c.bias_correction)
+  if ((c.name == OptimizerKind::Adam || c.name == OptimizerKind::AmsGrad) && c.bias_correction)
     a = lr * std::sqrt(1 - std::pow(c.beta2, double(step))) / (1 - std::pow(c.beta1, double(step)));
   for (size_t i = 0; i < n; ++i) {
     double gi = 0;
     for (size_t l = 0; l < g.size(); ++l) gi += double(coef[l]) * g[l][i];
     gi += c.weight_decay * s.w[i];
-    if (c.name == "sgd") {
+    if (c.name == OptimizerKind::Sgd) {
       if (c.momentum == 0) {
         s.w[i] -= lr * gi;
       } else {
@@ -38,7 +38,7 @@ void reference_step(const OptimizerConfig& c, RefState& s, const std::vector<std
       s.m[i] = c.beta1 * s.m[i] + (1 - c.beta1) * gi;
       s.v[i] = c.beta2 * s.v[i] + (1 - c.beta2) * gi * gi;
       double denom = s.v[i];
-      if (c.name == "amsgrad") denom = s.vh[i] = std::max(s.vh[i], s.v[i]);
+      if (c.name == OptimizerKind::AmsGrad) denom = s.vh[i] = std::max(s.vh[i], s.v[i]);
       s.w[i] -= a * s.m[i] / (std::sqrt(denom) + c.eps);
     }
   }
@@ -57,7 +57,7 @@ class Optimizers : public ::testing::TestWithParam<OptCase> {};
 TEST_P(Optimizers, MatchTheDoublePrecisionReferenceOverManySteps) {
   const OptCase oc = GetParam();
   OptimizerConfig c;
-  c.name = oc.name;
+  c.name = parse_enum<OptimizerKind>(oc.name, "name");
   c.momentum = oc.momentum;
   c.nesterov = oc.nesterov;
   c.bias_correction = oc.bias;
@@ -82,7 +82,7 @@ TEST_P(Optimizers, MatchTheDoublePrecisionReferenceOverManySteps) {
       gp.push_back(g.back().data());
       coef.push_back(1.0f / float(k) * (l % 2 ? 0.5f : 1.0f));
     }
-    const float lr = c.name == "sgd" ? 0.01f : 1e-3f;
+    const float lr = c.name == OptimizerKind::Sgd ? 0.01f : 1e-3f;
     // Alternate in-place and out-of-place updates.
     if (step % 2) {
       opt.step(w.data(), w.data(), gp.data(), coef.data(), k, lr);
@@ -111,7 +111,7 @@ INSTANTIATE_TEST_SUITE_P(All, Optimizers,
 
 TEST(Optimizers, AmsGradKeepsTheRunningMaximumOfV) {
   OptimizerConfig c;
-  c.name = "amsgrad";
+  c.name = OptimizerKind::AmsGrad;
   HostOptimizer opt(c, 1, nullptr);
   float w = 0;
   const float big = 1.f, small = 1e-3f;
@@ -128,7 +128,7 @@ TEST(Optimizers, AmsGradKeepsTheRunningMaximumOfV) {
 
 TEST(Optimizers, ResultsAreBitIdenticalForAnyThreadCount) {
   OptimizerConfig c;
-  c.name = "adam";
+  c.name = OptimizerKind::Adam;
   const size_t n = 300000;
   const auto g1 = test::random_vector<float>(n, 3), g2 = test::random_vector<float>(n, 4);
   const float* gp[] = {g1.data(), g2.data()};
@@ -147,9 +147,7 @@ TEST(Optimizers, ResultsAreBitIdenticalForAnyThreadCount) {
 
 TEST(Optimizers, BadConfigurationsAreRejected) {
   OptimizerConfig c;
-  c.name = "rmsprop";
-  EXPECT_THROW(validate(c), UsageError);
-  c.name = "adam";
+  c.name = OptimizerKind::Adam;  // (an unknown name is the CLI's to refuse: BadFlags)
   c.beta2 = 1.0;
   EXPECT_THROW(validate(c), UsageError);
   c.beta2 = 0.999;

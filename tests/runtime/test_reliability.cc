@@ -899,6 +899,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadFlag{{"--variant", "swarm", "--workers", "4", "--quantize", "8", "--quant-block", "0"}, "--quant-block"},
         BadFlag{{"--variant", "swarm", "--workers", "4", "--quantize", "8", "--quant-margin", "0.5"}, "--quant-margin"},
         BadFlag{{"--graph", "ring"}, "--variant swarm"}, BadFlag{{"--no-such-flag"}, "no-such-flag"},
+        BadFlag{{"--variant", "swarm", "--workers", "4", "--graph", "star"}, "--graph"},
+        BadFlag{{"--schedule", "exponential"}, "--schedule"}, BadFlag{{"--lr-rule", "steep"}, "--lr-rule"},
+        BadFlag{{"--lr-distance", "far"}, "--lr-distance"},
         BadFlag{{"--eval-every", "soon"}, "--eval-every"}, BadFlag{{"--target-accuracy", "88"}, "--target-accuracy"},
         // Runs that would never end, or end only after the work.
         BadFlag{{"--epochs", "nan"}, "--epochs"}, BadFlag{{"--epochs", "inf"}, "--epochs"},

@@ -197,15 +197,15 @@ TEST(SwarmCodec, NonFiniteValuesAndByteCounts) {
 }
 
 TEST(GossipGraphs, ShapesAndDegrees) {
-  auto c = GossipGraph::make("complete", 6, 0, 1);
+  auto c = GossipGraph::make(GraphKind::Complete, 6, 0, 1);
   for (int i = 0; i < 6; ++i) EXPECT_EQ(c.neighbours(i).size(), 5u);
-  auto r = GossipGraph::make("ring", 6, 0, 1);
+  auto r = GossipGraph::make(GraphKind::Ring, 6, 0, 1);
   EXPECT_EQ(r.neighbours(0), (std::vector<int>{1, 5}));
-  auto t = GossipGraph::make("torus", 12, 0, 1);  // 3 x 4
+  auto t = GossipGraph::make(GraphKind::Torus, 12, 0, 1);  // 3 x 4
   EXPECT_EQ(t.describe(), "3x4 torus");
   for (int i = 0; i < 12; ++i) EXPECT_EQ(t.neighbours(i).size(), 4u);
   for (uint64_t seed : {1, 2, 3}) {
-    auto g = GossipGraph::make("regular", 10, 3, seed);
+    auto g = GossipGraph::make(GraphKind::Regular, 10, 3, seed);
     EXPECT_TRUE(g.connected());
     for (int i = 0; i < 10; ++i) {
       EXPECT_EQ(g.neighbours(i).size(), 3u);
@@ -216,9 +216,8 @@ TEST(GossipGraphs, ShapesAndDegrees) {
       }
     }
   }
-  EXPECT_THROW(GossipGraph::make("torus", 7, 0, 1), UsageError);
-  EXPECT_THROW(GossipGraph::make("regular", 5, 3, 1), UsageError);  // P * r odd
-  EXPECT_THROW(GossipGraph::make("star", 5, 0, 1), UsageError);
+  EXPECT_THROW(GossipGraph::make(GraphKind::Torus, 7, 0, 1), UsageError);
+  EXPECT_THROW(GossipGraph::make(GraphKind::Regular, 5, 3, 1), UsageError);  // P * r odd
 }
 
 // Gradient of f(x) = ||x - c||^2 / 2 (or zero): exact, cheap, known optimum.
@@ -409,7 +408,7 @@ TEST(Gossip, ExactAveragingPreservesTheMeanAndConvergesAtTheExpectedRate) {
 
 TEST(Gossip, NodesMinimisingTheSameQuadraticReachConsensusAtItsMinimum) {
   SwarmConfig cfg;
-  cfg.graph = "ring";
+  cfg.graph = GraphKind::Ring;
   cfg.local_steps = 3;
   cfg.bits = 8;
   cfg.quant_step = 4e-3;  // safe radius 0.51: wider than the starting spread of 0.4
@@ -453,7 +452,7 @@ TEST(Gossip, TwoNodesFarApartAverageCorrectlyWithAnyStep) {
   for (bool blocking : {true, false})
     for (double fixed : {0.0, 1e-3}) {
       SwarmConfig cfg;
-      cfg.graph = "ring";
+      cfg.graph = GraphKind::Ring;
       cfg.blocking = blocking;
       cfg.bits = 8;
       cfg.quant_step = fixed;
@@ -503,7 +502,7 @@ TEST(Gossip, TwoNodesFarApartAverageCorrectlyWithAnyStep) {
 TEST(Gossip, AdaptiveStepReachesConsensusAtTheMinimumWithFewResends) {
   for (bool blocking : {true, false}) {
     SwarmConfig cfg;
-    cfg.graph = "torus";
+    cfg.graph = GraphKind::Torus;
     cfg.blocking = blocking;
     cfg.local_steps = 3;
     cfg.bits = 8;
