@@ -13,7 +13,7 @@
 namespace adasync {
 
 void worker_loop(int w, GradientWorker& gw, Sampler& sampler, const WorkerLink& link) {
-  Transport& net = *link.net;
+  WorkerChannel& net = *link.net;
   const CancelSource& cancel = net.cancel_source(w);
   std::vector<int32_t> idx;
   SnapshotPtr params;
@@ -63,7 +63,7 @@ void worker_loop(int w, GradientWorker& gw, Sampler& sampler, const WorkerLink& 
   }
 }
 
-double serve_updates(UpdateLoop& loop, DriverHooks& hooks, Transport& net, const std::function<double()>& clock) {
+double serve_updates(UpdateLoop& loop, DriverHooks& hooks, PsChannel& net, const std::function<double()>& clock) {
   const Aggregator& agg = loop.aggregator();
   const int P = agg.workers();
   const bool k_batch = agg.variant() == Variant::KBatchAsync || agg.variant() == Variant::KBatchSync;

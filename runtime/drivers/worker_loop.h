@@ -18,7 +18,7 @@ namespace adasync {
 
 // What a worker thread needs from the side of the parameter server.
 struct WorkerLink {
-  Transport* net = nullptr;
+  WorkerChannel* net = nullptr;
   ParamServer* slots = nullptr;  // gradient slots to compute into
   // The parameters to compute on next (worker w); null when the run stops.
   std::function<SnapshotPtr(int)> pull;
@@ -35,6 +35,6 @@ struct WorkerLink {
 void worker_loop(int w, GradientWorker& gw, Sampler& sampler, const WorkerLink& link);
 
 // Returns the clock time at the stop; the caller then stops the workers.
-double serve_updates(UpdateLoop& loop, DriverHooks& hooks, Transport& net, const std::function<double()>& clock);
+double serve_updates(UpdateLoop& loop, DriverHooks& hooks, PsChannel& net, const std::function<double()>& clock);
 
 }  // namespace adasync

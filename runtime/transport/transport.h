@@ -25,16 +25,21 @@ struct Message {
   std::string what;
 };
 
-class Transport {
+// The workers' side: what worker_loop sees.
+class WorkerChannel {
  public:
-  virtual ~Transport() = default;
-  // Worker side.
+  virtual ~WorkerChannel() = default;
   virtual void send(Message m) = 0;
   virtual Next await(int w) = 0;             // blocks for the PS's word; Wait means stop
   virtual Next poll(int w, Next dflt) = 0;   // a pending word, or dflt (Wait once stopped)
   virtual bool stopped(int w) = 0;
   virtual const CancelSource& cancel_source(int w) = 0;
-  // PS side.
+};
+
+// The parameter server's side: what serve_updates sees.
+class PsChannel {
+ public:
+  virtual ~PsChannel() = default;
   virtual bool receive(Message* m, double timeout_s) = 0;
   virtual void post(int w, Next n) = 0;  // Pull dominates Continue
   virtual void cancel(int w) = 0;
@@ -42,7 +47,8 @@ class Transport {
   virtual std::deque<Message> drain() = 0;  // what is left once every worker has stopped
 };
 
-class InProcessTransport : public Transport {
+// Both sides in one process (and a worker rank's local end over MPI).
+class InProcessTransport : public WorkerChannel, public PsChannel {
  public:
   explicit InProcessTransport(int workers);
   void send(Message m) override;

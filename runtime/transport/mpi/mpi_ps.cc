@@ -28,7 +28,7 @@ using namespace mpi_detail;
 namespace {
 
 // The parameter server's side on rank 0.
-class MpiPsTransport : public Transport {
+class MpiPsTransport : public PsChannel {
  public:
   MpiPsTransport(MpiWorld& world, UpdateLoop& loop, int P, std::vector<std::atomic<uint64_t>>* positions,
                  std::function<double()> clock)
@@ -41,13 +41,6 @@ class MpiPsTransport : public Transport {
   }
 
   void start() { comm_ = std::thread([this] { comm_main(); }); }
-
-  // Worker side: lives on the other ranks.
-  void send(Message) override { throw std::logic_error("MpiPsTransport::send"); }
-  Next await(int) override { throw std::logic_error("MpiPsTransport::await"); }
-  Next poll(int, Next) override { throw std::logic_error("MpiPsTransport::poll"); }
-  bool stopped(int) override { return stop_sent_; }
-  const CancelSource& cancel_source(int) override { throw std::logic_error("MpiPsTransport::cancel_source"); }
 
   bool receive(Message* out, double timeout_s) override {
     std::unique_lock<std::mutex> lk(mu_);
