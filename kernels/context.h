@@ -31,15 +31,20 @@ typedef struct CUevent_st* cudaEvent_t;
 namespace adasync {
 
 // ---------------------------------------------------------------- errors
+// The project's errors, each with the trainer's exit code for it: 1 the run
+// failed (and anything not an Error: an internal error), 2 bad input (flags,
+// files), 3 an output that could not be written (runtime/output.h).
 class Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+  virtual int exit_code() const { return 1; }
 };
 
-// Thrown for bad user input (flags, files): the trainer maps it to exit code 2.
+// Bad user input (flags, files): exit code 2.
 class UsageError : public Error {
  public:
   using Error::Error;
+  int exit_code() const override { return 2; }
 };
 
 [[noreturn]] void throw_error(const char* file, int line, const std::string& what);

@@ -22,6 +22,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/context.h"
+
 namespace adasync {
 
 constexpr uint32_t kCheckpointFormat = 1;
@@ -41,9 +43,10 @@ struct Checkpoint {
 std::vector<unsigned char> encode_checkpoint(const Checkpoint& c);
 Checkpoint decode_checkpoint(const unsigned char* data, size_t size, const std::string& what);
 
-class CheckpointError : public std::runtime_error {
+// A damaged or ill-fitting checkpoint: bad input (exit code 2).
+class CheckpointError : public UsageError {
  public:
-  using std::runtime_error::runtime_error;
+  using UsageError::UsageError;
 };
 
 // Writes `c` as DIR/ckpt-<version>.bin atomically, then deletes all but the

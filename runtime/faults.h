@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/context.h"
+
 namespace adasync {
 
 struct Fault {
@@ -33,8 +35,8 @@ class FaultPlan {
 };
 
 // Thrown by an injected `throw` fault (a stand-in for a CUDA error or a bug).
-struct InjectedFailure : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct InjectedFailure : Error {
+  using Error::Error;
 };
 
 }  // namespace adasync

@@ -29,6 +29,7 @@ namespace adasync {
 class OutputError : public Error {
  public:
   using Error::Error;
+  int exit_code() const override { return 3; }
 };
 
 // The file that writing `path` replaces (symlinks followed); UsageError

@@ -288,17 +288,14 @@ int trainer_main(int argc, char** argv) {
       return 1;
     }
     return 0;
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "trainer: %s\n", e.what());
-    return 2;
-  } catch (const OutputError& e) {
-    std::fprintf(stderr, "trainer: %s\n", e.what());
-    return 3;
-  } catch (const DataError& e) {
+  } catch (const Error& e) {  // each says its exit code
+    std::fprintf(stderr, "trainer: %s%s\n", e.exit_code() == 1 ? "error: " : "", e.what());
+    return e.exit_code();
+  } catch (const DataError& e) {  // (datasets/ stands alone: its error is not an Error)
     std::fprintf(stderr, "trainer: %s\n", e.what());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "trainer: error: %s\n", e.what());
+    std::fprintf(stderr, "trainer: internal error: %s\n", e.what());
     return 1;
   }
 }
