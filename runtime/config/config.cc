@@ -158,6 +158,14 @@ void validate(const TrainConfig& c) {
   if (c.target_accuracy < 0 || c.target_accuracy > 1)
     bad("--target-accuracy", "a fraction in (0, 1], e.g. 0.88", std::to_string(c.target_accuracy));
   if (c.aggregate == Aggregate::Device) {
+    // The GPUs step together (one all-reduce a step): no run goes on without
+    // a failed worker, and no worker owes a push on its own.
+    if (!c.inject.empty())
+      throw UsageError("--inject with --aggregate device: the GPUs step together, so no worker can fail alone; "
+                       "use --aggregate host to inject faults");
+    if (c.watchdog > 0)
+      throw UsageError("--watchdog with --aggregate device: the GPUs step together, so no worker can stall alone; "
+                       "use --aggregate host");
     if (v != Variant::Sync || swarm)
       throw UsageError("--aggregate device: only the sync variant can update on the devices, not " + vname);
     if (c.devices == Devices::Cpu) throw UsageError("--aggregate device needs GPUs; --devices cpu was given");

@@ -88,7 +88,7 @@ void Trainer::setup() {
                   P <= gpus &&
                   (c.aggregate == Aggregate::Device ||
                    (c.aggregate == Aggregate::Auto && c.opt.name == OptimizerKind::Sgd &&
-                    c.trace.empty()));
+                    c.trace.empty() && c.inject.empty() && !(c.watchdog > 0)));  // faults: the host PS
   // CPU threads: several concurrent real-time workers each compute serially;
   // otherwise the one computing replica gets every thread.
   const bool parallel_workers = !r.use_cuda && !r.virtual_clock && P > 1 && r.mpi == nullptr;

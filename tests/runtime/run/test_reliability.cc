@@ -902,6 +902,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadFlag{{"--variant", "swarm", "--workers", "4", "--graph", "star"}, "--graph"},
         BadFlag{{"--schedule", "exponential"}, "--schedule"}, BadFlag{{"--lr-rule", "steep"}, "--lr-rule"},
         BadFlag{{"--lr-distance", "far"}, "--lr-distance"},
+        BadFlag{{"--aggregate", "device", "--inject", "nan@0:1"}, "--inject"},
+        BadFlag{{"--aggregate", "device", "--watchdog", "5s"}, "--watchdog"},
         BadFlag{{"--eval-every", "soon"}, "--eval-every"}, BadFlag{{"--target-accuracy", "88"}, "--target-accuracy"},
         // Runs that would never end, or end only after the work.
         BadFlag{{"--epochs", "nan"}, "--epochs"}, BadFlag{{"--epochs", "inf"}, "--epochs"},
