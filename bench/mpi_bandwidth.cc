@@ -1,7 +1,8 @@
-// Push and pull between two ranks, as --transport mpi sends them (one
-// message: a small header and the flat float array, described in place by a
-// struct datatype; the receiver probes, then receives straight into its
-// slot), next to a plain memcpy of the same bytes on the same machine.
+// Push and pull between two ranks, as --transport mpi sends them (a small
+// header, then the flat float array; the receiver probes, then receives
+// straight into its slot), next to MPI's own ping-pong of the same bytes
+// (plain MPI_Send and MPI_Recv, half a round trip: the reference the
+// transport is held to, >= 70%) and a plain memcpy on the same machine.
 //
 //   mpirun -np 2 build/bench/mpi_bandwidth [--reps 20]
 //
@@ -86,6 +87,28 @@ double transfer(int rank, int from, int to, size_t n, int reps, bool two_message
   return s;
 }
 
+// Half the round trip of n floats between ranks 0 and 1 (plain send and
+// receive each way), median over reps (on every rank).
+double ping_pong(int rank, size_t n, int reps) {
+  std::vector<float> buf(n, 1.0f);
+  std::vector<double> t;
+  for (int i = 0; i < reps + 2; ++i) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    const double t0 = now();
+    if (rank == 0) {
+      MPI_Send(buf.data(), int(n), MPI_FLOAT, 1, 4, MPI_COMM_WORLD);
+      MPI_Recv(buf.data(), int(n), MPI_FLOAT, 1, 5, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      if (i >= 2) t.push_back((now() - t0) / 2);
+    } else if (rank == 1) {
+      MPI_Recv(buf.data(), int(n), MPI_FLOAT, 0, 4, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      MPI_Send(buf.data(), int(n), MPI_FLOAT, 0, 5, MPI_COMM_WORLD);
+    }
+  }
+  double s = rank == 0 ? median(t) : 0;
+  MPI_Bcast(&s, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  return s;
+}
+
 double copy_seconds(size_t n, int reps) {
   std::vector<float> a(n, 1.0f), b(n, 0.0f);
   std::vector<double> t;
@@ -129,21 +152,23 @@ int main(int argc, char** argv) {
     MPI_Get_library_version(lib, &len);
     std::string first(lib, size_t(len));
     first = first.substr(0, first.find_first_of(",\n"));
-    std::printf("MPI push and pull between 2 ranks on one host (%s), %s, median of %d; memcpy on rank 0 in the same "
-                "run\n",
+    std::printf("MPI push and pull between 2 ranks on one host (%s), %s, median of %d; MPI ping-pong (half a round "
+                "trip) and memcpy on rank 0 in the same run\n",
                 first.c_str(), two ? "header + contiguous array" : "one struct-datatype message", reps);
-    std::printf("%-28s %12s %12s %12s %10s %10s\n", "message", "memcpy GB/s", "push GB/s", "pull GB/s", "push/copy",
-                "pull/copy");
+    std::printf("%-28s %12s %12s %12s %12s %10s %10s %10s\n", "message", "memcpy GB/s", "pingpong GB/s", "push GB/s",
+                "pull GB/s", "push/pp", "pull/pp", "push/copy");
   }
   for (const Case& c : cases) {
     const double bytes = double(c.floats) * sizeof(float);
+    const double pp = ping_pong(rank, c.floats, reps);
     const double push = transfer(rank, 1, 0, c.floats, reps, two);
     const double pull = transfer(rank, 0, 1, c.floats, reps, two);
     double copy = rank == 0 ? copy_seconds(c.floats, reps) : 0;
     MPI_Bcast(&copy, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     if (rank == 0)
-      std::printf("%-28s %12.2f %12.2f %12.2f %9.0f%% %9.0f%%\n", c.name, bytes / copy / 1e9, bytes / push / 1e9,
-                  bytes / pull / 1e9, 100 * copy / push, 100 * copy / pull);
+      std::printf("%-28s %12.2f %12.2f %12.2f %12.2f %9.0f%% %9.0f%% %9.0f%%\n", c.name, bytes / copy / 1e9,
+                  bytes / pp / 1e9, bytes / push / 1e9, bytes / pull / 1e9, 100 * pp / push, 100 * pp / pull,
+                  100 * copy / push);
   }
   MPI_Finalize();
   return 0;
