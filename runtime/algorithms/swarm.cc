@@ -29,8 +29,10 @@ SwarmStats& SwarmStats::operator+=(const SwarmStats& o) {
   if (bytes_sent.size() < o.bytes_sent.size()) bytes_sent.resize(o.bytes_sent.size(), 0);
   for (size_t i = 0; i < o.bytes_sent.size(); ++i) bytes_sent[i] += o.bytes_sent[i];
   nonfinite += o.nonfinite;
-  if (steps_by_node.size() < o.steps_by_node.size()) steps_by_node.resize(o.steps_by_node.size(), 0);
-  for (size_t i = 0; i < o.steps_by_node.size(); ++i) steps_by_node[i] += o.steps_by_node[i];
+  for (auto [mine, theirs] : {std::pair{&steps_by_node, &o.steps_by_node}, std::pair{&taken_by_node, &o.taken_by_node}}) {
+    if (mine->size() < theirs->size()) mine->resize(theirs->size(), 0);
+    for (size_t i = 0; i < theirs->size(); ++i) (*mine)[i] += (*theirs)[i];
+  }
   return *this;
 }
 
@@ -64,6 +66,7 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, const float* init, size_t n, in
   if (!(margin_ >= 1)) throw UsageError("--quant-margin: expected at least 1, found " + std::to_string(margin_));
   stats_.bytes_sent.assign(size_t(nodes), 0);
   stats_.steps_by_node.assign(size_t(nodes), 0);
+  stats_.taken_by_node.assign(size_t(nodes), 0);
   for (int i = first_; i < last_; ++i) {
     auto nd = std::make_unique<Node>();
     for (Buffer<float>* b : {&nd->x, &nd->pub, &nd->grad, &nd->tmp_a, &nd->tmp_b}) {
@@ -109,6 +112,7 @@ void SwarmEngine::apply(int i, bool finite) {
   std::lock_guard<std::mutex> lk(stats_mu_);
   ++(finite ? stats_.local_steps : stats_.nonfinite);
   ++stats_.steps_by_node[size_t(i)];
+  if (finite) ++stats_.taken_by_node[size_t(i)];
 }
 
 void SwarmEngine::after_step(int i) {
@@ -448,6 +452,7 @@ void SwarmEngine::restore(const nlohmann::json& j, const Checkpoint& c) {
   }
   SwarmStats st = j.at("stats").get<SwarmStats>();
   st.steps_by_node.resize(size_t(graph_.nodes()), 0);  // (older checkpoints have none)
+  st.taken_by_node.resize(size_t(graph_.nodes()), 0);
   std::lock_guard<std::mutex> lk(stats_mu_);
   stats_ = std::move(st);
 }

@@ -62,6 +62,7 @@ struct SwarmStats {
   int64_t nonfinite = 0;            // local steps not taken: the gradient was not finite
   std::vector<int64_t> bytes_sent;  // per node
   std::vector<int64_t> steps_by_node;  // steps taken or not (a PS worker's pushes)
+  std::vector<int64_t> taken_by_node;  // steps taken (its counted gradients)
   int64_t bytes_total() const;
   // Counters of other nodes (another process's), summed in.
   SwarmStats& operator+=(const SwarmStats& o);
@@ -70,7 +71,7 @@ struct SwarmStats {
 // (A key missing from an older checkpoint keeps its default.)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SwarmStats, local_steps, interactions, out_of_range, coordinates_sent,
                                                 blocks_sent, fallback_blocks, fallback_bytes, bytes_sent, nonfinite,
-                                                steps_by_node)
+                                                steps_by_node, taken_by_node)
 
 // The far side of exchanges with nodes on other processes (SwarmSGD over
 // MPI): the whole protocol of transfer() in each direction, the bytes counted

@@ -1,7 +1,7 @@
 // Device sync: sync SGD on the GPUs (NCCL all-reduce and the update on every
 // replica), no parameter server in the loop. The PS holds a copy that is
-// refreshed for each evaluation, each checkpoint and at the end; the
-// Aggregator's counters are advanced as if each step were a sync update of P
+// refreshed for each evaluation, each checkpoint and at the end; the run's
+// counters (Run::counts) read as if each step were a sync update of P
 // gradients, so checkpoints and the summary read like a PS run's.
 #include "runtime/algorithms/device_sync.h"
 #include "runtime/run/run.h"
@@ -23,18 +23,22 @@ double run_device_sync_mode(Run& r) {
   std::vector<double> delays(static_cast<size_t>(P));
   std::vector<float> host(r.ps->size());
   int64_t version = r.ps->version();
-  // Brings the PS (parameters, momentum, counters) up to the device's state.
+  // Brings the PS (parameters, momentum) up to the device's state.
   auto publish = [&] {
     sync.params_to_host(host.data());
     r.ps->reset(host.data(), version);
     if (std::vector<float>* v = host_velocity()) *v = sync.velocity_to_host();
     r.ps->optimizer().set_steps(version);
-    AggregatorStats& st = r.agg->stats();
+  };
+  const AggregatorStats base = r.agg->stats();  // (a resumed run's)
+  auto counts = [&base, &version, P] {
+    AggregatorStats st = base;
     st.updates = version;
     st.counted = st.pushes = version * P;
     for (int w = 0; w < P; ++w) st.counted_by_worker[size_t(w)] = st.pushes_by_worker[size_t(w)] = version;
-    r.agg->set_version(version);
+    return st;
   };
+  r.counts = counts;
   SupervisorActions act;
   act.evaluate = [&](double now) {
     r.reporter->add_losses(sync.drain());
@@ -74,6 +78,7 @@ double run_device_sync_mode(Run& r) {
   publish();
   r.supervisor->final_checkpoint(now, false);  // while `sync` is here
   r.supervisor->set_actions(r.default_actions);
+  r.counts = [a = counts()] { return a; };  // this mode's locals end here
   r.checkpointed_at_end = true;
   return now;
 }

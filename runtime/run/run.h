@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -67,6 +68,10 @@ struct Run {
   std::string output_error;          // the metrics or trace failed to commit
   std::string run_id;                // written into every checkpoint: the directory's owner
   SupervisorActions default_actions;  // the parameter server's (modes with their own restore them)
+  // A mode that steps without the aggregator (device sync, SwarmSGD): its
+  // counters in the aggregator's terms, for checkpoints and the summary.
+  std::function<AggregatorStats()> counts;
+  AggregatorStats stats() const { return counts ? counts() : agg->stats(); }
   nlohmann::json final_extra = nlohmann::json::object();  // mode-specific keys of the final evaluation
 
   int workers() const { return cfg.workers; }

@@ -157,7 +157,7 @@ Checkpoint capture_state(Run& r, double now, const VirtualState* vs, const Snaps
   st.version = params->version;
   st.time = now;
   st.k = r.agg->k();
-  st.stats = r.agg->stats();
+  st.stats = r.stats();
   st.stats.cancelled = r.loop->cancelled_count();
   for (int w = 0; w < r.workers(); ++w)
     if (!r.agg->is_alive(w)) st.dead.push_back(w);

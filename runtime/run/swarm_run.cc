@@ -90,6 +90,20 @@ double run_swarm_mode(Run& r) {
   };
   auto stats = [&] { return far ? far->stats() : local->stats(); };
   SwarmHooks hooks(r);
+  // Steps in the aggregator's terms: a step a push, a step taken a counted
+  // gradient and an update.
+  auto counts = [&] {
+    const SwarmStats st = stats();
+    AggregatorStats a;
+    a.updates = a.counted = hooks.steps.load();
+    a.dropped_nonfinite = st.nonfinite;
+    a.pushes = a.counted + a.dropped_nonfinite;
+    a.pushes_by_worker = st.steps_by_node;
+    a.counted_by_worker = st.taken_by_node;
+    a.pushes_by_worker.resize(size_t(P), 0);
+    a.counted_by_worker.resize(size_t(P), 0);
+    return a;
+  };
   if (!r.resume_swarm.is_null()) {
     try {
       if (far) far->restore(r.resume_swarm, *r.resumed);
@@ -187,6 +201,7 @@ double run_swarm_mode(Run& r) {
   };
   r.supervisor->set_actions(act);
   r.swarm = far ? static_cast<SwarmState*>(far.get()) : local.get();
+  r.counts = counts;
 
   double end = 0;
   if (far) {
@@ -214,14 +229,7 @@ double run_swarm_mode(Run& r) {
   }
   const double consensus = whole ? publish() : last_consensus;
   if (far) far->release();
-  const int64_t steps = hooks.steps.load();
-  AggregatorStats& as = r.agg->stats();
-  as.updates = as.counted = steps;
-  as.dropped_nonfinite = stats().nonfinite;
-  as.pushes = steps + as.dropped_nonfinite;
-  const std::vector<int64_t> by_node = stats().steps_by_node;
-  if (by_node.size() == as.pushes_by_worker.size()) as.pushes_by_worker = by_node;
-  r.agg->set_version(steps);
+  r.counts = [a = counts()] { return a; };  // this mode's locals end here
   r.final_extra = extra(consensus);
   const SwarmStats st = stats();
   if (c.progress != Progress::None) {

@@ -319,7 +319,7 @@ RunSummary Trainer::finish(double end) {
   sum.failed_workers = r.reporter->failed_workers();
   sum.lost_ranks = r.reporter->lost_ranks();
   sum.watchdog_alarms = r.reporter->watchdog_alarms();
-  AggregatorStats stats = r.agg->stats();
+  AggregatorStats stats = r.stats();
   stats.cancelled = r.loop->cancelled_count();
   r.reporter->set_stats(stats, r.agg->k());
   SnapshotPtr last = r.ps->latest();
