@@ -36,7 +36,6 @@ ADASYNC_ENUM_NAMES(Aggregate, {Aggregate::Auto, "auto"}, {Aggregate::Host, "host
 ADASYNC_ENUM_NAMES(TransportKind, {TransportKind::Local, "local"}, {TransportKind::Mpi, "mpi"})
 ADASYNC_ENUM_NAMES(Progress, {Progress::Auto, "auto"}, {Progress::Plain, "plain"}, {Progress::None, "none"})
 ADASYNC_ENUM_NAMES(OnNonfinite, {OnNonfinite::Drop, "drop"}, {OnNonfinite::Stop, "stop"})
-#undef ADASYNC_ENUM_NAMES
 
 // How often something happens: every N updates or every T clock seconds
 // (never when both are 0). Parsed from "200", "5s", "500ms" or "0".

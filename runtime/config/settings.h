@@ -73,6 +73,7 @@ void validate(const LrConfig& c);
 
 // The names of an enum's values, as the flags spell them. parse_enum throws
 // UsageError("FLAG: expected a, b or c, found 'x'").
+// ADASYNC_ENUM_NAMES(E, {E::A, "a"}, ...) names an enum's values (here and in config.h).
 template <class E>
 struct EnumNames;
 #define ADASYNC_ENUM_NAMES(E, ...)                                                 \
@@ -94,7 +95,6 @@ ADASYNC_ENUM_NAMES(GraphKind, {GraphKind::Complete, "complete"}, {GraphKind::Rin
                    {GraphKind::Regular, "regular"})
 ADASYNC_ENUM_NAMES(OptimizerKind, {OptimizerKind::Sgd, "sgd"}, {OptimizerKind::Sgd, "momentum"},
                    {OptimizerKind::Adam, "adam"}, {OptimizerKind::AmsGrad, "amsgrad"})
-// (ADASYNC_ENUM_NAMES stays defined for config.h's enums; config.h undefines it.)
 
 // "a, b or c": the values of E, for messages and --help.
 template <class E>
