@@ -59,9 +59,9 @@ def regime_specs(quick):
                  straggler="shifted-exp:shift=1,mean=1", seeds=15),
             dict(conv, name="stragglers-convex-pareto", workers=16, ks=[1, 2, 4, 8, 16],
                  straggler="pareto:scale=1,shape=1.5", seeds=15),
-            # K = 1 diverges here (16 workers, staleness about 15, lr 0.2): AdaSync starts at K0 = 2.
+            # K = 1 diverges here (16 workers, staleness about 15, lr 0.2): the measured K0 must avoid it.
             dict(mlp, name="stragglers-mlp-pareto", workers=16, ks=[1, 2, 4, 8, 16],
-                 straggler="pareto:scale=1,shape=1.5", seeds=15, variants=["k-async"], k0=2),
+                 straggler="pareto:scale=1,shape=1.5", seeds=15, variants=["k-async"]),
             dict(conv, name="stragglers-convex-shifted-exp-p32", workers=32, ks=[1, 2, 4, 8, 16, 32],
                  straggler="shifted-exp:shift=1,mean=1", seeds=15),
             dict(conv, name="stragglers-convex-pareto-p32", workers=32, ks=[1, 2, 4, 8, 16, 32],
@@ -274,7 +274,7 @@ def run_regime(a, spec, rules, log):
         for k in spec["ks"]:
             jobs.append((variant, f"K{k}", ["--k", str(k)]))
         for r in rules:
-            jobs.append((variant, r, rule_flags(r) + ["--k0", str(spec.get("k0", 1))]))
+            jobs.append((variant, r, rule_flags(r) + ["--k0", str(spec.get("k0", "auto"))]))
     baselines = baseline_jobs(spec) if a.baselines else {}
     for fam in baselines.values():
         for v, t, f, _ in fam:
@@ -289,7 +289,7 @@ def run_regime(a, spec, rules, log):
         else "Fashion-MNIST"
     log(f"\n== regime {spec['name']}: {spec['model']} on {dataset}, P = {spec['workers']}, batch {spec['batch']}, "
         f"lr {spec['lr']}, {spec['straggler']} compute times, budget {spec['budget']:g}, AdaSync from "
-        f"K0 = {spec.get('k0', 1)}, virtual clock, "
+        f"K0 = {spec.get('k0', 'auto')}, virtual clock, "
         f"median of seeds {seeds[0]}-{seeds[-1]}")
     # The best configuration of each baseline: the smallest final median loss.
     base_best = {}
@@ -389,7 +389,8 @@ def plot_regime(a, spec, variant, curves, fixed, env, rules, kpaths, seeds, base
         for t in grid:
             vals = []
             for pts, changes in kpaths[r]:
-                k = spec.get("k0", 1)
+                # --k0 auto: the stale variants warm up at K = P, the sync ones start at 1.
+                k = spec.get("k0") or (spec["workers"] if variant in ("k-async", "k-batch-async") else 1)
                 for tc, kc, _ in changes:
                     if tc <= t:
                         k = kc

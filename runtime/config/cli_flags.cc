@@ -101,7 +101,10 @@ void add_trainer_flags(CLI::App& app, TrainConfig& c, CliText& t) {
   app.add_option("--schedule", t.schedule,
                  "K over time: fixed, adasync (raise K as the loss falls) or piecewise (--schedule-points)")
       ->capture_default_str()->group(g_sched);
-  app.add_option("--k0", c.k0, "AdaSync: starting K")->capture_default_str()->group(g_sched);
+  app.add_option("--k0", t.k0,
+                 "AdaSync: starting K, or auto (k-async and k-batch-async: a warm-up at K = P, then the fastest K "
+                 "that the curvature measured there says stays stable; the sync variants: 1)")
+      ->capture_default_str()->group(g_sched);
   app.add_option("--schedule-every", t.schedule_every,
                  "AdaSync: decision interval T_0 in clock time (default: plateau rule budget / 100, else 1s; other rules budget / 20, else 10s)")
       ->group(g_sched);
@@ -113,6 +116,10 @@ void add_trainer_flags(CLI::App& app, TrainConfig& c, CliText& t) {
                  "second, from the measured gradient noise scale and compute times)")
       ->capture_default_str()->group(g_sched);
   app.add_option("--sqrt-rounding", t.sqrt_rounding, "sqrt rule: ceil or round")->capture_default_str()->group(g_sched);
+  app.add_option("--k0-theta", c.k0_theta,
+                 "--k0 auto: K0 is the fastest K with L eta E[tau_K] at most this (L the curvature measured in the "
+                 "warm-up, eta the step, E[tau_K] = P/K - 1)")
+      ->capture_default_str()->group(g_sched);
   app.add_option("--plateau-z", c.plateau_z,
                  "plateau rule: K doubles when the window's loss fell by less than this many standard errors")
       ->capture_default_str()->group(g_sched);

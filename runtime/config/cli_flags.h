@@ -23,6 +23,7 @@ struct CliText {
   std::string schedule_every;
   bool no_graphs = false;
   std::string watchdog;
+  std::string k0 = "auto";
   std::string seed;  // the default: TrainConfig's, set by add_trainer_flags
   bool print_config = false;
 };

@@ -88,6 +88,8 @@ void validate(const TrainConfig& c) {
   if (c.schedule != ScheduleKind::Fixed && !has_k(v))
     throw UsageError(std::string("--schedule ") + name_of(c.schedule) + ": " + vname +
                      " has no K to schedule (use k-sync, k-batch-sync, k-async or k-batch-async)");
+  if (!(c.k0_theta > 0) || !std::isfinite(c.k0_theta))
+    bad("--k0-theta", "a positive bound on L eta E[tau]", std::to_string(c.k0_theta));
   if (!(c.plateau_z > 0) || !std::isfinite(c.plateau_z))
     bad("--plateau-z", "a positive number of standard errors", std::to_string(c.plateau_z));
   if (!(c.plateau_horizon >= 0) || !std::isfinite(c.plateau_horizon))
@@ -98,8 +100,8 @@ void validate(const TrainConfig& c) {
   if (c.ps_time > 0 && (c.clock != ClockKind::Virtual || swarm))
     throw UsageError("--ps-time models the parameter server's service time on the virtual clock; this run uses " +
                      (swarm ? std::string("--variant swarm (no parameter server)") : std::string("--clock ") + name_of(c.clock)));
-  if (c.schedule == ScheduleKind::AdaSync && (c.k0 < 1 || c.k0 > c.workers))
-    bad("--k0", "a start K in [1, --workers = " + std::to_string(c.workers) + "]", std::to_string(c.k0));
+  if (c.schedule == ScheduleKind::AdaSync && (c.k0 < 0 || c.k0 > c.workers))
+    bad("--k0", "a start K in [1, --workers = " + std::to_string(c.workers) + "] or auto", std::to_string(c.k0));
   if (c.schedule_every < 0) bad("--schedule-every", "a positive duration", std::to_string(c.schedule_every));
   if (c.schedule == ScheduleKind::Piecewise && c.schedule_points.empty())
     throw UsageError("--schedule piecewise needs --schedule-points, e.g. 0:1,30s:2,60s:4");

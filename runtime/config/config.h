@@ -89,11 +89,12 @@ struct TrainConfig {
   int64_t max_staleness = -1;
   // K over time (ALGORITHMS.md section 5) and the learning-rate rule (section 4)
   ScheduleKind schedule = ScheduleKind::Fixed;
-  int k0 = 1;                      // adasync: K_0
+  int k0 = 0;                      // adasync: K_0 (0: auto, measured)
   double schedule_every = 0;       // adasync: T_0 in clock seconds (0: default_decision_interval)
   AdaRule adasync_rule = AdaRule::Auto;
   Rounding sqrt_rounding = Rounding::Ceil;
   double plateau_z = 2.0;              // plateau rule: significance in standard errors
+  double k0_theta = 3;                 // --k0 auto: the largest L eta E[tau_K0] (stale variants)
   int64_t plateau_updates = 100;       // plateau rule: updates a window spans at least
   double plateau_horizon = 3;          // plateau rule: the budget test's factor (0: off)
   std::string schedule_points;     // piecewise: "0:1,30s:2,60s:4"

@@ -69,18 +69,91 @@ void NoiseScale::set_state(const std::vector<double>& s) {
   g2_ = s[0], trace_ = s[1], weight_ = s[2], count_ = int64_t(s[3]);
 }
 
-void NoiseMeter::measure(const std::vector<const float*>& grads) {
+void Secant::add(double diff_sq, double step_sq, double cross) {
+  diff_ = decay_ * diff_ + (1 - decay_) * diff_sq;
+  step_ = decay_ * step_ + (1 - decay_) * step_sq;
+  cross_ = decay_ * cross_ + (1 - decay_) * cross;
+  ++count_;
+}
+
+double Secant::curvature() const {
+  // L solves L^2 step + 2 L cross = diff (the bias corrections cancel).
+  if (count_ == 0 || !(step_ > 0)) return std::numeric_limits<double>::quiet_NaN();
+  if (!(diff_ > 0)) return 0.0;
+  return (std::sqrt(cross_ * cross_ + step_ * diff_) - cross_) / step_;
+}
+
+void Secant::set_state(const std::vector<double>& s) {
+  EXPECTS(s.size() == 4, "secant state of " << s.size() << " values");
+  diff_ = s[0], step_ = s[1], cross_ = s[2], count_ = int64_t(s[3]);
+}
+
+std::vector<double> NoiseMeter::secant_state() const {
+  std::vector<double> s = secant_.state();
+  s.push_back(mean_step_);
+  s.push_back(double(mean_k_));
+  s.push_back(mean_sq_);
+  s.push_back(double(mean_all_k_));
+  for (double x : fresh_noise_.state()) s.push_back(x);
+  return s;
+}
+
+void NoiseMeter::set_secant_state(const std::vector<double>& s) {
+  EXPECTS(s.size() == 12, "noise meter secant state of " << s.size() << " values");
+  secant_.set_state({s[0], s[1], s[2], s[3]});
+  mean_step_ = s[4], mean_k_ = int(s[5]), mean_sq_ = s[6], mean_all_k_ = int(s[7]);
+  fresh_noise_.set_state({s[8], s[9], s[10], s[11]});
+}
+
+void NoiseMeter::measure(const std::vector<const float*>& grads, double step, const std::vector<int64_t>& staleness) {
+  if (grads.empty()) return;
   if (grads.size() >= 2) {
     prev_.clear();
     scale_.add(estimate_noise(noise_sums(grads.data(), int(grads.size()), n_, pool_), batch_));
-    return;
+  } else {
+    if (!prev_.empty()) {
+      const float* pair[2] = {prev_.data(), grads[0]};
+      scale_.add(estimate_noise(noise_sums(pair, 2, n_, pool_), batch_));
+    }
+    prev_.assign(grads[0], grads[0] + n_);
   }
-  if (grads.empty()) return;
-  if (!prev_.empty()) {
-    const float* pair[2] = {prev_.data(), grads[0]};
-    scale_.add(estimate_noise(noise_sums(pair, 2, n_, pool_), batch_));
+  // The secant: the mean of this update's fresh gradients (computed at the
+  // parameters it updates) against the last update's, whose step was the last
+  // update's step along the mean of all it applied (fixed-order double sums).
+  const int k = int(grads.size());
+  std::vector<const float*> fresh;
+  for (int l = 0; l < k; ++l)
+    if (staleness.empty() || staleness[size_t(l)] == 0) fresh.push_back(grads[size_t(l)]);
+  const int kf = int(fresh.size());
+  // The noise term from the fresh gradients' own spread (stale ones differ
+  // by their drift, not only by noise).
+  if (kf >= 2) fresh_noise_.add(estimate_noise(noise_sums(fresh.data(), kf, n_, pool_), batch_));
+  std::vector<float> mean;
+  if (kf > 0) mean.resize(n_);
+  double diff_sq = 0, all_sq = 0;
+  for (size_t i = 0; i < n_; ++i) {
+    double g = 0;
+    for (int l = 0; l < k; ++l) g += grads[size_t(l)][i];
+    all_sq += (g / k) * (g / k);
+    if (kf == 0) continue;
+    double f = 0;
+    for (int l = 0; l < kf; ++l) f += fresh[size_t(l)][i];
+    mean[i] = float(f / kf);
+    if (!mean_.empty()) {
+      const double d = double(mean[i]) - mean_[i];
+      diff_sq += d * d;
+    }
   }
-  prev_.assign(grads[0], grads[0] + n_);
+  const double trace = fresh_noise_.trace();
+  if (kf > 0 && !mean_.empty() && mean_step_ > 0 && std::isfinite(trace) && mean_k_ > 0)
+    secant_.add(diff_sq - trace / (double(kf) * batch_) - trace / (double(mean_k_) * batch_),
+                mean_step_ * mean_step_ * mean_sq_, mean_step_ * trace / (double(mean_all_k_) * batch_));
+  // The next pair needs this update's fresh mean; none breaks the chain.
+  mean_ = std::move(mean);
+  mean_step_ = step;
+  mean_k_ = kf;
+  mean_sq_ = all_sq;
+  mean_all_k_ = k;
 }
 
 }  // namespace adasync

@@ -11,6 +11,18 @@
 // the averages, never the average of ratios. An update of one gradient pairs
 // it with the previous update's (K = 1: two workers' gradients, or one
 // worker's two, a step apart).
+//
+// The curvature along the steps, from the same gradients (the secant, §5.1):
+// the means F_j, F_{j+1} of consecutive updates' fresh gradients (computed at
+// w_j, w_{j+1}; k_j, k_{j+1} of them) differ by H (w_{j+1} - w_j) plus their
+// noise, and w_{j+1} - w_j = -s_j G_j (G_j the mean of the K_j gradients
+// update j applied, s_j its step: the rate over 1 - momentum). On a quadratic
+// of curvature L, with V = tr(S) / m,
+//   E|F_{j+1} - F_j|^2 - V / k_j - V / k_{j+1} = L^2 E[s_j^2 |G_j|^2] + 2 L s_j V / K_j,
+// the last term because F_j's noise is part of G_j's, which moved w. Averaged
+// apart, the three give L as the positive root; V from the fresh gradients'
+// spread. Stale gradients are left out of F and V: a gradient computed
+// before w_j moved says nothing of the move, and differs by its drift.
 #pragma once
 
 #include <cstddef>
@@ -57,14 +69,41 @@ class NoiseScale {
   int64_t count_ = 0;
 };
 
+// The secant's moving averages (same decay and bias correction as NoiseScale).
+class Secant {
+ public:
+  explicit Secant(double decay = 0.95) : decay_(decay) {}
+  // One pair: |F_{j+1} - F_j|^2 less its noise, |w_{j+1} - w_j|^2, and s_j V / K_j.
+  void add(double diff_sq, double step_sq, double cross);
+  // L: NaN before a pair, 0 while the noise swamps the difference (too flat to see).
+  double curvature() const;
+  int64_t count() const { return count_; }
+  std::vector<double> state() const { return {diff_, step_, cross_, double(count_)}; }
+  void set_state(const std::vector<double>& s);
+
+ private:
+  double decay_;
+  double diff_ = 0, step_ = 0, cross_ = 0;
+  int64_t count_ = 0;
+};
+
 // What the parameter server does with each update's gradients: their sums,
-// paired with the previous gradient when the update has one.
+// paired with the previous gradient when the update has one, and the secant
+// against the previous update's mean.
 class NoiseMeter {
  public:
   NoiseMeter(size_t n, int batch, ThreadPool* pool) : n_(n), batch_(batch), pool_(pool) {}
-  void measure(const std::vector<const float*>& grads);
+  // `step`: the step this update takes along the gradients' mean;
+  // `staleness`: each gradient's (empty: all fresh).
+  void measure(const std::vector<const float*>& grads, double step = 0, const std::vector<int64_t>& staleness = {});
   const NoiseScale& scale() const { return scale_; }
   NoiseScale& scale() { return scale_; }
+  const Secant& secant() const { return secant_; }
+  // The secant's state with the last update's step, fresh count, |G|^2 and K (checkpoints).
+  std::vector<double> secant_state() const;
+  void set_secant_state(const std::vector<double>& s);
+  const std::vector<float>& last_mean() const { return mean_; }  // its fresh mean
+  void set_last_mean(std::vector<float> g) { mean_ = std::move(g); }
   // The gradient waiting for its pair (checkpoints: a resumed run pairs as
   // the uninterrupted one); empty when none.
   const std::vector<float>& waiting() const { return prev_; }
@@ -76,6 +115,13 @@ class NoiseMeter {
   ThreadPool* pool_;
   NoiseScale scale_;
   std::vector<float> prev_;  // the last single gradient (K = 1), empty when none
+  Secant secant_;
+  std::vector<float> mean_;  // the last update's fresh gradients' mean, empty when none
+  double mean_step_ = 0;     // the last update's step
+  int mean_k_ = 0;           // its fresh gradients
+  double mean_sq_ = 0;       // |G|^2 of all it applied
+  int mean_all_k_ = 0;       // their number
+  NoiseScale fresh_noise_;   // tr(S) from fresh gradients alone (the secant's noise terms)
 };
 
 }  // namespace adasync

@@ -16,7 +16,8 @@ Policy::Policy(const PolicyConfig& c, size_t n_params, uint64_t seed, const Snap
 }
 
 void Policy::before_update(const Aggregator& agg) {
-  if (noise_) noise_->measure(agg.pending_gradients());
+  if (noise_)
+    noise_->measure(agg.pending_gradients(), double(last_rates_.lr) / (1 - cfg_.momentum), agg.pending_staleness());
 }
 
 double Policy::b_noise() const { return noise_ ? noise_->scale().b_noise() : NAN; }
@@ -69,6 +70,7 @@ DecisionInputs Policy::decision_inputs(const Aggregator& agg, const SnapshotPtr&
   const Variant v = agg.variant();
   DecisionInputs in;
   if (noise_) in.noise = [this] { return GradientNoise{noise_->scale().g2(), noise_->scale().trace()}; };
+  if (noise_) in.curvature = [this] { return noise_->secant().curvature(); };
   in.staleness = [this, &agg] {
     const AggregatorStats& st = agg.stats();
     const int64_t n = st.counted - decided_counted_;
@@ -126,7 +128,7 @@ nlohmann::json Policy::state() const {
                    {"sched_loss_sq", sched_loss_sq_},     {"sched_loss_n", sched_loss_n_},
                    {"sched_updates", sched_updates_},     {"observed_times", observed_times_},
                    {"decided_staleness_sum", decided_staleness_sum_}, {"decided_counted", decided_counted_}};
-  if (noise_) j["noise"] = noise_->scale().state();
+  if (noise_) j["noise"] = noise_->scale().state(), j["secant"] = noise_->secant_state();
   return j;
 }
 
@@ -143,6 +145,7 @@ void Policy::restore(const nlohmann::json& j) {
   decided_staleness_sum_ = j.value("decided_staleness_sum", 0.0);
   decided_counted_ = j.value("decided_counted", int64_t(0));
   if (noise_ && j.contains("noise")) noise_->scale().set_state(j.at("noise").get<std::vector<double>>());
+  if (noise_ && j.contains("secant")) noise_->set_secant_state(j.at("secant").get<std::vector<double>>());
   const auto obs = j.at("observed_times").get<std::vector<double>>();
   std::lock_guard<std::mutex> lk(times_mu_);
   observed_times_.assign(obs.begin(), obs.end());

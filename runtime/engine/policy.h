@@ -67,6 +67,13 @@ class Policy {
   void set_noise_waiting(std::vector<float> g) {
     if (noise_) noise_->set_waiting(std::move(g));
   }
+  // The last update's mean gradient (the secant's pair; nullptr: none), for checkpoints.
+  const std::vector<float>* noise_last_mean() const {
+    return noise_ && !noise_->last_mean().empty() ? &noise_->last_mean() : nullptr;
+  }
+  void set_noise_last_mean(std::vector<float> g) {
+    if (noise_) noise_->set_last_mean(std::move(g));
+  }
   // The goodput rule's last decision that kept K (taken by the caller; empty when none).
   std::optional<KChange> take_held_decision() { return std::exchange(held_, std::nullopt); }
   // After an update published `s`: may change K (applied to agg), returned.

@@ -37,8 +37,19 @@ int runtime_rule_k(double ratio, int k0, int k_prev, int workers, const std::fun
   return std::max(workers, k_prev);
 }
 
+int warm_up_k(int workers) { return workers; }
+
+int stable_k(double l_eta, double theta, int workers) {
+  for (int k = 1; k < workers; ++k)
+    if (!(l_eta * (double(workers) / k - 1) > theta)) return k;
+  return workers;
+}
+
 double GoodputModel::progress(int k) const {
-  const double s = std::min(1.0, l_eta * staleness(k));
+  // Stale progress: the fitted L eta times E[tau], or where the secant was
+  // measured, falling linearly to nothing at the stability bound.
+  const double s = std::min(1.0, std::isfinite(stable_l_eta) && stable_l_eta > 0 ? stable_l_eta * staleness(k) / theta
+                                                                                   : l_eta * staleness(k));
   return eta * g2 * (1 - s) - l_eta * (eta / 2) * (g2 + trace / (double(k) * batch));
 }
 
@@ -105,20 +116,26 @@ class FixedSchedule : public KSchedule {
 
 class AdaSyncSchedule : public KSchedule {
  public:
-  explicit AdaSyncSchedule(const ScheduleConfig& c) : c_(c), next_(c.interval) {}
+  explicit AdaSyncSchedule(const ScheduleConfig& c)
+      : c_(c), next_(c.interval), k0_(c.k > 0 ? c.k : 1), warm_(c.k == 0 && c.stale) {}
   std::string describe() const override {
     std::ostringstream os;
     os << "adasync (" << to_string(c_.rule) << (c_.rule == AdaRule::Sqrt && c_.round_nearest ? ", round" : "")
-       << " rule, K0=" << c_.k << ", every " << c_.interval << " s)";
+       << " rule, K0=";
+    if (c_.k > 0) os << c_.k;
+    else if (c_.stale) os << "measured after a warm-up at K=" << warm_up_k(c_.workers);
+    else os << "1";
+    os << ", every " << c_.interval << " s)";
     return os.str();
   }
-  int initial_k() const override { return c_.k; }
+  int initial_k() const override { return warm_ ? warm_up_k(c_.workers) : k0_; }
   bool needs_start_loss() const override { return c_.rule != AdaRule::Plateau && std::isnan(f0_); }
   void set_start_loss(double f0) override { f0_ = f0; }
   std::vector<double> state() const override {
     return {next_,    f0_,      prev_.mean,         prev_.var,           double(prev_.n),
             double(prev_.updates), cur_.mean, cur_.var, double(cur_.n), double(cur_.updates),
-            double(updates_at_k_), l_eta_,   decided_ ? 1.0 : 0.0};
+            double(updates_at_k_), l_eta_,   decided_ ? 1.0 : 0.0, double(k0_), warm_ ? 1.0 : 0.0,
+            double(warm_decisions_), secant_};
   }
   void set_state(const std::vector<double>& s) override {
     if (s.size() >= 2) next_ = s[0], f0_ = s[1];
@@ -128,12 +145,14 @@ class AdaSyncSchedule : public KSchedule {
       updates_at_k_ = int64_t(s[10]);
     }
     if (s.size() >= 13) l_eta_ = s[11], decided_ = s[12] != 0;
+    if (s.size() >= 17) k0_ = int(s[13]), warm_ = s[14] != 0, warm_decisions_ = int(s[15]), secant_ = s[16];
   }
 
   std::optional<KChange> after_update(double now, int k_now, const DecisionInputs& in) override {
     if (now < next_) return std::nullopt;
     while (next_ <= now) next_ += c_.interval;
     if (c_.rule == AdaRule::Goodput) return goodput(now, k_now, in);
+    if (warm_) return end_warm_up(now, k_now, in);
     if (k_now >= c_.workers) return std::nullopt;
     if (c_.rule == AdaRule::Plateau) return plateau(now, k_now, in.loss(), in);
     if (c_.rule == AdaRule::RuntimePlateau) return runtime_plateau(now, k_now, in);
@@ -145,10 +164,10 @@ class AdaSyncSchedule : public KSchedule {
     const double ratio = f0_ / ft;
     int k = k_now;
     switch (c_.rule) {
-      case AdaRule::Sqrt: k = sqrt_rule_k(ratio, c_.k, k_now, c_.workers, c_.round_nearest); break;
-      case AdaRule::OrderStat: k = order_stat_k(ratio, c_.k, c_.workers); break;
+      case AdaRule::Sqrt: k = sqrt_rule_k(ratio, k0_, k_now, c_.workers, c_.round_nearest); break;
+      case AdaRule::OrderStat: k = order_stat_k(ratio, k0_, c_.workers); break;
       case AdaRule::Runtime:
-        if (in.update_time) k = runtime_rule_k(ratio, c_.k, k_now, c_.workers, in.update_time);
+        if (in.update_time) k = runtime_rule_k(ratio, k0_, k_now, c_.workers, in.update_time);
         break;
       case AdaRule::Auto:  // resolved (default_ada_rule) before a schedule is made
       case AdaRule::Plateau:
@@ -166,6 +185,47 @@ class AdaSyncSchedule : public KSchedule {
   }
 
  private:
+  // L eta from the secant measured so far: NaN before a pair, 0 where the
+  // noise swamps the curvature.
+  static double secant_l_eta(const DecisionInputs& in) {
+    const double l = in.curvature ? in.curvature() : NAN;
+    const double eta = in.lr ? in.lr() : NAN;
+    return l * eta;
+  }
+
+  // The warm-up ends once the secant has a pair whose curvature stands out
+  // of the noise, or after kWarmUpIntervals decisions without one (then the
+  // curvature is too small to matter: 0).
+  bool waited_enough(double l_eta) {
+    ++warm_decisions_;
+    if (std::isnan(l_eta)) return false;
+    return l_eta > 0 || warm_decisions_ >= kWarmUpIntervals;
+  }
+  static constexpr int kWarmUpIntervals = 4;
+
+  // The end of the warm-up at K = P (K_0 measured, stale variants): K_0 is
+  // the fastest K that the measured curvature says stays stable, and F_0 the
+  // loss now (the loss the rules' K_0 belongs to). Waits while no secant pair
+  // is in.
+  std::optional<KChange> end_warm_up(double now, int k_now, const DecisionInputs& in) {
+    const double l_eta = secant_l_eta(in);
+    if (!waited_enough(l_eta)) return std::nullopt;
+    const LossWindow w = in.loss();
+    const int k = stable_k(l_eta, c_.stable_theta, c_.workers);
+    warm_ = false;
+    k0_ = k;
+    if (w.n > 0 && std::isfinite(w.mean)) f0_ = w.mean;
+    prev_ = cur_ = LossWindow{};
+    updates_at_k_ = 0;
+    std::ostringstream why;
+    why.precision(3);
+    why << to_string(c_.rule) << " rule, K0 after the warm-up at K " << k_now << ": L*eta (secant) " << l_eta
+        << ", the fastest K with L*eta E[tau_K] <= " << c_.stable_theta << " is " << k
+        << " (E[tau] " << double(c_.workers) / k - 1 << ")";
+    KChange ch{k_now, k, now, f0_, w.mean, why.str(), to_string(c_.rule)};
+    return ch;
+  }
+
   // Whether a move to K has time to pay off before the budget ends: K_now
   // took updates_at_k_ updates (to plateau); a larger K relaxes at about the
   // same rate per update, so it needs plateau_horizon times as many, each
@@ -223,7 +283,7 @@ class AdaSyncSchedule : public KSchedule {
     int k_rt = k_now;
     const double ratio = f0_ / w.mean;
     if (f0_ > 0 && std::isfinite(f0_) && w.mean > 0 && std::isfinite(w.mean) && in.update_time)
-      k_rt = runtime_rule_k(ratio, c_.k, k_now, c_.workers, in.update_time);
+      k_rt = runtime_rule_k(ratio, k0_, k_now, c_.workers, in.update_time);
     if (pl && pl->k >= k_rt) return pl;
     if (k_rt <= k_now) return std::nullopt;
     prev_ = cur_ = LossWindow{};  // K changed: the plateau windows start again
@@ -240,6 +300,7 @@ class AdaSyncSchedule : public KSchedule {
   // predicts a gain above the margin (never down). The first decision, at
   // the end of the warm-up, chooses K_0 itself.
   std::optional<KChange> goodput(double now, int k_now, const DecisionInputs& in) {
+    if (warm_ && !waited_enough(secant_l_eta(in))) return std::nullopt;  // the warm-up waits for its curvature
     const LossWindow w = in.loss();
     const GradientNoise gn = in.noise ? in.noise() : GradientNoise{};
     if (std::isnan(f0_) && in.start_loss) f0_ = in.start_loss();
@@ -268,6 +329,10 @@ class AdaSyncSchedule : public KSchedule {
     const double measured = in.staleness ? in.staleness() : NAN;
     const double model_now = std::max(0.0, double(c_.workers) / k_now - 1);
     if (c_.stale && std::isfinite(measured) && model_now > 0.05) m.staleness_scale = measured / model_now;
+    if (c_.stale && c_.k == 0) {
+      if (!std::isfinite(secant_)) secant_ = secant_l_eta(in);  // the warm-up's, fresh gradients
+      m.stable_l_eta = secant_, m.theta = c_.stable_theta;
+    }
     if (!std::isfinite(m.g2) || !std::isfinite(m.trace) || w.n == 0) return std::nullopt;  // not measured yet
     const bool first = !decided_;
     // A move must have time to pay off before the budget ends: relaxing to a
@@ -309,7 +374,12 @@ class AdaSyncSchedule : public KSchedule {
       // to P at the first decision; never down; each with time to pay off.
       const int hi = first ? c_.workers : std::min(c_.workers, 2 * k_now);
       int best = 0;
-      for (int c = k_now; c <= hi; ++c)
+      // A measured K_0 (--k0 auto) is the first decision's: from 1, or after
+      // the warm-up at P among the K the secant says stay stable. A K_0
+      // given by hand is a floor.
+      int lo = k_now;
+      if (first && c_.k == 0) lo = c_.stale ? stable_k(std::max(0.0, secant_), c_.stable_theta, c_.workers) : 1;
+      for (int c = lo; c <= hi; ++c)
         if (std::isfinite(rates[size_t(c - 1)]) && (c == k_now || has_time(c)) &&
             (best == 0 || rates[size_t(c - 1)] > rates[size_t(best - 1)]))
           best = c;
@@ -328,6 +398,7 @@ class AdaSyncSchedule : public KSchedule {
       else why << ", kept";
     }
     decided_ = true;
+    warm_ = false;
     // Every decision is returned: one that keeps K is a record (the policy applies nothing).
     KChange ch{k_now, k, now, f0_, w.mean, why.str(), to_string(c_.rule)};
     if (k != k_now) prev_ = LossWindow{}, updates_at_k_ = 0;
@@ -338,6 +409,10 @@ class AdaSyncSchedule : public KSchedule {
 
   ScheduleConfig c_;
   double next_;
+  int k0_;     // the rules' K_0 (measured at the warm-up's end when warm_)
+  bool warm_;  // in the warm-up at K = P (K_0 measured, stale variants)
+  int warm_decisions_ = 0;  // decisions the warm-up has waited
+  double secant_ = std::numeric_limits<double>::quiet_NaN();  // goodput: L eta from the warm-up's secant
   double l_eta_ = std::numeric_limits<double>::quiet_NaN();  // goodput: the smoothed fit
   bool decided_ = false;                                      // goodput: the first decision was made
   double f0_ = std::numeric_limits<double>::quiet_NaN();
@@ -374,8 +449,8 @@ std::unique_ptr<KSchedule> make_schedule(const ScheduleConfig& c) {
   if (c.kind == ScheduleKind::Fixed) return std::make_unique<FixedSchedule>(c.k);
   if (c.kind == ScheduleKind::AdaSync) {
     EXPECTS(c.rule != AdaRule::Auto, "the AdaSync rule is resolved (default_ada_rule) before a schedule is made");
-    if (c.k < 1 || c.k > c.workers)
-      throw UsageError("--k0: expected a start K in [1, --workers = " + std::to_string(c.workers) + "], found " +
+    if (c.k < 0 || c.k > c.workers)
+      throw UsageError("--k0: expected a start K in [1, --workers = " + std::to_string(c.workers) + "] or auto, found " +
                        std::to_string(c.k));
     if (!(c.interval > 0))
       throw UsageError("--schedule-every: AdaSync needs a positive interval T_0, found " + std::to_string(c.interval));

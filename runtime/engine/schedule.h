@@ -95,6 +95,7 @@ struct DecisionInputs {
   std::function<GradientNoise()> noise;    // goodput rule
   std::function<double()> staleness;       // mean staleness since the last decision (NaN: none counted)
   std::function<double()> lr;              // the effective step: the base rate / (1 - momentum)
+  std::function<double()> curvature;       // L along the steps, the secant (noise.h; NaN: not measured)
 };
 
 class KSchedule {
@@ -116,7 +117,7 @@ class KSchedule {
 
 struct ScheduleConfig {
   ScheduleKind kind = ScheduleKind::Fixed;
-  int k = 1;                   // fixed: K; adasync: K_0 (>= 1)
+  int k = 1;                   // fixed: K; adasync: K_0 (>= 1; 0: measured, see stable_theta)
   int workers = 1;             // P
   double interval = 0;         // adasync: T_0 (clock seconds, > 0)
   AdaRule rule = AdaRule::Sqrt;
@@ -133,16 +134,31 @@ struct ScheduleConfig {
   int batch = 1;
   bool stale = false;
   double goodput_margin = 0.05;
+  // K_0 measured (k = 0) for the variants whose gradients go stale: a warm-up
+  // at K = P (fresh gradients: the secant needs them), then the fastest K whose staleness keeps
+  // L eta E[tau_K] <= stable_theta, L the secant curvature measured in the
+  // warm-up (delayed gradient descent diverges once the step times the
+  // curvature times the delay passes a constant). Sync variants start at 1.
+  double stable_theta = 3;
 };
+
+// The warm-up's K when K_0 is measured: P.
+int warm_up_k(int workers);
+// The smallest K in [1, workers] whose mean staleness P/K - 1 keeps
+// l_eta * E[tau_K] <= theta (workers when none does).
+int stable_k(double l_eta, double theta, int workers);
 
 // The goodput rule's model (ALGORITHMS.md §5.1): progress per update at a
 // constant rate, d(K) = eta |G|^2 (1 - s(K)) - (L eta) (eta / 2) (|G|^2 +
-// tr(S) / (K m)), s(K) = min(1, L eta E[tau_K]); the rate of K is d(K) / E[T_K].
+// tr(S) / (K m)), s(K) = min(1, L eta E[tau_K]) (or, with the secant's L eta,
+// min(1, L eta E[tau_K] / theta)); the rate of K is d(K) / E[T_K].
 struct GoodputModel {
   int workers = 1, batch = 1;
   double eta = 0, g2 = 0, trace = 0, l_eta = 0;
   bool stale = false;
   double staleness_scale = 1;  // measured staleness / P/K - 1 at the current K
+  double stable_l_eta = NAN;   // the secant's L eta (K_0 measured; NaN: none), and
+  double theta = 3;            // the stability bound on L eta E[tau_K]
   double staleness(int k) const { return stale ? staleness_scale * std::max(0.0, double(workers) / k - 1) : 0.0; }
   double progress(int k) const;
   // L eta such that d(k) equals `decrease` (the observed loss decrease per

@@ -115,6 +115,17 @@ int trainer_main(int argc, char** argv) {
     c.clock = parse_enum<ClockKind>(clock, "--clock");
     c.schedule = parse_enum<ScheduleKind>(schedule, "--schedule");
     c.adasync_rule = parse_enum<AdaRule>(adasync_rule, "--adasync-rule");
+    if (t.k0 == "auto") {
+      c.k0 = 0;
+    } else {
+      size_t used = 0;
+      try {
+        c.k0 = std::stoi(t.k0, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != t.k0.size()) throw UsageError("--k0: expected a start K or auto, found '" + t.k0 + "'");
+    }
     c.sqrt_rounding = parse_enum<Rounding>(sqrt_rounding, "--sqrt-rounding");
     c.loss_estimate = parse_enum<LossEstimate>(loss_estimate, "--loss-estimate");
     c.lr_rule = parse_enum<LrKind>(lr_rule, "--lr-rule");

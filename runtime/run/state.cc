@@ -176,6 +176,7 @@ Checkpoint capture_state(Run& r, double now, const VirtualState* vs, const Snaps
   }
   if (vs != nullptr || (r.cfg.swarm && r.virtual_clock)) c.put_u64s("straggler", r.straggler->state());
   if (const std::vector<float>* g = r.policy->noise_waiting()) c.put_floats("noise:waiting", g->data(), g->size());
+  if (const std::vector<float>* g = r.policy->noise_last_mean()) c.put_floats("noise:mean", g->data(), g->size());
   if (DistanceSketch* sk = r.policy->lr_rule().sketch()) {
     st.sketch_versions = sk->versions();
     const auto vals = sk->values();
@@ -284,6 +285,7 @@ void restore_state(Run& r) {
     for (int w : st.dead) r.agg->worker_failed(w);
     r.policy->restore(st.policy);
     if (c->has("noise:waiting")) r.policy->set_noise_waiting(c->floats("noise:waiting"));
+    if (c->has("noise:mean")) r.policy->set_noise_last_mean(c->floats("noise:mean"));
     r.agg->set_k(st.k);
     for (size_t w = 0; w < st.samplers.size() && w < r.samplers.size(); ++w) r.samplers[w].set_position(st.samplers[w]);
     r.supervisor->restore(st.supervisor);

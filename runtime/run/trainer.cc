@@ -144,6 +144,7 @@ void Trainer::setup() {
   sc.interval = c.schedule_every > 0 ? c.schedule_every : default_decision_interval(sc.rule, c.time_budget);
   sc.round_nearest = c.sqrt_rounding == Rounding::Round;
   sc.plateau_z = c.plateau_z;
+  sc.stable_theta = c.k0_theta;
   sc.plateau_updates = c.plateau_updates;
   sc.budget = c.time_budget;
   sc.plateau_horizon = c.plateau_horizon;

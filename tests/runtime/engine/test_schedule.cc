@@ -488,6 +488,7 @@ TEST(AdaSync, DefaultRuleReachesKFourOnTheConvexRegime) {
   c.progress = Progress::None;
   c.devices = Devices::Cpu;
   c.threads = 1;
+  c.k0 = 1;  // from K = 1, both parts of the rule act (a measured K_0: KZeroAuto below)
   Trainer t(c);
   const RunSummary s = t.run();
   ASSERT_FALSE(s.k_changes.empty());
@@ -522,6 +523,7 @@ TEST(AdaSync, RealClockDecisionsUseTheWorkersObservedTimes) {
   c.threads = 2;
   for (const char* rule : {"runtime", "runtime-plateau"}) {
     c.adasync_rule = parse_enum<AdaRule>(rule, "--adasync-rule");
+    c.k0 = 1;
     const RunSummary s = Trainer(c, test::small_data()).run();
     ASSERT_FALSE(s.k_changes.empty()) << rule;
     int k = 1;
@@ -535,6 +537,14 @@ TEST(AdaSync, RealClockDecisionsUseTheWorkersObservedTimes) {
     }
     EXPECT_TRUE(timed) << rule;
   }
+  // A measured K_0: the warm-up at K = P ends with a decision that names the
+  // secant (the PS measured it while the workers' threads pushed).
+  c.k0 = 0;
+  const RunSummary s = Trainer(c, test::small_data()).run();
+  ASSERT_FALSE(s.k_changes.empty());
+  EXPECT_EQ(s.k_changes.front().k_prev, 4);
+  EXPECT_NE(s.k_changes.front().reason.find("K0 after the warm-up at K 4: L*eta (secant)"), std::string::npos)
+      << s.k_changes.front().reason;
 }
 
 TEST(AdaSync, RuleFlagsAreValidated) {
