@@ -102,7 +102,7 @@ void add_trainer_flags(CLI::App& app, TrainConfig& c, CliText& t) {
                  "K over time: fixed, adasync (raise K as the loss falls) or piecewise (--schedule-points)")
       ->capture_default_str()->group(g_sched);
   app.add_option("--k0", t.k0,
-                 "AdaSync: starting K, or auto (k-async and k-batch-async: a warm-up at K = P, then the fastest K "
+                 "AdaSync: starting K, or auto (k-async and k-batch-async: a warm-up at K = P - 1, then the fastest K "
                  "that the curvature measured there says stays stable; the sync variants: 1)")
       ->capture_default_str()->group(g_sched);
   app.add_option("--schedule-every", t.schedule_every,

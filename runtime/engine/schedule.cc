@@ -37,7 +37,7 @@ int runtime_rule_k(double ratio, int k0, int k_prev, int workers, const std::fun
   return std::max(workers, k_prev);
 }
 
-int warm_up_k(int workers) { return workers; }
+int warm_up_k(int workers) { return workers > 1 ? workers - 1 : 1; }
 
 int stable_k(double l_eta, double theta, int workers) {
   for (int k = 1; k < workers; ++k)
@@ -203,7 +203,7 @@ class AdaSyncSchedule : public KSchedule {
   }
   static constexpr int kWarmUpIntervals = 4;
 
-  // The end of the warm-up at K = P (K_0 measured, stale variants): K_0 is
+  // The end of the warm-up at K = P - 1 (K_0 measured, stale variants): K_0 is
   // the fastest K that the measured curvature says stays stable, and F_0 the
   // loss now (the loss the rules' K_0 belongs to). Waits while no secant pair
   // is in.
@@ -410,7 +410,7 @@ class AdaSyncSchedule : public KSchedule {
   ScheduleConfig c_;
   double next_;
   int k0_;     // the rules' K_0 (measured at the warm-up's end when warm_)
-  bool warm_;  // in the warm-up at K = P (K_0 measured, stale variants)
+  bool warm_;  // in the warm-up at K = P - 1 (K_0 measured, stale variants)
   int warm_decisions_ = 0;  // decisions the warm-up has waited
   double secant_ = std::numeric_limits<double>::quiet_NaN();  // goodput: L eta from the warm-up's secant
   double l_eta_ = std::numeric_limits<double>::quiet_NaN();  // goodput: the smoothed fit

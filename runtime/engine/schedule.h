@@ -135,14 +135,15 @@ struct ScheduleConfig {
   bool stale = false;
   double goodput_margin = 0.05;
   // K_0 measured (k = 0) for the variants whose gradients go stale: a warm-up
-  // at K = P (fresh gradients: the secant needs them), then the fastest K whose staleness keeps
+  // at K = P - 1 (fresh gradients, which the secant needs, but not waiting on
+  // the slowest of P, which dominates heavy-tailed times), then the fastest K whose staleness keeps
   // L eta E[tau_K] <= stable_theta, L the secant curvature measured in the
   // warm-up (delayed gradient descent diverges once the step times the
   // curvature times the delay passes a constant). Sync variants start at 1.
   double stable_theta = 3;
 };
 
-// The warm-up's K when K_0 is measured: P.
+// The warm-up's K when K_0 is measured: P - 1 (1 for one worker).
 int warm_up_k(int workers);
 // The smallest K in [1, workers] whose mean staleness P/K - 1 keeps
 // l_eta * E[tau_K] <= theta (workers when none does).

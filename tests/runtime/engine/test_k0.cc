@@ -1,7 +1,7 @@
 // A measured K_0 (--k0 auto, ALGORITHMS.md §5): the secant curvature the
 // noise meter reads from the gradients (exact on a quadratic, blind to stale
 // gradients), the stability bound that turns it into K_0, and the schedule's
-// warm-up at K = P that waits for it.
+// warm-up at K = P - 1 that waits for it.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -116,7 +116,8 @@ TEST(StableK, IsTheFastestKWithinTheBound) {
   EXPECT_EQ(stable_k(10, 4, 32), 23);    // 32 / K <= 1.4
   EXPECT_EQ(stable_k(1000, 4, 32), 32);  // only K = P (no staleness)
   EXPECT_EQ(stable_k(0.25, 4, 8), 1);    // 0.25 * 7 <= 4
-  EXPECT_EQ(warm_up_k(16), 16);
+  EXPECT_EQ(warm_up_k(16), 15);
+  EXPECT_EQ(warm_up_k(1), 1);
 }
 
 ScheduleConfig auto_k0(AdaRule rule, bool stale) {
@@ -134,7 +135,7 @@ ScheduleConfig auto_k0(AdaRule rule, bool stale) {
 
 TEST(KZeroAuto, StaleVariantsWarmUpAtPThenTakeTheFastestStableK) {
   auto s = make_schedule(auto_k0(AdaRule::RuntimePlateau, true));
-  EXPECT_EQ(s->initial_k(), 16);
+  EXPECT_EQ(s->initial_k(), 15);
   s->set_start_loss(2.3);
   double curvature = NAN;
   DecisionInputs in;
@@ -142,14 +143,14 @@ TEST(KZeroAuto, StaleVariantsWarmUpAtPThenTakeTheFastestStableK) {
   in.lr = [] { return 0.1; };
   in.curvature = [&] { return curvature; };
   in.update_time = [](int k) { return theory::harmonic(16) - theory::harmonic(16 - k); };
-  EXPECT_FALSE(s->after_update(1.0, 16, in)) << "no secant pair yet: the warm-up goes on";
+  EXPECT_FALSE(s->after_update(1.0, 15, in)) << "no secant pair yet: the warm-up goes on";
   curvature = 5;  // L eta 0.5: K with 0.5 (16 / K - 1) <= 3 from K = 3
-  auto ch = s->after_update(2.0, 16, in);
+  auto ch = s->after_update(2.0, 15, in);
   ASSERT_TRUE(ch);
-  EXPECT_EQ(ch->k_prev, 16);
+  EXPECT_EQ(ch->k_prev, 15);
   EXPECT_EQ(ch->k, 3);
   EXPECT_EQ(ch->loss_start, 1.5) << "F_0 is the loss K_0 was chosen at";
-  EXPECT_NE(ch->reason.find("K0 after the warm-up at K 16: L*eta (secant) 0.5"), std::string::npos) << ch->reason;
+  EXPECT_NE(ch->reason.find("K0 after the warm-up at K 15: L*eta (secant) 0.5"), std::string::npos) << ch->reason;
   // From there the rule goes on from K_0 = 3 and never goes down.
   in.loss = [] { return LossWindow{0.5, 0.01, 50, 10}; };
   for (int t = 3; t < 20; ++t)
@@ -165,8 +166,8 @@ TEST(KZeroAuto, ACurvatureTooSmallToSeeEndsTheWarmUpAtItsLimit) {
   in.lr = [] { return 0.1; };
   in.curvature = [] { return 0.0; };
   int t = 1;
-  for (; t < 4; ++t) EXPECT_FALSE(s->after_update(double(t), 16, in)) << t;
-  auto ch = s->after_update(double(t), 16, in);
+  for (; t < 4; ++t) EXPECT_FALSE(s->after_update(double(t), 15, in)) << t;
+  auto ch = s->after_update(double(t), 15, in);
   ASSERT_TRUE(ch);
   EXPECT_EQ(ch->k, 1);
 }
@@ -184,12 +185,12 @@ TEST(KZeroAuto, AResumeMidWarmUpDecidesAsTheRunWould) {
   in.lr = [] { return 0.1; };
   in.curvature = [] { return 0.0; };
   auto a = make_schedule(auto_k0(AdaRule::RuntimePlateau, true));
-  EXPECT_FALSE(a->after_update(1.0, 16, in));
-  EXPECT_FALSE(a->after_update(2.0, 16, in));
+  EXPECT_FALSE(a->after_update(1.0, 15, in));
+  EXPECT_FALSE(a->after_update(2.0, 15, in));
   auto b = make_schedule(auto_k0(AdaRule::RuntimePlateau, true));
   b->set_state(a->state());
   for (double t : {3.0, 4.0}) {
-    auto ca = a->after_update(t, 16, in), cb = b->after_update(t, 16, in);
+    auto ca = a->after_update(t, 15, in), cb = b->after_update(t, 15, in);
     ASSERT_EQ(bool(ca), bool(cb)) << t;
     if (ca) {
       EXPECT_EQ(ca->k, cb->k);

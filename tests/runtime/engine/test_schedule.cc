@@ -537,13 +537,13 @@ TEST(AdaSync, RealClockDecisionsUseTheWorkersObservedTimes) {
     }
     EXPECT_TRUE(timed) << rule;
   }
-  // A measured K_0: the warm-up at K = P ends with a decision that names the
-  // secant (the PS measured it while the workers' threads pushed).
+  // A measured K_0: the warm-up at K = P - 1 ends with a decision that names
+  // the secant (the PS measured it while the workers' threads pushed).
   c.k0 = 0;
   const RunSummary s = Trainer(c, test::small_data()).run();
   ASSERT_FALSE(s.k_changes.empty());
-  EXPECT_EQ(s.k_changes.front().k_prev, 4);
-  EXPECT_NE(s.k_changes.front().reason.find("K0 after the warm-up at K 4: L*eta (secant)"), std::string::npos)
+  EXPECT_EQ(s.k_changes.front().k_prev, 3);
+  EXPECT_NE(s.k_changes.front().reason.find("K0 after the warm-up at K 3: L*eta (secant)"), std::string::npos)
       << s.k_changes.front().reason;
 }
 
