@@ -105,17 +105,24 @@ void NoiseMeter::set_secant_state(const std::vector<double>& s) {
   fresh_noise_.set_state({s[8], s[9], s[10], s[11]});
 }
 
-void NoiseMeter::measure(const std::vector<const float*>& grads, double step, const std::vector<int64_t>& staleness) {
+void NoiseMeter::measure(const std::vector<const float*>& grads, double step, const std::vector<int64_t>& staleness,
+                         bool secant) {
   if (grads.empty()) return;
+  NoiseSums all;
   if (grads.size() >= 2) {
     prev_.clear();
-    scale_.add(estimate_noise(noise_sums(grads.data(), int(grads.size()), n_, pool_), batch_));
+    all = noise_sums(grads.data(), int(grads.size()), n_, pool_);
+    scale_.add(estimate_noise(all, batch_));
   } else {
     if (!prev_.empty()) {
       const float* pair[2] = {prev_.data(), grads[0]};
       scale_.add(estimate_noise(noise_sums(pair, 2, n_, pool_), batch_));
     }
     prev_.assign(grads[0], grads[0] + n_);
+  }
+  if (!secant) {  // no longer asked for: the next pair would span a gap
+    mean_.clear();
+    return;
   }
   // The secant: the mean of this update's fresh gradients (computed at the
   // parameters it updates) against the last update's, whose step was the last
@@ -127,7 +134,7 @@ void NoiseMeter::measure(const std::vector<const float*>& grads, double step, co
   const int kf = int(fresh.size());
   // The noise term from the fresh gradients' own spread (stale ones differ
   // by their drift, not only by noise).
-  if (kf >= 2) fresh_noise_.add(estimate_noise(noise_sums(fresh.data(), kf, n_, pool_), batch_));
+  if (kf >= 2) fresh_noise_.add(estimate_noise(kf == k ? all : noise_sums(fresh.data(), kf, n_, pool_), batch_));
   std::vector<float> mean;
   if (kf > 0) mean.resize(n_);
   double diff_sq = 0, all_sq = 0;

@@ -94,8 +94,10 @@ class NoiseMeter {
  public:
   NoiseMeter(size_t n, int batch, ThreadPool* pool) : n_(n), batch_(batch), pool_(pool) {}
   // `step`: the step this update takes along the gradients' mean;
-  // `staleness`: each gradient's (empty: all fresh).
-  void measure(const std::vector<const float*>& grads, double step = 0, const std::vector<int64_t>& staleness = {});
+  // `staleness`: each gradient's (empty: all fresh); `secant`: whether to
+  // measure the secant (a second pass; only a measured K_0's warm-up reads it).
+  void measure(const std::vector<const float*>& grads, double step = 0, const std::vector<int64_t>& staleness = {},
+               bool secant = true);
   const NoiseScale& scale() const { return scale_; }
   NoiseScale& scale() { return scale_; }
   const Secant& secant() const { return secant_; }

@@ -17,7 +17,8 @@ Policy::Policy(const PolicyConfig& c, size_t n_params, uint64_t seed, const Snap
 
 void Policy::before_update(const Aggregator& agg) {
   if (noise_)
-    noise_->measure(agg.pending_gradients(), double(last_rates_.lr) / (1 - cfg_.momentum), agg.pending_staleness());
+    noise_->measure(agg.pending_gradients(), double(last_rates_.lr) / (1 - cfg_.momentum), agg.pending_staleness(),
+                    schedule_->needs_curvature());
 }
 
 double Policy::b_noise() const { return noise_ ? noise_->scale().b_noise() : NAN; }

@@ -130,6 +130,7 @@ class AdaSyncSchedule : public KSchedule {
   }
   int initial_k() const override { return warm_ ? warm_up_k(c_.workers) : k0_; }
   bool needs_start_loss() const override { return c_.rule != AdaRule::Plateau && std::isnan(f0_); }
+  bool needs_curvature() const override { return warm_; }
   void set_start_loss(double f0) override { f0_ = f0; }
   std::vector<double> state() const override {
     return {next_,    f0_,      prev_.mean,         prev_.var,           double(prev_.n),

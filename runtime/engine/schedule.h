@@ -108,6 +108,8 @@ class KSchedule {
   // Sets F_0 (AdaSync); ignored by the others.
   virtual void set_start_loss(double f0) {}
   virtual bool needs_start_loss() const { return false; }
+  // Whether a decision still reads the secant curvature (DecisionInputs::curvature).
+  virtual bool needs_curvature() const { return false; }
   // Checkpoint state (AdaSync: next decision time, F_0, the plateau rule's
   // previous window).
   virtual std::vector<double> state() const { return {}; }
