@@ -130,7 +130,7 @@ void add_trainer_flags(CLI::App& app, TrainConfig& c, CliText& t) {
                  "plateau rule, with a time budget: K doubles only if this many times the updates K took, at 2K's "
                  "time per update, fit in the time left (0: no budget test)")
       ->capture_default_str()->group(g_sched);
-  app.add_option("--schedule-points", c.schedule_points, "Piecewise K, e.g. 0:1,30s:2,60s:4")->group(g_sched);
+  app.add_option("--schedule-points", t.schedule_points, "Piecewise K, e.g. 0:1,30s:2,60s:4")->group(g_sched);
   app.add_option("--loss-estimate", t.loss_estimate,
                  "AdaSync's loss F_t: window (mean mini-batch loss of the gradients counted since the last decision; "
                  "F_0 from those computed at the initial parameters) or sample (loss on a fixed training sample)")

@@ -20,7 +20,7 @@ struct CliText {
               transport = "local", optimizer = "sgd";
   bool no_bias_correction = false;
   std::string ps_time;
-  std::string schedule_every;
+  std::string schedule_every, schedule_points;
   bool no_graphs = false;
   std::string watchdog;
   std::string k0 = "auto";

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <sstream>
 
 #include "models/model.h"
 #include "runtime/faults.h"
@@ -23,6 +24,34 @@ Cadence Cadence::parse(const std::string& text, const std::string& flag) {
     throw UsageError(flag + ": expected N updates (at most 2^63 - 1) or a duration such as 5s, found '" + text + "'");
   }
   return c;
+}
+
+SchedulePoints SchedulePoints::parse(const std::string& text, const std::string& flag) {
+  SchedulePoints sp;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto colon = item.find(':');
+    if (colon == std::string::npos)
+      throw UsageError(flag + ": expected TIME:K items such as 0:1,30s:2, found '" + item + "'");
+    const double t = parse_seconds(item.substr(0, colon), flag);
+    int k = 0;
+    try {
+      size_t used = 0;
+      k = std::stoi(item.substr(colon + 1), &used);
+      if (used != item.size() - colon - 1) k = 0;
+    } catch (const std::exception&) {
+      k = 0;
+    }
+    if (k < 1) throw UsageError(flag + ": K must be a positive integer, found '" + item + "'");
+    if (!sp.points.empty() && t <= sp.points.back().first)
+      throw UsageError(flag + ": times must increase, found '" + item + "' after " +
+                       std::to_string(sp.points.back().first) + " s");
+    sp.points.emplace_back(t, k);
+  }
+  if (sp.points.empty() || sp.points.front().first != 0)
+    throw UsageError(flag + ": the list must start at time 0 (e.g. 0:1,30s:2), found '" + text + "'");
+  return sp;
 }
 
 std::string Cadence::str() const {
@@ -105,6 +134,10 @@ void validate(const TrainConfig& c) {
   if (c.schedule_every < 0) bad("--schedule-every", "a positive duration", std::to_string(c.schedule_every));
   if (c.schedule == ScheduleKind::Piecewise && c.schedule_points.empty())
     throw UsageError("--schedule piecewise needs --schedule-points, e.g. 0:1,30s:2,60s:4");
+  for (const auto& [t, k] : c.schedule_points.points)
+    if (k > c.workers)
+      bad("--schedule-points", "K in [1, --workers = " + std::to_string(c.workers) + "]",
+          std::to_string(k) + " at " + std::to_string(t) + " s");
   if (c.loss_sample < 1) bad("--loss-sample", "a positive number of images", std::to_string(c.loss_sample));
   if (c.schedule != ScheduleKind::Fixed && c.aggregate == Aggregate::Device)
     throw UsageError("--aggregate device runs plain sync; a schedule needs the parameter server (--aggregate host)");

@@ -49,6 +49,16 @@ struct Cadence {
   std::string str() const;
 };
 
+// Piecewise K over clock time, parsed from "0:1,30s:2,60s:4": (time, K)
+// points, the first at time 0, times increasing.
+struct SchedulePoints {
+  std::vector<std::pair<double, int>> points;
+  SchedulePoints() = default;
+  SchedulePoints(const char* text) : SchedulePoints(parse(text, "schedule points")) {}  // NOLINT: tests write "0:1,20:2"
+  static SchedulePoints parse(const std::string& text, const std::string& flag);
+  bool empty() const { return points.empty(); }
+};
+
 struct TrainConfig {
   // model and data
   std::string model = "cnn";
@@ -97,7 +107,7 @@ struct TrainConfig {
   double k0_theta = 3;                 // --k0 auto: the largest L eta E[tau_K0] (stale variants)
   int64_t plateau_updates = 100;       // plateau rule: updates a window spans at least
   double plateau_horizon = 3;          // plateau rule: the budget test's factor (0: off)
-  std::string schedule_points;     // piecewise: "0:1,30s:2,60s:4"
+  SchedulePoints schedule_points;  // piecewise
   LossEstimate loss_estimate = LossEstimate::Window;
   int loss_sample = 1024;          // images in the fixed training sample
   LrKind lr_rule = LrKind::Const;

@@ -7,7 +7,6 @@
 #include <sstream>
 
 #include "datasets/rng.h"
-#include "runtime/straggler.h"
 
 namespace adasync {
 
@@ -450,47 +449,18 @@ std::unique_ptr<KSchedule> make_schedule(const ScheduleConfig& c) {
   if (c.kind == ScheduleKind::Fixed) return std::make_unique<FixedSchedule>(c.k);
   if (c.kind == ScheduleKind::AdaSync) {
     EXPECTS(c.rule != AdaRule::Auto, "the AdaSync rule is resolved (default_ada_rule) before a schedule is made");
-    if (c.k < 0 || c.k > c.workers)
-      throw UsageError("--k0: expected a start K in [1, --workers = " + std::to_string(c.workers) + "] or auto, found " +
-                       std::to_string(c.k));
-    if (!(c.interval > 0))
-      throw UsageError("--schedule-every: AdaSync needs a positive interval T_0, found " + std::to_string(c.interval));
-    if (!(c.plateau_horizon >= 0) || !std::isfinite(c.plateau_horizon))
-      throw UsageError("--plateau-horizon: expected a non-negative factor, found " + std::to_string(c.plateau_horizon));
-    if (c.plateau_updates < 1)
-      throw UsageError("--plateau-updates: expected at least 1 update per window, found " +
-                       std::to_string(c.plateau_updates));
-    if (!(c.plateau_z > 0) || !std::isfinite(c.plateau_z))
-      throw UsageError("--plateau-z: expected a positive number of standard errors, found " + std::to_string(c.plateau_z));
+    EXPECTS(c.k >= 0 && c.k <= c.workers, "K_0 in [0 (measured), P]");
+    EXPECTS(c.interval > 0 && c.plateau_horizon >= 0 && std::isfinite(c.plateau_horizon) && c.plateau_updates >= 1 &&
+                c.plateau_z > 0 && std::isfinite(c.plateau_z),
+            "a positive interval, plateau horizon, window and significance");
     return std::make_unique<AdaSyncSchedule>(c);
   }
-  {  // piecewise
-    std::vector<std::pair<double, int>> pts;
-    std::stringstream ss(c.points);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-      const auto colon = item.find(':');
-      if (colon == std::string::npos)
-        throw UsageError("--schedule-points: expected TIME:K items such as 0:1,30s:2, found '" + item + "'");
-      const double t = parse_seconds(item.substr(0, colon), "--schedule-points");
-      int k = 0;
-      try {
-        k = std::stoi(item.substr(colon + 1));
-      } catch (const std::exception&) {
-        k = 0;
-      }
-      if (k < 1 || k > c.workers)
-        throw UsageError("--schedule-points: K must be in [1, --workers = " + std::to_string(c.workers) + "], found '" +
-                         item + "'");
-      if (!pts.empty() && t <= pts.back().first)
-        throw UsageError("--schedule-points: times must increase, found '" + item + "' after " +
-                         std::to_string(pts.back().first) + " s");
-      pts.emplace_back(t, k);
-    }
-    if (pts.empty() || pts.front().first != 0)
-      throw UsageError("--schedule-points: the list must start at time 0 (e.g. 0:1,30s:2), found '" + c.points + "'");
-    return std::make_unique<PiecewiseSchedule>(std::move(pts));
-  }
+  EXPECTS(!c.points.empty() && c.points.front().first == 0, "piecewise points start at time 0");
+  for (size_t i = 0; i < c.points.size(); ++i)
+    EXPECTS(c.points[i].second >= 1 && c.points[i].second <= c.workers &&
+                (i == 0 || c.points[i].first > c.points[i - 1].first),
+            "piecewise K in [1, P] at increasing times");
+  return std::make_unique<PiecewiseSchedule>(c.points);
 }
 
 }  // namespace adasync

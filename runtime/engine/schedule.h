@@ -129,7 +129,7 @@ struct ScheduleConfig {
   double budget = 0;           // plateau rule: the run's clock budget (0: unknown, no budget test)
   double plateau_horizon = 3;  // plateau rule: 2K must have time for this many times K's updates
   double plateau_rel = 0.005;  // plateau rule: a relative decrease under this is none (noise unknown)
-  std::string points;          // piecewise: "0:1,30s:2,60s:4"
+  std::vector<std::pair<double, int>> points;  // piecewise: (time, K) from time 0, times increasing
   // goodput rule: each gradient's batch m; whether gradients go stale (the
   // async variants: E[tau_K] about P/K - 1, scaled to the staleness measured
   // at the current K); the relative gain a move must predict (hysteresis).
@@ -172,7 +172,7 @@ struct GoodputModel {
 // argmax over K in [1, P] of d(K) / E[T_K] (the rates in *rates, NaN where E[T] is unknown); 0 when none is known.
 int goodput_best_k(const GoodputModel& m, const std::function<double(int)>& update_time, std::vector<double>* rates);
 
-// Throws UsageError naming the flag on bad input.
+// The configuration is validated (config.cc); a bad one is a contract violation.
 std::unique_ptr<KSchedule> make_schedule(const ScheduleConfig& c);
 
 // The order-statistic rule on its own: smallest K with

@@ -148,7 +148,7 @@ void Trainer::setup() {
   sc.plateau_updates = c.plateau_updates;
   sc.budget = c.time_budget;
   sc.plateau_horizon = c.plateau_horizon;
-  sc.points = c.schedule_points;
+  sc.points = c.schedule_points.points;
   sc.batch = c.batch;
   sc.stale = !is_synchronous(c.variant);
   pc.lr.rule = c.lr_rule;

@@ -309,17 +309,33 @@ TEST(Schedule, PiecewiseFollowsItsPointsAndRejectsBadLists) {
   ScheduleConfig c;
   c.kind = ScheduleKind::Piecewise;
   c.workers = 8;
-  c.points = "0:1,30s:2,1min:4";
+  c.points = SchedulePoints::parse("0:1,30s:2,1min:4", "--schedule-points").points;
+  ASSERT_EQ(c.points.size(), 3u);
+  EXPECT_EQ(c.points[2], std::make_pair(60.0, 4));
   auto s = make_schedule(c);
   const DecisionInputs none;
   EXPECT_EQ(s->initial_k(), 1);
   EXPECT_FALSE(s->after_update(29.0, 1, none));
   EXPECT_EQ(s->after_update(30.0, 1, none)->k, 2);
   EXPECT_EQ(s->after_update(61.0, 2, none)->k, 4);
-  for (const char* bad : {"1s:2", "0:1,10s:9", "0:1,5s:2,3s:4", "0-1", "0:x"}) {
-    c.points = bad;
-    EXPECT_THROW(make_schedule(c), UsageError) << bad;
+  // Bad lists are refused where the text is parsed, naming the flag.
+  for (const char* bad : {"1s:2", "0:1,5s:2,3s:4", "0-1", "0:x", "0:2x", "0:0", ""}) {
+    try {
+      SchedulePoints::parse(bad, "--schedule-points");
+      ADD_FAILURE() << bad;
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("--schedule-points"), std::string::npos) << e.what();
+    }
   }
+  // K above P is a configuration error (validate), not the engine's to find.
+  TrainConfig tc;
+  tc.set_variant("k-async");
+  tc.workers = 8;
+  tc.schedule = ScheduleKind::Piecewise;
+  tc.schedule_points = "0:1,10s:9";
+  EXPECT_THROW(validate(tc), UsageError);
+  tc.schedule_points = "0:1,10s:8";
+  EXPECT_NO_THROW(validate(tc));
 }
 
 // An aggregator with counted gradients at chosen versions, for rate rules.
