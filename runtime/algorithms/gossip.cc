@@ -12,7 +12,7 @@ namespace adasync {
 
 // ------------------------------------------------------------------ graphs
 GossipGraph GossipGraph::make(GraphKind kind, int P, int degree, uint64_t seed) {
-  if (P < 2) throw UsageError("--variant swarm needs at least 2 workers, found " + std::to_string(P));
+  EXPECTS(P >= 2, "a gossip graph of " << P << " nodes");
   GossipGraph g;
   g.adj_.assign(size_t(P), {});
   auto link = [&](int a, int b) {
@@ -31,8 +31,7 @@ GossipGraph GossipGraph::make(GraphKind kind, int P, int degree, uint64_t seed) 
     int rows = 0;
     for (int r = 2; r * r <= P; ++r)
       if (P % r == 0) rows = r;
-    if (rows == 0)
-      throw UsageError("--graph torus needs --workers = rows x cols with both >= 2, found " + std::to_string(P));
+    EXPECTS(rows > 0, "a torus needs P = rows x cols with both >= 2, P = " << P);
     const int cols = P / rows;
     std::set<std::pair<int, int>> edges;
     for (int r = 0; r < rows; ++r)
@@ -44,9 +43,8 @@ GossipGraph GossipGraph::make(GraphKind kind, int P, int degree, uint64_t seed) 
     for (auto [a, b] : edges) link(a, b);
     g.desc_ = std::to_string(rows) + "x" + std::to_string(cols) + " torus";
   } else {  // regular
-    if (degree < 1 || degree >= P || (P * degree) % 2 != 0)
-      throw UsageError("--degree: a random " + std::to_string(degree) + "-regular graph on " + std::to_string(P) +
-                       " nodes needs 1 <= r < P and P * r even");
+    EXPECTS(degree >= 1 && degree < P && (P * degree) % 2 == 0,
+            "a random r-regular graph on P nodes needs 1 <= r < P and P r even: r = " << degree << ", P = " << P);
     // Pairing model: shuffle P * r stubs and pair them; retry until simple and connected.
     Rng rng(seed, 0x67a9);
     for (int attempt = 0; attempt < 10000; ++attempt) {
@@ -68,7 +66,9 @@ GossipGraph GossipGraph::make(GraphKind kind, int P, int degree, uint64_t seed) 
       g.adj_ = std::move(h.adj_);
       break;
     }
-    if (g.adj_[0].empty()) throw UsageError("--graph regular: no connected simple " + std::to_string(degree) + "-regular graph found");
+    if (g.adj_[0].empty())
+      throw UsageError("no connected simple " + std::to_string(degree) + "-regular graph on " + std::to_string(P) +
+                       " nodes in 10000 draws of the pairing model: try another degree");
     g.desc_ = "random " + std::to_string(degree) + "-regular graph";
   }
   for (auto& a : g.adj_) std::sort(a.begin(), a.end());
@@ -91,9 +91,8 @@ bool GossipGraph::connected() const {
 
 // ------------------------------------------------------------------ quantizer
 LatticeQuantizer::LatticeQuantizer(int bits, double step) : bits_(bits), e_(step) {
-  if (bits != 0 && bits != 8 && bits != 16)
-    throw UsageError("--quantize: expected 0 (full precision), 8 or 16 bits, found " + std::to_string(bits));
-  if (bits != 0 && !(step > 0)) throw UsageError("--quant-step: expected a positive step e, found " + std::to_string(step));
+  EXPECTS(bits == 0 || bits == 8 || bits == 16, "0 (full precision), 8 or 16 bits, found " << bits);
+  EXPECTS(bits == 0 || step > 0, "a positive lattice step, found " << step);
   q_ = bits == 0 ? 0 : (1u << bits);
 }
 
@@ -152,10 +151,9 @@ constexpr uint64_t kCheckSeed = 0x2545F4914F6CDD1Dull;
 }  // namespace
 
 SwarmCodec::SwarmCodec(int bits, double fixed_step, size_t block) : bits_(bits), fixed_(fixed_step), block_(block) {
-  if (bits != 0 && bits != 8 && bits != 16)
-    throw UsageError("--quantize: expected 0 (full precision), 8 or 16 bits, found " + std::to_string(bits));
-  if (!(fixed_step >= 0)) throw UsageError("--quant-step: expected a positive step e (0: adaptive), found " + std::to_string(fixed_step));
-  if (block < 1) throw UsageError("quantisation block: expected at least 1 coordinate");
+  EXPECTS(bits == 0 || bits == 8 || bits == 16, "0 (full precision), 8 or 16 bits, found " << bits);
+  EXPECTS(fixed_step >= 0, "a positive lattice step (0: adaptive), found " << fixed_step);
+  EXPECTS(block >= 1, "quantisation blocks of at least 1 coordinate");
   q_ = bits == 0 ? 0 : (1u << bits);
 }
 

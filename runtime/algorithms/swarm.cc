@@ -62,8 +62,8 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, const float* init, size_t n, in
       last_(last < 0 ? nodes : last),
       peers_(peers) {
   EXPECTS(0 <= first_ && first_ < last_ && last_ <= nodes, "local nodes [" << first_ << ", " << last_ << ") of " << nodes);
-  if (!(cfg.local_steps >= 1)) throw UsageError("--local-steps: expected at least 1, found " + std::to_string(cfg.local_steps));
-  if (!(margin_ >= 1)) throw UsageError("--quant-margin: expected at least 1, found " + std::to_string(margin_));
+  EXPECTS(cfg.local_steps >= 1, "at least 1 local step, found " << cfg.local_steps);
+  EXPECTS(margin_ >= 1, "a quantisation margin of at least 1, found " << margin_);
   stats_.bytes_sent.assign(size_t(nodes), 0);
   stats_.steps_by_node.assign(size_t(nodes), 0);
   stats_.taken_by_node.assign(size_t(nodes), 0);

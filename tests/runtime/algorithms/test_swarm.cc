@@ -59,7 +59,7 @@ TEST(Quantizer, FullPrecisionIsTheIdentityAtFourBytesAValue) {
   q.encode(x.data(), 100, msg.data());
   q.decode(msg.data(), x.data(), 100, out.data());
   EXPECT_EQ(out, x);
-  EXPECT_THROW(LatticeQuantizer(4, 1e-3), UsageError);
+  EXPECT_THROW(LatticeQuantizer(4, 1e-3), Error);  // a contract: the flags are validated (BadFlags)
 }
 
 // Receiver models b = x + d with heavy-tailed d (Cauchy, scaled), and the
@@ -180,8 +180,8 @@ TEST(SwarmCodec, NonFiniteValuesAndByteCounts) {
   EXPECT_EQ(fp.message_bytes(1025), 4100u);
   EXPECT_EQ(c8.nack_bytes(1025), 1u);
   EXPECT_EQ(c8.nack_bytes(9 * 1024), 2u);
-  EXPECT_THROW(SwarmCodec(8, -1, 1024), UsageError);
-  EXPECT_THROW(SwarmCodec(4, 0, 1024), UsageError);
+  EXPECT_THROW(SwarmCodec(8, -1, 1024), Error);  // contracts: the flags are validated (BadFlags)
+  EXPECT_THROW(SwarmCodec(4, 0, 1024), Error);
   // A NaN cannot be quantised: its block goes at full precision, the others not.
   const size_t n = 3000;
   auto x = test::random_vector<float>(n, 5);
@@ -216,8 +216,9 @@ TEST(GossipGraphs, ShapesAndDegrees) {
       }
     }
   }
-  EXPECT_THROW(GossipGraph::make(GraphKind::Torus, 7, 0, 1), UsageError);
-  EXPECT_THROW(GossipGraph::make(GraphKind::Regular, 5, 3, 1), UsageError);  // P * r odd
+  // Contracts: the flags are validated before a graph is made (BadFlags).
+  EXPECT_THROW(GossipGraph::make(GraphKind::Torus, 7, 0, 1), Error);
+  EXPECT_THROW(GossipGraph::make(GraphKind::Regular, 5, 3, 1), Error);  // P * r odd
 }
 
 // Gradient of f(x) = ||x - c||^2 / 2 (or zero): exact, cheap, known optimum.
