@@ -13,6 +13,7 @@ Policy::Policy(const PolicyConfig& c, size_t n_params, uint64_t seed, const Snap
   lr_rule_->on_publish(initial);
   if (!c.window_estimate && c.sample_loss) schedule_->set_start_loss(c.sample_loss(initial));
   if (c.measure_noise) noise_ = std::make_unique<NoiseMeter>(n_params, c.batch, c.pool);
+  if (c.guard) guard_ = std::make_unique<StabilityGuard>(c.workers, c.schedule.plateau_z);
 }
 
 void Policy::before_update(const Aggregator& agg) {
@@ -32,6 +33,7 @@ UpdateRates Policy::rates(const Aggregator& agg, const Snapshot& current) {
 }
 
 void Policy::on_counted(int64_t tau, float loss) {
+  if (guard_) guard_->on_loss(tau, loss);
   sched_loss_sum_ += loss;
   sched_loss_sq_ += double(loss) * double(loss);
   ++sched_loss_n_;
@@ -109,6 +111,19 @@ std::optional<KChange> Policy::after_update(Aggregator& agg, const SnapshotPtr& 
     // is at its first decision otherwise (k-sync counts only K of them).
     if (start_loss_n_ >= cfg_.workers) schedule_->set_start_loss(start_loss_sum_ / double(start_loss_n_));
   }
+  if (guard_) {
+    // The initial reference: the loss at the start, once P gradients of it are in.
+    if (!guard_->has_reference() && start_loss_n_ >= cfg_.workers)
+      guard_->set_reference(start_loss_sum_ / double(start_loss_n_));
+    if (auto g = guard_->check(now, s->version, agg.k())) {
+      agg.set_k(g->k);
+      g->k = agg.k();
+      if (g->k != g->k_prev) {
+        schedule_->on_forced_k(g->k);
+        return g;
+      }
+    }
+  }
   auto ch = schedule_->after_update(now, agg.k(), decision_inputs(agg, s));
   if (!ch) return ch;
   if (ch->k == ch->k_prev) {  // a decision to keep K: recorded, nothing applied
@@ -119,6 +134,7 @@ std::optional<KChange> Policy::after_update(Aggregator& agg, const SnapshotPtr& 
   agg.set_k(ch->k);
   ch->k = agg.k();
   if (ch->k == ch->k_prev) return std::nullopt;
+  if (guard_) guard_->set_reference(ch->loss_now);
   return ch;
 }
 
@@ -130,6 +146,7 @@ nlohmann::json Policy::state() const {
                    {"sched_updates", sched_updates_},     {"observed_times", observed_times_},
                    {"decided_staleness_sum", decided_staleness_sum_}, {"decided_counted", decided_counted_}};
   if (noise_) j["noise"] = noise_->scale().state(), j["secant"] = noise_->secant_state();
+  if (guard_) j["guard"] = guard_->state();
   return j;
 }
 
@@ -147,6 +164,11 @@ void Policy::restore(const nlohmann::json& j) {
   decided_counted_ = j.value("decided_counted", int64_t(0));
   if (noise_ && j.contains("noise")) noise_->scale().set_state(j.at("noise").get<std::vector<double>>());
   if (noise_ && j.contains("secant")) noise_->set_secant_state(j.at("secant").get<std::vector<double>>());
+  if (guard_ && j.contains("guard")) {
+    std::vector<double> g;
+    for (const auto& x : j.at("guard")) g.push_back(json_number(x));
+    guard_->set_state(g);
+  }
   const auto obs = j.at("observed_times").get<std::vector<double>>();
   std::lock_guard<std::mutex> lk(times_mu_);
   observed_times_.assign(obs.begin(), obs.end());

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/engine/aggregator.h"
+#include "runtime/engine/guard.h"
 #include "runtime/engine/lr_rule.h"
 #include "runtime/engine/noise.h"
 #include "runtime/engine/schedule.h"
@@ -42,6 +43,7 @@ struct PolicyConfig {
   int batch = 1;
   ThreadPool* pool = nullptr;
   double momentum = 0;  // the goodput rule's effective step: the rate / (1 - momentum)
+  bool guard = false;   // the stability guard (guard.h): AdaSync under a stale variant
 };
 
 class Policy {
@@ -92,6 +94,7 @@ class Policy {
   std::unique_ptr<KSchedule> schedule_;
   std::unique_ptr<LrRule> lr_rule_;
   std::unique_ptr<NoiseMeter> noise_;
+  std::unique_ptr<StabilityGuard> guard_;
   std::optional<KChange> held_;  // a decision that kept K (goodput: every decision is a record)
   UpdateRates last_rates_;
   // Losses of gradients computed at version 0 (F_0) and of those counted since

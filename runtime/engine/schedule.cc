@@ -130,6 +130,11 @@ class AdaSyncSchedule : public KSchedule {
   int initial_k() const override { return warm_ ? warm_up_k(c_.workers) : k0_; }
   bool needs_start_loss() const override { return c_.rule != AdaRule::Plateau && std::isnan(f0_); }
   bool needs_curvature() const override { return warm_; }
+  void on_forced_k(int) override {
+    // The loss windows and the updates at K start again at the new K.
+    prev_ = cur_ = LossWindow{};
+    updates_at_k_ = 0;
+  }
   void set_start_loss(double f0) override { f0_ = f0; }
   std::vector<double> state() const override {
     return {next_,    f0_,      prev_.mean,         prev_.var,           double(prev_.n),

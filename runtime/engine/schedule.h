@@ -108,6 +108,8 @@ class KSchedule {
   // Sets F_0 (AdaSync); ignored by the others.
   virtual void set_start_loss(double f0) {}
   virtual bool needs_start_loss() const { return false; }
+  // K was changed from outside the schedule (the stability guard, guard.h).
+  virtual void on_forced_k(int k) {}
   // Whether a decision still reads the secant curvature (DecisionInputs::curvature).
   virtual bool needs_curvature() const { return false; }
   // Checkpoint state (AdaSync: next decision time, F_0, the plateau rule's

@@ -163,6 +163,7 @@ void Trainer::setup() {
   pc.lr.grads_per_epoch = double(d.train.size()) / double(c.batch);
   pc.workers = P;
   pc.measure_noise = c.schedule == ScheduleKind::AdaSync && !c.swarm;
+  pc.guard = c.schedule == ScheduleKind::AdaSync && !c.swarm && !is_synchronous(c.variant);
   pc.batch = c.batch;
   pc.pool = r.apply_pool.get();
   pc.momentum = c.opt.momentum;

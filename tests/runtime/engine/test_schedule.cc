@@ -517,6 +517,52 @@ TEST(AdaSync, DefaultRuleReachesKFourOnTheConvexRegime) {
   EXPECT_TRUE(plateau) << "the last rungs come from plateaus, where the loss ratio stalls";
 }
 
+// The stability guard (guard.h) on a run that diverges at its start K: the
+// mlp at lr 0.2 under Pareto times with P = 16, where k-async at K = 1 (and on
+// this seed at 2) sends the loss up exponentially. Fixed at K = 1 the run
+// stops on non-finite gradients; AdaSync from K_0 = 1 doubles K when the
+// counted losses rise, and ends trained.
+TEST(AdaSync, StabilityGuardDoublesKWhereTheStartKDiverges) {
+  struct stat st {};
+  if (stat(test::fashion_mnist_dir().c_str(), &st) != 0)
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << test::fashion_mnist_dir()
+                 << " (Debian package dataset-fashion-mnist)";
+  TrainConfig c;
+  c.model = "mlp";
+  c.data_dir = test::fashion_mnist_dir();
+  c.batch = 32;
+  c.lr = 0.2;
+  c.momentum = 0;
+  c.workers = 16;
+  c.seed = 2;
+  c.set_variant("k-async");
+  c.clock = ClockKind::Virtual;
+  c.straggler = "pareto:scale=1,shape=1.5";
+  c.time_budget = 100;
+  c.eval_every = "0";
+  c.eval_samples = 1000;
+  c.progress = Progress::None;
+  c.devices = Devices::Cpu;
+  c.threads = 1;
+  c.k = 1;
+  const RunSummary fixed = Trainer(c).run();
+  EXPECT_EQ(fixed.stop_reason, "non-finite limit") << "the setup must diverge at K = 1";
+  c.schedule = ScheduleKind::AdaSync;
+  c.k0 = 1;
+  const RunSummary s = Trainer(c).run();
+  EXPECT_EQ(s.error, "");
+  int guarded = 0;
+  for (const auto& ch : s.k_changes)
+    if (ch.rule == "guard") {
+      ++guarded;
+      EXPECT_EQ(ch.k, 2 * ch.k_prev) << ch.reason;
+      EXPECT_NE(ch.reason.find("stability guard"), std::string::npos) << ch.reason;
+    }
+  EXPECT_GE(guarded, 1);
+  EXPECT_TRUE(std::isfinite(s.final_eval.loss));
+  EXPECT_LT(s.final_eval.loss, 1.0) << "trained: the start loss is 2.3";
+}
+
 // On the real clock the workers report their compute times from their own
 // threads (the runtime rule's sample) while the PS thread decides: K still
 // rises, each change named; ThreadSanitizer runs this in CI.
