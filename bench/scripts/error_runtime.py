@@ -23,7 +23,7 @@ must allow 1.1x); and against the baselines of ALGORITHMS.md 5.2 (m-sync,
 Rennala, Ringmaster, each at its best configuration). PNGs: loss and error
 against time (baselines dotted), K against time.
 
-  error_runtime.py [--regime convex|deep|deep-cnn|stragglers|short|all] [--quick]
+  error_runtime.py [--regime convex|deep|deep-cnn|stragglers|short|all|CELL,...] [--quick]
                    [--seeds N] [--first-seed 1] [--rules sqrt,plateau,...] [--jobs 2] [--no-baselines]
                    [--trainer build/trainer] [--out bench/results/error-runtime]
   short only:      [--budget 800] [--real [--real-mean 300ms]]
@@ -270,7 +270,8 @@ def baseline_jobs(spec):
 def run_regime(a, spec, rules, log):
     seeds = list(range(a.first_seed, a.first_seed + (a.seeds or spec["seeds"])))
     jobs = []
-    for variant in spec["variants"]:
+    variants = [v for v in spec["variants"] if not a.variants or v in a.variants.split(",")]
+    for variant in variants:
         for k in spec["ks"]:
             jobs.append((variant, f"K{k}", ["--k", str(k)]))
         for r in rules:
@@ -300,7 +301,7 @@ def run_regime(a, spec, rules, log):
             cands.append((label, median_curve(runs), runs))
         n_min = min(len(c[1]) for c in cands)
         base_best[fam] = min(cands, key=lambda c: c[1][n_min - 1][1] if len(c[1]) >= n_min else float("inf"))
-    for variant in spec["variants"]:
+    for variant in variants:
         # Every curve on the grid of the longest run of this variant: where
         # every seed of a K diverged, that K's curve is infinite throughout.
         runs_of = {t: [loss_curve(paths[(variant, t, s)]) for s in seeds] for t in [f"K{k}" for k in spec["ks"]] + rules}
@@ -487,10 +488,12 @@ def time_to(pts, target):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--regime", default="short", help="convex, deep, deep-cnn, stragglers, cifar, short or all")
+    ap.add_argument("--regime", default="short",
+                    help="convex, deep, deep-cnn, stragglers, cifar, short, all, or cells by name (comma-separated)")
     ap.add_argument("--cifar-dir", default="", help="cifar regime: the CIFAR-10 binary batches (default: "
                     "Fashion-MNIST padded to 32x32 stands in)")
     ap.add_argument("--rules", default=",".join(RULES), help="AdaSync rules to run (regimes other than short)")
+    ap.add_argument("--variants", default="", help="only these of each cell's variants (comma-separated; default all)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (regimes other than short)")
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--results", default="", help="append the regime tables to this file")
@@ -622,12 +625,14 @@ def main():
 
 
 def regimes_main(a):
-    names = ["convex", "deep", "stragglers"] if a.regime == "all" else [a.regime]
+    names = ["convex", "deep", "stragglers"] if a.regime == "all" else a.regime.split(",")
     specs = regime_specs(a.quick)
+    # A cell of a regime by its name (e.g. stragglers-mlp-pareto) runs alone.
+    cells = {s["name"]: [s] for lst in specs.values() for s in lst}
     for n in names:
-        if n not in specs:
-            print(f"error_runtime.py: --regime: expected convex, deep, deep-cnn, stragglers, cifar, short or all, found '{n}'",
-                  file=sys.stderr)
+        if n not in specs and n not in cells:
+            print(f"error_runtime.py: --regime: expected convex, deep, deep-cnn, stragglers, cifar, short, all or a "
+                  f"cell's name ({', '.join(cells)}), found '{n}'", file=sys.stderr)
             return 2
     a.seeds = int(a.seeds) if a.seeds else 0
     rules = [r for r in a.rules.split(",") if r]
@@ -639,7 +644,7 @@ def regimes_main(a):
         if out:
             out.write(line + "\n")
     for n in names:
-        for spec in specs[n]:
+        for spec in specs.get(n, cells.get(n)):
             run_regime(a, spec, rules, log)
     if out:
         out.close()
