@@ -330,6 +330,11 @@ std::vector<int> Reporter::lost_ranks() {
   return lost_ranks_;
 }
 
+void Reporter::restore_failed(const std::vector<int>& workers) {
+  std::lock_guard<std::mutex> lk(mu_);
+  failed_workers_.insert(failed_workers_.begin(), workers.begin(), workers.end());
+}
+
 std::vector<int> Reporter::failed_workers() {
   std::lock_guard<std::mutex> lk(mu_);
   return failed_workers_;

@@ -66,6 +66,8 @@ class Reporter : public UpdateObserver {
 
   std::vector<KChange> k_changes();
   std::vector<int> failed_workers();
+  // Resume: the workers that failed before the checkpoint (their events are in the earlier metrics).
+  void restore_failed(const std::vector<int>& workers);
   std::vector<int> lost_ranks();
   int64_t watchdog_alarms();
   double first_update_time();

@@ -290,6 +290,7 @@ void restore_state(Run& r) {
     for (size_t w = 0; w < st.samplers.size() && w < r.samplers.size(); ++w) r.samplers[w].set_position(st.samplers[w]);
     r.supervisor->restore(st.supervisor);
     r.reporter->restore(st.reporter);
+    r.reporter->restore_failed(st.dead);
     if (DistanceSketch* sk = r.policy->lr_rule().sketch(); sk && !st.sketch_versions.empty())
       sk->restore(st.sketch_versions, c->floats("sketch"));
     r.resume_time = st.time;

@@ -113,9 +113,13 @@ double run_swarm_mode(Run& r) {
       const auto& nodes = r.resume_swarm.at("nodes");
       int left = P;
       for (const auto& nj : nodes) left -= nj.value("failed", false) ? 1 : 0;
+      std::vector<int> gone;
       for (int i = 0; i < int(nodes.size()); ++i)
-        if (nodes[size_t(i)].value("failed", false))
+        if (nodes[size_t(i)].value("failed", false)) {
           r.supervisor->on_worker_failed(i, "failed before the checkpoint", left, 0);
+          gone.push_back(i);
+        }
+      r.reporter->restore_failed(gone);
     } catch (const CheckpointError& e) {
       throw UsageError("--resume: " + r.supervisor->last_checkpoint() + ": " + e.what());
     } catch (const nlohmann::json::exception& e) {
