@@ -64,6 +64,8 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, const float* init, size_t n, in
   EXPECTS(0 <= first_ && first_ < last_ && last_ <= nodes, "local nodes [" << first_ << ", " << last_ << ") of " << nodes);
   EXPECTS(cfg.local_steps >= 1, "at least 1 local step, found " << cfg.local_steps);
   EXPECTS(margin_ >= 1, "a quantisation margin of at least 1, found " << margin_);
+  far_gone_ = std::make_unique<std::atomic<bool>[]>(size_t(nodes));
+  for (int i = 0; i < nodes; ++i) far_gone_[size_t(i)].store(false);
   stats_.bytes_sent.assign(size_t(nodes), 0);
   stats_.steps_by_node.assign(size_t(nodes), 0);
   stats_.taken_by_node.assign(size_t(nodes), 0);
@@ -172,10 +174,10 @@ void SwarmEngine::account(const TransferCount& t, int sender, int receiver) {
 int SwarmEngine::draw_partner(int i) {
   const auto& nb = graph_.neighbours(i);
   Rng& r = node(i).rng;
-  if (live_.load() == last_ - first_) return nb[r.below(nb.size())];
+  if (live_.load() == last_ - first_ && far_gone_count_.load() == 0) return nb[r.below(nb.size())];
   std::vector<int> there;
   for (int j : nb)
-    if (j < first_ || j >= last_ || !node(j).failed.load()) there.push_back(j);
+    if (j < first_ || j >= last_ ? !far_gone_[size_t(j)].load() : !node(j).failed.load()) there.push_back(j);
   return there.empty() ? -1 : there[r.below(there.size())];
 }
 
@@ -332,6 +334,10 @@ std::vector<float> SwarmEngine::copy_models() {
 }
 
 void SwarmEngine::set_failed(int i) {
+  if (i < first_ || i >= last_) {
+    if (!far_gone_[size_t(i)].exchange(true)) ++far_gone_count_;
+    return;
+  }
   if (!node(i).failed.exchange(true)) --live_;
 }
 

@@ -187,7 +187,9 @@ class SwarmEngine : public SwarmState {
 
   // Sets node i's model (and its published copy); before running.
   void set_model(int i, const float* x);
-  // Node i's worker failed before this run (a resumed checkpoint's); before running.
+  // Node i's worker failed: before running (a resumed checkpoint's), or, for
+  // a node of another process, when that process reports it (any time):
+  // nobody here picks it as a partner again.
   void set_failed(int i);
   // x_bar = mean_i x_i, and the consensus distance mean_i ||x_i - x_bar||^2,
   // over the nodes whose worker has not failed.
@@ -235,6 +237,8 @@ class SwarmEngine : public SwarmState {
   int first_ = 0, last_ = 0;
   SwarmPeers* peers_ = nullptr;
   std::atomic<int> live_{0};  // local nodes whose worker has not failed
+  std::unique_ptr<std::atomic<bool>[]> far_gone_;  // per node of another process: its worker failed
+  std::atomic<int> far_gone_count_{0};
   Node& node(int i) { return *nodes_[size_t(i - first_)]; }
 };
 

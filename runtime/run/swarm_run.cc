@@ -155,6 +155,7 @@ double run_swarm_mode(Run& r) {
                           {"interactions", st.interactions},
                           {"local_steps", st.local_steps},
                           {"steps_by_node", st.steps_by_node},
+                          {"bytes_by_node", st.bytes_sent},
                           {"nonfinite_steps", st.nonfinite},
                           {"out_of_range", st.out_of_range},
                           {"out_of_range_fraction",

@@ -57,7 +57,7 @@ struct StepMsg {
   float loss;
   int32_t kind;
 };
-enum WordKind : int32_t { kWordPull = 1, kWordContinue, kWordCancel, kWordStop };
+enum WordKind : int32_t { kWordPull = 1, kWordContinue, kWordCancel, kWordStop, kWordNodeFailed };
 
 struct PushHeader {
   int32_t worker;

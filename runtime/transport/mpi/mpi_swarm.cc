@@ -185,7 +185,7 @@ void MpiSwarm::start(const float* init, const std::vector<uint64_t>& positions) 
     std::vector<uint64_t> mine;
     std::vector<int> failed;
     for (int i = first; i < last && size_t(i) < positions.size(); ++i) mine.push_back(positions[size_t(i)]);
-    for (int i = first; i < last; ++i)
+    for (int i = 0; i < m.nodes; ++i)  // every rank's: a failed node is nobody's partner
       if (m.failed[size_t(i)]) failed.push_back(i);
     send_text(nlohmann::json{{"params", m.n}, {"swarm", true}, {"resume", resume}, {"positions", mine}, {"failed", failed}}
                   .dump(),
@@ -281,6 +281,9 @@ double MpiSwarm::run(SwarmListener& l) {
         }
         const bool go_on = l.node_failed(s.node, what, alive, clock.seconds());
         send_small(WordMsg{0, s.node}, st.MPI_SOURCE, kSwAck);
+        // The other ranks' nodes stop picking it as a partner.
+        for (int r = 1; r < m.world.size(); ++r)
+          if (r != st.MPI_SOURCE) send_small(WordMsg{kWordNodeFailed, s.node}, r, kWord);
         if (!go_on) break;
         continue;
       }

@@ -217,9 +217,9 @@ class StepReporter : public SwarmListener {
   bool after_step(int node, float loss, bool finite, double) override {
     return report(StepMsg{node, loss, finite ? kStepTaken : kStepNonfinite}, nullptr);
   }
-  // The node has left this rank's graph; rank 0 reports it and decides. The
-  // rank's other nodes go on (nodes of other ranks may still pick it: its
-  // model answers their exchanges).
+  // The node has left this rank's graph; rank 0 reports it, decides, and
+  // tells the other ranks, whose nodes stop picking it. The rank's other
+  // nodes go on.
   bool node_failed(int node, const std::string& what, int, double) override {
     report(StepMsg{node, 0.f, kStepFailed}, &what);
     return true;
@@ -268,7 +268,7 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
   const SwarmCodec codec(g.cfg->bits, g.cfg->quant_step, g.cfg->quant_block);
   const size_t per_node = 2 * n + codec.blocks(n);
   std::vector<float> init(n), resumed;
-  std::vector<int> failed;  // nodes whose worker failed before a resume
+  std::vector<int> failed;  // nodes whose worker failed before a resume (of every rank)
   try {
     const nlohmann::json j = await_start(n);
     if (j.is_null()) return;  // stopped before any training
@@ -295,8 +295,7 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
     const float* s = resumed.data() + size_t(i - g.first) * per_node;
     eng.set_node_state(i, s, s + n, s + 2 * n);
   }
-  for (int i : failed)
-    if (g.first <= i && i < last) eng.set_failed(i);
+  for (int i : failed) eng.set_failed(i);  // this rank's nodes and the others' alike
   bool stopping = false, done = false;
   try {
     nodes.start(reporter);
@@ -324,7 +323,11 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
       backoff.reset();
       if (st.MPI_TAG == kWord) {
         const WordMsg wm = receive_small<WordMsg>(&msg, st, "word");
-        if (wm.kind != kWordStop) throw std::runtime_error("MPI: a word other than stop for SwarmSGD nodes");
+        if (wm.kind == kWordNodeFailed && wm.worker >= 0 && wm.worker < g.nodes) {
+          eng.set_failed(wm.worker);  // another rank's node left: no partner of ours from now on
+          continue;
+        }
+        if (wm.kind != kWordStop) throw std::runtime_error("MPI: a word other than stop or a failed node for SwarmSGD nodes");
         if (done) send_small(WordMsg{0, -1}, 0, kDone);  // asked again: rank 0 is ending the job
         stopping = true;
         nodes.request_stop();
