@@ -28,9 +28,7 @@ GossipGraph GossipGraph::make(GraphKind kind, int P, int degree, uint64_t seed) 
       if (P > 2 || a == 0) link(a, (a + 1) % P);
     g.desc_ = "ring";
   } else if (kind == GraphKind::Torus) {
-    int rows = 0;
-    for (int r = 2; r * r <= P; ++r)
-      if (P % r == 0) rows = r;
+    const int rows = torus_rows(P);
     EXPECTS(rows > 0, "a torus needs P = rows x cols with both >= 2, P = " << P);
     const int cols = P / rows;
     std::set<std::pair<int, int>> edges;

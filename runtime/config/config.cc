@@ -94,9 +94,7 @@ void validate(const TrainConfig& c) {
     if (c.quant_margin != 0 && !(c.quant_margin >= 1))
       bad("--quant-margin", "at least 1 (0: automatic)", std::to_string(c.quant_margin));
     const int P = c.workers;
-    bool grid = false;  // P = rows x cols with both >= 2
-    for (int r = 2; r * r <= P; ++r) grid |= P % r == 0;
-    if (c.graph == GraphKind::Torus && !grid)
+    if (c.graph == GraphKind::Torus && torus_rows(P) == 0)
       bad("--workers", "rows x cols with both >= 2 for --graph torus", std::to_string(P));
     if (c.graph == GraphKind::Regular && (c.degree < 1 || c.degree >= P || (P * c.degree) % 2 != 0))
       bad("--degree", "1 <= r < --workers = " + std::to_string(P) + " with --workers x r even for --graph regular",

@@ -39,6 +39,13 @@ bool has_k(Variant v) {
 
 bool is_synchronous(Variant v) { return v == Variant::Sync || v == Variant::KSync || v == Variant::KBatchSync; }
 
+int torus_rows(int P) {
+  int rows = 0;
+  for (int r = 2; r * r <= P; ++r)
+    if (P % r == 0) rows = r;
+  return rows;
+}
+
 AdaRule parse_ada_rule(const std::string& s) {
   if (s == "sqrt") return AdaRule::Sqrt;
   if (s == "order-stat") return AdaRule::OrderStat;

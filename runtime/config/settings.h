@@ -26,6 +26,8 @@ Variant parse_variant(const std::string& s);  // throws UsageError
 const char* to_string(Variant v);
 bool has_k(Variant v);           // K is a free parameter
 bool is_synchronous(Variant v);  // zero staleness, cancellation on update
+// A torus of P nodes: its rows, the largest divisor r of P with r <= P / r (0: none >= 2, no torus).
+int torus_rows(int P);
 
 // Auto: the default rule (default_ada_rule), resolved when the run starts.
 enum class AdaRule { Auto, Sqrt, OrderStat, Runtime, Plateau, RuntimePlateau, Goodput };
