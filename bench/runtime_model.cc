@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
 
   auto data = std::make_shared<DataSplit>(make_gaussian_classes(4000, 500, 16, 4, 1.5, 1));
   normalize(*data);
-  const StragglerSpec spec = parse_straggler("exp:mean=" + mean);
+  const StragglerSpec spec = parse_straggler("exp:mean=" + mean, "--straggler");
   const int P = 8;
   std::printf("P = %d workers, compute time ~ Exp(mean %s); time per update in ms\n", P, mean.c_str());
   std::printf("%-14s %3s %9s %9s %8s %9s %8s\n", "variant", "K", "theory", "virtual", "v/th", "real", "r/th");

@@ -173,7 +173,8 @@ Checkpoint decode_checkpoint(const unsigned char* data, size_t size, const std::
   return c;
 }
 
-std::string save_checkpoint(const std::string& dir, int64_t version, const Checkpoint& c, int keep) {
+std::string save_checkpoint(const std::string& dir, int64_t version, const Checkpoint& c, int keep,
+                            const std::string& what) {
   // The listing trusts a file only when its name and the version inside agree.
   const auto hv = c.header.is_object() ? c.header.find("version") : c.header.end();
   EXPECTS(hv != c.header.end() && hv->is_number_integer() && hv->get<int64_t>() == version,
@@ -181,10 +182,10 @@ std::string save_checkpoint(const std::string& dir, int64_t version, const Check
                                           << ", saving version " << version);
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) throw UsageError("--checkpoint-dir: cannot create '" + dir + "': " + ec.message());
+  if (ec) throw UsageError(what + ": cannot create '" + dir + "': " + ec.message());
   const std::string path = (fs::path(dir) / checkpoint_name(version)).string();
   const auto bytes = encode_checkpoint(c);
-  write_file_atomic(path, std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()), "--checkpoint-dir");
+  write_file_atomic(path, std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()), what);
   // The file just written is always kept (a damaged one of a higher version
   // must not push it out); then the newest whole others of this run, up to `keep`.
   const nlohmann::json run = c.header.is_object() ? c.header.value("run_id", nlohmann::json()) : nlohmann::json();
@@ -321,21 +322,6 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   return out;
 }
 
-void take_over_checkpoints(const std::string& dir, bool overwrite, bool say) {
-  const auto valid = list_valid_checkpoints(dir);
-  if (valid.empty()) return;
-  if (!overwrite)
-    throw UsageError("--checkpoint-dir " + dir + ": holds " + std::to_string(valid.size()) +
-                     " checkpoint(s) of another run (the newest " + valid.front().second +
-                     "); continue it with --resume, delete them with --overwrite, or choose another directory");
-  for (const auto& [v, f] : valid) {
-    std::error_code ec;
-    if (!fs::remove(f, ec) || ec)
-      throw UsageError("--overwrite: cannot delete " + f + ": " + (ec ? ec.message() : std::string("not removed")));
-  }
-  if (say) std::printf("note: --overwrite: deleted %zu checkpoint(s) of another run from %s\n", valid.size(), dir.c_str());
-}
-
 std::string new_run_id() {
   std::random_device rd;
   uint64_t x = (uint64_t(rd()) << 32) ^ rd();
@@ -346,7 +332,7 @@ std::string new_run_id() {
   return b;
 }
 
-int remove_stale_temporaries(const std::string& dir) {
+int remove_stale_temporaries(const std::string& dir, const std::string& what) {
   int removed = 0;
   std::error_code ec;
   for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
@@ -361,7 +347,7 @@ int remove_stale_temporaries(const std::string& dir) {
     if (!fs::is_regular_file(it->symlink_status(sec))) continue;
     if (fs::remove(it->path(), sec)) ++removed;
     if (sec)
-      throw UsageError("--checkpoint-dir: cannot remove the stale temporary '" + it->path().string() +
+      throw UsageError(what + ": cannot remove the stale temporary '" + it->path().string() +
                        "': " + sec.message());
   }
   return removed;

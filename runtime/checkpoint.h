@@ -55,8 +55,9 @@ class CheckpointError : public UsageError {
 // run's damaged ones are never counted (and are deleted: a resume skips
 // them); files of another run, with damaged headers, foreign or misnamed are
 // never counted and never deleted. `c.header["version"]` must equal
-// `version`. Returns the path written.
-std::string save_checkpoint(const std::string& dir, int64_t version, const Checkpoint& c, int keep);
+// `version`. Returns the path written; errors name `what` (the flag of DIR).
+std::string save_checkpoint(const std::string& dir, int64_t version, const Checkpoint& c, int keep,
+                            const std::string& what);
 Checkpoint load_checkpoint(const std::string& path);
 // The header JSON of a checkpoint file, reading only the magic, the format
 // and the header (not the sections, not the CRC: load_checkpoint checks
@@ -81,10 +82,6 @@ std::vector<std::pair<int64_t, std::string>> list_valid_checkpoints(const std::s
 // order (a file whose sections or CRC are damaged still fails at load).
 std::vector<std::string> list_checkpoints(const std::string& dir);
 
-// A fresh run's checkpoint directory: refused (UsageError naming the newest
-// checkpoint and the choices) when it holds checkpoints, unless `overwrite`,
-// which deletes them (valid ones only: foreign files stay).
-void take_over_checkpoints(const std::string& dir, bool overwrite, bool say);
 // A new run id: 16 hexadecimal digits from the OS's entropy, pid and time.
 std::string new_run_id();
 
@@ -92,6 +89,7 @@ std::string new_run_id();
 // process is killed mid-write (DIR/ckpt-<digits>.bin.tmp, regular files only;
 // nothing else is touched) and returns how many it removed. Call it at start,
 // holding the directory's lock, so no live writer's file is taken.
-int remove_stale_temporaries(const std::string& dir);
+// Errors name `what` (the flag the directory came from) and the file.
+int remove_stale_temporaries(const std::string& dir, const std::string& what);
 
 }  // namespace adasync

@@ -8,13 +8,14 @@
 
 namespace adasync {
 
-FaultPlan::FaultPlan(const std::string& spec, int workers) {
+std::vector<Fault> parse_faults(const std::string& spec, const std::string& what) {
+  std::vector<Fault> faults;
   std::stringstream ss(spec);
   std::string item;
   while (std::getline(ss, item, ',')) {
     if (item.empty()) continue;
     const auto bad = [&](const std::string& why) {
-      return UsageError("--inject: " + why + " in '" + item + "' (expected nan@W:N, throw@W:N or hang@W:N:T)");
+      return UsageError(what + ": " + why + " in '" + item + "' (expected nan@W:N, throw@W:N or hang@W:N:T)");
     };
     const auto at = item.find('@');
     if (at == std::string::npos) throw bad("no '@'");
@@ -35,11 +36,23 @@ FaultPlan::FaultPlan(const std::string& spec, int workers) {
     } catch (const std::exception&) {
       throw bad("worker and count must be integers");
     }
-    if (f.worker < 0 || f.worker >= workers) throw bad("worker " + parts[0] + " outside [0, " + std::to_string(workers) + ")");
+    if (f.worker < 0) throw bad("worker " + parts[0] + " is negative");
     if (f.at < 1) throw bad("the count starts at 1");
-    if (f.kind == Fault::Kind::Hang) f.seconds = parse_seconds(parts[2], "--inject");
-    faults_.push_back(f);
+    if (f.kind == Fault::Kind::Hang) f.seconds = parse_seconds(parts[2], what);
+    faults.push_back(f);
   }
+  return faults;
+}
+
+std::string to_string(const Fault& f) {
+  const char* kind = f.kind == Fault::Kind::Nan ? "nan" : f.kind == Fault::Kind::Throw ? "throw" : "hang";
+  std::string s = std::string(kind) + "@" + std::to_string(f.worker) + ":" + std::to_string(f.at);
+  if (f.kind == Fault::Kind::Hang) {
+    std::ostringstream t;
+    t << f.seconds << "s";
+    s += ":" + t.str();
+  }
+  return s;
 }
 
 const Fault* FaultPlan::at(int w, int64_t n) const {

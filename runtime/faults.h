@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/context.h"
@@ -21,11 +22,16 @@ struct Fault {
   double seconds = 0;
 };
 
+// Parses a list such as "nan@2:10,throw@1:5"; throws UsageError naming
+// `what` (the flag) and the item on bad input. Worker ids are bounded by the
+// config's check, which knows the worker count.
+std::vector<Fault> parse_faults(const std::string& spec, const std::string& what);
+std::string to_string(const Fault& f);  // "throw@1:5", "hang@3:20:2s"
+
 class FaultPlan {
  public:
   FaultPlan() = default;
-  // Throws UsageError naming --inject on bad input; workers bounds the ids.
-  FaultPlan(const std::string& spec, int workers);
+  explicit FaultPlan(std::vector<Fault> faults) : faults_(std::move(faults)) {}
   bool empty() const { return faults_.empty(); }
   // The fault for worker w's n-th computation (1-based), if any.
   const Fault* at(int w, int64_t n) const;

@@ -37,9 +37,9 @@ struct StragglerSpec {
 };
 
 // Parses a spec; throws UsageError naming `flag` with what was expected.
-StragglerSpec parse_straggler(const std::string& text, const std::string& flag = "--straggler");
+StragglerSpec parse_straggler(const std::string& text, const std::string& flag);
 // Parses "1,1,2,4" (positive factors).
-std::vector<double> parse_slowdown(const std::string& text, const std::string& flag = "--slowdown");
+std::vector<double> parse_slowdown(const std::string& text, const std::string& flag);
 // Parses "20ms", "0.5", "3s", "100us" into seconds; throws UsageError naming flag.
 double parse_seconds(const std::string& text, const std::string& flag);
 

@@ -211,7 +211,7 @@ void add_trainer_flags(CLI::App& app, TrainConfig& c, CliText& t) {
                  "With --on-nonfinite drop: stop (exit 1) after this many non-finite gradients in a row")
       ->capture_default_str()->group(g_rel);
   app.add_option("--watchdog", t.watchdog, "Flag a worker that pushes nothing for this long, e.g. 30s")->group(g_rel);
-  app.add_option("--inject", c.inject,
+  app.add_option("--inject", t.inject,
                  "Fault injection for testing: nan@W:N, throw@W:N, hang@W:N:T (worker W's N-th computation)")
       ->group(g_rel);
 

@@ -193,7 +193,10 @@ void validate(const TrainConfig& c) {
     throw UsageError("--trace with --resume: a trace must start at version 0 to be replayed");
   if (!c.replay.empty() && (c.resume || !c.checkpoint_dir.empty()))
     throw UsageError("--replay re-applies a whole trace; it takes no --checkpoint-dir or --resume");
-  FaultPlan(c.inject, c.workers);  // validates the spec
+  for (const Fault& f : c.inject.faults)
+    if (f.worker >= c.workers)
+      throw UsageError("--inject: worker " + std::to_string(f.worker) + " outside [0, " + std::to_string(c.workers) +
+                       ") in '" + to_string(f) + "' (expected nan@W:N, throw@W:N or hang@W:N:T)");
   if (!(c.momentum < 1) || !(c.momentum >= 0 || c.momentum == -1))
     bad("--momentum", "a value in [0, 1) (or -1: auto)", std::to_string(c.momentum));
   if (c.target_accuracy < 0 || c.target_accuracy > 1)
@@ -224,11 +227,11 @@ void validate(const TrainConfig& c) {
     if (!c.replay.empty()) throw UsageError("--transport mpi: --replay runs in one process");
   }
   validate(c.opt);
-  if (const StragglerSpec sp = parse_straggler(c.straggler);
+  if (const StragglerSpec sp = parse_straggler(c.straggler, "--straggler");
       sp.kind == StragglerSpec::Kind::Trace && int(sp.trace.size()) < c.workers)
     throw UsageError("--straggler " + c.straggler + ": expected a line of times for each of the " +
                      std::to_string(c.workers) + " workers, found " + std::to_string(sp.trace.size()) + " line(s)");
-  if (!c.slowdown.empty()) parse_slowdown(c.slowdown);
+  if (!c.slowdown.empty()) parse_slowdown(c.slowdown, "--slowdown");
   // Models in and out: a malformed --model fails before any data is loaded.
   parse_model(c.model);
   if (!c.save_model.empty()) check_output(c.save_model, "--save-model");

@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "kernels/context.h"  // UsageError
 #include "runtime/config/settings.h"
+#include "runtime/faults.h"
 
 namespace adasync {
 
@@ -57,6 +59,14 @@ struct SchedulePoints {
   SchedulePoints(const char* text) : SchedulePoints(parse(text, "schedule points")) {}  // NOLINT: tests write "0:1,20:2"
   static SchedulePoints parse(const std::string& text, const std::string& flag);
   bool empty() const { return points.empty(); }
+};
+
+// Injected faults, parsed from "nan@2:10,throw@1:5,hang@3:20:2s" (faults.h).
+struct FaultList {
+  std::vector<Fault> faults;
+  FaultList() = default;
+  FaultList(const char* text) : faults(parse_faults(text, "fault list")) {}  // NOLINT: tests write "throw@1:5"
+  bool empty() const { return faults.empty(); }
 };
 
 struct TrainConfig {
@@ -141,7 +151,7 @@ struct TrainConfig {
   OnNonfinite on_nonfinite = OnNonfinite::Drop;
   int64_t nonfinite_limit = 100;     // drop: stop (exit 1) after this many non-finite gradients in a row
   double watchdog = 0;               // seconds without a push before a worker is flagged (0: off)
-  std::string inject;                // fault injection (testing), see runtime/faults.h
+  FaultList inject;                  // fault injection (testing), see runtime/faults.h
   // models in and out (runtime/run/model_io.h)
   std::string save_model;  // write the final parameters here (safetensors)
   std::string init_from;   // start from this safetensors file's parameters

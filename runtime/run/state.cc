@@ -195,7 +195,7 @@ std::string save_state(Run& r, Checkpoint c, const SnapshotPtr& params, const st
   for (const auto& sp : in_flight)
     if (sp->version != params->version && saved.insert(sp->version).second)
       c.put_floats("snap:" + std::to_string(sp->version), sp->data, sp->size);
-  const std::string path = save_checkpoint(r.cfg.checkpoint_dir, params->version, c, r.cfg.checkpoint_keep);
+  const std::string path = save_checkpoint(r.cfg.checkpoint_dir, params->version, c, r.cfg.checkpoint_keep, "--checkpoint-dir");
   r.reporter->checkpoint_written(now, params->version, path);
   return path;
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 
 #include "kernels/cpu/ops_cpu.h"
@@ -22,6 +23,25 @@ std::string kernels_description(const Run& r) {
   return r.use_cuda ? std::string("cuda")
                     : std::string("cpu ") + cpu::cpu_path_name(cpu::cpu_path()) + ", OpenBLAS " + cpu::blas_core();
 }
+
+// A fresh run's checkpoint directory: refused (naming the newest checkpoint
+// and the choices) when it holds checkpoints, unless --overwrite, which
+// deletes them (valid ones only: foreign files stay).
+void take_over_checkpoints(const std::string& dir, bool overwrite, bool say) {
+  const auto valid = list_valid_checkpoints(dir);
+  if (valid.empty()) return;
+  if (!overwrite)
+    throw UsageError("--checkpoint-dir " + dir + ": holds " + std::to_string(valid.size()) +
+                     " checkpoint(s) of another run (the newest " + valid.front().second +
+                     "); continue it with --resume, delete them with --overwrite, or choose another directory");
+  for (const auto& [v, f] : valid) {
+    std::error_code ec;
+    if (!std::filesystem::remove(f, ec) || ec)
+      throw UsageError("--overwrite: cannot delete " + f + ": " + (ec ? ec.message() : std::string("not removed")));
+  }
+  if (say) std::printf("note: --overwrite: deleted %zu checkpoint(s) of another run from %s\n", valid.size(), dir.c_str());
+}
+
 }  // namespace
 
 Trainer::Trainer(TrainConfig cfg, std::shared_ptr<const DataSplit> data) {
@@ -59,7 +79,7 @@ void Trainer::setup() {
   if (!c.checkpoint_dir.empty()) {
     r.dir_lock = DirLock::acquire(c.checkpoint_dir, "--checkpoint-dir");
     // A run killed mid-write leaves its temporary; nobody else writes here now.
-    if (const int n = remove_stale_temporaries(c.checkpoint_dir); n > 0 && c.progress != Progress::None)
+    if (const int n = remove_stale_temporaries(c.checkpoint_dir, "--checkpoint-dir"); n > 0 && c.progress != Progress::None)
       std::printf("note: removed %d unfinished checkpoint file(s) from %s\n", n, c.checkpoint_dir.c_str());
     // A fresh run owns its directory: another run's checkpoints would be
     // pruned by it, and a later --resume would continue the wrong run.
@@ -179,18 +199,19 @@ void Trainer::setup() {
   if (c.schedule != ScheduleKind::Fixed && !c.swarm) r.agg->set_k(r.policy->schedule().initial_k());
   r.loop = std::make_unique<UpdateLoop>(*r.ps, *r.agg, *r.policy);
 
-  r.straggler = std::make_unique<Straggler>(parse_straggler(c.straggler),
-                                            c.slowdown.empty() ? std::vector<double>{} : parse_slowdown(c.slowdown), P,
+  r.straggler = std::make_unique<Straggler>(parse_straggler(c.straggler, "--straggler"),
+                                            c.slowdown.empty() ? std::vector<double>{} : parse_slowdown(c.slowdown, "--slowdown"), P,
                                             c.seed);
   if (c.swarm && r.virtual_clock && r.straggler->spec().mean() == 0)  // swarm's virtual clock needs positive times
     r.straggler = std::make_unique<Straggler>(
-        parse_straggler("const:value=" + std::to_string(c.base_time > 0 ? c.base_time : 1e-3)), std::vector<double>{},
+        parse_straggler("const:value=" + std::to_string(c.base_time > 0 ? c.base_time : 1e-3), "--base-time"),
+        std::vector<double>{},
         P, c.seed);
   for (int w = 0; w < P; ++w) r.samplers.push_back(make_sampler(c, d.train.size(), w));
   double epochs = c.epochs;
   if (epochs == 0 && c.max_updates == 0 && c.time_budget == 0) epochs = 1;
   r.max_samples = epochs > 0 ? int64_t(std::ceil(epochs * double(d.train.size()))) : 0;
-  r.faults = FaultPlan(c.inject, P);
+  r.faults = FaultPlan(c.inject.faults);
   r.positions = std::make_unique<std::vector<std::atomic<uint64_t>>>(size_t(P));
 
   r.reporter = std::make_unique<Reporter>(c, &r.wall);

@@ -98,7 +98,7 @@ MpiWorld::MpiWorld() {
   MPI_Get_processor_name(name, &len);
   host_.assign(name, size_t(len));
   if (provided < MPI_THREAD_MULTIPLE)
-    throw UsageError("--transport mpi: the MPI library gives thread level " + std::to_string(provided) +
+    throw UsageError("MPI transport: the MPI library gives thread level " + std::to_string(provided) +
                      ", expected MPI_THREAD_MULTIPLE (" + std::to_string(MPI_THREAD_MULTIPLE) + ")");
 }
 

@@ -1,4 +1,4 @@
-// Built without MPI: --transport mpi says so.
+// Built without MPI: the MPI transport says so.
 #include "runtime/algorithms/swarm.h"
 #include "runtime/transport/mpi/mpi.h"
 
@@ -6,7 +6,7 @@ namespace adasync {
 
 bool MpiWorld::available() { return false; }
 MpiWorld::MpiWorld() {
-  throw UsageError("--transport mpi: this build has no MPI (install libopenmpi-dev and openmpi-bin, then rebuild)");
+  throw UsageError("MPI transport: this build has no MPI (install libopenmpi-dev and openmpi-bin, then rebuild)");
 }
 MpiWorld::~MpiWorld() = default;
 std::pair<int, int> MpiWorld::workers_of(int, int) const { return {0, 0}; }
@@ -15,11 +15,11 @@ bool MpiWorld::agree(bool ok) { return ok; }
 std::vector<int> MpiWorld::ranks_differing(const std::string&) { return {}; }
 void MpiWorld::stop_workers() {}
 double run_mpi_ps(DriverSetup&, MpiWorld&, const std::vector<uint64_t>&) {
-  throw UsageError("--transport mpi: this build has no MPI");
+  throw UsageError("MPI transport: this build has no MPI");
 }
-void serve_worker_group(WorkerGroup&, MpiWorld&) { throw UsageError("--transport mpi: this build has no MPI"); }
+void serve_worker_group(WorkerGroup&, MpiWorld&) { throw UsageError("MPI transport: this build has no MPI"); }
 struct MpiSwarm::Impl {};
-MpiSwarm::MpiSwarm(MpiWorld&, const SwarmConfig&, int, size_t) { throw UsageError("--transport mpi: this build has no MPI"); }
+MpiSwarm::MpiSwarm(MpiWorld&, const SwarmConfig&, int, size_t) { throw UsageError("MPI transport: this build has no MPI"); }
 MpiSwarm::~MpiSwarm() = default;
 void MpiSwarm::restore(const nlohmann::json&, const Checkpoint&) {}
 void MpiSwarm::start(const float*, const std::vector<uint64_t>&) {}
@@ -33,6 +33,6 @@ const std::vector<int>& MpiSwarm::lost() const {
   static const std::vector<int> none;
   return none;
 }
-void serve_swarm_group(SwarmGroup&, MpiWorld&) { throw UsageError("--transport mpi: this build has no MPI"); }
+void serve_swarm_group(SwarmGroup&, MpiWorld&) { throw UsageError("MPI transport: this build has no MPI"); }
 
 }  // namespace adasync

@@ -387,7 +387,7 @@ double run_mpi_ps(DriverSetup& s, MpiWorld& world, const std::vector<uint64_t>& 
   const double offset = s.time_offset;
   std::function<double()> clock = [&] { return offset + wall.seconds(); };
   if (ps.size() * sizeof(float) >= size_t(INT_MAX))
-    throw UsageError("--transport mpi: the model's " + std::to_string(ps.size()) +
+    throw UsageError("MPI transport: the model's " + std::to_string(ps.size()) +
                      " parameters are over one MPI message's 2 GB");
   const std::string start = nlohmann::json{{"params", ps.size()}, {"positions", positions}}.dump();
   for (int r = 1; r < world.size(); ++r)

@@ -140,7 +140,7 @@ MpiSwarm::MpiSwarm(MpiWorld& world, const SwarmConfig& cfg, int nodes, size_t pa
   const auto [first, last] = world.workers_of(1, nodes);
   if (params * sizeof(double) >= size_t(INT_MAX) ||
       size_t(last - first + 1) * m.per_node() * sizeof(float) >= size_t(INT_MAX))
-    throw UsageError("--transport mpi: the model's " + std::to_string(params) + " parameters for " +
+    throw UsageError("MPI transport: the model's " + std::to_string(params) + " parameters for " +
                      std::to_string(last - first + 1) + " nodes a rank are over one MPI message's 2 GB");
 }
 
@@ -206,7 +206,7 @@ nlohmann::json MpiSwarm::save(Checkpoint* c) {
   std::lock_guard<std::mutex> lk(m.mu);
   AbortUnlessDone guard(m.world);
   if (!m.lost.empty())
-    throw OutputError("--checkpoint-dir: worker rank " + std::to_string(m.lost.front()) +
+    throw OutputError("checkpoint: worker rank " + std::to_string(m.lost.front()) +
                       " is lost with its nodes' state; no checkpoint can hold every node");
   for (int r = 1; r < m.world.size(); ++r) send_small(WordMsg{0, -1}, r, kSwSave);
   SwarmStats total = m.base;
@@ -217,7 +217,7 @@ nlohmann::json MpiSwarm::save(Checkpoint* c) {
     if (!text) {
       m.lose(r);
       guard.done();
-      throw OutputError("--checkpoint-dir: worker rank " + std::to_string(r) +
+      throw OutputError("checkpoint: worker rank " + std::to_string(r) +
                         " did not send its nodes' state (the job is stopping); no checkpoint written");
     }
     const nlohmann::json j = nlohmann::json::parse(*text);
@@ -229,7 +229,7 @@ nlohmann::json MpiSwarm::save(Checkpoint* c) {
     if (!receive_or_give_up(&state, r, kSwStateData, g_data, "state")) {
       m.lose(r);
       guard.done();
-      throw OutputError("--checkpoint-dir: worker rank " + std::to_string(r) +
+      throw OutputError("checkpoint: worker rank " + std::to_string(r) +
                         " stopped sending its nodes' state (the job is stopping); no checkpoint written");
     }
     for (int i = first; i < last; ++i) {

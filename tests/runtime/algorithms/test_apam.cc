@@ -52,7 +52,7 @@ TEST(Apam, ConvergesOnAConvexProblemAndDropsExactlyTheGradientsOverTheBound) {
   ac.max_staleness = bound;
   Aggregator agg(ac, ps);
   // Heavy-tailed compute times make some gradients very stale.
-  Straggler straggler(parse_straggler("pareto:scale=1,shape=1.5"), {}, P, 7);
+  Straggler straggler(parse_straggler("pareto:scale=1,shape=1.5", "--straggler"), {}, P, 7);
   std::vector<Sampler> samplers;
   for (int w = 0; w < P; ++w) samplers.emplace_back(d.train.size(), 32, 100 + uint64_t(w));
   Recorder rec(3000);

@@ -252,7 +252,7 @@ struct StopAfter : SwarmListener {
 
 struct GossipRig {
   GossipRig(const SwarmConfig& cfg, int P, size_t n, bool zero_gradient, float c = 0.5f)
-      : worker(n, c, zero_gradient), st(parse_straggler("exp:mean=1"), {}, P, 3) {
+      : worker(n, c, zero_gradient), st(parse_straggler("exp:mean=1", "--straggler"), {}, P, 3) {
     for (int i = 0; i < P; ++i) samplers.emplace_back(100, 1, uint64_t(i));
     const std::vector<float> zero(n, 0.f);
     eng = std::make_unique<SwarmEngine>(cfg, zero.data(), n, P);
@@ -265,6 +265,28 @@ struct GossipRig {
   std::unique_ptr<SwarmEngine> eng;
   SwarmSetup setup;
 };
+
+// --inject is parsed once, at the flag, into typed faults that print back as
+// written; a bad item is named with the flag.
+TEST(FaultList, ParsesIntoTypedFaultsThatPrintBack) {
+  const std::vector<Fault> f = parse_faults("nan@2:10,throw@1:5,hang@3:20:2s", "--inject");
+  ASSERT_EQ(f.size(), 3u);
+  EXPECT_EQ(f[0].kind, Fault::Kind::Nan);
+  EXPECT_EQ(f[1].worker, 1);
+  EXPECT_EQ(f[1].at, 5);
+  EXPECT_DOUBLE_EQ(f[2].seconds, 2);
+  EXPECT_EQ(to_string(f[0]) + "," + to_string(f[1]) + "," + to_string(f[2]), "nan@2:10,throw@1:5,hang@3:20:2s");
+  EXPECT_TRUE(parse_faults("", "--inject").empty());
+  for (const char* bad : {"nan@1", "boom@1:2", "throw@x:1", "nan@1:0", "hang@1:2", "nan@-2:1"}) {
+    try {
+      parse_faults(bad, "--inject");
+      ADD_FAILURE() << bad << " parsed";
+    } catch (const UsageError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("--inject: ", 0), 0u) << e.what();
+      EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+    }
+  }
+}
 
 // Fault injection takes the worker step every algorithm shares: node i's
 // n-th computation is worker i's. A node whose computation throws leaves: no
@@ -307,7 +329,7 @@ TEST(SwarmFaults, AFailedNodeLeavesTheGraphAndTheAverage) {
   cfg.lr = 0;  // only averaging moves the models
   GossipRig rig(cfg, P, n, true);
   for (int i = 0; i < P; ++i) rig.eng->set_model(i, test::random_vector<float>(n, 40 + uint64_t(i)).data());
-  const FaultPlan faults("throw@1:3", P);
+  const FaultPlan faults(parse_faults("throw@1:3", "--inject"));
   rig.setup.faults = &faults;
   Recorder rec(200);
   rec.eng = rig.eng.get();
@@ -339,12 +361,12 @@ TEST(SwarmFaults, NonFiniteStepsAreNotTakenAndHangsDelayTheStep) {
   cfg.local_steps = 2;
   cfg.lr = 0.1f;
   QuadraticWorker worker(n, 0.5f, false);
-  Straggler st(parse_straggler("const:value=1"), {}, P, 3);
+  Straggler st(parse_straggler("const:value=1", "--straggler"), {}, P, 3);
   std::vector<Sampler> samplers;
   for (int i = 0; i < P; ++i) samplers.emplace_back(100, 1, uint64_t(i));
   const std::vector<float> zero(n, 0.f);
   SwarmEngine eng(cfg, zero.data(), n, P);
-  const FaultPlan faults("nan@0:2,nan@0:5,hang@2:4:5", P);
+  const FaultPlan faults(parse_faults("nan@0:2,nan@0:5,hang@2:4:5", "--inject"));
   Recorder rec(60);
   rec.watch = 2;
   run_swarm_virtual(eng, SwarmSetup{{&worker}, &samplers, &st, &faults}, rec);
@@ -366,12 +388,12 @@ TEST(SwarmFaultsRealClock, StopEndsAnInjectedHangAtOnce) {
   const size_t n = 16;
   SwarmConfig cfg;
   QuadraticWorker w0(n, 0.5f, false), w1(n, 0.5f, false);
-  Straggler st(parse_straggler("const:value=1ms"), {}, P, 3);
+  Straggler st(parse_straggler("const:value=1ms", "--straggler"), {}, P, 3);
   std::vector<Sampler> samplers;
   for (int i = 0; i < P; ++i) samplers.emplace_back(100, 1, uint64_t(i));
   const std::vector<float> zero(n, 0.f);
   SwarmEngine eng(cfg, zero.data(), n, P);
-  const FaultPlan faults("hang@1:2:60s", P);
+  const FaultPlan faults(parse_faults("hang@1:2:60s", "--inject"));
   SwarmThreads nodes(eng, SwarmSetup{{&w0, &w1}, &samplers, &st, &faults});
   StopAfter stop(50);  // node 0's steps end the run while node 1 hangs
   const WallTimer t;

@@ -17,7 +17,7 @@ namespace {
 TEST(Theory, HarmonicNumbersAndTheWorkedExample) {
   EXPECT_DOUBLE_EQ(theory::harmonic(0), 0);
   EXPECT_NEAR(theory::harmonic(8), 2.717857, 1e-6);
-  const auto e = parse_straggler("exp:mean=1");
+  const auto e = parse_straggler("exp:mean=1", "--straggler");
   // ALGORITHMS.md section 3: P = 8, mu = 1.
   const double ks[] = {0.125, 0.268, 0.635, 2.718};
   const int kk[] = {1, 2, 4, 8};
@@ -30,7 +30,7 @@ TEST(Theory, HarmonicNumbersAndTheWorkedExample) {
   EXPECT_NEAR(theory::expected_time(Variant::Sync, 8, 1, e) / theory::expected_time(Variant::Async, 8, 1, e), 21.74,
               0.01);
   // Shifted exponential: a closed form for k-sync and k-batch-async only.
-  const auto s = parse_straggler("shifted-exp:shift=0.5,mean=1");
+  const auto s = parse_straggler("shifted-exp:shift=0.5,mean=1", "--straggler");
   EXPECT_NEAR(theory::expected_time(Variant::KSync, 8, 2, s), 0.5 + 0.268, 1e-3);
   EXPECT_NEAR(theory::expected_time(Variant::KBatchAsync, 8, 2, s), 2 * 1.5 / 8, 1e-12);
   EXPECT_TRUE(std::isnan(theory::expected_time(Variant::KAsync, 8, 2, s)));
@@ -41,7 +41,7 @@ class VirtualVsTheory : public ::testing::TestWithParam<std::tuple<Variant, int>
 
 TEST_P(VirtualVsTheory, MeanTimePerUpdateWithinThreePercent) {
   const auto [v, k] = GetParam();
-  const auto spec = parse_straggler("exp:mean=1");
+  const auto spec = parse_straggler("exp:mean=1", "--straggler");
   const double expect = theory::expected_time(v, 8, k, spec);
   const auto est = theory::simulate(v, 8, k, spec, 20000, 42);
   ASSERT_EQ(est.updates, 20000);
@@ -62,7 +62,7 @@ INSTANTIATE_TEST_SUITE_P(AllVariants, VirtualVsTheory,
 
 TEST(VirtualClock, ConstantTimesGiveTheExactSchedule) {
   // Every worker takes exactly 2 s: k-sync updates every 2 s, async P times as often.
-  const auto c = parse_straggler("const:value=2");
+  const auto c = parse_straggler("const:value=2", "--straggler");
   EXPECT_NEAR(theory::simulate(Variant::KSync, 4, 3, c, 100, 1).mean, 2.0, 1e-12);
   EXPECT_NEAR(theory::simulate(Variant::KBatchAsync, 4, 2, c, 100, 1).mean, 1.0, 1e-12);
 }

@@ -362,7 +362,7 @@ std::string at(const std::string& dir, int64_t v) { return dir + "/" + checkpoin
 
 TEST(CheckpointDir, StaleTemporariesOfAKilledWriteAreRemovedAndNothingElse) {
   const std::string dir = fresh_dir("tmp");
-  save_checkpoint(dir, 10, checkpoint_of(10), 3);
+  save_checkpoint(dir, 10, checkpoint_of(10), 3, "--checkpoint-dir");
   // What write_file_atomic leaves when the writer dies between create and
   // rename: the rename fails here (a directory is in the way), as a kill
   // would stop it.
@@ -381,20 +381,20 @@ TEST(CheckpointDir, StaleTemporariesOfAKilledWriteAreRemovedAndNothingElse) {
                             "ckpt-000000000040.bin.tmp.keep", "ckpt-000000000045.bin.tmp.1234567"})
     std::ofstream(dir + "/" + other) << "x";
   fs::create_directories(at(dir, 50) + ".tmp.dir123");  // a directory with the pattern's name
-  EXPECT_EQ(remove_stale_temporaries(dir), 3);
+  EXPECT_EQ(remove_stale_temporaries(dir, "--checkpoint-dir"), 3);
   EXPECT_EQ(names(dir), (std::vector<std::string>{"ckpt-.bin.tmp", checkpoint_name(10), checkpoint_name(20),
                                                   "ckpt-000000000040.bin.tmp.keep",
                                                   "ckpt-000000000045.bin.tmp.1234567", checkpoint_name(50) + ".tmp.dir123",
                                                   "ckpt-abc.bin.tmp.a1B2c3", "metrics.jsonl.tmp.a1B2c3", "notes.tmp"}));
-  EXPECT_EQ(remove_stale_temporaries(dir), 0);
-  EXPECT_EQ(remove_stale_temporaries(dir + "/no-such-dir"), 0);
+  EXPECT_EQ(remove_stale_temporaries(dir, "--checkpoint-dir"), 0);
+  EXPECT_EQ(remove_stale_temporaries(dir + "/no-such-dir", "--checkpoint-dir"), 0);
   EXPECT_NO_THROW(load_checkpoint(at(dir, 10)));
 }
 
 TEST(CheckpointDir, PruningCountsOnlyValidCheckpointsAndNeverDeletesOthers) {
   const std::string dir = fresh_dir("prune");
-  save_checkpoint(dir, 10, checkpoint_of(10), 2);
-  save_checkpoint(dir, 20, checkpoint_of(20), 2);
+  save_checkpoint(dir, 10, checkpoint_of(10), 2, "--checkpoint-dir");
+  save_checkpoint(dir, 20, checkpoint_of(20), 2, "--checkpoint-dir");
   // Foreign and damaged files with checkpoint names, all "newer" by name.
   std::ofstream(at(dir, 99)) << "hello";                              // not a checkpoint
   fs::copy_file(at(dir, 10), at(dir, 90));                            // a valid checkpoint copied to a higher number
@@ -402,7 +402,7 @@ TEST(CheckpointDir, PruningCountsOnlyValidCheckpointsAndNeverDeletesOthers) {
   std::string cut = read_text(at(dir, 20));
   std::ofstream(at(dir, 80)) << cut.substr(0, 30);                    // cut inside the header
   std::ofstream(dir + "/ckpt-latest.bin") << "x";
-  save_checkpoint(dir, 30, checkpoint_of(30), 2);
+  save_checkpoint(dir, 30, checkpoint_of(30), 2, "--checkpoint-dir");
   EXPECT_FALSE(fs::exists(at(dir, 10))) << "the oldest valid checkpoint is rotated out";
   for (const std::string& kept : {at(dir, 20), at(dir, 30), at(dir, 80), at(dir, 90), at(dir, 99),
                                   dir + "/ckpt-95.bin", dir + "/ckpt-latest.bin"})
@@ -423,27 +423,27 @@ TEST(CheckpointDir, PruningCountsOnlyValidCheckpointsAndNeverDeletesOthers) {
 
 TEST(CheckpointDir, TheCheckpointJustWrittenIsKeptWhateverNewerOnesLieAround) {
   const std::string dir = fresh_dir("keep_new");
-  save_checkpoint(dir, 100, checkpoint_of(100), 1);
+  save_checkpoint(dir, 100, checkpoint_of(100), 1, "--checkpoint-dir");
   // A damaged body under a good header (resume skipped it and went back).
   fs::resize_file(at(dir, 100), fs::file_size(at(dir, 100)) - 10);
   EXPECT_NO_THROW(read_checkpoint_header(at(dir, 100)));
   EXPECT_THROW(load_checkpoint(at(dir, 100)), CheckpointError);
-  save_checkpoint(dir, 40, checkpoint_of(40), 1);
+  save_checkpoint(dir, 40, checkpoint_of(40), 1, "--checkpoint-dir");
   EXPECT_EQ(list_checkpoints(dir), std::vector<std::string>{at(dir, 40)});
   EXPECT_EQ(load_checkpoint(at(dir, 40)).header["version"], 40);
 }
 
 TEST(CheckpointDir, SavingRequiresTheHeaderToHoldTheVersion) {
   const std::string dir = fresh_dir("mismatch");
-  EXPECT_THROW(save_checkpoint(dir, 11, checkpoint_of(10), 2), Error);
+  EXPECT_THROW(save_checkpoint(dir, 11, checkpoint_of(10), 2, "--checkpoint-dir"), Error);
   Checkpoint none;
-  EXPECT_THROW(save_checkpoint(dir, 11, none, 2), Error);
+  EXPECT_THROW(save_checkpoint(dir, 11, none, 2, "--checkpoint-dir"), Error);
   EXPECT_TRUE(list_checkpoints(dir).empty());
 }
 
 TEST(CheckpointDir, HeaderReadsCheckMagicFormatAndLengths) {
   const std::string dir = fresh_dir("header");
-  save_checkpoint(dir, 5, checkpoint_of(5), 1);
+  save_checkpoint(dir, 5, checkpoint_of(5), 1, "--checkpoint-dir");
   EXPECT_EQ(read_checkpoint_header(at(dir, 5))["version"], 5);
   std::string bytes = read_text(at(dir, 5));
   auto bad = [&](const std::string& name, const std::string& content, const std::string& mentions) {

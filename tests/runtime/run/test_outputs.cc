@@ -329,20 +329,20 @@ TEST(Outputs, PruningCountsOnlyWholeCheckpointsOfThisRun) {
     return c;
   };
   auto at = [&](int64_t v) { return dir + "/" + checkpoint_name(v); };
-  save_checkpoint(dir, 10, ck(10, "a"), 2);
-  save_checkpoint(dir, 20, ck(20, "a"), 2);
-  save_checkpoint(dir, 25, ck(25, "b"), 2);  // another run's (made by hand: a fresh run refuses the directory)
+  save_checkpoint(dir, 10, ck(10, "a"), 2, "--checkpoint-dir");
+  save_checkpoint(dir, 20, ck(20, "a"), 2, "--checkpoint-dir");
+  save_checkpoint(dir, 25, ck(25, "b"), 2, "--checkpoint-dir");  // another run's (made by hand: a fresh run refuses the directory)
   {
     std::fstream f(at(20), std::ios::in | std::ios::out | std::ios::binary);  // damage 20's CRC
     f.seekp(-1, std::ios::end);
     f.put('\x5a');
   }
   EXPECT_THROW(load_checkpoint(at(20)), CheckpointError);
-  save_checkpoint(dir, 30, ck(30, "a"), 2);
+  save_checkpoint(dir, 30, ck(30, "a"), 2, "--checkpoint-dir");
   // Kept: 30 and the newest whole one of run a, 10 (before, the damaged 20
   // counted and 10 went); run b's 25 neither counts nor goes; 20 is of no use.
   EXPECT_EQ(names(dir), (std::vector<std::string>{checkpoint_name(10), checkpoint_name(25), checkpoint_name(30)}));
-  save_checkpoint(dir, 40, ck(40, "a"), 2);
+  save_checkpoint(dir, 40, ck(40, "a"), 2, "--checkpoint-dir");
   EXPECT_EQ(names(dir), (std::vector<std::string>{checkpoint_name(25), checkpoint_name(30), checkpoint_name(40)}));
 }
 

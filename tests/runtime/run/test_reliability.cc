@@ -106,7 +106,9 @@ TEST_P(VirtualResume, ContinuesExactlyLikeAnUninterruptedRun) {
   EXPECT_EQ(a.k, b.k);
   EXPECT_EQ(a.k_changes.size(), b.k_changes.size());
   EXPECT_EQ(a.failed_workers, b.failed_workers) << "the resumed run's summary names every worker the run lost";
-  if (std::string(rc.extra) == "faults") EXPECT_EQ(a.failed_workers, (std::vector<int>{1, 3}));
+  if (std::string(rc.extra) == "faults") {
+    EXPECT_EQ(a.failed_workers, (std::vector<int>{1, 3}));
+  }
   if (std::string(rc.extra) == "plateau" || std::string(rc.extra) == "runtime" || std::string(rc.extra) == "piecewise" ||
       std::string(rc.extra) == "goodput") {
     EXPECT_FALSE(a.k_changes.empty()) << "the schedule's state is exercised only if K changes";
@@ -470,7 +472,9 @@ TEST(Faults, TheWatchdogFlagsAStalledWorker) {
     const std::string err = testing::internal::GetCapturedStderr();
     EXPECT_GE(s.watchdog_alarms, 1) << variant;
     EXPECT_NE(err.find("watchdog: worker 3"), std::string::npos) << variant << ": " << err;
-    if (variant == "swarm") EXPECT_EQ(s.watchdog_alarms, 1) << err;  // the nodes that step are not flagged
+    if (variant == "swarm") {
+      EXPECT_EQ(s.watchdog_alarms, 1) << err;  // the nodes that step are not flagged
+    }
   }
 }
 
@@ -582,15 +586,17 @@ std::string read_all(const std::string& path) {
 // k-batch workers never wait for the PS: at the end, queued pushes held every
 // slot while the workers waited for one and the PS for the workers. Twenty
 // runs of each k-batch variant, stopped by SIGTERM and by their update limit,
-// with a checkpoint after every update: none may hang. Under ThreadSanitizer
-// (a trainer run ten times slower) every fourth moment of the same spread.
+// with a checkpoint after every update: none may hang.
 TEST(Processes, KBatchRunsWithCheckpointsNeverHangAtTheEnd) {
   struct stat st;
   if (stat(trainer_path().c_str(), &st) != 0) GTEST_SKIP() << "trainer binary not built at " << trainer_path();
   // Under the sanitizers (a trainer start takes seconds there; 80 runs took
-  // 222 s under ASan) every fourth delay: the hang this hunts needs the
-  // plain build's timing, which runs all 80.
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  // 222 s under ASan, 20 took 100 s under TSan) every fourth delay, every
+  // tenth under TSan: the hang this hunts needs the plain build's timing,
+  // which runs all 80; the sanitizers need each path once.
+#if defined(__SANITIZE_THREAD__)
+  constexpr int kStride = 10;
+#elif defined(__SANITIZE_ADDRESS__)
   constexpr int kStride = 4;
 #else
   constexpr int kStride = 1;
@@ -624,13 +630,14 @@ TEST(Processes, KBatchRunsWithCheckpointsNeverHangAtTheEnd) {
 }
 
 // Evaluations (monitor thread) and checkpoints (PS thread) after every update,
-// both writing metrics: every line is one whole JSON object. Under
-// ThreadSanitizer (a trainer run ten times slower; 1500 updates took 100 of
-// the limit's 120 s) a third of the updates: still hundreds of interleavings.
+// both writing metrics: every line is one whole JSON object. Under the
+// sanitizers a third of the updates, still hundreds of interleavings (under
+// ThreadSanitizer 1500 updates took 100 of the limit's 120 s, under
+// AddressSanitizer 72 s; the plain build runs all 1500).
 TEST(Processes, EveryMetricsLineParsesUnderConcurrentWriters) {
   struct stat st;
   if (stat(trainer_path().c_str(), &st) != 0) GTEST_SKIP() << "trainer binary not built at " << trainer_path();
-#if defined(__SANITIZE_THREAD__)
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
   constexpr int kUpdates = 500;
 #else
   constexpr int kUpdates = 1500;
@@ -918,6 +925,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadFlag{{"--variant", "swarm", "--workers", "4", "--local-steps", "0"}, "--local-steps"},
         BadFlag{{"--aggregate", "device", "--inject", "nan@0:1"}, "--inject"},
         BadFlag{{"--aggregate", "device", "--watchdog", "5s"}, "--watchdog"},
+        BadFlag{{"--workers", "4", "--inject", "throw@4:1"}, "--inject: worker 4 outside [0, 4) in 'throw@4:1'"},
+        BadFlag{{"--inject", "hang@0:1:soon"}, "--inject"}, BadFlag{{"--inject", "nan@-1:1"}, "--inject"},
         BadFlag{{"--eval-every", "soon"}, "--eval-every"}, BadFlag{{"--target-accuracy", "88"}, "--target-accuracy"},
         // Runs that would never end, or end only after the work.
         BadFlag{{"--epochs", "nan"}, "--epochs"}, BadFlag{{"--epochs", "inf"}, "--epochs"},
