@@ -45,7 +45,6 @@ struct SwarmEngine::Node {
   Rng rng;
   int steps_left = 0;
   InFlight step;                    // virtual clock
-  std::atomic<bool> failed{false};  // its worker failed: no more steps, no partner of anyone
   std::atomic<uint64_t> position{0};
 };
 
@@ -64,8 +63,8 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, const float* init, size_t n, in
   EXPECTS(0 <= first_ && first_ < last_ && last_ <= nodes, "local nodes [" << first_ << ", " << last_ << ") of " << nodes);
   EXPECTS(cfg.local_steps >= 1, "at least 1 local step, found " << cfg.local_steps);
   EXPECTS(margin_ >= 1, "a quantisation margin of at least 1, found " << margin_);
-  far_gone_ = std::make_unique<std::atomic<bool>[]>(size_t(nodes));
-  for (int i = 0; i < nodes; ++i) far_gone_[size_t(i)].store(false);
+  gone_ = std::make_unique<std::atomic<bool>[]>(size_t(nodes));
+  for (int i = 0; i < nodes; ++i) gone_[size_t(i)].store(false);
   stats_.bytes_sent.assign(size_t(nodes), 0);
   stats_.steps_by_node.assign(size_t(nodes), 0);
   stats_.taken_by_node.assign(size_t(nodes), 0);
@@ -125,7 +124,7 @@ void SwarmEngine::after_step(int i) {
   }
 }
 
-bool SwarmEngine::gone(int i) { return node(i).failed.load(); }
+bool SwarmEngine::gone(int i) { return gone_[size_t(i)].load(); }
 
 void SwarmEngine::set_position(int i, uint64_t p) { node(i).position.store(p, std::memory_order_relaxed); }
 
@@ -174,15 +173,16 @@ void SwarmEngine::account(const TransferCount& t, int sender, int receiver) {
 int SwarmEngine::draw_partner(int i) {
   const auto& nb = graph_.neighbours(i);
   Rng& r = node(i).rng;
-  if (live_.load() == last_ - first_ && far_gone_count_.load() == 0) return nb[r.below(nb.size())];
+  if (gone_count_.load() == 0) return nb[r.below(nb.size())];
   std::vector<int> there;
   for (int j : nb)
-    if (j < first_ || j >= last_ ? !far_gone_[size_t(j)].load() : !node(j).failed.load()) there.push_back(j);
+    if (!gone(j)) there.push_back(j);
   return there.empty() ? -1 : there[r.below(there.size())];
 }
 
 bool SwarmEngine::leave(int i, const std::string& what, double now, SwarmListener& l) {
-  if (node(i).failed.exchange(true)) return live_.load() > 0;
+  if (gone_[size_t(i)].exchange(true)) return live_.load() > 0;
+  ++gone_count_;
   const int left = --live_;
   return l.node_failed(i, what, left, now);
 }
@@ -327,18 +327,16 @@ void SwarmEngine::set_node_state(int i, const float* x, const float* pub, const 
 std::vector<float> SwarmEngine::copy_models() {
   for (auto& nd : nodes_) nd->mu.lock();
   std::vector<float> out;
-  for (auto& nd : nodes_)
-    if (!nd->failed.load()) out.insert(out.end(), nd->x.data(), nd->x.data() + n_);
+  for (int i = first_; i < last_; ++i)
+    if (!gone(i)) out.insert(out.end(), node(i).x.data(), node(i).x.data() + n_);
   for (auto& nd : nodes_) nd->mu.unlock();
   return out;
 }
 
 void SwarmEngine::set_failed(int i) {
-  if (i < first_ || i >= last_) {
-    if (!far_gone_[size_t(i)].exchange(true)) ++far_gone_count_;
-    return;
-  }
-  if (!node(i).failed.exchange(true)) --live_;
+  if (gone_[size_t(i)].exchange(true)) return;
+  ++gone_count_;
+  if (first_ <= i && i < last_) --live_;
 }
 
 void SwarmEngine::set_model(int i, const float* x) {
@@ -353,8 +351,8 @@ void SwarmEngine::average(float* out, double* consensus) {
   // A failed node's model stopped learning: not part of the answer (unless
   // every node failed).
   std::vector<const float*> xs;
-  for (auto& nd : nodes_)
-    if (!nd->failed.load()) xs.push_back(nd->x.data());
+  for (int i = first_; i < last_; ++i)
+    if (!gone(i)) xs.push_back(node(i).x.data());
   if (xs.empty())
     for (auto& nd : nodes_) xs.push_back(nd->x.data());
   const double inv = 1.0 / double(xs.size());
@@ -393,7 +391,8 @@ nlohmann::json SwarmEngine::save(Checkpoint* c) {
     c->put_floats("swarm:x:" + k, nd.x.data(), n_);
     c->put_floats("swarm:pub:" + k, nd.pub.data(), n_);
     c->put_floats("swarm:dist:" + k, nd.dist.data(), nd.dist.size());
-    nlohmann::json j{{"has_event", false}, {"failed", nd.failed.load()}};
+    const bool failed = gone(first_ + int(i));
+    nlohmann::json j{{"has_event", false}, {"failed", failed}};
     if (vc_.on) {
       uint64_t st[4];
       nd.rng.get_state(st);
@@ -403,7 +402,7 @@ nlohmann::json SwarmEngine::save(Checkpoint* c) {
            {"loss", f.loss},
            {"finite", f.finite},
            {"computations", f.computations},
-           {"failed", nd.failed.load()},
+           {"failed", failed},
            {"has_event", f.has_event},
            {"due", f.due},
            {"seq", f.seq}};
@@ -433,7 +432,7 @@ void SwarmEngine::restore(const nlohmann::json& j, const Checkpoint& c) {
     put("swarm:pub:" + k, nd.pub.data(), n_);
     put("swarm:dist:" + k, nd.dist.data(), nd.dist.size());
     const auto& nj = nodes[i];
-    nd.failed = nj.value("failed", false);  // (older checkpoints: none failed)
+    gone_[size_t(first_) + i] = nj.value("failed", false);  // (older checkpoints: none failed)
     if (!exact) continue;
     const auto rng = nj.at("rng").get<std::vector<uint64_t>>();
     if (rng.size() != 4) throw CheckpointError("SwarmSGD node " + k + ": RNG state of " + std::to_string(rng.size()) + " words");
@@ -449,7 +448,9 @@ void SwarmEngine::restore(const nlohmann::json& j, const Checkpoint& c) {
     if (f.has_event) put("swarm:grad:" + k, nd.grad.data(), n_);
   }
   live_ = 0;
-  for (auto& nd : nodes_) live_ += nd->failed.load() ? 0 : 1;
+  for (int i = first_; i < last_; ++i) live_ += gone(i) ? 0 : 1;
+  gone_count_ = 0;
+  for (int i = 0; i < graph_.nodes(); ++i) gone_count_ += gone(i) ? 1 : 0;
   if (exact) {
     vc_.now = j.at("now");
     vc_.seq = j.at("seq");

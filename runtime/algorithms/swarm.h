@@ -237,8 +237,10 @@ class SwarmEngine : public SwarmState {
   int first_ = 0, last_ = 0;
   SwarmPeers* peers_ = nullptr;
   std::atomic<int> live_{0};  // local nodes whose worker has not failed
-  std::unique_ptr<std::atomic<bool>[]> far_gone_;  // per node of another process: its worker failed
-  std::atomic<int> far_gone_count_{0};
+  // Per node, here or on another process: its worker failed (no more steps
+  // here, nobody's partner anywhere).
+  std::unique_ptr<std::atomic<bool>[]> gone_;
+  std::atomic<int> gone_count_{0};
   Node& node(int i) { return *nodes_[size_t(i - first_)]; }
 };
 
