@@ -84,7 +84,7 @@ void add_trainer_flags(CLI::App& app, TrainConfig& c, CliText& t) {
   app.add_option("--k", c.k, "Synchronicity K (gradients per update) for the k-variants")->capture_default_str()->group(g_eng);
   app.add_option("--clock", t.clock, "real (threads, wall time) or virtual (deterministic discrete-event simulation)")
       ->capture_default_str()->group(g_eng);
-  app.add_option("--straggler", c.straggler,
+  app.add_option("--straggler", t.straggler,
                  "Compute-time model: none, const:value=T, exp:mean=T, shifted-exp:shift=T,mean=T, pareto:scale=T,shape=A, "
                  "uniform:min=T,max=T, trace:path=FILE (T: 20ms, 0.5, 2s)")
       ->capture_default_str()->group(g_eng);

@@ -227,9 +227,9 @@ void validate(const TrainConfig& c) {
     if (!c.replay.empty()) throw UsageError("--transport mpi: --replay runs in one process");
   }
   validate(c.opt);
-  if (const StragglerSpec sp = parse_straggler(c.straggler, "--straggler");
+  if (const StragglerSpec& sp = c.straggler.spec;
       sp.kind == StragglerSpec::Kind::Trace && int(sp.trace.size()) < c.workers)
-    throw UsageError("--straggler " + c.straggler + ": expected a line of times for each of the " +
+    throw UsageError("--straggler " + c.straggler.text() + ": expected a line of times for each of the " +
                      std::to_string(c.workers) + " workers, found " + std::to_string(sp.trace.size()) + " line(s)");
   if (!c.slowdown.empty()) parse_slowdown(c.slowdown, "--slowdown");
   // Models in and out: a malformed --model fails before any data is loaded.

@@ -14,6 +14,7 @@
 #include "kernels/context.h"  // UsageError
 #include "runtime/config/settings.h"
 #include "runtime/faults.h"
+#include "runtime/straggler.h"
 
 namespace adasync {
 
@@ -69,6 +70,17 @@ struct FaultList {
   bool empty() const { return faults.empty(); }
 };
 
+// The compute-time model, parsed from "exp:mean=20ms" (straggler.h); its
+// text is the run's identity (checkpoints, traces, metrics).
+struct StragglerFlag {
+  StragglerSpec spec;
+  StragglerFlag() { spec.text = "none"; }
+  explicit StragglerFlag(StragglerSpec s) : spec(std::move(s)) {}
+  StragglerFlag(const char* text) : spec(parse_straggler(text, "straggler model")) {}  // NOLINT: tests write "exp:mean=1"
+  StragglerFlag(const std::string& text) : spec(parse_straggler(text, "straggler model")) {}  // NOLINT
+  const std::string& text() const { return spec.text; }
+};
+
 struct TrainConfig {
   // model and data
   std::string model = "cnn";
@@ -102,7 +114,7 @@ struct TrainConfig {
   bool swarm = false;  // --variant swarm: decentralised SwarmSGD, no parameter server
   int k = 1;
   ClockKind clock = ClockKind::Real;
-  std::string straggler = "none";
+  StragglerFlag straggler;
   std::string slowdown;  // "1,1,2,4"
   double base_time = 0;  // virtual: fixed part of each compute time (seconds)
   double ps_time = 0;    // virtual: the parameter server's service time per update (seconds)

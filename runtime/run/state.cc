@@ -113,7 +113,7 @@ void from_json(const nlohmann::json& j, TrainState& x) {
 RunIdentity run_identity(const Run& r) {
   const TrainConfig& c = r.cfg;
   return RunIdentity{c.model,     c.dataset, c.data_dir,  c.seed, c.batch, c.workers, c.shard, c.variant_name(),
-                     c.k,         c.clock,   c.straggler, c.lr,   c.opt,   r.use_cuda ? "cuda" : "cpu"};
+                     c.k,         c.clock,   c.straggler.text(), c.lr,   c.opt,   r.use_cuda ? "cuda" : "cpu"};
 }
 
 RunSettings run_settings(const Run& r) {

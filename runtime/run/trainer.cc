@@ -199,7 +199,7 @@ void Trainer::setup() {
   if (c.schedule != ScheduleKind::Fixed && !c.swarm) r.agg->set_k(r.policy->schedule().initial_k());
   r.loop = std::make_unique<UpdateLoop>(*r.ps, *r.agg, *r.policy);
 
-  r.straggler = std::make_unique<Straggler>(parse_straggler(c.straggler, "--straggler"),
+  r.straggler = std::make_unique<Straggler>(c.straggler.spec,
                                             c.slowdown.empty() ? std::vector<double>{} : parse_slowdown(c.slowdown, "--slowdown"), P,
                                             c.seed);
   if (c.swarm && r.virtual_clock && r.straggler->spec().mean() == 0)  // swarm's virtual clock needs positive times
