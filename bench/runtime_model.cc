@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
       c.workers = P;
       c.set_variant(vname);
       c.k = k;
-      c.straggler = spec.text;
+      c.straggler = StragglerFlag(spec);
       c.eval_every = "0";
       c.progress = Progress::None;
       c.devices = Devices::Cpu;

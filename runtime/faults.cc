@@ -15,7 +15,7 @@ std::vector<Fault> parse_faults(const std::string& spec, const std::string& what
   while (std::getline(ss, item, ',')) {
     if (item.empty()) continue;
     const auto bad = [&](const std::string& why) {
-      return UsageError(what + ": " + why + " in '" + item + "' (expected nan@W:N, throw@W:N or hang@W:N:T)");
+      return UsageError(what + ": " + why + " in '" + item + "' (" + kFaultSyntax + ")");
     };
     const auto at = item.find('@');
     if (at == std::string::npos) throw bad("no '@'");

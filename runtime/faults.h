@@ -26,6 +26,7 @@ struct Fault {
 // `what` (the flag) and the item on bad input. Worker ids are bounded by the
 // config's check, which knows the worker count.
 std::vector<Fault> parse_faults(const std::string& spec, const std::string& what);
+constexpr const char* kFaultSyntax = "expected nan@W:N, throw@W:N or hang@W:N:T";
 std::string to_string(const Fault& f);  // "throw@1:5", "hang@3:20:2s"
 
 class FaultPlan {

@@ -196,7 +196,7 @@ void validate(const TrainConfig& c) {
   for (const Fault& f : c.inject.faults)
     if (f.worker >= c.workers)
       throw UsageError("--inject: worker " + std::to_string(f.worker) + " outside [0, " + std::to_string(c.workers) +
-                       ") in '" + to_string(f) + "' (expected nan@W:N, throw@W:N or hang@W:N:T)");
+                       ") in '" + to_string(f) + "' (" + kFaultSyntax + ")");
   if (!(c.momentum < 1) || !(c.momentum >= 0 || c.momentum == -1))
     bad("--momentum", "a value in [0, 1) (or -1: auto)", std::to_string(c.momentum));
   if (c.target_accuracy < 0 || c.target_accuracy > 1)
