@@ -88,8 +88,8 @@ class SwarmPeers {
   virtual void fetch(int i, int j, const float* b, float* q, float* d, TransferCount* from_j) = 0;
 };
 
-// What a checkpoint takes of a SwarmSGD run: the engine in one process, or
-// rank 0 gathering from the worker ranks (MpiSwarm).
+// What a run reads of SwarmSGD's nodes: the engine in one process, or rank 0
+// gathering from the worker ranks (MpiSwarm).
 class SwarmState {
  public:
   virtual ~SwarmState() = default;
@@ -97,6 +97,11 @@ class SwarmState {
   virtual nlohmann::json save(Checkpoint* c) = 0;
   // Each node's sampler position (consistent with save()).
   virtual std::vector<uint64_t> positions() = 0;
+  // x_bar = mean_i x_i, and the consensus distance mean_i ||x_i - x_bar||^2,
+  // over the nodes whose worker has not failed.
+  virtual void average(float* out, double* consensus) = 0;
+  // The counters over every node.
+  virtual SwarmStats stats() = 0;
 };
 
 // Callbacks into the trainer: evaluation times and stop conditions.
@@ -191,10 +196,8 @@ class SwarmEngine : public SwarmState {
   // a node of another process, when that process reports it (any time):
   // nobody here picks it as a partner again.
   void set_failed(int i);
-  // x_bar = mean_i x_i, and the consensus distance mean_i ||x_i - x_bar||^2,
-  // over the nodes whose worker has not failed.
-  void average(float* out, double* consensus);
-  SwarmStats stats();
+  void average(float* out, double* consensus) override;
+  SwarmStats stats() override;
   const GossipGraph& graph() const { return graph_; }
 
   // Checkpoints. Virtual clock: the whole state, so a resumed run continues

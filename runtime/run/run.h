@@ -1,11 +1,10 @@
-// Run: everything a run is made of, set up by the trainer and shared by the
-// run modes (ps, device_sync, swarm, replay), the supervisor's actions and the
-// checkpoint state.
+// Run: everything a run is made of, set up by the trainer and shared by its
+// algorithm (the parameter server, device sync or SwarmSGD), replay, the
+// supervisor's actions and the checkpoint state.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -14,6 +13,7 @@
 
 #include "datasets/dataset.h"
 #include "datasets/sampler.h"
+#include "runtime/algorithms/algorithm.h"
 #include "runtime/config/config.h"
 #include "runtime/drivers/driver.h"
 #include "runtime/drivers/worker.h"
@@ -26,7 +26,6 @@
 
 namespace adasync {
 
-class SwarmState;
 class MpiWorld;
 
 struct Run {
@@ -59,20 +58,14 @@ struct Run {
   double resume_time = 0;
   std::unique_ptr<VirtualState> resume_state;
   std::map<int64_t, SnapshotPtr> resume_snapshots;
-  nlohmann::json resume_swarm;  // SwarmSGD's state, read by its mode
+  nlohmann::json resume_swarm;  // SwarmSGD's state, read when it is set up
   std::unique_ptr<Checkpoint> resumed;
   MpiWorld* mpi = nullptr;  // --transport mpi, rank 0: the workers are on the other ranks
-  SwarmState* swarm = nullptr;  // while a swarm runs: its state goes into checkpoints
+  std::unique_ptr<Algorithm> algorithm;  // what trains: set up once, read by the supervisor's actions and the end
   bool nothing_ran = false;          // resumed at a limit
-  bool checkpointed_at_end = false;  // the mode wrote its final checkpoint itself
   std::string output_error;          // the metrics or trace failed to commit
   std::string run_id;                // written into every checkpoint: the directory's owner
-  SupervisorActions default_actions;  // the parameter server's (modes with their own restore them)
-  // A mode that steps without the aggregator (device sync, SwarmSGD): its
-  // counters in the aggregator's terms, for checkpoints and the summary.
-  std::function<AggregatorStats()> counts;
-  AggregatorStats stats() const { return counts ? counts() : agg->stats(); }
-  nlohmann::json final_extra = nlohmann::json::object();  // mode-specific keys of the final evaluation
+  AggregatorStats stats() const { return algorithm ? algorithm->counts() : agg->stats(); }
 
   int workers() const { return cfg.workers; }
   // Evaluates `s` (all test samples when final) and reports it.
@@ -90,11 +83,10 @@ Augmentation make_augmentation(const TrainConfig& c, const DataSplit& d);
 // A fixed sample of `images` training images (the loss estimate `sample`).
 std::unique_ptr<Dataset> training_sample(const Dataset& train, int images, uint64_t seed);
 
-// The run modes: each drives training until the supervisor says stop and
-// returns the clock time at the end.
-double run_ps_mode(Run& r);
-double run_device_sync_mode(Run& r);
-double run_swarm_mode(Run& r);
+// The algorithms, set up on a run whose state is restored (resume).
+std::unique_ptr<Algorithm> make_ps(Run& r);
+std::unique_ptr<Algorithm> make_device_sync(Run& r);
+std::unique_ptr<Algorithm> make_swarm(Run& r);
 struct SwarmConfig;
 SwarmConfig swarm_config(const TrainConfig& c);
 // Replay: the settings a trace's header fixes, then its updates re-applied

@@ -5,7 +5,6 @@
 #include <set>
 
 #include "models/describe.h"
-#include "runtime/algorithms/swarm.h"
 
 
 namespace adasync {
@@ -162,18 +161,13 @@ Checkpoint capture_state(Run& r, double now, const VirtualState* vs, const Snaps
   for (int w = 0; w < r.workers(); ++w)
     if (!r.agg->is_alive(w)) st.dead.push_back(w);
   st.optimizer_steps = r.ps->optimizer().steps();
-  for (int w = 0; w < r.workers(); ++w)
-    st.samplers.push_back(r.virtual_clock || r.device_sync ? r.samplers[size_t(w)].position()
-                                                           : (*r.positions)[size_t(w)].load(std::memory_order_relaxed));
   st.policy = r.policy->state();
   st.supervisor = r.supervisor->state();
   st.reporter = r.reporter->state();
   if (vs != nullptr) st.virtual_clock = *vs;
   Checkpoint c;
-  if (r.swarm != nullptr) {
-    st.swarm = r.swarm->save(&c);
-    st.samplers = r.swarm->positions();
-  }
+  st.swarm = r.algorithm->save(&c);
+  st.samplers = r.algorithm->positions();  // consistent with the state saved
   if (vs != nullptr || (r.cfg.swarm && r.virtual_clock)) c.put_u64s("straggler", r.straggler->state());
   if (const std::vector<float>* g = r.policy->noise_waiting()) c.put_floats("noise:waiting", g->data(), g->size());
   if (const std::vector<float>* g = r.policy->noise_last_mean()) c.put_floats("noise:mean", g->data(), g->size());

@@ -12,8 +12,12 @@ namespace {
 std::mutex g_eval_mu;  // one evaluation at a time (monitor, update thread, swarm nodes)
 }  // namespace
 
-Supervisor::Supervisor(const TrainConfig& cfg, Reporter& rep, int64_t max_samples)
-    : cfg_(cfg), rep_(rep), virtual_clock_(cfg.clock == ClockKind::Virtual), max_samples_(max_samples) {
+Supervisor::Supervisor(const TrainConfig& cfg, Reporter& rep, int64_t max_samples, SupervisorActions act)
+    : cfg_(cfg),
+      rep_(rep),
+      act_(std::move(act)),
+      virtual_clock_(cfg.clock == ClockKind::Virtual),
+      max_samples_(max_samples) {
   eval_.update = cfg.eval_every.updates;
   eval_.time = cfg.eval_every.seconds;
   ckpt_.update = cfg.checkpoint_every.updates;
@@ -285,12 +289,12 @@ void Supervisor::at_quiet_point(const VirtualState& state, const std::vector<Sna
 }
 
 double Supervisor::run_monitored(const std::function<double()>& engine, const std::function<int64_t()>& version,
-                                 double offset) {
+                                 double offset, bool snapshots) {
   std::atomic<bool> done{false};
   std::exception_ptr error;
   double end = 0;
   const WallTimer wall;
-  queue_evals_ = cfg_.eval_every.updates > 0 && static_cast<bool>(act_.evaluate_at);
+  queue_evals_ = cfg_.eval_every.updates > 0 && snapshots;
   {
     std::lock_guard<std::mutex> dk(due_mu_);
     monitor_done_ = false;

@@ -1,7 +1,7 @@
 // The supervisor: when a run stops, evaluates and checkpoints, the same for
-// every mode. It is the drivers' hooks (time passing, after each update, the
-// virtual clock's quiet points) and observes the update loop; the mode gives
-// it the actions (evaluate, capture and save a checkpoint).
+// every algorithm. It is the drivers' hooks (time passing, after each update,
+// the virtual clock's quiet points) and observes the update loop; the run
+// gives it its actions (evaluate, capture and save a checkpoint) once.
 //
 // Stop rules: a signal, a stop request (target accuracy reached, a non-finite
 // gradient under --on-nonfinite stop, an error), the time budget, the update
@@ -49,8 +49,7 @@ struct SupervisorActions {
 
 class Supervisor : public DriverHooks, public UpdateObserver {
  public:
-  Supervisor(const TrainConfig& cfg, Reporter& rep, int64_t max_samples);
-  void set_actions(SupervisorActions a) { act_ = std::move(a); }
+  Supervisor(const TrainConfig& cfg, Reporter& rep, int64_t max_samples, SupervisorActions act);
   // Where the run starts (resume): the version and the gradients counted.
   void start_at(int64_t version, int64_t counted, double now);
 
@@ -63,8 +62,8 @@ class Supervisor : public DriverHooks, public UpdateObserver {
   // Any stop rule met at `updates` updates, `counted` counted gradients, clock `now`?
   bool should_stop(int64_t updates, int64_t counted, double now);
 
-  // Cadences for modes that count their own steps: evaluations (unless a
-  // monitor thread does them) and checkpoints due now.
+  // Cadences for algorithms that count their own steps: evaluations (unless
+  // a monitor thread does them) and checkpoints due now.
   void after_step(int64_t updates, double now, bool monitored = false);
 
   // DriverHooks
@@ -77,9 +76,12 @@ class Supervisor : public DriverHooks, public UpdateObserver {
   void on_worker_failed(int w, const std::string& what, int left, double now) override;
 
   // Threads: runs `engine` on its own thread while this one evaluates when
-  // due (by `version()` or by wall time, plus `offset`: the clock at the start).
+  // due (by `version()` or by wall time, plus `offset`: the clock at the
+  // start). `snapshots`: the PS's snapshots are the parameters as they were,
+  // so every N-th update's is queued and evaluated (evaluate_at), none
+  // skipped; otherwise the monitor evaluates the parameters of the moment.
   double run_monitored(const std::function<double()>& engine, const std::function<int64_t()>& version,
-                       double offset);
+                       double offset, bool snapshots);
   // The run's last checkpoint (virtual: the last quiet point, the state a run
   // that stopped between updates can continue from exactly).
   void final_checkpoint(double end, bool virtual_clock);
@@ -101,7 +103,7 @@ class Supervisor : public DriverHooks, public UpdateObserver {
 
   const TrainConfig& cfg_;
   Reporter& rep_;
-  SupervisorActions act_;
+  const SupervisorActions act_;
   const bool virtual_clock_;
   const int64_t max_samples_;
   std::mutex mu_;

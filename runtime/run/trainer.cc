@@ -216,22 +216,27 @@ void Trainer::setup() {
 
   r.reporter = std::make_unique<Reporter>(c, &r.wall);
   r.reporter->set_sample_limit(r.max_samples);
-  r.supervisor = std::make_unique<Supervisor>(c, *r.reporter, r.max_samples);
-  r.reporter->on_output_error([&r](const std::string& e) { r.supervisor->fail(e); });
-  r.loop->observe(r.reporter.get());
-  r.loop->observe(r.supervisor.get());
-  r.reporter->set_stats(r.agg->stats(), r.agg->k());
+  // The supervisor's actions go through the algorithm, whichever it is.
   SupervisorActions act;
-  act.evaluate = [&r](double now) { return r.evaluate(r.ps->latest(), now, false); };
+  act.evaluate = [&r](double now) {
+    nlohmann::json extra = nlohmann::json::object();
+    const SnapshotPtr p = r.algorithm->publish(&extra);
+    return r.evaluate(p, now, false, extra);
+  };
   act.evaluate_at = [&r](const SnapshotPtr& s, double now, int64_t samples) { return r.evaluate_at(s, now, samples); };
   act.capture = [&r](double now, const VirtualState* vs, const SnapshotPtr& p) { return capture_state(r, now, vs, p); };
   act.save = [&r](Checkpoint ck, const SnapshotPtr& p, const std::vector<SnapshotPtr>& f, double now) {
     return save_state(r, std::move(ck), p, f, now);
   };
-  act.params = [&r] { return r.ps->latest(); };
-  r.default_actions = act;
-  r.supervisor->set_actions(act);
+  act.params = [&r] { return r.algorithm->publish(nullptr); };
+  r.supervisor = std::make_unique<Supervisor>(c, *r.reporter, r.max_samples, std::move(act));
+  r.reporter->on_output_error([&r](const std::string& e) { r.supervisor->fail(e); });
+  r.loop->observe(r.reporter.get());
+  r.loop->observe(r.supervisor.get());
+  r.reporter->set_stats(r.agg->stats(), r.agg->k());
   if (c.resume) restore_state(r);
+  // Set up on the restored state (parameters, counters, SwarmSGD's nodes).
+  r.algorithm = r.device_sync ? make_device_sync(r) : c.swarm ? make_swarm(r) : make_ps(r);
   r.supervisor->start_at(r.ps->version(), r.agg->stats().counted, r.resume_time);
 
   nlohmann::json start = run_identity(r);
@@ -323,9 +328,9 @@ RunSummary Trainer::train() {
     if (c.progress != Progress::None) std::printf("note: the checkpoint is already at the run's limit; nothing to train\n");
     r.nothing_ran = true;
     end = r.resume_time;
-  } else if (r.device_sync) end = run_device_sync_mode(r);
-  else if (c.swarm) end = run_swarm_mode(r);
-  else end = run_ps_mode(r);
+  } else {
+    end = r.algorithm->train();
+  }
   return finish(end);
 }
 
@@ -334,7 +339,11 @@ RunSummary Trainer::finish(double end) {
   const TrainConfig& c = r.cfg;
   if (c.time_budget > 0) end = std::min(end, c.time_budget);
   // Checkpoint first: a signalled run is safe before its final evaluation.
-  if (!r.checkpointed_at_end && !r.nothing_ran) r.supervisor->final_checkpoint(end, r.virtual_clock);
+  // The PS's virtual clock continues exactly from its last quiet point;
+  // SwarmSGD's from any moment between steps.
+  if (!r.nothing_ran && r.algorithm->whole()) r.supervisor->final_checkpoint(end, r.virtual_clock && !c.swarm);
+  nlohmann::json extra = nlohmann::json::object();
+  const SnapshotPtr last = r.nothing_ran ? r.ps->latest() : r.algorithm->finish(&extra);
   RunSummary sum;
   sum.error = r.supervisor->error();
   sum.interrupted = stop_signal() != 0;
@@ -345,8 +354,7 @@ RunSummary Trainer::finish(double end) {
   AggregatorStats stats = r.stats();
   stats.cancelled = r.loop->cancelled_count();
   r.reporter->set_stats(stats, r.agg->k());
-  SnapshotPtr last = r.ps->latest();
-  sum.final_eval = r.evaluate(last, end, true, r.final_extra);
+  sum.final_eval = r.evaluate(last, end, true, extra);
   sum.time = end;
   sum.wall = r.wall.seconds();
   sum.updates = last->version;
@@ -361,7 +369,7 @@ RunSummary Trainer::finish(double end) {
   sum.checksum = checksum(last->data, last->size);
   sum.k = r.agg->k();
   sum.k_changes = r.reporter->k_changes();
-  const nlohmann::json& x = r.final_extra;
+  const nlohmann::json& x = extra;
   if (c.swarm) {
     sum.bytes_sent = x.value("bytes_total", int64_t(0));
     sum.bytes_per_worker_max = x.value("bytes_per_worker_max", int64_t(0));

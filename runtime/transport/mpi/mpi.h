@@ -115,9 +115,9 @@ class MpiSwarm : public SwarmState {
   // stop, then stops the nodes (their ranks keep answering until release()).
   double run(SwarmListener& l);
   // x_bar = mean_i x_i and the consensus distance, gathered from the ranks.
-  void average(float* out, double* consensus);
+  void average(float* out, double* consensus) override;
   // The counters summed over the ranks, as of the last gather (or the stop).
-  SwarmStats stats();
+  SwarmStats stats() override;
   // The ranks may end.
   void release();
   // Ranks that did not confirm the stop (run() reported them): their nodes
