@@ -88,7 +88,7 @@ void add_trainer_flags(CLI::App& app, TrainConfig& c, CliText& t) {
                  "Compute-time model: none, const:value=T, exp:mean=T, shifted-exp:shift=T,mean=T, pareto:scale=T,shape=A, "
                  "uniform:min=T,max=T, trace:path=FILE (T: 20ms, 0.5, 2s)")
       ->capture_default_str()->group(g_eng);
-  app.add_option("--slowdown", c.slowdown, "Per-worker slow-down factors, e.g. 1,1,2,4 (last repeats)")->group(g_eng);
+  app.add_option("--slowdown", t.slowdown, "Per-worker slow-down factors, e.g. 1,1,2,4 (last repeats)")->group(g_eng);
   app.add_option("--base-time", t.base_time, "Virtual clock: fixed compute time added to every draw (default 1ms when the straggler model is none)")
       ->group(g_eng);
   app.add_option("--ps-time", t.ps_time,

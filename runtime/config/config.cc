@@ -231,7 +231,6 @@ void validate(const TrainConfig& c) {
       sp.kind == StragglerSpec::Kind::Trace && int(sp.trace.size()) < c.workers)
     throw UsageError("--straggler " + c.straggler.text() + ": expected a line of times for each of the " +
                      std::to_string(c.workers) + " workers, found " + std::to_string(sp.trace.size()) + " line(s)");
-  if (!c.slowdown.empty()) parse_slowdown(c.slowdown, "--slowdown");
   // Models in and out: a malformed --model fails before any data is loaded.
   parse_model(c.model);
   if (!c.save_model.empty()) check_output(c.save_model, "--save-model");

@@ -81,6 +81,15 @@ struct StragglerFlag {
   const std::string& text() const { return spec.text; }
 };
 
+// Per-worker factors on the compute times, parsed from "1,1,2,4" (the last
+// repeats); its text is part of the run's settings (checkpoints).
+struct SlowdownFlag {
+  std::vector<double> factors;  // empty: none
+  std::string text;
+  SlowdownFlag() = default;
+  SlowdownFlag(std::vector<double> f, std::string t) : factors(std::move(f)), text(std::move(t)) {}
+};
+
 struct TrainConfig {
   // model and data
   std::string model = "cnn";
@@ -115,7 +124,7 @@ struct TrainConfig {
   int k = 1;
   ClockKind clock = ClockKind::Real;
   StragglerFlag straggler;
-  std::string slowdown;  // "1,1,2,4"
+  SlowdownFlag slowdown;
   double base_time = 0;  // virtual: fixed part of each compute time (seconds)
   double ps_time = 0;    // virtual: the parameter server's service time per update (seconds)
   int64_t max_staleness = -1;

@@ -38,7 +38,9 @@ int trainer_main(int argc, char** argv) {
               &local_steps_dist = t.local_steps_dist, &swarm_mode = t.swarm_mode, &devices = t.devices,
               &aggregate = t.aggregate, &on_nonfinite = t.on_nonfinite, &progress = t.progress,
               &eval_every = t.eval_every, &checkpoint_every = t.checkpoint_every, &transport = t.transport,
-              &ps_time = t.ps_time, &schedule_every = t.schedule_every, &schedule_points = t.schedule_points, &watchdog = t.watchdog, &inject = t.inject, &straggler = t.straggler, &seed = t.seed;
+              &ps_time = t.ps_time, &schedule_every = t.schedule_every, &schedule_points = t.schedule_points,
+              &watchdog = t.watchdog, &inject = t.inject, &straggler = t.straggler, &slowdown = t.slowdown,
+              &seed = t.seed;
   bool &no_bias_correction = t.no_bias_correction, &no_graphs = t.no_graphs, &print_config = t.print_config;
   try {
     app.parse(argc, argv);
@@ -169,6 +171,7 @@ int trainer_main(int argc, char** argv) {
     if (!schedule_points.empty()) c.schedule_points = SchedulePoints::parse(schedule_points, "--schedule-points");
     c.inject.faults = parse_faults(inject, "--inject");
     c.straggler = StragglerFlag(parse_straggler(straggler, "--straggler"));
+    if (!slowdown.empty()) c.slowdown = SlowdownFlag(parse_slowdown(slowdown, "--slowdown"), slowdown);
     if (!watchdog.empty()) {
       c.watchdog = parse_seconds(watchdog, "--watchdog");
       if (!(c.watchdog > 0))

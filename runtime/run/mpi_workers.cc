@@ -93,9 +93,7 @@ int run_worker_rank(const TrainConfig& cfg, MpiWorld& world) {
     plain.momentum = 0;
     local = std::make_unique<ParamServer>(n, std::vector<float>(n).data(),
                                           std::make_unique<HostOptimizer>(plain, n, nullptr), 2 * L);
-    straggler = std::make_unique<Straggler>(c.straggler.spec,
-                                            c.slowdown.empty() ? std::vector<double>{} : parse_slowdown(c.slowdown, "--slowdown"),
-                                            P, c.seed);
+    straggler = std::make_unique<Straggler>(c.straggler.spec, c.slowdown.factors, P, c.seed);
     faults = FaultPlan(c.inject.faults);
   } catch (const UsageError& e) {
     ok = false, error = e.what();

@@ -119,7 +119,7 @@ RunSettings run_settings(const Run& r) {
   const TrainConfig& c = r.cfg;
   RunSettings s;
   s.identity = run_identity(r);
-  s.slowdown = c.slowdown;
+  s.slowdown = c.slowdown.text;
   s.base_time = c.base_time;
   s.ps_time = c.ps_time;
   s.adasync_rule = c.adasync_rule;

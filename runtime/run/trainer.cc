@@ -199,14 +199,14 @@ void Trainer::setup() {
   if (c.schedule != ScheduleKind::Fixed && !c.swarm) r.agg->set_k(r.policy->schedule().initial_k());
   r.loop = std::make_unique<UpdateLoop>(*r.ps, *r.agg, *r.policy);
 
-  r.straggler = std::make_unique<Straggler>(c.straggler.spec,
-                                            c.slowdown.empty() ? std::vector<double>{} : parse_slowdown(c.slowdown, "--slowdown"), P,
-                                            c.seed);
-  if (c.swarm && r.virtual_clock && r.straggler->spec().mean() == 0)  // swarm's virtual clock needs positive times
-    r.straggler = std::make_unique<Straggler>(
-        parse_straggler("const:value=" + std::to_string(c.base_time > 0 ? c.base_time : 1e-3), "--base-time"),
-        std::vector<double>{},
-        P, c.seed);
+  r.straggler = std::make_unique<Straggler>(c.straggler.spec, c.slowdown.factors, P, c.seed);
+  if (c.swarm && r.virtual_clock && r.straggler->spec().mean() == 0) {
+    // SwarmSGD's virtual clock needs positive times: each step takes --base-time (1 ms by default).
+    StragglerSpec fixed;
+    fixed.kind = StragglerSpec::Kind::Const;
+    fixed.a = c.base_time > 0 ? c.base_time : 1e-3;
+    r.straggler = std::make_unique<Straggler>(fixed, std::vector<double>{}, P, c.seed);
+  }
   for (int w = 0; w < P; ++w) r.samplers.push_back(make_sampler(c, d.train.size(), w));
   double epochs = c.epochs;
   if (epochs == 0 && c.max_updates == 0 && c.time_budget == 0) epochs = 1;

@@ -89,6 +89,24 @@ TrainConfig small_config(const std::string& variant, int k, const std::string& c
   return c;
 }
 
+// --slowdown multiplies each worker's draws (the last factor repeats): under
+// async with constant times, worker 0 at 1 s pushes twice as often as
+// workers 1 and 2 at 2 s.
+TEST(VirtualClock, SlowdownFactorsScaleEachWorkersTimes) {
+  TrainConfig c = small_config("async", 1, "virtual");
+  c.workers = 3;
+  c.max_updates = 120;
+  c.straggler = "const:value=1";
+  c.slowdown = SlowdownFlag(parse_slowdown("1,2", "--slowdown"), "1,2");
+  Trainer t(c, small_data());
+  const RunSummary s = t.run();
+  const auto& p = s.stats.pushes_by_worker;
+  ASSERT_EQ(p.size(), 3u);
+  EXPECT_NEAR(double(p[0]), 2.0 * double(p[1]), 2.0);
+  EXPECT_NEAR(double(p[1]), double(p[2]), 1.0);
+  EXPECT_NEAR(s.time, 60.0, 1.0);
+}
+
 class EveryVariant : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
 TEST_P(EveryVariant, TrainsAndRecordsTheStalenessItsRuleImplies) {
