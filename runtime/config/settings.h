@@ -3,6 +3,7 @@
 // parsing or validation. The config holds them; the engine's parts take them.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -128,5 +129,16 @@ void from_json(const nlohmann::json& j, E& e) {
   e = parse_enum<E>(j.get<std::string>(), "enum");
 }
 
+// A number of a checkpoint's state that may be NaN (a loss not yet seen, a
+// rule's unset reference): JSON has no NaN, so it is written as null and
+// read back as NaN.
+struct Real {
+  double v = 0;
+  Real() = default;
+  Real(double x) : v(x) {}  // NOLINT: a double is a Real
+  operator double() const { return v; }  // NOLINT
+};
+inline void to_json(nlohmann::json& j, const Real& r) { j = r.v; }
+inline void from_json(const nlohmann::json& j, Real& r) { r.v = j.is_null() ? NAN : j.get<double>(); }
 
 }  // namespace adasync

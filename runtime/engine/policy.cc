@@ -138,40 +138,36 @@ std::optional<KChange> Policy::after_update(Aggregator& agg, const SnapshotPtr& 
   return ch;
 }
 
-nlohmann::json Policy::state() const {
+PolicyState Policy::state() const {
   std::lock_guard<std::mutex> lk(times_mu_);
-  nlohmann::json j{{"schedule", schedule_->state()},     {"start_loss_sum", start_loss_sum_},
-                   {"start_loss_n", start_loss_n_},       {"sched_loss_sum", sched_loss_sum_},
-                   {"sched_loss_sq", sched_loss_sq_},     {"sched_loss_n", sched_loss_n_},
-                   {"sched_updates", sched_updates_},     {"observed_times", observed_times_},
-                   {"decided_staleness_sum", decided_staleness_sum_}, {"decided_counted", decided_counted_}};
-  if (noise_) j["noise"] = noise_->scale().state(), j["secant"] = noise_->secant_state();
-  if (guard_) j["guard"] = guard_->state();
-  return j;
+  PolicyState s;
+  for (double x : schedule_->state()) s.schedule.push_back(x);
+  s.start_loss_sum = start_loss_sum_, s.start_loss_n = start_loss_n_;
+  s.sched_loss_sum = sched_loss_sum_, s.sched_loss_sq = sched_loss_sq_, s.sched_loss_n = sched_loss_n_;
+  s.sched_updates = sched_updates_;
+  s.observed_times.assign(observed_times_.begin(), observed_times_.end());
+  s.decided_staleness_sum = decided_staleness_sum_, s.decided_counted = decided_counted_;
+  if (noise_) {
+    for (double x : noise_->scale().state()) s.noise.push_back(x);
+    for (double x : noise_->secant_state()) s.secant.push_back(x);
+  }
+  if (guard_)
+    for (double x : guard_->state()) s.guard.push_back(x);
+  return s;
 }
 
-void Policy::restore(const nlohmann::json& j) {
-  std::vector<double> st;
-  for (const auto& x : j.at("schedule")) st.push_back(json_number(x));
-  schedule_->set_state(st);
-  start_loss_sum_ = j.at("start_loss_sum");
-  start_loss_n_ = j.at("start_loss_n");
-  sched_loss_sum_ = j.at("sched_loss_sum");
-  sched_loss_sq_ = j.at("sched_loss_sq");
-  sched_loss_n_ = j.at("sched_loss_n");
-  sched_updates_ = j.at("sched_updates");
-  decided_staleness_sum_ = j.value("decided_staleness_sum", 0.0);
-  decided_counted_ = j.value("decided_counted", int64_t(0));
-  if (noise_ && j.contains("noise")) noise_->scale().set_state(j.at("noise").get<std::vector<double>>());
-  if (noise_ && j.contains("secant")) noise_->set_secant_state(j.at("secant").get<std::vector<double>>());
-  if (guard_ && j.contains("guard")) {
-    std::vector<double> g;
-    for (const auto& x : j.at("guard")) g.push_back(json_number(x));
-    guard_->set_state(g);
-  }
-  const auto obs = j.at("observed_times").get<std::vector<double>>();
+void Policy::restore(const PolicyState& s) {
+  auto doubles = [](const std::vector<Real>& v) { return std::vector<double>(v.begin(), v.end()); };
+  schedule_->set_state(doubles(s.schedule));
+  start_loss_sum_ = s.start_loss_sum, start_loss_n_ = s.start_loss_n;
+  sched_loss_sum_ = s.sched_loss_sum, sched_loss_sq_ = s.sched_loss_sq, sched_loss_n_ = s.sched_loss_n;
+  sched_updates_ = s.sched_updates;
+  decided_staleness_sum_ = s.decided_staleness_sum, decided_counted_ = s.decided_counted;
+  if (noise_ && !s.noise.empty()) noise_->scale().set_state(doubles(s.noise));
+  if (noise_ && !s.secant.empty()) noise_->set_secant_state(doubles(s.secant));
+  if (guard_ && !s.guard.empty()) guard_->set_state(doubles(s.guard));
   std::lock_guard<std::mutex> lk(times_mu_);
-  observed_times_.assign(obs.begin(), obs.end());
+  observed_times_.assign(s.observed_times.begin(), s.observed_times.end());
 }
 
 }  // namespace adasync

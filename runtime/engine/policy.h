@@ -27,8 +27,22 @@
 
 namespace adasync {
 
-// JSON writes NaN as null (saved states: losses not yet known); this reads it back.
-inline double json_number(const nlohmann::json& x) { return x.is_null() ? NAN : x.get<double>(); }
+// The policy's checkpoint state, declared once: the schedule's, the loss
+// windows, the observed compute times, the goodput estimators and the guard
+// (empty where the run has none). Keys missing from an older checkpoint keep
+// their defaults.
+struct PolicyState {
+  std::vector<Real> schedule;
+  double start_loss_sum = 0, sched_loss_sum = 0, sched_loss_sq = 0;
+  int64_t start_loss_n = 0, sched_loss_n = 0, sched_updates = 0;
+  std::vector<double> observed_times;
+  double decided_staleness_sum = 0;
+  int64_t decided_counted = 0;
+  std::vector<Real> noise, secant, guard;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(PolicyState, schedule, start_loss_sum, start_loss_n, sched_loss_sum,
+                                                sched_loss_sq, sched_loss_n, sched_updates, observed_times,
+                                                decided_staleness_sum, decided_counted, noise, secant, guard)
 
 struct PolicyConfig {
   ScheduleConfig schedule;
@@ -81,10 +95,9 @@ class Policy {
   // After an update published `s`: may change K (applied to agg), returned.
   std::optional<KChange> after_update(Aggregator& agg, const SnapshotPtr& s, double now);
 
-  // Checkpoint state (schedule, windows, observed times); restore() throws
-  // nlohmann::json::exception on a malformed value.
-  nlohmann::json state() const;
-  void restore(const nlohmann::json& j);
+  // Checkpoint state.
+  PolicyState state() const;
+  void restore(const PolicyState& s);
 
  private:
   LossWindow take_window(const Snapshot& s);

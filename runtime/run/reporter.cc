@@ -356,30 +356,28 @@ int64_t Reporter::trace_entries() {
   return trace_entries_;
 }
 
-nlohmann::json Reporter::state() {
-  std::lock_guard<std::mutex> lk(mu_);
-  nlohmann::json kc = nlohmann::json::array();
-  for (const auto& ch : k_changes_) kc.push_back({ch.k_prev, ch.k, ch.time, ch.loss_start, ch.loss_now, ch.reason, ch.rule});
-  return nlohmann::json{{"win_loss_sum", win_loss_sum_},     {"win_loss_n", win_loss_n_},
-                        {"win_stale_sum", win_stale_sum_},   {"win_stale_n", win_stale_n_},
-                        {"win_stale_max", win_stale_max_},   {"last_loss", last_loss_},
-                        {"first_update_time", first_update_time_}, {"first_update_samples", first_update_samples_},
-                        {"k_changes", kc}};
+void to_json(nlohmann::json& j, const KChange& c) {
+  j = nlohmann::json::array({c.k_prev, c.k, c.time, c.loss_start, c.loss_now, c.reason, c.rule});
+}
+void from_json(const nlohmann::json& j, KChange& c) {
+  c = KChange{j.at(0).get<int>(),          j.at(1).get<int>(),          j.at(2).get<double>(),
+              j.at(3).get<Real>(),         j.at(4).get<Real>(),         j.at(5).get<std::string>(),
+              j.at(6).get<std::string>()};
 }
 
-void Reporter::restore(const nlohmann::json& t) {
+ReporterState Reporter::state() {
   std::lock_guard<std::mutex> lk(mu_);
-  win_loss_sum_ = t.at("win_loss_sum");
-  win_loss_n_ = t.at("win_loss_n");
-  win_stale_sum_ = t.at("win_stale_sum");
-  win_stale_n_ = t.at("win_stale_n");
-  win_stale_max_ = t.at("win_stale_max");
-  last_loss_ = t.at("last_loss");
-  first_update_time_ = t.at("first_update_time");
-  first_update_samples_ = t.at("first_update_samples");
-  k_changes_.clear();
-  for (const auto& kc : t.at("k_changes"))
-    k_changes_.push_back(KChange{kc[0], kc[1], kc[2], json_number(kc[3]), json_number(kc[4]), kc[5], kc[6].get<std::string>()});
+  return ReporterState{win_loss_sum_,     last_loss_,         win_loss_n_,          win_stale_sum_, win_stale_n_,
+                       win_stale_max_,    first_update_time_, first_update_samples_, k_changes_};
+}
+
+void Reporter::restore(const ReporterState& s) {
+  std::lock_guard<std::mutex> lk(mu_);
+  win_loss_sum_ = s.win_loss_sum, win_loss_n_ = s.win_loss_n;
+  win_stale_sum_ = s.win_stale_sum, win_stale_n_ = s.win_stale_n, win_stale_max_ = s.win_stale_max;
+  last_loss_ = s.last_loss;
+  first_update_time_ = s.first_update_time, first_update_samples_ = s.first_update_samples;
+  k_changes_ = s.k_changes;
 }
 
 }  // namespace adasync

@@ -23,6 +23,24 @@ namespace adasync {
 
 struct EvalResult;
 
+// A K change as a checkpoint keeps it: [k_prev, k, time, F_0, F_t, reason, rule].
+void to_json(nlohmann::json& j, const KChange& c);
+void from_json(const nlohmann::json& j, KChange& c);
+
+// The reporter's checkpoint state: the open windows of losses and
+// staleness, the first update, the K changes so far.
+struct ReporterState {
+  Real win_loss_sum = 0, last_loss = 0;
+  int64_t win_loss_n = 0;
+  double win_stale_sum = 0;
+  int64_t win_stale_n = 0, win_stale_max = 0;
+  double first_update_time = -1;
+  int64_t first_update_samples = 0;
+  std::vector<KChange> k_changes;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ReporterState, win_loss_sum, win_loss_n, win_stale_sum, win_stale_n, win_stale_max,
+                                   last_loss, first_update_time, first_update_samples, k_changes)
+
 class Reporter : public UpdateObserver {
  public:
   Reporter(const TrainConfig& cfg, const WallTimer* wall);
@@ -76,8 +94,8 @@ class Reporter : public UpdateObserver {
   int64_t trace_entries();
 
   // Checkpoint state: the windows, the first update, the K changes.
-  nlohmann::json state();
-  void restore(const nlohmann::json& j);
+  ReporterState state();
+  void restore(const ReporterState& s);
 
  private:
   const TrainConfig& cfg_;

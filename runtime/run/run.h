@@ -20,6 +20,7 @@
 #include "runtime/engine/update_loop.h"
 #include "runtime/faults.h"
 #include "runtime/output.h"
+#include "runtime/run/registry.h"
 #include "runtime/run/reporter.h"
 #include "runtime/run/supervisor.h"
 #include "runtime/straggler.h"
@@ -61,6 +62,7 @@ struct Run {
   nlohmann::json resume_swarm;  // SwarmSGD's state, read when it is set up
   std::unique_ptr<Checkpoint> resumed;
   MpiWorld* mpi = nullptr;  // --transport mpi, rank 0: the workers are on the other ranks
+  StateRegistry registry;  // each part's checkpoint state (register_state)
   std::unique_ptr<Algorithm> algorithm;  // what trains: set up once, read by the supervisor's actions and the end
   bool nothing_ran = false;          // resumed at a limit
   std::string output_error;          // the metrics or trace failed to commit

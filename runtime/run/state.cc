@@ -5,6 +5,7 @@
 #include <set>
 
 #include "models/describe.h"
+#include "runtime/run/registry.h"
 
 
 namespace adasync {
@@ -66,49 +67,6 @@ void from_json(const nlohmann::json& j, RunSettings& x) {
   }
 }
 
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AggregatorStats, pushes, counted, updates, dropped_stale, dropped_bound,
-                                   dropped_nonfinite, cancelled, staleness_sum, staleness_max, pushes_by_worker,
-                                   counted_by_worker)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(VirtualJob, active, tau, batch, gen, finish, seq, computations)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(VirtualState, now, seq, ps_free, jobs)
-
-void to_json(nlohmann::json& j, const TrainState& x) {
-  j = nlohmann::json{{"state_format", x.state_format},
-                     {"run_id", x.run_id},
-                     {"config", x.config},
-                     {"version", x.version},
-                     {"time", x.time},
-                     {"k", x.k},
-                     {"stats", x.stats},
-                     {"dead", x.dead},
-                     {"optimizer_steps", x.optimizer_steps},
-                     {"samplers", x.samplers},
-                     {"policy", x.policy},
-                     {"supervisor", x.supervisor},
-                     {"reporter", x.reporter},
-                     {"swarm", x.swarm},
-                     {"sketch_versions", x.sketch_versions}};
-  if (x.virtual_clock) j["virtual"] = *x.virtual_clock;
-}
-void from_json(const nlohmann::json& j, TrainState& x) {
-  j.at("state_format").get_to(x.state_format);
-  x.run_id = j.value("run_id", std::string());
-  j.at("config").get_to(x.config);
-  j.at("version").get_to(x.version);
-  j.at("time").get_to(x.time);
-  j.at("k").get_to(x.k);
-  j.at("stats").get_to(x.stats);
-  j.at("dead").get_to(x.dead);
-  j.at("optimizer_steps").get_to(x.optimizer_steps);
-  j.at("samplers").get_to(x.samplers);
-  x.policy = j.at("policy");
-  x.supervisor = j.at("supervisor");
-  x.reporter = j.at("reporter");
-  x.swarm = j.at("swarm");
-  j.at("sketch_versions").get_to(x.sketch_versions);
-  if (j.contains("virtual")) x.virtual_clock = j.at("virtual").get<VirtualState>();
-}
-
 RunIdentity run_identity(const Run& r) {
   const TrainConfig& c = r.cfg;
   return RunIdentity{c.model,     c.dataset, c.data_dir,  c.seed, c.batch, c.workers, c.shard, c.variant_name(),
@@ -149,9 +107,58 @@ RunSettings run_settings(const Run& r) {
   return s;
 }
 
+void register_state(Run& r) {
+  StateRegistry& g = r.registry;
+  using Presence = StateRegistry::Presence;
+  // The run that wrote it (absent in older checkpoints); a resumed run goes on as the same run.
+  g.add<std::string>(
+      "run_id", [&r] { return r.run_id; },
+      [&r](const std::string& id) {
+        if (!id.empty()) r.run_id = id;
+      },
+      Presence::Optional);
+  // The goodput estimators' gradients travel beside the policy's state.
+  g.add_with_arrays(
+      "policy",
+      [&r](Checkpoint& c) {
+        if (const std::vector<float>* v = r.policy->noise_waiting()) c.put_floats("noise:waiting", v->data(), v->size());
+        if (const std::vector<float>* v = r.policy->noise_last_mean()) c.put_floats("noise:mean", v->data(), v->size());
+        return nlohmann::json(r.policy->state());
+      },
+      [&r](const nlohmann::json& j, const Checkpoint& c) {
+        r.policy->restore(j.get<PolicyState>());
+        if (c.has("noise:waiting")) r.policy->set_noise_waiting(c.floats("noise:waiting"));
+        if (c.has("noise:mean")) r.policy->set_noise_last_mean(c.floats("noise:mean"));
+      });
+  g.add<SupervisorState>(
+      "supervisor", [&r] { return r.supervisor->state(); },
+      [&r](const SupervisorState& s) { r.supervisor->restore(s); });
+  g.add<ReporterState>(
+      "reporter", [&r] { return r.reporter->state(); }, [&r](const ReporterState& s) { r.reporter->restore(s); });
+  // The algorithm's own (SwarmSGD's nodes; null for the others), restored
+  // when the algorithm is set up on the resumed run.
+  g.add_with_arrays(
+      "swarm", [&r](Checkpoint& c) { return r.algorithm->save(&c); },
+      [&r](const nlohmann::json& j, const Checkpoint&) { r.resume_swarm = j; });
+  // The distance rule's sketch of past parameters: the versions here, the values beside.
+  g.add_with_arrays(
+      "sketch_versions",
+      [&r](Checkpoint& c) {
+        DistanceSketch* sk = r.policy->lr_rule().sketch();
+        if (sk == nullptr) return nlohmann::json::array();
+        const auto vals = sk->values();
+        c.put_floats("sketch", vals.data(), vals.size());
+        return nlohmann::json(sk->versions());
+      },
+      [&r](const nlohmann::json& j, const Checkpoint& c) {
+        const auto versions = j.get<std::vector<int64_t>>();
+        if (DistanceSketch* sk = r.policy->lr_rule().sketch(); sk && !versions.empty())
+          sk->restore(versions, c.floats("sketch"));
+      });
+}
+
 Checkpoint capture_state(Run& r, double now, const VirtualState* vs, const SnapshotPtr& params) {
   TrainState st;
-  st.run_id = r.run_id;
   st.config = run_settings(r);
   st.version = params->version;
   st.time = now;
@@ -161,22 +168,13 @@ Checkpoint capture_state(Run& r, double now, const VirtualState* vs, const Snaps
   for (int w = 0; w < r.workers(); ++w)
     if (!r.agg->is_alive(w)) st.dead.push_back(w);
   st.optimizer_steps = r.ps->optimizer().steps();
-  st.policy = r.policy->state();
-  st.supervisor = r.supervisor->state();
-  st.reporter = r.reporter->state();
-  if (vs != nullptr) st.virtual_clock = *vs;
   Checkpoint c;
-  st.swarm = r.algorithm->save(&c);
-  st.samplers = r.algorithm->positions();  // consistent with the state saved
+  r.registry.save(c);
+  st.samplers = r.algorithm->positions();  // after its state: consistent with it
+  c.header.update(nlohmann::json(st));
+  // The clock: the virtual PS driver's state at this quiet point and the straggler streams.
+  if (vs != nullptr) c.header["virtual"] = *vs;
   if (vs != nullptr || (r.cfg.swarm && r.virtual_clock)) c.put_u64s("straggler", r.straggler->state());
-  if (const std::vector<float>* g = r.policy->noise_waiting()) c.put_floats("noise:waiting", g->data(), g->size());
-  if (const std::vector<float>* g = r.policy->noise_last_mean()) c.put_floats("noise:mean", g->data(), g->size());
-  if (DistanceSketch* sk = r.policy->lr_rule().sketch()) {
-    st.sketch_versions = sk->versions();
-    const auto vals = sk->values();
-    c.put_floats("sketch", vals.data(), vals.size());
-  }
-  c.header = st;
   return c;
 }
 
@@ -277,25 +275,18 @@ void restore_state(Run& r) {
       throw CheckpointError("per-worker counters for " + std::to_string(as.pushes_by_worker.size()) + " workers");
     r.loop->set_cancelled(st.stats.cancelled);
     for (int w : st.dead) r.agg->worker_failed(w);
-    r.policy->restore(st.policy);
-    if (c->has("noise:waiting")) r.policy->set_noise_waiting(c->floats("noise:waiting"));
-    if (c->has("noise:mean")) r.policy->set_noise_last_mean(c->floats("noise:mean"));
+    r.registry.restore(*c);  // the policy, the supervisor, the reporter, the algorithm's own, ...
     r.agg->set_k(st.k);
     for (size_t w = 0; w < st.samplers.size() && w < r.samplers.size(); ++w) r.samplers[w].set_position(st.samplers[w]);
-    r.supervisor->restore(st.supervisor);
-    r.reporter->restore(st.reporter);
     r.reporter->restore_failed(st.dead);
-    if (DistanceSketch* sk = r.policy->lr_rule().sketch(); sk && !st.sketch_versions.empty())
-      sk->restore(st.sketch_versions, c->floats("sketch"));
     r.resume_time = st.time;
-    r.resume_swarm = st.swarm;
-    if (!st.run_id.empty()) r.run_id = st.run_id;  // the resumed run goes on as the same run
     if (r.virtual_clock) {
-      if (!st.virtual_clock && !r.cfg.swarm)
+      const bool quiet_point = h.contains("virtual");
+      if (!quiet_point && !r.cfg.swarm)
         throw CheckpointError("written by a real-clock run; this run uses the virtual clock");
       r.straggler->set_state(c->u64s("straggler"));
-      if (st.virtual_clock) {
-        r.resume_state = std::make_unique<VirtualState>(*st.virtual_clock);
+      if (quiet_point) {
+        r.resume_state = std::make_unique<VirtualState>(h.at("virtual").get<VirtualState>());
         r.resume_snapshots[st.version] = r.ps->latest();
         for (const auto& jb : r.resume_state->jobs) {
           if (!jb.active || r.resume_snapshots.count(jb.tau)) continue;

@@ -1,7 +1,9 @@
-// TrainState: everything a checkpoint holds besides the large arrays, as one
-// declaration that writes and reads itself (nlohmann's type macros), so the
-// writer and the reader cannot drift apart. RunIdentity, the settings that
-// shape a computation, is also the trace header and the metrics' start object.
+// A checkpoint's header: TrainState (the run's settings, its position and
+// counters) and the entries of the state registry (each part of the run's
+// own), every one a declaration that writes and reads itself (nlohmann's
+// type macros), so the writer and the reader cannot drift apart.
+// RunIdentity, the settings that shape a computation, is also the trace
+// header and the metrics' start object.
 #pragma once
 
 #include <cstdint>
@@ -63,7 +65,6 @@ struct RunSettings {
 
 struct TrainState {
   int state_format = kStateFormat;
-  std::string run_id;  // the run that wrote it (absent in older checkpoints)
   RunSettings config;
   int64_t version = 0;
   double time = 0;
@@ -72,10 +73,6 @@ struct TrainState {
   std::vector<int> dead;
   int64_t optimizer_steps = 0;
   std::vector<uint64_t> samplers;
-  nlohmann::json policy, supervisor, reporter;
-  std::optional<VirtualState> virtual_clock;
-  nlohmann::json swarm;  // SwarmSGD's engine state (null otherwise)
-  std::vector<int64_t> sketch_versions;
 };
 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(OptimizerConfig, name, momentum, nesterov, beta1, beta2, eps, bias_correction,
@@ -85,10 +82,19 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(RunIdentity, model, dataset, data_dir, seed, 
 // Flat: the identity's keys and the rest side by side (exported models read them).
 void to_json(nlohmann::json& j, const RunSettings& x);
 void from_json(const nlohmann::json& j, RunSettings& x);
-void to_json(nlohmann::json& j, const TrainState& x);
-void from_json(const nlohmann::json& j, TrainState& x);
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AggregatorStats, pushes, counted, updates, dropped_stale, dropped_bound,
+                                   dropped_nonfinite, cancelled, staleness_sum, staleness_max, pushes_by_worker,
+                                   counted_by_worker)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(VirtualJob, active, tau, batch, gen, finish, seq, computations)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(VirtualState, now, seq, ps_free, jobs)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TrainState, state_format, config, version, time, k, stats, dead, optimizer_steps,
+                                   samplers)
 
 RunIdentity run_identity(const Run& r);
+// Adds the run's parts to its state registry (r.registry): the run id, the
+// policy, the supervisor, the reporter, the algorithm's own, the learning-rate
+// rule's sketch. Once, at set-up, before any checkpoint or resume.
+void register_state(Run& r);
 RunSettings run_settings(const Run& r);
 
 // Everything needed to continue: parameters (and, on the virtual clock, the

@@ -364,20 +364,15 @@ void Supervisor::set_last_checkpoint(const std::string& path) {
   last_checkpoint_ = path;
 }
 
-nlohmann::json Supervisor::state() {
+SupervisorState Supervisor::state() {
   std::lock_guard<std::mutex> lk(mu_);
-  return nlohmann::json{{"next_eval_time", eval_.time},
-                        {"next_eval_update", eval_.update},
-                        {"next_ckpt_time", ckpt_.time},
-                        {"next_ckpt_update", ckpt_.update}};
+  return SupervisorState{eval_.time, ckpt_.time, eval_.update, ckpt_.update};
 }
 
-void Supervisor::restore(const nlohmann::json& j) {
+void Supervisor::restore(const SupervisorState& s) {
   std::lock_guard<std::mutex> lk(mu_);
-  eval_.time = j.at("next_eval_time");
-  eval_.update = j.at("next_eval_update");
-  ckpt_.time = j.at("next_ckpt_time");
-  ckpt_.update = j.at("next_ckpt_update");
+  eval_ = Next{s.next_eval_update, s.next_eval_time};
+  ckpt_ = Next{s.next_ckpt_update, s.next_ckpt_time};
 }
 
 }  // namespace adasync

@@ -47,6 +47,13 @@ struct SupervisorActions {
   std::function<EvalResult(const SnapshotPtr& s, double now, int64_t samples)> evaluate_at;
 };
 
+// The supervisor's checkpoint state: when the next evaluation and checkpoint are due.
+struct SupervisorState {
+  double next_eval_time = 0, next_ckpt_time = 0;
+  int64_t next_eval_update = 0, next_ckpt_update = 0;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SupervisorState, next_eval_time, next_eval_update, next_ckpt_time, next_ckpt_update)
+
 class Supervisor : public DriverHooks, public UpdateObserver {
  public:
   Supervisor(const TrainConfig& cfg, Reporter& rep, int64_t max_samples, SupervisorActions act);
@@ -88,8 +95,8 @@ class Supervisor : public DriverHooks, public UpdateObserver {
   std::string last_checkpoint();
   void set_last_checkpoint(const std::string& path);
 
-  nlohmann::json state();
-  void restore(const nlohmann::json& j);
+  SupervisorState state();
+  void restore(const SupervisorState& s);
 
  private:
   struct Next {

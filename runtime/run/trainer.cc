@@ -234,6 +234,7 @@ void Trainer::setup() {
   r.loop->observe(r.reporter.get());
   r.loop->observe(r.supervisor.get());
   r.reporter->set_stats(r.agg->stats(), r.agg->k());
+  register_state(r);
   if (c.resume) restore_state(r);
   // Set up on the restored state (parameters, counters, SwarmSGD's nodes).
   r.algorithm = r.device_sync ? make_device_sync(r) : c.swarm ? make_swarm(r) : make_ps(r);
