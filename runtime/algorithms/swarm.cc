@@ -43,6 +43,7 @@ struct SwarmEngine::Node {
   std::vector<float> dist, bound, d_in, d_out;
   TransferScratch io;
   Rng rng;
+  std::unique_ptr<HostOptimizer> opt;  // plain SGD: the apply every algorithm shares
   int steps_left = 0;
   InFlight step;                    // virtual clock
   std::atomic<uint64_t> position{0};
@@ -79,6 +80,10 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, const float* init, size_t n, in
     nd->io.msg.resize(codec_.message_bytes(n));
     nd->io.failed.resize(blocks_);
     nd->rng.reseed(cfg.seed, 0x5a12 + uint64_t(i));
+    OptimizerConfig sgd;
+    sgd.momentum = 0;
+    nd->opt = std::make_unique<HostOptimizer>(sgd, n, nullptr);
+    if (cfg.layout.total == n) nd->opt->set_layout(cfg.layout);
     nodes_.push_back(std::move(nd));
   }
   for (int i = first_; i < last_; ++i) node(i).steps_left = draw_steps(i);
@@ -101,14 +106,12 @@ float* SwarmEngine::gradient(int i) { return node(i).grad.data(); }
 void SwarmEngine::apply(int i, bool finite) {
   Node& nd = node(i);
   if (finite) {
+    // x -= lr g over the parameters; the batch statistics the gradient
+    // carries fold into the buffers (ALGORITHMS.md section 8).
     std::lock_guard<std::mutex> lk(nd.mu);
-    float* __restrict x = nd.x.data();
-    const float* __restrict g = nd.grad.data();
-    const ParamLayout& layout = cfg_.layout;
-    const size_t trainable = layout.total == n_ ? layout.trainable : n_;
-    for (size_t k = 0; k < trainable; ++k) x[k] -= cfg_.lr * g[k];
-    const float* stats = g;
-    if (layout.total == n_ && layout.has_buffers()) fold_buffers(layout, x, x, &stats, 1);
+    const float* g = nd.grad.data();
+    const float one = 1.f;
+    nd.opt->step(nd.x.data(), nd.x.data(), &g, &one, 1, cfg_.lr);
   }
   std::lock_guard<std::mutex> lk(stats_mu_);
   ++(finite ? stats_.local_steps : stats_.nonfinite);
