@@ -1,6 +1,12 @@
 #include "runtime/config/cli_flags.h"
 
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
 #include "models/model.h"
+#include "runtime/output.h"
 
 namespace adasync {
 
@@ -231,6 +237,158 @@ void add_trainer_flags(CLI::App& app, TrainConfig& c, CliText& t) {
                "Print the complete effective settings as TOML (what --config reads) and exit")
       ->group(g_out);
 
+}
+
+void resolve_flags(const CLI::App& app, const CliText& t, TrainConfig& c) {
+  // The text flags under their names.
+  const std::string &time_budget = t.time_budget, &base_time = t.base_time, &variant = t.variant, &clock = t.clock,
+                    &schedule = t.schedule, &adasync_rule = t.adasync_rule, &sqrt_rounding = t.sqrt_rounding,
+                    &loss_estimate = t.loss_estimate, &lr_rule = t.lr_rule, &lr_schedule = t.lr_schedule,
+                    &lr_milestones = t.lr_milestones, &lr_distance = t.lr_distance, &graph = t.graph,
+                    &local_steps_dist = t.local_steps_dist, &swarm_mode = t.swarm_mode, &devices = t.devices,
+                    &aggregate = t.aggregate, &on_nonfinite = t.on_nonfinite, &progress = t.progress,
+                    &eval_every = t.eval_every, &checkpoint_every = t.checkpoint_every, &transport = t.transport,
+                    &ps_time = t.ps_time, &schedule_every = t.schedule_every, &schedule_points = t.schedule_points,
+                    &watchdog = t.watchdog, &inject = t.inject, &straggler = t.straggler, &slowdown = t.slowdown,
+                    &seed = t.seed;
+  const bool no_bias_correction = t.no_bias_correction, no_graphs = t.no_graphs;
+  // Given is given: an empty value is not "left out", and no number is infinite or NaN.
+  for (const CLI::Option* o : app.get_options()) {
+    if (o->count() == 0 || o->get_type_size_max() == 0) continue;
+    for (const std::string& v : o->results()) {
+      if (v.empty())
+        throw UsageError(o->get_name() + ": expected a value, found '' (leave the flag out for its default)");
+      char* end = nullptr;
+      const double d = std::strtod(v.c_str(), &end);
+      if (end != v.c_str() && *end == '\0' && !std::isfinite(d))
+        throw UsageError(o->get_name() + ": expected a finite number, found '" + v + "'");
+    }
+  }
+  for (const char* limit : {"--epochs", "--max-updates"})
+    if (app.count(limit) > 0 && app[limit]->as<double>() == 0)
+      throw UsageError(std::string(limit) + ": expected a positive limit, found 0 (leave the flag out for none; " +
+                       "without any limit a run trains one epoch)");
+  if (const CLI::Option* file = app.get_config_ptr(); file != nullptr && file->count() > 0)
+    refuse_shared_paths({{"--metrics", c.metrics}, {"--trace", c.trace}, {"--save-model", c.save_model}},
+                        {{"--config", file->as<std::string>()}});
+  // Started by mpirun without --transport mpi, every process would run the
+  // whole training and write the same outputs.
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+    const char* n = std::getenv(var);
+    if (n != nullptr && std::atoi(n) > 1 && transport != "mpi")
+      throw UsageError("--transport: this is one of " + std::string(n) + " processes started by mpirun (" + var +
+                       "=" + n + "); without --transport mpi each would train the whole run and write the same " +
+                       "outputs: add --transport mpi, or run the trainer without mpirun");
+  }
+  // CLI11 would read "-1" into an unsigned seed as 2^64 - 1.
+  if (seed.empty() || seed.find_first_not_of("0123456789") != std::string::npos || seed.size() > 20)
+    throw UsageError("--seed: expected a non-negative integer, found '" + seed + "'");
+  try {
+    c.seed = std::stoull(seed);
+  } catch (const std::exception&) {
+    throw UsageError("--seed: expected an integer below 2^64, found '" + seed + "'");
+  }
+  c.set_variant(variant);
+  c.clock = parse_enum<ClockKind>(clock, "--clock");
+  c.schedule = parse_enum<ScheduleKind>(schedule, "--schedule");
+  c.adasync_rule = parse_enum<AdaRule>(adasync_rule, "--adasync-rule");
+  if (t.k0 == "auto") {
+    c.k0 = 0;
+  } else {
+    size_t used = 0;
+    try {
+      c.k0 = std::stoi(t.k0, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != t.k0.size()) throw UsageError("--k0: expected a start K or auto, found '" + t.k0 + "'");
+  }
+  c.sqrt_rounding = parse_enum<Rounding>(sqrt_rounding, "--sqrt-rounding");
+  c.loss_estimate = parse_enum<LossEstimate>(loss_estimate, "--loss-estimate");
+  c.lr_rule = parse_enum<LrKind>(lr_rule, "--lr-rule");
+  c.lr_schedule = parse_enum<LrSchedule>(lr_schedule, "--lr-schedule");
+  c.lr_milestones.clear();
+  if (!lr_milestones.empty()) {
+    size_t at = 0;
+    while (at <= lr_milestones.size()) {
+      const size_t comma = std::min(lr_milestones.find(',', at), lr_milestones.size());
+      const std::string item = lr_milestones.substr(at, comma - at);
+      size_t used = 0;
+      double v = NAN;
+      try {
+        v = std::stod(item, &used);
+      } catch (const std::exception&) {
+      }
+      if (item.empty() || used != item.size() || !std::isfinite(v))
+        throw UsageError("--lr-milestones: expected epochs separated by commas (e.g. 100,150), found '" + item + "'");
+      c.lr_milestones.push_back(v);
+      at = comma + 1;
+    }
+  }
+  c.lr_distance = parse_enum<DistanceKind>(lr_distance, "--lr-distance");
+  c.graph = parse_enum<GraphKind>(graph, "--graph");
+  c.local_steps_dist = parse_enum<StepsDist>(local_steps_dist, "--local-steps-dist");
+  c.swarm_mode = parse_enum<SwarmMode>(swarm_mode, "--swarm-mode");
+  c.devices = parse_enum<Devices>(devices, "--devices");
+  c.aggregate = parse_enum<Aggregate>(aggregate, "--aggregate");
+  c.transport = parse_enum<TransportKind>(transport, "--transport");
+  c.on_nonfinite = parse_enum<OnNonfinite>(on_nonfinite, "--on-nonfinite");
+  c.progress = parse_enum<Progress>(progress, "--progress");
+  c.eval_every = Cadence::parse(eval_every, "--eval-every");
+  c.checkpoint_every = Cadence::parse(checkpoint_every, "--checkpoint-every");
+  c.opt.bias_correction = !no_bias_correction;
+  c.cuda_graphs = !no_graphs;
+  c.opt.name = parse_enum<OptimizerKind>(t.optimizer, "--optimizer");  // momentum: sgd
+  if (!time_budget.empty()) c.time_budget = parse_seconds(time_budget, "--time-budget");
+  if (!base_time.empty()) c.base_time = parse_seconds(base_time, "--base-time");
+  if (!ps_time.empty()) c.ps_time = parse_seconds(ps_time, "--ps-time");
+  if (!schedule_every.empty()) c.schedule_every = parse_seconds(schedule_every, "--schedule-every");
+  if (!schedule_points.empty()) c.schedule_points = SchedulePoints::parse(schedule_points, "--schedule-points");
+  c.inject.faults = parse_faults(inject, "--inject");
+  c.straggler = StragglerFlag(parse_straggler(straggler, "--straggler"));
+  if (!slowdown.empty()) c.slowdown = SlowdownFlag(parse_slowdown(slowdown, "--slowdown"), slowdown);
+  if (!watchdog.empty()) {
+    c.watchdog = parse_seconds(watchdog, "--watchdog");
+    if (!(c.watchdog > 0))
+      throw UsageError("--watchdog: expected a positive duration such as 30s (leave the flag out for none), found " +
+                       watchdog);
+  }
+  // The flags given besides `allowed`, as "--a, --b".
+  auto given_besides = [&app](std::initializer_list<const char*> allowed) {
+    std::string given;
+    for (const CLI::Option* o : app.get_options()) {
+      if (o->count() == 0 || o->get_name() == "--config") continue;
+      bool ok = false;
+      for (const char* a : allowed) ok |= o->get_name() == a;
+      if (!ok) given += (given.empty() ? "" : ", ") + o->get_name();
+    }
+    return given;
+  };
+  if (!c.replay.empty()) {
+    // A replay takes every setting from the trace's header.
+    const std::string given =
+        given_besides({"--replay", "--progress", "--threads", "--devices", "--deterministic", "--no-cuda-graphs"});
+    if (!given.empty())
+      throw UsageError("--replay takes its settings from the trace's header; these would be ignored: " + given +
+                       " (only --progress, --threads, --devices, --deterministic and --no-cuda-graphs apply)");
+  }
+  if (app.count("--k") > 0 && c.k != 1 && (c.swarm || !has_k(c.variant)))
+    std::fprintf(stderr, "note: --k %d is ignored: %s\n", c.k,
+                 c.swarm ? "--variant swarm has no K"
+                 : c.variant == Variant::Sync ? "sync waits for every worker (K = P)"
+                                              : "async applies each gradient (K = 1)");
+  if (const unsigned hw = std::thread::hardware_concurrency(); hw > 0 && c.threads > int(2 * hw))
+    std::fprintf(stderr, "note: --threads %d on %u hardware threads: the threads take turns, which is slower than %u\n",
+                 c.threads, hw, hw);
+  if (!c.export_from.empty()) {
+    if (c.save_model.empty())
+      throw UsageError("--export " + c.export_from + ": expected --save-model FILE.safetensors to write to");
+    if (const std::string given = given_besides({"--export", "--save-model", "--progress"}); !given.empty())
+      throw UsageError("--export takes the model, the dataset and the settings from the checkpoint; these would be "
+                       "ignored: " + given + " (only --save-model and --progress apply)");
+    check_output(c.save_model, "--save-model");
+    refuse_shared_paths({{"--save-model", c.save_model}}, {{"--export", c.export_from}});
+  }
 }
 
 }  // namespace adasync

@@ -29,7 +29,15 @@ struct CliText {
 };
 
 // Adds every flag of `trainer` to `app`, in its help groups; CliText's
-// fields hold the text flags until trainer_main resolves them.
+// fields hold the text flags until resolve_flags.
 void add_trainer_flags(CLI::App& app, TrainConfig& c, CliText& t);
+
+// After app.parse: the text flags into `c` (enums, durations, the seed, the
+// faults, the straggler model), and what only the command line can check (a
+// value given empty, a non-finite number, a zero limit, --config beside an
+// output, mpirun without --transport mpi, flags --replay or --export would
+// ignore): UsageError naming the flag. Notes (an ignored --k, more threads
+// than cores) go to stderr.
+void resolve_flags(const CLI::App& app, const CliText& t, TrainConfig& c);
 
 }  // namespace adasync
