@@ -52,12 +52,18 @@ using Bytes = std::vector<unsigned char>;
 void send_bytes(const void* p, size_t n, int dest, int tag) {
   check(MPI_Send(p, int(n), MPI_BYTE, dest, tag, g_swarm), "swarm send");
 }
-Bytes receive_bytes(int source, int tag) {
+// Into `b`, whose storage is kept from one exchange to the next: a model's
+// bytes are not allocated, faulted in and zeroed again for every message.
+void receive_into(int source, int tag, Bytes* b) {
   MPI_Message msg;
   MPI_Status st;
   check(MPI_Mprobe(source, tag, g_swarm, &msg, &st), "swarm probe");
-  Bytes b(size_t(message_bytes(st)));
-  check(MPI_Mrecv(b.data(), int(b.size()), MPI_BYTE, &msg, MPI_STATUS_IGNORE), "swarm receive");
+  b->resize(size_t(message_bytes(st)));
+  check(MPI_Mrecv(b->data(), int(b->size()), MPI_BYTE, &msg, MPI_STATUS_IGNORE), "swarm receive");
+}
+Bytes receive_bytes(int source, int tag) {
+  Bytes b;
+  receive_into(source, tag, &b);
   return b;
 }
 // A message of a kind word and a payload.
@@ -97,42 +103,47 @@ size_t count_failed(const Bytes& failed) {
 class MpiSwarmPeers : public SwarmPeers {
  public:
   MpiSwarmPeers(MpiWorld& world, const SwarmCodec& codec, size_t n, int nodes)
-      : world_(world), codec_(codec), n_(n), nodes_(nodes), nb_(codec.blocks(n)) {}
+      : world_(world), codec_(codec), n_(n), nodes_(nodes), nb_(codec.blocks(n)), scratch_(size_t(nodes)) {}
   void attach(SwarmEngine* eng) { eng_ = eng; }
 
   // ---- initiator (a node's thread)
   void exchange(int i, int j, const float* s, const float* bound, float* q, float* d, TransferCount* to_j,
                 TransferCount* from_j) override {
     const int B = world_.rank_of(j, nodes_);
-    Bytes req(sizeof(RequestHeader) + codec_.message_bytes(n_));
+    Bytes& req = scratch_[size_t(i)].req;  // node i's thread alone uses its scratch
+    Bytes& m = scratch_[size_t(i)].reply;
+    req.resize(sizeof(RequestHeader) + codec_.message_bytes(n_));
     const RequestHeader h{kBlocking, i, j, 0};
     std::memcpy(req.data(), &h, sizeof h);
     codec_.encode(s, n_, bound, req.data() + sizeof h);
     send_bytes(req.data(), req.size(), B, kSwRequest);
     Bytes nack(nb_, 0);
-    Bytes m = receive_bytes(B, reply_tag(i));
+    receive_into(B, reply_tag(i), &m);
     if (kind_of(m) == kNack) {
       if (m.size() != sizeof(int32_t) + nb_) throw std::runtime_error("MPI: malformed SwarmSGD NACK");
       std::memcpy(nack.data(), m.data() + sizeof(int32_t), nb_);
       std::vector<float> packed(failed_values(codec_, nack.data(), n_));
       pack_failed(codec_, s, nack.data(), n_, packed.data());
       send_bytes(packed.data(), packed.size() * sizeof(float), B, resend_tag(i));
-      m = receive_bytes(B, reply_tag(i));
+      receive_into(B, reply_tag(i), &m);
     }
     count_sent(codec_, n_, nack.data(), count_failed(nack), to_j);
-    receive_reply(i, B, std::move(m), s, q, d, from_j);
+    receive_reply(i, B, m, s, q, d, from_j);
   }
 
   void fetch(int i, int j, const float* b, float* q, float* d, TransferCount* from_j) override {
     const int B = world_.rank_of(j, nodes_);
     const RequestHeader h{kFetch, i, j, 0};
     send_bytes(&h, sizeof h, B, kSwRequest);
-    receive_reply(i, B, receive_bytes(B, reply_tag(i)), b, q, d, from_j);
+    Bytes& m = scratch_[size_t(i)].reply;
+    receive_into(B, reply_tag(i), &m);
+    receive_reply(i, B, m, b, q, d, from_j);
   }
 
   // ---- the far side (this rank's main thread): one request
   void serve(MPI_Message* msg, const MPI_Status& st) {
-    Bytes req(size_t(message_bytes(st)));
+    Bytes& req = req_;
+    req.resize(size_t(message_bytes(st)));
     check(MPI_Mrecv(req.data(), int(req.size()), MPI_BYTE, msg, MPI_STATUS_IGNORE), "swarm request");
     RequestHeader h;
     if (req.size() < sizeof h) throw std::runtime_error("MPI: malformed SwarmSGD request");
@@ -165,11 +176,13 @@ class MpiSwarmPeers : public SwarmPeers {
     } else {
       throw std::runtime_error("MPI: a SwarmSGD request of kind " + std::to_string(h.kind));
     }
-    Bytes reply(sizeof(int32_t) + codec_.message_bytes(n_));
+    Bytes& reply = reply_;
+    reply.resize(sizeof(int32_t) + codec_.message_bytes(n_));
     const int32_t k = kReply;
     std::memcpy(reply.data(), &k, sizeof k);
     codec_.encode(x_.data(), n_, bound_.data(), reply.data() + sizeof k);
     send_bytes(reply.data(), reply.size(), A, reply_tag(i));
+    if (nb_ == 0) return;  // full precision: nothing can fail, no verdict comes
     const Bytes verdict = receive_bytes(A, resend_tag(i));
     if (verdict.size() != nb_) throw std::runtime_error("MPI: malformed SwarmSGD verdict");
     if (count_failed(verdict) > 0) {
@@ -181,13 +194,14 @@ class MpiSwarmPeers : public SwarmPeers {
 
  private:
   // The partner's reply m, decoded relative to b, with the verdict and what it brings back.
-  void receive_reply(int i, int B, Bytes m, const float* b, float* q, float* d, TransferCount* t) {
+  void receive_reply(int i, int B, const Bytes& m, const float* b, float* q, float* d, TransferCount* t) {
     if (kind_of(m) != kReply || m.size() != sizeof(int32_t) + codec_.message_bytes(n_))
       throw std::runtime_error("MPI: malformed SwarmSGD reply");
     const unsigned char* msg = m.data() + sizeof(int32_t);
     Bytes failed(nb_, 0);
     const size_t bad = codec_.decode(msg, b, n_, q, failed.data());
-    send_bytes(failed.data(), failed.size(), B, resend_tag(i));
+    // Full precision has no blocks to fail: no verdict, and the far side does not wait for one.
+    if (nb_ > 0) send_bytes(failed.data(), failed.size(), B, resend_tag(i));
     if (bad > 0) {
       const Bytes packed = receive_bytes(B, reply_tag(i));
       if (packed.size() != failed_values(codec_, failed.data(), n_) * sizeof(float))
@@ -205,6 +219,11 @@ class MpiSwarmPeers : public SwarmPeers {
   size_t nb_;
   SwarmEngine* eng_ = nullptr;
   std::vector<float> x_, q_, bound_;  // the far side's scratch (main thread)
+  Bytes req_, reply_;
+  struct Scratch {
+    Bytes req, reply;
+  };
+  std::vector<Scratch> scratch_;  // each initiating node's (its thread's)
 };
 
 // A worker rank's nodes report their steps to rank 0, at most `window` (twice
