@@ -6,7 +6,8 @@
 //   B -> A  nack      the blocks B could not decode (A sends them again at
 //                     full precision); then, blocking, B averages x_j
 //   B -> A  reply     Q(x_j) (blocking) or Q(p_j), j's published copy
-//   A -> B  verdict   the blocks A could not decode (B sends them again)
+//   A -> B  verdict   the blocks A could not decode (B sends them again);
+//                     quantised only: full precision has nothing to fail
 // B's main thread serves requests one at a time and never waits on a node
 // lock held across a message, so two ranks exchanging with each other at once
 // cannot wait on each other. Bytes are counted by the initiator, as transfer()
