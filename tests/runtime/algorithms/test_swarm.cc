@@ -1,5 +1,6 @@
 // SwarmSGD: the lattice quantizer, the gossip graphs, averaging dynamics with
 // exact answers, and end-to-end runs on both clocks.
+#include <atomic>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -243,11 +244,12 @@ class QuadraticWorker : public GradientWorker {
   SnapshotPtr x_;
 };
 
+// Node threads call it at once on the real clock: the count is atomic.
 struct StopAfter : SwarmListener {
   explicit StopAfter(int64_t steps) : left(steps) {}
   bool on_time(double) override { return true; }
-  bool after_step(int, float, bool, double) override { return --left > 0; }
-  int64_t left;
+  bool after_step(int, float, bool, double) override { return left.fetch_sub(1) > 1; }
+  std::atomic<int64_t> left;
 };
 
 struct GossipRig {
