@@ -36,6 +36,10 @@ class Algorithm {
   // Whether a checkpoint can hold the whole state now (not when an MPI rank
   // was lost with its SwarmSGD nodes).
   virtual bool whole() { return true; }
+  // Whether a run continues exactly only from the driver's last quiet point
+  // (the PS's virtual clock, between updates), so the final checkpoint is
+  // that state; otherwise it is the state at the end.
+  virtual bool resumes_from_quiet_point() const { return false; }
   // After training and the final checkpoint: the parameters the run ends
   // with and their evaluation's keys; lets go of what it holds elsewhere.
   virtual SnapshotPtr finish(nlohmann::json* extra) { return publish(extra); }

@@ -48,6 +48,7 @@ class PsAlgorithm : public Algorithm {
   }
 
   SnapshotPtr publish(nlohmann::json*) override { return r_.ps->latest(); }
+  bool resumes_from_quiet_point() const override { return r_.virtual_clock; }
   AggregatorStats counts() override { return r_.agg->stats(); }
   std::vector<uint64_t> positions() override {
     std::vector<uint64_t> p;

@@ -338,9 +338,9 @@ double Supervisor::run_monitored(const std::function<double()>& engine, const st
   return end;
 }
 
-void Supervisor::final_checkpoint(double end, bool virtual_clock) {
+void Supervisor::final_checkpoint(double end, bool quiet_point) {
   if (cfg_.checkpoint_dir.empty() || !act_.capture) return;
-  if (!virtual_clock) {
+  if (!quiet_point) {
     checkpoint(end);
     return;
   }

@@ -89,9 +89,10 @@ class Supervisor : public DriverHooks, public UpdateObserver {
   // skipped; otherwise the monitor evaluates the parameters of the moment.
   double run_monitored(const std::function<double()>& engine, const std::function<int64_t()>& version,
                        double offset, bool snapshots);
-  // The run's last checkpoint (virtual: the last quiet point, the state a run
-  // that stopped between updates can continue from exactly).
-  void final_checkpoint(double end, bool virtual_clock);
+  // The run's last checkpoint (`quiet_point`: the driver's last quiet point,
+  // the state a run that stopped between updates can continue from exactly;
+  // else the state at `end`).
+  void final_checkpoint(double end, bool quiet_point);
   std::string last_checkpoint();
   void set_last_checkpoint(const std::string& path);
 

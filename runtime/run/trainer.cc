@@ -340,9 +340,8 @@ RunSummary Trainer::finish(double end) {
   const TrainConfig& c = r.cfg;
   if (c.time_budget > 0) end = std::min(end, c.time_budget);
   // Checkpoint first: a signalled run is safe before its final evaluation.
-  // The PS's virtual clock continues exactly from its last quiet point;
-  // SwarmSGD's from any moment between steps.
-  if (!r.nothing_ran && r.algorithm->whole()) r.supervisor->final_checkpoint(end, r.virtual_clock && !c.swarm);
+  if (!r.nothing_ran && r.algorithm->whole())
+    r.supervisor->final_checkpoint(end, r.algorithm->resumes_from_quiet_point());
   nlohmann::json extra = nlohmann::json::object();
   const SnapshotPtr last = r.nothing_ran ? r.ps->latest() : r.algorithm->finish(&extra);
   RunSummary sum;
