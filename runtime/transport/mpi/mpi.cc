@@ -14,7 +14,6 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -57,7 +56,7 @@ class MpiWorkerTransport : public InProcessTransport {
 void mpi_detail::finish_worker_rank() {
   send_small(WordMsg{0, -1}, 0, kDone);
   // Rank 0 answers at once unless it has given up on this rank (it then ends the job).
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  const auto deadline = deadline_in(kEndWaitSeconds);
   MPI_Message msg;
   MPI_Status st;
   while (wait_message(0, &msg, &st, [&] { return std::chrono::steady_clock::now() > deadline; }))
@@ -159,15 +158,14 @@ void MpiWorld::stop_workers() {
   for (int r = 1; r < size_; ++r) send_small(WordMsg{kWordStop, -1}, r, kWord);
   // Their `done`, and anything they sent before it. `fin` goes out once all
   // are done: SwarmSGD ranks serve each other's exchanges until then.
-  std::vector<int> done;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  StopConfirmations stops(size_);
+  stops.start_wait();
   MPI_Message msg;
   MPI_Status st;
-  while (int(done.size()) < worker_ranks() &&
-         wait_message(MPI_ANY_SOURCE, &msg, &st, [&] { return std::chrono::steady_clock::now() > deadline; }))
-    if (drop(&msg, st) == kDone) done.push_back(st.MPI_SOURCE);
-  for (int r : done) send_small(WordMsg{0, -1}, r, kFin);
-  if (int(done.size()) < worker_ranks()) unclean = true;  // MPI_Finalize would wait for them
+  while (!stops.all() && wait_message(MPI_ANY_SOURCE, &msg, &st, [&] { return stops.expired(); }))
+    if (drop(&msg, st) == kDone) stops.confirm(st.MPI_SOURCE);
+  for (int r : stops.confirmed()) send_small(WordMsg{0, -1}, r, kFin);
+  if (!stops.all()) unclean = true;  // MPI_Finalize would wait for them
 }
 
 void serve_worker_group(WorkerGroup& g, MpiWorld& world) {

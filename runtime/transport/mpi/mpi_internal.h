@@ -8,12 +8,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "runtime/stop_request.h"  // a stop signal shortens the end's waits
 
 namespace adasync {
 namespace mpi_detail {
@@ -48,6 +51,55 @@ inline MPI_Comm g_swarm = MPI_COMM_NULL;
 constexpr double kStopGraceSeconds = 0.3;
 constexpr double kEndWaitSeconds = 60;
 inline double end_wait_limit(bool stop_signalled) { return stop_signalled ? kStopGraceSeconds : kEndWaitSeconds; }
+// How long a transfer under way (an array after its header) is waited for
+// once its sender or receiver may be gone.
+constexpr double kTransferWaitSeconds = 10;
+
+inline std::chrono::steady_clock::time_point deadline_in(double seconds) {
+  return std::chrono::steady_clock::now() +
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+// Rank 0's record of the worker ranks' `done` after it told them to stop,
+// shared by the parameter server's drain, SwarmSGD's stop and the world's
+// stop_workers: which ranks confirmed, how long the wait lasts
+// (end_wait_limit as of its start), and the ranks given up on, each reported
+// with the same words.
+class StopConfirmations {
+ public:
+  explicit StopConfirmations(int world_size) : confirmed_(size_t(world_size), 0) {}
+  // Starts the wait (a stop signal shortens it to kStopGraceSeconds).
+  void start_wait() {
+    limit_ = end_wait_limit(stop_signal() != 0);
+    deadline_ = deadline_in(limit_);
+  }
+  bool expired() const { return std::chrono::steady_clock::now() > deadline_; }
+  std::chrono::steady_clock::time_point deadline() const { return deadline_; }
+  void confirm(int rank) {
+    if (rank > 0 && size_t(rank) < confirmed_.size() && !confirmed_[size_t(rank)]) confirmed_[size_t(rank)] = 1, ++count_;
+  }
+  bool all() const { return count_ == int(confirmed_.size()) - 1; }
+  std::vector<int> confirmed() const { return ranks(1); }
+  std::vector<int> missing() const { return ranks(0); }
+  // Why a missing rank is reported lost.
+  std::string why() const {
+    std::ostringstream s;
+    s << "it did not confirm the stop within " << limit_ << " s (dead, or not answering)";
+    return s.str();
+  }
+
+ private:
+  std::vector<int> ranks(char confirmed) const {
+    std::vector<int> r;
+    for (size_t i = 1; i < confirmed_.size(); ++i)
+      if (confirmed_[i] == confirmed) r.push_back(int(i));
+    return r;
+  }
+  std::vector<char> confirmed_;  // by rank (0, rank 0's own, unused)
+  int count_ = 0;
+  double limit_ = kEndWaitSeconds;
+  std::chrono::steady_clock::time_point deadline_ = deadline_in(kEndWaitSeconds);
+};
 // A node's step, worker rank -> 0 (kSwStep).
 // A node's step: taken, not taken (its gradient was not finite), or the
 // node's worker failed (its error follows as text, kSwFailedText).
@@ -156,7 +208,7 @@ inline bool wait_message(int source, MPI_Message* msg, MPI_Status* st) {
 
 // Receives a message and throws it away; returns its tag. A push or a
 // snapshot header takes its array with it (it follows on g_data; given up
-// after 10 s, when the sender is gone).
+// after kTransferWaitSeconds, when the sender is gone).
 inline int drop(MPI_Message* msg, const MPI_Status& st) {
   std::vector<char> junk(size_t(std::max(0, message_bytes(st))));
   check(MPI_Mrecv(junk.data(), int(junk.size()), MPI_BYTE, msg, MPI_STATUS_IGNORE), "drop");
@@ -171,7 +223,7 @@ inline int drop(MPI_Message* msg, const MPI_Status& st) {
     if (h.with_data & 1) data_tag = kSnapshotData;
   }
   if (data_tag >= 0) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    const auto deadline = deadline_in(kTransferWaitSeconds);
     int flag = 0;
     MPI_Message dm;
     MPI_Status ds;

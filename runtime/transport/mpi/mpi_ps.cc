@@ -14,7 +14,6 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -33,8 +32,7 @@ class MpiPsTransport : public PsChannel {
   MpiPsTransport(MpiWorld& world, UpdateLoop& loop, int P, std::vector<std::atomic<uint64_t>>* positions,
                  std::function<double()> clock)
       : world_(world), loop_(loop), ps_(loop.ps()), P_(P), positions_(positions), clock_(std::move(clock)),
-        held_(size_t(P)), dead_(size_t(P), false), rank_version_(size_t(world.size()), -1),
-        confirmed_(size_t(world.size()), false) {}
+        held_(size_t(P)), dead_(size_t(P), false), rank_version_(size_t(world.size()), -1), stops_(world.size()) {}
   ~MpiPsTransport() override {
     quit_ = true;
     if (comm_.joinable()) comm_.join();
@@ -62,20 +60,16 @@ class MpiPsTransport : public PsChannel {
     world_.workers_stopped = true;
     order({kWordStop, -1});
   }
-  // Worker ranks that did not confirm the stop (after drain), and the wait.
+  // Worker ranks that did not confirm the stop (after drain), and why.
   const std::vector<int>& lost() const { return lost_; }
-  double drain_limit() const { return drain_limit_; }
+  std::string lost_why() const { return stops_.why(); }
   // Waits for every worker rank's `done` (pushes meanwhile are dropped).
   std::deque<Message> drain() override {
-    const double limit = end_wait_limit(stop_signal() != 0);
     std::unique_lock<std::mutex> lk(mu_);
-    const bool all = cv_.wait_for(lk, std::chrono::duration<double>(limit),
-                                  [&] { return done_ == world_.worker_ranks() || error_; });
+    stops_.start_wait();
+    const bool all = cv_.wait_until(lk, stops_.deadline(), [&] { return stops_.all() || error_; });
     if (!all && !error_) {
-      // The caller reports them (the progress line, the metrics, the summary).
-      for (int r = 1; r < world_.size(); ++r)
-        if (!confirmed_[size_t(r)]) lost_.push_back(r);
-      drain_limit_ = limit;
+      lost_ = stops_.missing();  // the caller reports them (the progress line, the metrics, the summary)
       world_.unclean = true;
     }
     lk.unlock();
@@ -122,8 +116,7 @@ class MpiPsTransport : public PsChannel {
     // the last snapshot it asked for; its buffer goes back to the pool when
     // this returns). Those with a rank that died never will: abandoned
     // after a while (leaked on purpose: MPI may still hold their buffers).
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::milliseconds(stop_signal() != 0 ? 300 : 10000);
+    const auto deadline = deadline_in(stop_signal() != 0 ? kStopGraceSeconds : kTransferWaitSeconds);
     while ((!outgoing_.empty() || !incoming_.empty()) && std::chrono::steady_clock::now() < deadline) {
       try {
         complete_sends();
@@ -194,8 +187,7 @@ class MpiPsTransport : public PsChannel {
         // The last message to that rank: it has sent its last (see finish_worker_rank).
         send_small(WordMsg{0, -1}, src, kFin);
         std::lock_guard<std::mutex> lk(mu_);
-        ++done_;
-        confirmed_[size_t(src)] = true;
+        stops_.confirm(src);
         cv_.notify_all();
         return;
       }
@@ -370,10 +362,8 @@ class MpiPsTransport : public PsChannel {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Message> q_;
-  int done_ = 0;
-  std::vector<bool> confirmed_;  // by rank: its `done` came
-  std::vector<int> lost_;        // by drain: ranks whose `done` never came
-  double drain_limit_ = 0;
+  StopConfirmations stops_;  // the worker ranks' `done`
+  std::vector<int> lost_;    // by drain: ranks whose `done` never came
   std::exception_ptr error_;
 };
 
@@ -410,11 +400,9 @@ double run_mpi_ps(DriverSetup& s, MpiWorld& world, const std::vector<uint64_t>& 
   ps.close_slots();  // a push arriving now is received and dropped
   net.drain();
   ps.open_slots();
-  std::ostringstream why;
-  why << "it did not confirm the stop within " << net.drain_limit() << " s (dead, or not answering)";
   for (int r : net.lost()) {
     const auto [first, last] = world.workers_of(r, P);
-    loop.rank_lost(r, first, last - 1, why.str(), now);
+    loop.rank_lost(r, first, last - 1, net.lost_why(), now);
   }
   return now;
 }

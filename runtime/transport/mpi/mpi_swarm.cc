@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
@@ -302,32 +301,26 @@ double MpiSwarm::run(SwarmListener& l) {
   m.world.workers_stopped = true;
   for (int r = 1; r < m.world.size(); ++r) send_small(WordMsg{kWordStop, -1}, r, kWord);
   SwarmStats total = m.base;
-  int done = 0;
-  std::vector<char> confirmed(size_t(m.world.size()), 0);
-  const double limit = end_wait_limit(stop_signal() != 0);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(limit);
-  while (done < m.world.worker_ranks()) {
+  StopConfirmations stops(m.world.size());
+  stops.start_wait();
+  while (!stops.all()) {
     MPI_Message msg;
     MPI_Status st;
-    if (!wait_message(MPI_ANY_SOURCE, &msg, &st, [&] { return std::chrono::steady_clock::now() > deadline; })) {
+    if (!wait_message(MPI_ANY_SOURCE, &msg, &st, [&] { return stops.expired(); })) {
       // Reported like the PS's lost ranks; their nodes' state is gone, so no
       // gather follows (the summary takes the last average, the last
       // checkpoint stays the one to resume from) and the job ends unclean.
-      std::ostringstream why;
-      why << "it did not confirm the stop within " << limit << " s (dead, or not answering)";
-      for (int r = 1; r < m.world.size(); ++r) {
-        if (confirmed[size_t(r)]) continue;
+      for (int r : stops.missing()) {
         m.lose(r);
         const auto [first, last] = m.world.workers_of(r, m.nodes);
-        l.rank_lost(r, first, last - 1, why.str(), end);
+        l.rank_lost(r, first, last - 1, stops.why(), end);
       }
       break;
     }
     if (st.MPI_TAG == kSwStats) {
       total += nlohmann::json::parse(take_text(&msg, st)).get<SwarmStats>();
     } else if (drop(&msg, st) == kDone) {
-      confirmed[size_t(st.MPI_SOURCE)] = 1;
-      ++done;
+      stops.confirm(st.MPI_SOURCE);
     }
   }
   if (m.lost.empty()) m.stats = total;  // else the last gather's counters: the lost ranks' are gone
