@@ -138,6 +138,38 @@ std::optional<KChange> Policy::after_update(Aggregator& agg, const SnapshotPtr& 
   return ch;
 }
 
+void to_json(nlohmann::json& j, const PolicyState& s) {
+  j = nlohmann::json{{"schedule", s.schedule},
+                     {"start_loss_sum", s.start_loss_sum},
+                     {"start_loss_n", s.start_loss_n},
+                     {"sched_loss_sum", s.sched_loss_sum},
+                     {"sched_loss_sq", s.sched_loss_sq},
+                     {"sched_loss_n", s.sched_loss_n},
+                     {"sched_updates", s.sched_updates},
+                     {"observed_times", s.observed_times},
+                     {"decided_staleness_sum", s.decided_staleness_sum},
+                     {"decided_counted", s.decided_counted},
+                     {"noise", s.noise},
+                     {"secant", s.secant},
+                     {"guard", s.guard}};
+}
+
+void from_json(const nlohmann::json& j, PolicyState& s) {
+  j.at("schedule").get_to(s.schedule);
+  j.at("start_loss_sum").get_to(s.start_loss_sum);
+  j.at("start_loss_n").get_to(s.start_loss_n);
+  j.at("sched_loss_sum").get_to(s.sched_loss_sum);
+  j.at("sched_loss_sq").get_to(s.sched_loss_sq);
+  j.at("sched_loss_n").get_to(s.sched_loss_n);
+  j.at("sched_updates").get_to(s.sched_updates);
+  j.at("observed_times").get_to(s.observed_times);
+  s.decided_staleness_sum = j.value("decided_staleness_sum", 0.0);
+  s.decided_counted = j.value("decided_counted", int64_t(0));
+  s.noise = j.value("noise", std::vector<Real>{});
+  s.secant = j.value("secant", std::vector<Real>{});
+  s.guard = j.value("guard", std::vector<Real>{});
+}
+
 PolicyState Policy::state() const {
   std::lock_guard<std::mutex> lk(times_mu_);
   PolicyState s;

@@ -40,9 +40,11 @@ struct PolicyState {
   int64_t decided_counted = 0;
   std::vector<Real> noise, secant, guard;
 };
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(PolicyState, schedule, start_loss_sum, start_loss_n, sched_loss_sum,
-                                                sched_loss_sq, sched_loss_n, sched_updates, observed_times,
-                                                decided_staleness_sum, decided_counted, noise, secant, guard)
+// The schedule's and the loss windows' keys are required (a header without
+// one is refused, naming it); those added later (the decided staleness, the
+// noise, the secant, the guard) default to empty, as older checkpoints lack them.
+void to_json(nlohmann::json& j, const PolicyState& s);
+void from_json(const nlohmann::json& j, PolicyState& s);
 
 struct PolicyConfig {
   ScheduleConfig schedule;

@@ -101,7 +101,8 @@ TEST(StateRegistry, AMissingRequiredEntryIsNamedAndAnOptionalOneLeftAsSetUp) {
 }
 
 // The policy's state: NaN in the schedule's state survives; keys added after
-// the format (the window's staleness, the estimators) default when absent.
+// the format (the window's staleness, the estimators) default when absent,
+// the format's own are required.
 TEST(StateRegistry, PolicyStateReadsNaNAndOlderHeaders) {
   PolicyState s;
   s.schedule = {1.0, NAN, 3.0};
@@ -119,6 +120,18 @@ TEST(StateRegistry, PolicyStateReadsNaNAndOlderHeaders) {
   EXPECT_EQ(o.decided_counted, 0);
   EXPECT_TRUE(o.noise.empty());
   EXPECT_EQ(o.observed_times, s.observed_times);
+  // The keys every format wrote are required: a header without one is refused, naming it.
+  for (const char* k : {"schedule", "start_loss_sum", "start_loss_n", "sched_loss_sum", "sched_loss_sq", "sched_loss_n",
+                        "sched_updates", "observed_times"}) {
+    nlohmann::json missing = j;
+    missing.erase(k);
+    try {
+      (void)missing.get<PolicyState>();
+      ADD_FAILURE() << "a policy state without '" << k << "' was read";
+    } catch (const nlohmann::json::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(k), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace
