@@ -5,10 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "runtime/input_file.h"
@@ -267,6 +270,64 @@ void write_file_atomic(const std::string& path, const std::string& data, const s
     throw OutputError(what + ": cannot rename " + tmp + " to " + file + ": " + std::strerror(err));
   }
   fsync_dir(file);
+}
+
+namespace {
+// The lines of `file` up to and including the last that `is_end` accepts and
+// those after it that `keep` accepts, when its first line is JSON that
+// `belongs` accepts; empty otherwise.
+std::vector<std::string> lines_until(const std::string& file, const LineTest& belongs, const LineTest& is_end,
+                                     const LineTest& keep) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return {};
+  std::ifstream in(file);
+  std::vector<std::string> lines;
+  std::vector<char> kept;  // per line: `keep` accepts it
+  size_t end = 0;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);  // a killed run's last line may be cut
+    if (j.is_discarded()) break;
+    if (lines.empty() && !belongs(j)) return {};
+    lines.push_back(std::move(line));
+    kept.push_back(keep(j) ? 1 : 0);
+    if (is_end(j)) end = lines.size();
+  }
+  if (end == 0) return {};
+  size_t out = end;
+  for (size_t i = end; i < lines.size(); ++i)
+    if (kept[i]) lines[out++] = std::move(lines[i]);
+  lines.resize(out);
+  return lines;
+}
+}  // namespace
+
+EarlierLines earlier_lines(const std::string& path, const LineTest& belongs, const LineTest& is_end, const LineTest& keep) {
+  namespace fs = std::filesystem;
+  const std::string file = target_of(path);
+  EarlierLines e;
+  e.lines = lines_until(file, belongs, is_end, keep);
+  if (!e.lines.empty()) {
+    e.source = file;
+    return e;
+  }
+  std::vector<std::pair<fs::file_time_type, std::string>> temps;
+  std::error_code ec;
+  const std::string name = base_of(file);
+  for (auto it = fs::directory_iterator(dir_of(file), ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    std::error_code sec;
+    if (!is_temporary_of(it->path().filename().string(), name) || !fs::is_regular_file(it->symlink_status(sec))) continue;
+    temps.emplace_back(fs::last_write_time(it->path(), sec), it->path().string());
+  }
+  std::sort(temps.rbegin(), temps.rend());
+  for (const auto& [when, t] : temps) {
+    e.lines = lines_until(t, belongs, is_end, keep);
+    if (!e.lines.empty()) {
+      e.source = t;
+      e.temporary = true;
+      return e;
+    }
+  }
+  return e;
 }
 
 bool is_temporary_of(const std::string& name, const std::string& file_name) {

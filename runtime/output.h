@@ -93,6 +93,21 @@ class DirLock {
   int fd_ = -1;
 };
 
+// What a resumed run's stream continues: the lines of the file a write to
+// `path` replaces, or of one of its temporaries (FILE.tmp.XXXXXX, what a
+// killed run leaves), whose first line `belongs` accepts, up to and including
+// the last line `is_end` accepts, and of the lines after it those `keep`
+// accepts. The file is tried first, then the temporaries, newest first; none
+// found: no lines. Unreadable or malformed candidates are passed over (the
+// run then writes the file anew, as before).
+struct EarlierLines {
+  std::vector<std::string> lines;
+  std::string source;      // the file read
+  bool temporary = false;  // a killed run's temporary: the committed file replaces it
+};
+using LineTest = std::function<bool(const nlohmann::json&)>;
+EarlierLines earlier_lines(const std::string& path, const LineTest& belongs, const LineTest& is_end, const LineTest& keep);
+
 // Writes `data` to `path` atomically (see above); OutputError naming `flag`
 // and the file when any step fails.
 void write_file_atomic(const std::string& path, const std::string& data, const std::string& flag = "");

@@ -60,12 +60,40 @@ void Reporter::open(const nlohmann::json& start, const nlohmann::json& trace_hea
     f->on_error(on_output_error_);
     return f;
   };
+  EarlierLines earlier;
+  if (!cfg_.metrics.empty() && start.contains("resumed_version") && start.contains("run_id")) {
+    // The run's records up to its checkpoint's, and the evaluations of
+    // versions up to it that finished after it (on the real clock an
+    // evaluation of the checkpoint's version is written after it).
+    const nlohmann::json id = start.at("run_id");
+    const int64_t version = start.at("resumed_version").get<int64_t>();
+    auto event = [](const nlohmann::json& j) { return j.is_object() ? j.value("event", "") : std::string(); };
+    auto updates = [](const nlohmann::json& j) {
+      const auto it = j.find("updates");
+      return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : int64_t(-1);
+    };
+    earlier = earlier_lines(
+        cfg_.metrics, [&](const nlohmann::json& j) { return event(j) == "start" && j.value("run_id", "") == id; },
+        [&](const nlohmann::json& j) { return event(j) == "checkpoint" && updates(j) == version; },
+        [&](const nlohmann::json& j) { return event(j) == "eval" && updates(j) >= 0 && updates(j) <= version; });
+    for (const std::string& line : earlier.lines) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (event(j) == "eval") continued_evals_to_ = std::max(continued_evals_to_, updates(j));
+    }
+  }
   if (!cfg_.metrics.empty()) metrics_ = create(cfg_.metrics, "--metrics");
   if (!cfg_.trace.empty()) {
     trace_ = create(cfg_.trace, "--trace");
     trace_->write(trace_header);
   }
-  if (metrics_) metrics_->write(start);
+  if (!metrics_) return;
+  for (const std::string& line : earlier.lines) metrics_->write_line(line);
+  if (earlier.temporary) continued_temporary_ = earlier.source;
+  if (!earlier.lines.empty() && cfg_.progress != Progress::None)
+    std::printf("metrics: %s continues the run's %zu records up to its checkpoint at update %s (from %s)\n",
+                cfg_.metrics.c_str(), earlier.lines.size(), start.at("resumed_version").dump().c_str(),
+                earlier.source.c_str());
+  metrics_->write(start);
 }
 
 void Reporter::commit(int64_t trace_updates, uint64_t checksum) {
@@ -76,6 +104,9 @@ void Reporter::commit(int64_t trace_updates, uint64_t checksum) {
     if (f == trace_.get()) f->write(trace_footer(trace_updates, trace_entries_, checksum_hex(checksum)));
     try {
       f->commit();  // both tried: one failed file does not cost the other
+      // The killed run's temporary this file continued: what it held up to
+      // the checkpoint is in the file now; the rest, this run did again.
+      if (f == metrics_.get() && !continued_temporary_.empty()) std::remove(continued_temporary_.c_str());
     } catch (const OutputError& e) {
       if (error.empty()) error = e.what();
     }
@@ -267,7 +298,8 @@ void Reporter::evaluated(const EvalResult& ev, int64_t version, double now, bool
   if (dn.eta >= 0) j["eta_s"] = dn.eta;
   if (std::isfinite(b_noise_)) j["b_noise"] = b_noise_;
   for (auto it = extra.begin(); it != extra.end(); ++it) j[it.key()] = it.value();
-  if (metrics_) metrics_->write(j);
+  // An evaluation the continued records already hold (the checkpoint's version) is not written twice.
+  if (metrics_ && (final || version > continued_evals_to_)) metrics_->write(j);
   if (cfg_.progress != Progress::None) {
     std::printf("%s[%8.2fs] upd %7lld  samples %9lld  %8.0f samp/s  K %d%s  loss %.4f  test acc %6.2f%%  stale %.2f/%lld%s\n",
                 tty_ ? "\r" : "", now, static_cast<long long>(version), static_cast<long long>(samples),

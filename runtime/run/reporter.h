@@ -47,7 +47,10 @@ class Reporter : public UpdateObserver {
 
   // Files: the metrics' start object and the trace header.
   // `now`: the clock at the start (a resumed run's time); the estimate of the
-  // time left counts progress from here.
+  // time left counts progress from here. A resumed run (its start names
+  // `resumed_version`) first copies the records of the run it continues (the
+  // same `run_id`) up to that checkpoint's record, from the metrics file or a
+  // killed run's temporary of it: the file holds the whole run.
   void open(const nlohmann::json& start, const nlohmann::json& trace_header, double now = 0);
   // The run's sample limit (epochs of the training set; 0: none), for the
   // fraction done beside --max-updates and --time-budget. Before open().
@@ -103,6 +106,8 @@ class Reporter : public UpdateObserver {
   bool tty_ = false;
   std::mutex mu_;
   std::unique_ptr<AtomicLines> metrics_, trace_;
+  std::string continued_temporary_;  // a killed run's metrics temporary this file continues: removed at commit
+  int64_t continued_evals_to_ = -1;  // the last update the continued records evaluated: not written again
   std::function<void(const std::string&)> on_output_error_;
   int64_t trace_entries_ = 0;
   AggregatorStats stats_;

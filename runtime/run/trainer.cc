@@ -242,6 +242,7 @@ void Trainer::setup() {
 
   nlohmann::json start = run_identity(r);
   start["event"] = "start";
+  start["run_id"] = r.run_id;
   start["params"] = n;
   if (c.resume) start["resumed_from"] = r.supervisor->last_checkpoint(), start["resumed_version"] = r.ps->version();
   nlohmann::json trace_header = run_identity(r);

@@ -319,6 +319,101 @@ TEST(Outputs, ACheckpointDirectoryBelongsToOneRun) {
   EXPECT_NE(run_id(), first);
 }
 
+// A resumed run's metrics hold the whole run: the records up to the
+// checkpoint it continues, from the file or from the temporary a killed run
+// left, then its own. On the virtual clock they are the uninterrupted run's.
+TEST(Outputs, AResumedRunsMetricsHoldTheWholeRun) {
+  const std::string dir = fresh_dir("resumed_metrics");
+  const std::vector<std::string> run = {"--clock", "virtual", "--workers", "4", "--variant", "k-async", "--straggler",
+                                        "exp:mean=1", "--schedule", "adasync", "--eval-every", "20"};
+  auto with = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), run.begin(), run.end());
+    return more;
+  };
+  auto records = [](const std::string& path) {
+    std::vector<json> out;
+    std::ifstream in(path);
+    for (std::string l; std::getline(in, l);) out.push_back(json::parse(l));
+    return out;
+  };
+  // What an uninterrupted run's evaluations and K changes say.
+  auto curve = [&](const std::string& path) {
+    std::vector<json> out;
+    for (const json& j : records(path)) {
+      const std::string ev = j.value("event", "");
+      if (ev != "eval" && ev != "k_change" && ev != "final") continue;
+      out.push_back(json{{"event", ev}, {"updates", j["updates"]}, {"time", j["time"]}, {"k", j["k"]},
+                         {"loss", j.value("loss", json())}, {"test_loss", j.value("test_loss", json())}});
+    }
+    return out;
+  };
+  ASSERT_EQ(run_here(with({"--max-updates", "300", "--metrics", dir + "/whole.jsonl"})).code, 0);
+  const auto whole = curve(dir + "/whole.jsonl");
+  ASSERT_GE(whole.size(), 15u);
+
+  const std::string ck = dir + "/ck", m = dir + "/m.jsonl";
+  ASSERT_EQ(run_here(with({"--max-updates", "130", "--checkpoint-dir", ck, "--checkpoint-every", "40", "--metrics", m}))
+                .code,
+            0);
+  // A copy of the interrupted run, to be continued from a killed run's temporary below.
+  fs::copy(ck, dir + "/ck2");
+  fs::copy_file(m, dir + "/m2.jsonl.tmp.Kil1ed");
+  std::ofstream(dir + "/m2.jsonl.tmp.Kil1ed", std::ios::app) << "{\"event\":\"eval\",\"upda";  // cut by the kill
+  write_text(dir + "/m2.jsonl.tmp.Other1", read_all(dir + "/whole.jsonl"));  // another run's: left alone
+
+  ASSERT_EQ(run_here(with({"--max-updates", "300", "--checkpoint-dir", ck, "--checkpoint-every", "40", "--metrics", m,
+                           "--resume"}))
+                .code,
+            0);
+  EXPECT_EQ(curve(m), whole);
+  const auto all = records(m);
+  std::vector<json> starts;
+  for (const json& j : all)
+    if (j.value("event", "") == "start") starts.push_back(j);
+  ASSERT_EQ(starts.size(), 2u) << "the run's start, then the resumed run's";
+  EXPECT_EQ(starts[0]["run_id"], starts[1]["run_id"]);
+  EXPECT_EQ(starts[1]["resumed_version"], 130);
+  EXPECT_EQ(std::count_if(all.begin(), all.end(), [](const json& j) { return j.value("event", "") == "summary"; }), 1)
+      << "the interrupted run's final evaluation and summary are not carried over";
+
+  const std::string m2 = dir + "/m2.jsonl";
+  ASSERT_EQ(run_here(with({"--max-updates", "300", "--checkpoint-dir", dir + "/ck2", "--checkpoint-every", "40",
+                           "--metrics", m2, "--resume"}))
+                .code,
+            0);
+  EXPECT_EQ(curve(m2), whole) << "continued from the killed run's temporary";
+  EXPECT_FALSE(fs::exists(dir + "/m2.jsonl.tmp.Kil1ed")) << "its records are in the file now";
+  EXPECT_TRUE(fs::exists(dir + "/m2.jsonl.tmp.Other1"));
+
+  // A metrics file of another run is not continued: the resumed run's file starts at its own start.
+  write_text(m2, read_all(dir + "/whole.jsonl"));
+  fs::remove_all(dir + "/ck2");
+  fs::copy(ck, dir + "/ck2");  // the first run's checkpoints, up to 300
+  ASSERT_EQ(run_here(with({"--max-updates", "320", "--checkpoint-dir", dir + "/ck2", "--checkpoint-every", "40",
+                           "--metrics", m2, "--resume"}))
+                .code,
+            0);
+  const auto other = records(m2);
+  ASSERT_FALSE(other.empty());
+  EXPECT_EQ(other[0].value("resumed_version", -1), 300);
+
+  // On the real clock the evaluation of the checkpoint's own version may be
+  // written after the checkpoint's record: kept, and not written twice.
+  const std::string rck = dir + "/rck", rm = dir + "/r.jsonl";
+  for (const char* limit : {"60", "120"}) {
+    std::vector<std::string> a = {"--max-updates", limit, "--eval-every", "10", "--eval-samples", "20",
+                                  "--checkpoint-dir", rck, "--checkpoint-every", "20", "--metrics", rm};
+    if (std::string(limit) == "120") a.push_back("--resume");
+    ASSERT_EQ(run_here(a).code, 0);
+  }
+  std::vector<int64_t> at;
+  for (const json& j : records(rm))
+    if (j.value("event", "") == "eval") at.push_back(j["updates"].get<int64_t>());
+  std::vector<int64_t> every_ten;
+  for (int64_t u = 10; u <= 120; u += 10) every_ten.push_back(u);
+  EXPECT_EQ(at, every_ten);
+}
+
 TEST(Outputs, PruningCountsOnlyWholeCheckpointsOfThisRun) {
   const std::string dir = fresh_dir("prune");
   auto ck = [](int64_t v, const std::string& run) {
