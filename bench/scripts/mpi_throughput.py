@@ -8,7 +8,7 @@ samples/s (after the first update) from the metrics' summary, medians. CPU
 workers, one thread each. The ratio is MPI / in-process: what moving the
 workers into other processes costs (on one host, through shared memory).
 
-  python3 bench/scripts/mpi_throughput.py --trainer build/trainer [--model mlp] [--rounds 3]
+  python3 bench/scripts/mpi_throughput.py --trainer build/trainer [--model mlp] [--rounds 3] [--extra '...']
 """
 import argparse
 import json
@@ -44,10 +44,11 @@ def main():
     ap.add_argument("--updates", type=int, default=1500)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", default="1,2,3")
+    ap.add_argument("--extra", default="", help="more trainer flags for both sides, e.g. '--local-steps 1000'")
     a = ap.parse_args()
     env = dict(os.environ, **MPI_ENV)
     flags = ["--model", a.model, "--dataset", a.dataset, "--variant", a.variant, "--max-updates", str(a.updates),
-             "--threads", "1", "--devices", "cpu", "--progress", "none", "--eval-every", "0"]
+             "--threads", "1", "--devices", "cpu", "--progress", "none", "--eval-every", "0"] + a.extra.split()
     print(f"{a.model} on {a.dataset}, {a.variant}, {a.updates} updates, CPU workers (1 thread each), "
           f"{os.cpu_count()} cores, medians of {a.rounds} alternating rounds")
     print(f"{'workers':>8} {'in-process samples/s':>22} {'MPI samples/s':>15} {'MPI / in-process':>18}   rounds (local / mpi)")

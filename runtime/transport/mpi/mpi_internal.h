@@ -172,16 +172,18 @@ inline T receive_small(MPI_Message* msg, const MPI_Status& st, const char* what)
 // Polls for a message without spinning a core: ranks share cores with workers.
 class Backoff {
  public:
+  explicit Backoff(int max_sleep_us = 200) : max_sleep_us_(max_sleep_us) {}
   void idle() {
     if (++idle_ < 64) {
       std::this_thread::yield();
       return;
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(std::min(200, 5 * (idle_ - 63))));
+    std::this_thread::sleep_for(std::chrono::microseconds(std::min(max_sleep_us_, 5 * (idle_ - 63))));
   }
   void reset() { idle_ = 0; }
 
  private:
+  int max_sleep_us_;
   int idle_ = 0;
 };
 
