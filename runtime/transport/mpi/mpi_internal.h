@@ -187,6 +187,26 @@ class Backoff {
   int idle_ = 0;
 };
 
+// A compute thread's wait on a transfer polls and sleeps between polls
+// instead of spinning in MPI's progress loop: on shared cores a spinning
+// waiter holds the core the rank that answers it needs (SwarmSGD's exchanges,
+// the mlp on 2 cores: 0.72x -> 0.83x of one process). Not for the PS's
+// pushes: rank 0 takes them at once, and sleeping there measured 0.66x -> 0.59x.
+inline void between_polls(int polls) {
+  if (polls < 8)
+    std::this_thread::yield();
+  else
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+}
+inline void idle_complete(MPI_Request* req, const char* what) {
+  for (int polls = 0;; ++polls) {
+    int flag = 0;
+    check(MPI_Test(req, &flag, MPI_STATUS_IGNORE), what);
+    if (flag) return;
+    between_polls(polls);
+  }
+}
+
 inline bool probe(int source, MPI_Message* msg, MPI_Status* st, int tag = MPI_ANY_TAG, MPI_Comm comm = MPI_COMM_WORLD) {
   int flag = 0;
   check(MPI_Improbe(source, tag, comm, &flag, msg, st), "probe");

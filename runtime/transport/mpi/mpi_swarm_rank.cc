@@ -66,24 +66,6 @@ void receive_into(int source, int tag, Bytes* b) {
   b->resize(size_t(message_bytes(st)));
   check(MPI_Mrecv(b->data(), int(b->size()), MPI_BYTE, &msg, MPI_STATUS_IGNORE), "swarm receive");
 }
-// A node thread's waits poll and sleep between polls instead of spinning in
-// MPI's progress loop: on shared cores a spinning waiter holds the core the
-// partner rank's main thread needs to answer it (the mlp on 2 cores: 0.72x ->
-// 0.83x of one process).
-void between_polls(int polls) {
-  if (polls < 8)
-    std::this_thread::yield();
-  else
-    std::this_thread::sleep_for(std::chrono::microseconds(20));
-}
-void idle_complete(MPI_Request* req, const char* what) {
-  for (int polls = 0;; ++polls) {
-    int flag = 0;
-    check(MPI_Test(req, &flag, MPI_STATUS_IGNORE), what);
-    if (flag) return;
-    between_polls(polls);
-  }
-}
 void send_idle(const void* p, size_t n, int dest, int tag) {
   MPI_Request req;
   check(MPI_Isend(p, int(n), MPI_BYTE, dest, tag, g_swarm, &req), "swarm send");
