@@ -301,7 +301,8 @@ std::vector<std::string> lines_until(const std::string& file, const LineTest& be
 }
 }  // namespace
 
-EarlierLines earlier_lines(const std::string& path, const LineTest& belongs, const LineTest& is_end, const LineTest& keep) {
+EarlierLines earlier_lines(const std::string& path, const LineTest& belongs, const LineTest& is_end,
+                           const LineTest& keep) {
   namespace fs = std::filesystem;
   const std::string file = target_of(path);
   EarlierLines e;
@@ -315,7 +316,8 @@ EarlierLines earlier_lines(const std::string& path, const LineTest& belongs, con
   const std::string name = base_of(file);
   for (auto it = fs::directory_iterator(dir_of(file), ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
     std::error_code sec;
-    if (!is_temporary_of(it->path().filename().string(), name) || !fs::is_regular_file(it->symlink_status(sec))) continue;
+    if (!is_temporary_of(it->path().filename().string(), name) || !fs::is_regular_file(it->symlink_status(sec)))
+      continue;
     temps.emplace_back(fs::last_write_time(it->path(), sec), it->path().string());
   }
   std::sort(temps.rbegin(), temps.rend());

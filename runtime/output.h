@@ -106,7 +106,8 @@ struct EarlierLines {
   bool temporary = false;  // a killed run's temporary: the committed file replaces it
 };
 using LineTest = std::function<bool(const nlohmann::json&)>;
-EarlierLines earlier_lines(const std::string& path, const LineTest& belongs, const LineTest& is_end, const LineTest& keep);
+EarlierLines earlier_lines(const std::string& path, const LineTest& belongs, const LineTest& is_end,
+                           const LineTest& keep);
 
 // Writes `data` to `path` atomically (see above); OutputError naming `flag`
 // and the file when any step fails.

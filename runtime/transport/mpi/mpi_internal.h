@@ -76,7 +76,8 @@ class StopConfirmations {
   bool expired() const { return std::chrono::steady_clock::now() > deadline_; }
   std::chrono::steady_clock::time_point deadline() const { return deadline_; }
   void confirm(int rank) {
-    if (rank > 0 && size_t(rank) < confirmed_.size() && !confirmed_[size_t(rank)]) confirmed_[size_t(rank)] = 1, ++count_;
+    if (rank > 0 && size_t(rank) < confirmed_.size() && !confirmed_[size_t(rank)])
+      confirmed_[size_t(rank)] = 1, ++count_;
   }
   bool all() const { return count_ == int(confirmed_.size()) - 1; }
   std::vector<int> confirmed() const { return ranks(1); }

@@ -31,8 +31,16 @@ class MpiPsTransport : public PsChannel {
  public:
   MpiPsTransport(MpiWorld& world, UpdateLoop& loop, int P, std::vector<std::atomic<uint64_t>>* positions,
                  std::function<double()> clock)
-      : world_(world), loop_(loop), ps_(loop.ps()), P_(P), positions_(positions), clock_(std::move(clock)),
-        held_(size_t(P)), dead_(size_t(P), false), rank_version_(size_t(world.size()), -1), stops_(world.size()) {}
+      : world_(world),
+        loop_(loop),
+        ps_(loop.ps()),
+        P_(P),
+        positions_(positions),
+        clock_(std::move(clock)),
+        held_(size_t(P)),
+        dead_(size_t(P), false),
+        rank_version_(size_t(world.size()), -1),
+        stops_(world.size()) {}
   ~MpiPsTransport() override {
     quit_ = true;
     if (comm_.joinable()) comm_.join();

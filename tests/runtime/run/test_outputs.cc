@@ -324,8 +324,8 @@ TEST(Outputs, ACheckpointDirectoryBelongsToOneRun) {
 // left, then its own. On the virtual clock they are the uninterrupted run's.
 TEST(Outputs, AResumedRunsMetricsHoldTheWholeRun) {
   const std::string dir = fresh_dir("resumed_metrics");
-  const std::vector<std::string> run = {"--clock", "virtual", "--workers", "4", "--variant", "k-async", "--straggler",
-                                        "exp:mean=1", "--schedule", "adasync", "--eval-every", "20"};
+  const std::vector<std::string> run = {"--clock",     "virtual",    "--workers",  "4",       "--variant",    "k-async",
+                                        "--straggler", "exp:mean=1", "--schedule", "adasync", "--eval-every", "20"};
   auto with = [&](std::vector<std::string> more) {
     more.insert(more.begin(), run.begin(), run.end());
     return more;
@@ -342,8 +342,12 @@ TEST(Outputs, AResumedRunsMetricsHoldTheWholeRun) {
     for (const json& j : records(path)) {
       const std::string ev = j.value("event", "");
       if (ev != "eval" && ev != "k_change" && ev != "final") continue;
-      out.push_back(json{{"event", ev}, {"updates", j["updates"]}, {"time", j["time"]}, {"k", j["k"]},
-                         {"loss", j.value("loss", json())}, {"test_loss", j.value("test_loss", json())}});
+      out.push_back(json{{"event", ev},
+                         {"updates", j["updates"]},
+                         {"time", j["time"]},
+                         {"k", j["k"]},
+                         {"loss", j.value("loss", json())},
+                         {"test_loss", j.value("test_loss", json())}});
     }
     return out;
   };
@@ -352,9 +356,9 @@ TEST(Outputs, AResumedRunsMetricsHoldTheWholeRun) {
   ASSERT_GE(whole.size(), 15u);
 
   const std::string ck = dir + "/ck", m = dir + "/m.jsonl";
-  ASSERT_EQ(run_here(with({"--max-updates", "130", "--checkpoint-dir", ck, "--checkpoint-every", "40", "--metrics", m}))
-                .code,
-            0);
+  ASSERT_EQ(
+      run_here(with({"--max-updates", "130", "--checkpoint-dir", ck, "--checkpoint-every", "40", "--metrics", m})).code,
+      0);
   // A copy of the interrupted run, to be continued from a killed run's temporary below.
   fs::copy(ck, dir + "/ck2");
   fs::copy_file(m, dir + "/m2.jsonl.tmp.Kil1ed");
@@ -401,8 +405,8 @@ TEST(Outputs, AResumedRunsMetricsHoldTheWholeRun) {
   // written after the checkpoint's record: kept, and not written twice.
   const std::string rck = dir + "/rck", rm = dir + "/r.jsonl";
   for (const char* limit : {"60", "120"}) {
-    std::vector<std::string> a = {"--max-updates", limit, "--eval-every", "10", "--eval-samples", "20",
-                                  "--checkpoint-dir", rck, "--checkpoint-every", "20", "--metrics", rm};
+    std::vector<std::string> a = {"--max-updates",    limit, "--eval-every",       "10", "--eval-samples", "20",
+                                  "--checkpoint-dir", rck,   "--checkpoint-every", "20", "--metrics",      rm};
     if (std::string(limit) == "120") a.push_back("--resume");
     ASSERT_EQ(run_here(a).code, 0);
   }
