@@ -159,7 +159,8 @@ TEST(VirtualClock, SameSeedSameMetricsDifferentSeedDifferentRun) {
   const auto a = run(7, "a.jsonl"), b = run(7, "b.jsonl"), c = run(8, "c.jsonl");
   EXPECT_EQ(a.checksum, b.checksum);
   EXPECT_NE(a.checksum, c.checksum);
-  // Identical metrics apart from wall-clock fields.
+  // Identical metrics apart from wall-clock fields and the start record's
+  // run_id (each invocation's own: what a resumed run's metrics continue).
   auto strip = [](std::string s) {
     std::string out;
     std::istringstream in(s);
@@ -168,6 +169,10 @@ TEST(VirtualClock, SameSeedSameMetricsDifferentSeedDifferentRun) {
       auto j = nlohmann::json::parse(line);
       j.erase("wall");
       j.erase("eta_s");  // wall seconds left: the machine's speed, not the run's
+      if (j.value("event", "") == "start") {
+        EXPECT_EQ(j.value("run_id", "").size(), 16u) << line;
+        j.erase("run_id");
+      }
       out += j.dump() + "\n";
     }
     return out;
