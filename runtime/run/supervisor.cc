@@ -87,12 +87,14 @@ void Supervisor::evaluate(double now) {
   }
 }
 
-void Supervisor::checkpoint(double now) {
+void Supervisor::checkpoint(double now, bool unless_written) {
   if (cfg_.checkpoint_dir.empty() || !act_.capture) return;
   std::lock_guard<std::mutex> one_at_a_time(ckpt_mu_);  // swarm nodes may find two due at once
   const SnapshotPtr p = act_.params();  // first: a mode may publish them now
+  if (unless_written && p && last_params_.lock() == p) return;
   try {
     set_last_checkpoint(act_.save(act_.capture(now, nullptr, p), p, {}, now));
+    last_params_ = p;
   } catch (const OutputError& e) {
     fail(e.what());  // the run stops; the last complete checkpoint stays
   }
@@ -341,17 +343,22 @@ double Supervisor::run_monitored(const std::function<double()>& engine, const st
 void Supervisor::final_checkpoint(double end, bool quiet_point) {
   if (cfg_.checkpoint_dir.empty() || !act_.capture) return;
   if (!quiet_point) {
-    checkpoint(end);
+    // A run that ends on its last periodic checkpoint's parameters (the same
+    // snapshot: nothing was applied since) writes and records them once.
+    checkpoint(end, true);
     return;
   }
-  if (!quiet_params_) return;
-  const std::string last = last_checkpoint();
-  if (!last.empty() && last.find(checkpoint_name(quiet_params_->version)) != std::string::npos) return;  // written
+  if (!quiet_params_ || written(quiet_params_->version)) return;
   try {
     set_last_checkpoint(act_.save(quiet_, quiet_params_, quiet_in_flight_, quiet_time_));
   } catch (const OutputError& e) {
     fail(e.what());
   }
+}
+
+bool Supervisor::written(int64_t version) {
+  const std::string last = last_checkpoint();
+  return !last.empty() && last.find(checkpoint_name(version)) != std::string::npos;
 }
 
 std::string Supervisor::last_checkpoint() {

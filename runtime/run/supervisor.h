@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -91,7 +92,7 @@ class Supervisor : public DriverHooks, public UpdateObserver {
                        double offset, bool snapshots);
   // The run's last checkpoint (`quiet_point`: the driver's last quiet point,
   // the state a run that stopped between updates can continue from exactly;
-  // else the state at `end`).
+  // else the state at `end`, unless the last checkpoint holds its parameters).
   void final_checkpoint(double end, bool quiet_point);
   std::string last_checkpoint();
   void set_last_checkpoint(const std::string& path);
@@ -107,7 +108,8 @@ class Supervisor : public DriverHooks, public UpdateObserver {
   bool updates_due(Next& n, const Cadence& c, int64_t v);
   void evaluate(double now);
   void evaluate_due_snapshots();  // the monitor's: every queued one, in order
-  void checkpoint(double now);
+  void checkpoint(double now, bool unless_written = false);
+  bool written(int64_t version);  // the last checkpoint written holds this version
 
   const TrainConfig& cfg_;
   Reporter& rep_;
@@ -122,6 +124,7 @@ class Supervisor : public DriverHooks, public UpdateObserver {
   double target_time_ = -1;
   int64_t version_ = 0, counted_ = 0;
   std::string last_checkpoint_;
+  std::weak_ptr<const Snapshot> last_params_;  // what checkpoint() last wrote
   int64_t nonfinite_run_ = 0;  // non-finite gradients in a row
   double last_update_ = 0;     // clock time of the last update (the watchdog's reference in sync variants)
   std::vector<double> last_push_;

@@ -3,6 +3,7 @@
 // at the end; "updates" count local steps over all nodes.
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 #include "runtime/algorithms/swarm.h"
 #include "runtime/drivers/swarm_drivers.h"
@@ -110,9 +111,16 @@ class SwarmAlgorithm : public Algorithm {
     std::lock_guard<std::mutex> lk(publish_mu_);
     double consensus = 0;
     state().average(avg_.data(), &consensus);
-    r_.ps->reset(avg_.data(), hooks_.steps.load());
     last_consensus_ = consensus;
     if (extra != nullptr) *extra = keys(consensus);
+    // Unchanged since the last: the same snapshot (the end of a run on its
+    // last periodic checkpoint is then seen to be written already).
+    const int64_t version = hooks_.steps.load();
+    SnapshotPtr now = r_.ps->latest();
+    if (now && now->version == version && now->size == avg_.size() &&
+        std::memcmp(now->data, avg_.data(), avg_.size() * sizeof(float)) == 0)
+      return now;
+    r_.ps->reset(avg_.data(), version);
     return r_.ps->latest();
   }
 

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <thread>
 
@@ -297,6 +298,14 @@ TEST(Outputs, MpirunWithoutTheMpiTransportIsRefusedNamingTheFlag) {
 }
 
 // ------------------------------------------------------------------ checkpoint directories
+// A metrics file's records, in order.
+std::vector<json> records(const std::string& path) {
+  std::vector<json> out;
+  std::ifstream in(path);
+  for (std::string l; std::getline(in, l);) out.push_back(json::parse(l));
+  return out;
+}
+
 TEST(Outputs, ACheckpointDirectoryBelongsToOneRun) {
   const std::string dir = fresh_dir("owned") + "/ck";
   auto run_id = [&] { return read_checkpoint_header(list_checkpoints(dir)[0]).value("run_id", std::string()); };
@@ -319,6 +328,27 @@ TEST(Outputs, ACheckpointDirectoryBelongsToOneRun) {
   EXPECT_NE(run_id(), first);
 }
 
+// A real-clock run that ends on the parameters of its last periodic
+// checkpoint writes and records that checkpoint once; one that ends between
+// checkpoints writes its end.
+TEST(Outputs, ARunEndingOnItsLastCheckpointWritesItOnce) {
+  for (const char* variant : {"k-async", "k-sync", "swarm"})
+    for (const char* limit : {"60", "70"}) {
+      const std::string dir = fresh_dir(std::string("once-") + variant + limit);
+      ASSERT_EQ(run_here({"--variant", variant, "--workers", "2", "--max-updates", limit, "--eval-every", "0",
+                          "--checkpoint-dir", dir + "/ck", "--checkpoint-every", "20", "--metrics", dir + "/m.jsonl"})
+                    .code,
+                0);
+      std::vector<std::string> paths;
+      for (const json& j : records(dir + "/m.jsonl"))
+        if (j.value("event", "") == "checkpoint") paths.push_back(j.value("path", ""));
+      const std::string at = std::string(variant) + " to " + limit;
+      ASSERT_FALSE(paths.empty()) << at;
+      EXPECT_EQ(std::set<std::string>(paths.begin(), paths.end()).size(), paths.size()) << at << ": a path twice";
+      EXPECT_NE(paths.back().find(checkpoint_name(std::atoi(limit))), std::string::npos) << at << ": " << paths.back();
+    }
+}
+
 // A resumed run's metrics hold the whole run: the records up to the
 // checkpoint it continues, from the file or from the temporary a killed run
 // left, then its own. On the virtual clock they are the uninterrupted run's.
@@ -329,12 +359,6 @@ TEST(Outputs, AResumedRunsMetricsHoldTheWholeRun) {
   auto with = [&](std::vector<std::string> more) {
     more.insert(more.begin(), run.begin(), run.end());
     return more;
-  };
-  auto records = [](const std::string& path) {
-    std::vector<json> out;
-    std::ifstream in(path);
-    for (std::string l; std::getline(in, l);) out.push_back(json::parse(l));
-    return out;
   };
   // What an uninterrupted run's evaluations and K changes say.
   auto curve = [&](const std::string& path) {
