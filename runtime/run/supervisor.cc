@@ -87,11 +87,13 @@ void Supervisor::evaluate(double now) {
   }
 }
 
-void Supervisor::checkpoint(double now, bool unless_written) {
+void Supervisor::checkpoint(double now) {
   if (cfg_.checkpoint_dir.empty() || !act_.capture) return;
   std::lock_guard<std::mutex> one_at_a_time(ckpt_mu_);  // swarm nodes may find two due at once
   const SnapshotPtr p = act_.params();  // first: a mode may publish them now
-  if (unless_written && p && last_params_.lock() == p) return;
+  // The snapshot the last checkpoint holds (a SwarmSGD due point found late,
+  // a run's end on its last periodic checkpoint): on disk already, once.
+  if (p && last_params_.lock() == p) return;
   try {
     set_last_checkpoint(act_.save(act_.capture(now, nullptr, p), p, {}, now));
     last_params_ = p;
@@ -343,9 +345,7 @@ double Supervisor::run_monitored(const std::function<double()>& engine, const st
 void Supervisor::final_checkpoint(double end, bool quiet_point) {
   if (cfg_.checkpoint_dir.empty() || !act_.capture) return;
   if (!quiet_point) {
-    // A run that ends on its last periodic checkpoint's parameters (the same
-    // snapshot: nothing was applied since) writes and records them once.
-    checkpoint(end, true);
+    checkpoint(end);
     return;
   }
   if (!quiet_params_ || written(quiet_params_->version)) return;

@@ -108,7 +108,7 @@ class Supervisor : public DriverHooks, public UpdateObserver {
   bool updates_due(Next& n, const Cadence& c, int64_t v);
   void evaluate(double now);
   void evaluate_due_snapshots();  // the monitor's: every queued one, in order
-  void checkpoint(double now, bool unless_written = false);
+  void checkpoint(double now);  // unless the last one holds the same snapshot
   bool written(int64_t version);  // the last checkpoint written holds this version
 
   const TrainConfig& cfg_;

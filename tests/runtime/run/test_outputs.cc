@@ -330,9 +330,11 @@ TEST(Outputs, ACheckpointDirectoryBelongsToOneRun) {
 
 // A real-clock run that ends on the parameters of its last periodic
 // checkpoint writes and records that checkpoint once; one that ends between
-// checkpoints writes its end.
+// checkpoints writes its end. (Not SwarmSGD on the real clock: its models
+// may move at one step count, an exchange after a step, and its last step
+// count may pass the limit by a step in flight.)
 TEST(Outputs, ARunEndingOnItsLastCheckpointWritesItOnce) {
-  for (const char* variant : {"k-async", "k-sync", "swarm"})
+  for (const char* variant : {"k-async", "k-sync", "k-batch-async"})
     for (const char* limit : {"60", "70"}) {
       const std::string dir = fresh_dir(std::string("once-") + variant + limit);
       ASSERT_EQ(run_here({"--variant", variant, "--workers", "2", "--max-updates", limit, "--eval-every", "0",
@@ -344,8 +346,8 @@ TEST(Outputs, ARunEndingOnItsLastCheckpointWritesItOnce) {
         if (j.value("event", "") == "checkpoint") paths.push_back(j.value("path", ""));
       const std::string at = std::string(variant) + " to " + limit;
       ASSERT_FALSE(paths.empty()) << at;
-      EXPECT_EQ(std::set<std::string>(paths.begin(), paths.end()).size(), paths.size()) << at << ": a path twice";
       EXPECT_NE(paths.back().find(checkpoint_name(std::atoi(limit))), std::string::npos) << at << ": " << paths.back();
+      EXPECT_EQ(std::set<std::string>(paths.begin(), paths.end()).size(), paths.size()) << at << ": a path twice: " << ::testing::PrintToString(paths);
     }
 }
 
