@@ -42,40 +42,16 @@ void take_over_checkpoints(const std::string& dir, bool overwrite, bool say) {
   if (say) std::printf("note: --overwrite: deleted %zu checkpoint(s) of another run from %s\n", valid.size(), dir.c_str());
 }
 
-}  // namespace
-
-Trainer::Trainer(TrainConfig cfg, std::shared_ptr<const DataSplit> data) {
-  validate(cfg);
-  run_.cfg = std::move(cfg);
-  run_.data = std::move(data);
-  TrainConfig& c = run_.cfg;
-  c.opt.momentum = c.momentum >= 0 ? c.momentum : (!c.swarm && is_synchronous(c.variant) ? 0.9 : 0.0);
+// CPU threads: several concurrent real-time workers each compute serially;
+// otherwise the one computing replica gets every thread.
+bool parallel_cpu_workers(const Run& r) {
+  return !r.use_cuda && !r.virtual_clock && r.cfg.workers > 1 && r.mpi == nullptr;
 }
 
-Trainer::~Trainer() = default;
-
-std::string Trainer::device_description() const {
-  if (run_.mpi != nullptr && run_.cfg.swarm)
-    return "MPI: SwarmSGD nodes on " + std::to_string(run_.mpi->worker_ranks()) + " rank(s), rank 0 (" +
-           run_.mpi->host() + ") counting and evaluating";
-  if (run_.mpi != nullptr)
-    return "MPI: parameter server on rank 0 (" + run_.mpi->host() + "), workers on " +
-           std::to_string(run_.mpi->worker_ranks()) + " rank(s)";
-  if (!run_.use_cuda) return "cpu (" + std::to_string(run_.threads) + " threads, " + cpu::cpu_kernel_path_summary() + ")";
-  return "cuda (" + std::to_string(cuda_device_count()) + " device(s), " +
-         (run_.device_sync ? "update on the GPUs" : "host parameter server") + ")";
-}
-
-void Trainer::setup() {
-  Run& r = run_;
-  TrainConfig& c = r.cfg;
-  if (!r.data) r.data = std::make_shared<const DataSplit>(load_dataset(c.dataset, c.data_dir, c.seed));
-  const DataSplit& d = *r.data;
-  EXPECTS(d.train.size() > 0 && d.test.size() > 0, "empty dataset");
-  if (size_t(c.batch) > d.train.size() / size_t(c.shard ? c.workers : 1))
-    throw UsageError("--batch: " + std::to_string(c.batch) + " is larger than a worker's share of the " +
-                     std::to_string(d.train.size()) + " training samples");
-  // The checkpoint directory is this run's alone, before anything is read or written there.
+// The checkpoint directory is this run's alone, before anything is read or
+// written there.
+void claim_checkpoint_dir(Run& r) {
+  const TrainConfig& c = r.cfg;
   if (!c.checkpoint_dir.empty()) {
     r.dir_lock = DirLock::acquire(c.checkpoint_dir, "--checkpoint-dir");
     // A run killed mid-write leaves its temporary; nobody else writes here now.
@@ -85,8 +61,12 @@ void Trainer::setup() {
     // pruned by it, and a later --resume would continue the wrong run.
     if (!c.resume) take_over_checkpoints(c.checkpoint_dir, c.overwrite, c.progress != Progress::None);
   }
-  r.run_id = new_run_id();  // a resume adopts its checkpoint's
+}
 
+// CPU or GPUs, the threads and pools, and whether the GPUs apply the update
+// themselves (device sync).
+void choose_devices(Run& r) {
+  TrainConfig& c = r.cfg;
   cpu::cpu_path();  // a bad ADASYNC_CPU_PATH is a usage error now, not a failed worker later
   r.virtual_clock = c.clock == ClockKind::Virtual;
   r.threads = c.threads > 0 ? c.threads : int(std::max(1u, std::thread::hardware_concurrency()));
@@ -109,9 +89,7 @@ void Trainer::setup() {
                   (c.aggregate == Aggregate::Device ||
                    (c.aggregate == Aggregate::Auto && c.opt.name == OptimizerKind::Sgd &&
                     c.trace.empty() && c.inject.empty() && !(c.watchdog > 0)));  // faults: the host PS
-  // CPU threads: several concurrent real-time workers each compute serially;
-  // otherwise the one computing replica gets every thread.
-  const bool parallel_workers = !r.use_cuda && !r.virtual_clock && P > 1 && r.mpi == nullptr;
+  const bool parallel_workers = parallel_cpu_workers(r);
   // More CPU workers than threads take turns: arrival order, and so staleness,
   // then follows the OS scheduler (round-robin gives every gradient staleness
   // P - 1) rather than the workers' compute times.
@@ -123,9 +101,16 @@ void Trainer::setup() {
                  P, r.threads, P - 1);
   r.compute_pool = std::make_unique<ThreadPool>(parallel_workers ? 1 : r.threads);
   r.apply_pool = std::make_unique<ThreadPool>(r.threads);
+}
 
-  // The virtual clock computes every gradient on one replica; over MPI the
-  // replicas live on the worker ranks (rank 0's one gives the initial parameters).
+// The virtual clock computes every gradient on one replica; over MPI the
+// replicas live on the worker ranks (rank 0's one gives the initial parameters).
+void build_replicas(Run& r) {
+  const TrainConfig& c = r.cfg;
+  const DataSplit& d = *r.data;
+  const int P = c.workers;
+  const bool parallel_workers = parallel_cpu_workers(r);
+  const int gpus = r.use_cuda ? cuda_device_count() : 0;
   const int replicas = r.virtual_clock || r.mpi != nullptr ? 1 : P;
   for (int w = 0; w < replicas; ++w) {
     if (r.use_cuda) {
@@ -140,21 +125,14 @@ void Trainer::setup() {
   }
   r.eval_ctx = r.use_cuda ? Context::cuda(0, "eval") : Context::cpu(r.compute_pool.get());
   r.evaluator = std::make_unique<Evaluator>(*r.eval_ctx, c.model, d.test);
+}
 
-  const size_t n = r.replicas[0]->num_params();
-  std::vector<float> init(n);
-  r.replicas[0]->model().init_params(init.data(), c.seed);
-  if (!c.init_from.empty()) init = load_model_file(c.init_from, c.model, d);
-  r.ps = std::make_unique<ParamServer>(n, init.data(), std::make_unique<HostOptimizer>(c.opt, n, r.apply_pool.get()),
-                                       2 * P);
-  r.ps->optimizer().set_layout(r.replicas[0]->model().layout());
-  AggregatorConfig ac;
-  ac.variant = c.variant;
-  ac.workers = P;
-  ac.k = c.k;
-  ac.max_staleness = c.max_staleness;
-  r.agg = std::make_unique<Aggregator>(ac, *r.ps);
-
+// The policy's settings: K's schedule, the learning-rate rule, the noise
+// measurements and the guard; with a sampled loss estimate, its evaluator.
+PolicyConfig policy_config(Run& r) {
+  const TrainConfig& c = r.cfg;
+  const DataSplit& d = *r.data;
+  const int P = c.workers;
   PolicyConfig pc;
   ScheduleConfig& sc = pc.schedule;
   sc.kind = c.swarm ? ScheduleKind::Fixed : c.schedule;
@@ -195,6 +173,96 @@ void Trainer::setup() {
     r.sample_eval = std::make_unique<Evaluator>(*r.sample_ctx, c.model, *r.loss_sample_set);
     pc.sample_loss = [&r](const Snapshot& s) { return r.sample_eval->evaluate(s.data).loss; };
   }
+  return pc;
+}
+
+// The supervisor's actions go through the algorithm, whichever it is.
+SupervisorActions supervisor_actions(Run& r) {
+  SupervisorActions act;
+  act.evaluate = [&r](double now) {
+    nlohmann::json extra = nlohmann::json::object();
+    const SnapshotPtr p = r.algorithm->publish(&extra);
+    return r.evaluate(p, now, false, extra);
+  };
+  act.evaluate_at = [&r](const SnapshotPtr& s, double now, int64_t samples) { return r.evaluate_at(s, now, samples); };
+  act.capture = [&r](double now, const VirtualState* vs, const SnapshotPtr& p) { return capture_state(r, now, vs, p); };
+  act.save = [&r](Checkpoint ck, const SnapshotPtr& p, const std::vector<SnapshotPtr>& f, double now) {
+    return save_state(r, std::move(ck), p, f, now);
+  };
+  act.params = [&r] { return r.algorithm->publish(nullptr); };
+  return act;
+}
+
+// The metrics' start record and the trace's header.
+void open_outputs(Run& r, size_t n) {
+  const TrainConfig& c = r.cfg;
+  nlohmann::json start = run_identity(r);
+  start["event"] = "start";
+  start["run_id"] = r.run_id;
+  start["params"] = n;
+  if (c.resume) start["resumed_from"] = r.supervisor->last_checkpoint(), start["resumed_version"] = r.ps->version();
+  nlohmann::json trace_header = run_identity(r);
+  trace_header["trace"] = kTraceFormat;
+  if (!c.init_from.empty()) trace_header["init_from"] = c.init_from;  // the replay starts there too
+  if (c.augment) trace_header["augment"] = true;                     // the replay crops and flips again
+  if (c.opt.no_decay_bn) trace_header["no_decay_bn"] = true;
+  trace_header["kernels"] = kernels_description(r);  // a replay reproduces the bits on the same kernels
+  r.reporter->open(start, trace_header, r.resume_time);
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainConfig cfg, std::shared_ptr<const DataSplit> data) {
+  validate(cfg);
+  run_.cfg = std::move(cfg);
+  run_.data = std::move(data);
+  TrainConfig& c = run_.cfg;
+  c.opt.momentum = c.momentum >= 0 ? c.momentum : (!c.swarm && is_synchronous(c.variant) ? 0.9 : 0.0);
+}
+
+Trainer::~Trainer() = default;
+
+std::string Trainer::device_description() const {
+  if (run_.mpi != nullptr && run_.cfg.swarm)
+    return "MPI: SwarmSGD nodes on " + std::to_string(run_.mpi->worker_ranks()) + " rank(s), rank 0 (" +
+           run_.mpi->host() + ") counting and evaluating";
+  if (run_.mpi != nullptr)
+    return "MPI: parameter server on rank 0 (" + run_.mpi->host() + "), workers on " +
+           std::to_string(run_.mpi->worker_ranks()) + " rank(s)";
+  if (!run_.use_cuda) return "cpu (" + std::to_string(run_.threads) + " threads, " + cpu::cpu_kernel_path_summary() + ")";
+  return "cuda (" + std::to_string(cuda_device_count()) + " device(s), " +
+         (run_.device_sync ? "update on the GPUs" : "host parameter server") + ")";
+}
+
+void Trainer::setup() {
+  Run& r = run_;
+  TrainConfig& c = r.cfg;
+  if (!r.data) r.data = std::make_shared<const DataSplit>(load_dataset(c.dataset, c.data_dir, c.seed));
+  const DataSplit& d = *r.data;
+  EXPECTS(d.train.size() > 0 && d.test.size() > 0, "empty dataset");
+  if (size_t(c.batch) > d.train.size() / size_t(c.shard ? c.workers : 1))
+    throw UsageError("--batch: " + std::to_string(c.batch) + " is larger than a worker's share of the " +
+                     std::to_string(d.train.size()) + " training samples");
+  claim_checkpoint_dir(r);
+  r.run_id = new_run_id();  // a resume adopts its checkpoint's
+  choose_devices(r);
+  const int P = c.workers;
+  build_replicas(r);
+  const size_t n = r.replicas[0]->num_params();
+  std::vector<float> init(n);
+  r.replicas[0]->model().init_params(init.data(), c.seed);
+  if (!c.init_from.empty()) init = load_model_file(c.init_from, c.model, d);
+  r.ps = std::make_unique<ParamServer>(n, init.data(), std::make_unique<HostOptimizer>(c.opt, n, r.apply_pool.get()),
+                                       2 * P);
+  r.ps->optimizer().set_layout(r.replicas[0]->model().layout());
+  AggregatorConfig ac;
+  ac.variant = c.variant;
+  ac.workers = P;
+  ac.k = c.k;
+  ac.max_staleness = c.max_staleness;
+  r.agg = std::make_unique<Aggregator>(ac, *r.ps);
+
+  const PolicyConfig pc = policy_config(r);
   r.policy = std::make_unique<Policy>(pc, n, c.seed, *r.ps->latest());
   if (c.schedule != ScheduleKind::Fixed && !c.swarm) r.agg->set_k(r.policy->schedule().initial_k());
   r.loop = std::make_unique<UpdateLoop>(*r.ps, *r.agg, *r.policy);
@@ -216,19 +284,7 @@ void Trainer::setup() {
 
   r.reporter = std::make_unique<Reporter>(c, &r.wall);
   r.reporter->set_sample_limit(r.max_samples);
-  // The supervisor's actions go through the algorithm, whichever it is.
-  SupervisorActions act;
-  act.evaluate = [&r](double now) {
-    nlohmann::json extra = nlohmann::json::object();
-    const SnapshotPtr p = r.algorithm->publish(&extra);
-    return r.evaluate(p, now, false, extra);
-  };
-  act.evaluate_at = [&r](const SnapshotPtr& s, double now, int64_t samples) { return r.evaluate_at(s, now, samples); };
-  act.capture = [&r](double now, const VirtualState* vs, const SnapshotPtr& p) { return capture_state(r, now, vs, p); };
-  act.save = [&r](Checkpoint ck, const SnapshotPtr& p, const std::vector<SnapshotPtr>& f, double now) {
-    return save_state(r, std::move(ck), p, f, now);
-  };
-  act.params = [&r] { return r.algorithm->publish(nullptr); };
+  SupervisorActions act = supervisor_actions(r);
   r.supervisor = std::make_unique<Supervisor>(c, *r.reporter, r.max_samples, std::move(act));
   r.reporter->on_output_error([&r](const std::string& e) { r.supervisor->fail(e); });
   r.loop->observe(r.reporter.get());
@@ -240,18 +296,7 @@ void Trainer::setup() {
   r.algorithm = r.device_sync ? make_device_sync(r) : c.swarm ? make_swarm(r) : make_ps(r);
   r.supervisor->start_at(r.ps->version(), r.agg->stats().counted, r.resume_time);
 
-  nlohmann::json start = run_identity(r);
-  start["event"] = "start";
-  start["run_id"] = r.run_id;
-  start["params"] = n;
-  if (c.resume) start["resumed_from"] = r.supervisor->last_checkpoint(), start["resumed_version"] = r.ps->version();
-  nlohmann::json trace_header = run_identity(r);
-  trace_header["trace"] = kTraceFormat;
-  if (!c.init_from.empty()) trace_header["init_from"] = c.init_from;  // the replay starts there too
-  if (c.augment) trace_header["augment"] = true;                     // the replay crops and flips again
-  if (c.opt.no_decay_bn) trace_header["no_decay_bn"] = true;
-  trace_header["kernels"] = kernels_description(r);  // a replay reproduces the bits on the same kernels
-  r.reporter->open(start, trace_header, r.resume_time);
+  open_outputs(r, n);
 }
 
 RunSummary Trainer::run() {
