@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "datasets/dataset.h"
+#include "datasets/file.h"
 
 namespace adasync {
 namespace {
@@ -19,25 +20,21 @@ constexpr size_t kRecords = 10000;
 constexpr size_t kPixels = 3 * 32 * 32;
 constexpr size_t kRecordBytes = 1 + kPixels;
 constexpr size_t kFileBytes = kRecords * kRecordBytes;
-constexpr int kClasses = 10;
+constexpr int kCifarClasses = 10;
 const char* const kTrainFiles[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
                                    "data_batch_4.bin", "data_batch_5.bin"};
 const char* const kTestFile = "test_batch.bin";
 const char* const kHint =
     "download the CIFAR-10 binary version (cifar-10-binary.tar.gz), unpack it and pass --data-dir";
 
-struct FileClose {
-  void operator()(std::FILE* f) const { std::fclose(f); }
-};
-
 // Appends n records starting at rec to d, checking each label.
 void append_records(const uint8_t* data, size_t n, const std::string& what, Dataset& d) {
   const size_t first = d.y.size();
   for (size_t r = 0; r < n; ++r) {
     const uint8_t label = data[r * kRecordBytes];
-    if (label >= kClasses) {
+    if (label >= kCifarClasses) {
       throw DataError(what + ": label of record " + std::to_string(r) + " is " + std::to_string(label) +
-                      ", expected a value in [0, " + std::to_string(kClasses) + ")");
+                      ", expected a value in [0, " + std::to_string(kCifarClasses) + ")");
     }
   }
   d.y.resize(first + n);
@@ -70,7 +67,7 @@ Dataset make_split(size_t n) {
   d.c = 3;
   d.h = 32;
   d.w = 32;
-  d.classes = kClasses;
+  d.classes = kCifarClasses;
   d.x.reserve(n * kPixels);
   d.y.reserve(n);
   return d;

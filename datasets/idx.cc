@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "datasets/dataset.h"
+#include "datasets/file.h"
 
 namespace adasync {
 namespace {
@@ -19,7 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr int kImageSide = 28;
-constexpr int kClasses = 10;
+constexpr int kFashionClasses = 10;
 
 std::string hex32(uint32_t v) {
   char buf[16];
@@ -32,10 +33,6 @@ std::string dims_str(const std::vector<uint32_t>& dims) {
   for (size_t i = 0; i < dims.size(); ++i) s += (i ? "x" : "") + std::to_string(dims[i]);
   return s.empty() ? "(scalar)" : s;
 }
-
-struct FileClose {
-  void operator()(std::FILE* f) const { std::fclose(f); }
-};
 
 // The bytes of a data file: raw, or decompressed when it starts with the gzip
 // magic (1f 8b). A gzip file is one or more whole members (RFC 1952 allows
@@ -283,13 +280,13 @@ Dataset make_images(const std::string& name, const std::string& images_path, con
   d.c = 1;
   d.h = kImageSide;
   d.w = kImageSide;
-  d.classes = kClasses;
+  d.classes = kFashionClasses;
   d.y.resize(n);
   for (size_t i = 0; i < n; ++i) {
     const uint8_t v = labels.data[i];
-    if (v >= kClasses) {
+    if (v >= kFashionClasses) {
       throw DataError(labels_path + ": label at index " + std::to_string(i) + " is " + std::to_string(v) +
-                      ", expected a value in [0, " + std::to_string(kClasses) + ")");
+                      ", expected a value in [0, " + std::to_string(kFashionClasses) + ")");
     }
     d.y[i] = v;
   }

@@ -10,7 +10,6 @@
 
 namespace adasync::cpu {
 namespace {
-constexpr size_t kGrain = 1 << 15;
 
 // Per-channel sums go to kLanes double accumulators, element q of a plane to
 // lane q % kLanes, folded pairwise at the end: one accumulator would wait an

@@ -26,8 +26,6 @@ namespace {
 
 namespace {
 
-// Elementwise loops are split in chunks of this many items.
-constexpr size_t kGrain = 1 << 15;
 // Columns (or rows) per block of a split GEMM.
 constexpr int kGemmBlock = 256;
 

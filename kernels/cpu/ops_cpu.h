@@ -5,11 +5,15 @@
 // produced by one thread in a fixed order), except GEMM, which follows OpenBLAS.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include "kernels/ops.h"
 
 namespace adasync::cpu {
+
+// Elementwise loops of the CPU ops are split in chunks of this many items.
+constexpr size_t kGrain = 1 << 15;
 
 // Threads OpenBLAS may use per call (process-wide setting).
 void set_blas_threads(int threads);

@@ -12,9 +12,12 @@
 
 #include "datasets/dataset.h"
 #include "datasets/rng.h"
+#include "tests/support/files.h"
 
 namespace adasync {
 namespace {
+using test::error_of;
+using test::expect_contains;
 
 namespace fs = std::filesystem;
 
@@ -30,26 +33,6 @@ std::string make_temp_dir() {
   buf.push_back('\0');
   if (!mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
   return buf.data();
-}
-
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const DataError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected DataError, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected DataError, nothing was thrown";
-  return "";
-}
-
-void expect_contains(const std::string& msg, const std::vector<std::string>& parts) {
-  for (const auto& p : parts) {
-    EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
-  }
 }
 
 uint8_t marked_label(size_t file, size_t rec) { return uint8_t((file * 3 + rec) % 10); }
@@ -150,39 +133,39 @@ TEST_F(CifarTest, FindsBatchesSubdirectory) {
   fs::create_directory_symlink(dir_, fs::path(outer) / "cifar-10-batches-bin");
   fs::resize_file(path("data_batch_4.bin"), 100);
   const std::string inner = (fs::path(outer) / "cifar-10-batches-bin" / "data_batch_4.bin").string();
-  expect_contains(error_of([&] { load_cifar10_dir(outer); }),
+  expect_contains(error_of<DataError>([&] { load_cifar10_dir(outer); }),
                   {inner, "expected 30730000 bytes", "found 100"});
-  expect_contains(error_of([&] { load_dataset("cifar10", outer, 0); }), {inner, "found 100"});
+  expect_contains(error_of<DataError>([&] { load_dataset("cifar10", outer, 0); }), {inner, "found 100"});
 }
 
 TEST_F(CifarTest, WrongFileSize) {
   fs::resize_file(path("data_batch_4.bin"), kFileBytes - 1);
-  expect_contains(error_of([&] { load_cifar10_dir(dir_); }),
+  expect_contains(error_of<DataError>([&] { load_cifar10_dir(dir_); }),
                   {path("data_batch_4.bin"), "expected 30730000 bytes", "found 30729999 bytes"});
   fs::resize_file(path("data_batch_4.bin"), kFileBytes);
   fs::resize_file(path("test_batch.bin"), kFileBytes + 3073);
-  expect_contains(error_of([&] { load_cifar10_dir(dir_); }),
+  expect_contains(error_of<DataError>([&] { load_cifar10_dir(dir_); }),
                   {path("test_batch.bin"), "expected 30730000 bytes", "found 30733073 bytes"});
 }
 
 TEST_F(CifarTest, LabelOutOfRange) {
   write_at(path("data_batch_2.bin"), 1234 * kRecordBytes, {10});
-  expect_contains(error_of([&] { load_cifar10_dir(dir_); }),
+  expect_contains(error_of<DataError>([&] { load_cifar10_dir(dir_); }),
                   {path("data_batch_2.bin"), "record 1234", "is 10", "[0, 10)"});
 }
 
 TEST_F(CifarTest, MissingFile) {
   fs::remove(path("test_batch.bin"));
-  expect_contains(error_of([&] { load_cifar10_dir(dir_); }),
+  expect_contains(error_of<DataError>([&] { load_cifar10_dir(dir_); }),
                   {path("test_batch.bin"), "missing", "--data-dir"});
 }
 
 TEST_F(CifarTest, MissingOrEmptyDirectory) {
   const std::string missing = path("absent");
-  expect_contains(error_of([&] { load_cifar10_dir(missing); }), {missing, "does not exist", "--data-dir"});
+  expect_contains(error_of<DataError>([&] { load_cifar10_dir(missing); }), {missing, "does not exist", "--data-dir"});
   const std::string empty = path("empty");
   fs::create_directory(empty);
-  expect_contains(error_of([&] { load_cifar10_dir(empty); }),
+  expect_contains(error_of<DataError>([&] { load_cifar10_dir(empty); }),
                   {empty, "cifar-10-batches-bin", "data_batch_1.bin", "test_batch.bin"});
 }
 

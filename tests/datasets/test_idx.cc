@@ -15,9 +15,12 @@
 
 #include "datasets/dataset.h"
 #include "datasets/rng.h"
+#include "tests/support/files.h"
 
 namespace adasync {
 namespace {
+using test::error_of;
+using test::expect_contains;
 
 namespace fs = std::filesystem;
 
@@ -27,27 +30,6 @@ std::string make_temp_dir(const char* tag) {
   buf.push_back('\0');
   if (!mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
   return buf.data();
-}
-
-// Runs f, which must throw DataError, and returns its message (empty on failure).
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const DataError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected DataError, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected DataError, nothing was thrown";
-  return "";
-}
-
-void expect_contains(const std::string& msg, const std::vector<std::string>& parts) {
-  for (const auto& p : parts) {
-    EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
-  }
 }
 
 std::vector<uint8_t> idx_bytes(uint32_t magic, const std::vector<uint32_t>& dims,
@@ -141,40 +123,40 @@ TEST_F(IdxTest, EmptyPayloadIsExact) {
 }
 
 TEST_F(IdxTest, MissingFile) {
-  const std::string msg = error_of([&] { read_idx(path("nope.idx"), 1); });
+  const std::string msg = error_of<DataError>([&] { read_idx(path("nope.idx"), 1); });
   expect_contains(msg, {path("nope.idx"), "not found"});
 }
 
 TEST_F(IdxTest, WrongTypeCode) {
   write_raw(path("f.idx"), idx_bytes(0x0D03, {1, 1, 1}, {0, 0, 0, 0}));  // 0x0D: float32 elements
-  const std::string msg = error_of([&] { read_idx(path("f.idx"), 3); });
+  const std::string msg = error_of<DataError>([&] { read_idx(path("f.idx"), 3); });
   expect_contains(msg, {path("f.idx"), "expected 0x00000803", "found 0x00000D03"});
 }
 
 TEST_F(IdxTest, WrongNdims) {
   write_raw(path("l.idx"), idx_bytes(0x801, {4}, {1, 2, 3, 4}));
-  const std::string msg = error_of([&] { read_idx(path("l.idx"), 3); });
+  const std::string msg = error_of<DataError>([&] { read_idx(path("l.idx"), 3); });
   expect_contains(msg, {path("l.idx"), "expected 0x00000803", "found 0x00000801"});
 }
 
 TEST_F(IdxTest, NonZeroLeadingMagicBytes) {
   write_raw(path("x.idx"), idx_bytes(0x12340801, {1}, {1}));
-  const std::string msg = error_of([&] { read_idx(path("x.idx"), 1); });
+  const std::string msg = error_of<DataError>([&] { read_idx(path("x.idx"), 1); });
   expect_contains(msg, {path("x.idx"), "expected 0x00000801", "found 0x12340801"});
 }
 
 TEST_F(IdxTest, ShortHeader) {
   write_raw(path("s.idx"), {0, 0});
-  expect_contains(error_of([&] { read_idx(path("s.idx"), 1); }), {path("s.idx"), "4-byte", "2 bytes"});
+  expect_contains(error_of<DataError>([&] { read_idx(path("s.idx"), 1); }), {path("s.idx"), "4-byte", "2 bytes"});
   write_raw(path("d.idx"), {0, 0, 8, 3, 0, 0, 0, 2, 0, 0});  // magic + 1.5 of 3 dims
-  expect_contains(error_of([&] { read_idx(path("d.idx"), 3); }), {path("d.idx"), "expected 12", "found 6"});
+  expect_contains(error_of<DataError>([&] { read_idx(path("d.idx"), 3); }), {path("d.idx"), "expected 12", "found 6"});
 }
 
 TEST_F(IdxTest, TruncatedPayloadRaw) {
   auto bytes = idx_bytes(0x803, {2, 5, 6}, pattern(60, 9));
   bytes.resize(bytes.size() - 10);
   write_raw(path("t.idx"), bytes);
-  const std::string msg = error_of([&] { read_idx(path("t.idx"), 3); });
+  const std::string msg = error_of<DataError>([&] { read_idx(path("t.idx"), 3); });
   expect_contains(msg, {path("t.idx"), "expected 60 bytes of data after the header, found 50"});
 }
 
@@ -182,17 +164,17 @@ TEST_F(IdxTest, TruncatedPayloadInsideValidGzip) {
   auto bytes = idx_bytes(0x801, {100}, pattern(100, 10));
   bytes.resize(bytes.size() - 1);
   write_gz(path("t.idx.gz"), bytes);
-  const std::string msg = error_of([&] { read_idx(path("t.idx.gz"), 1); });
+  const std::string msg = error_of<DataError>([&] { read_idx(path("t.idx.gz"), 1); });
   expect_contains(msg, {path("t.idx.gz"), "expected 100 bytes of data after the header, found 99"});
 }
 
 TEST_F(IdxTest, TrailingBytes) {
   auto bytes = idx_bytes(0x803, {2, 5, 6}, pattern(62, 11));
   write_raw(path("x.idx"), bytes);
-  expect_contains(error_of([&] { read_idx(path("x.idx"), 3); }),
+  expect_contains(error_of<DataError>([&] { read_idx(path("x.idx"), 3); }),
                   {path("x.idx"), "expected 60 bytes of data after the header, found 62"});
   write_gz(path("x.idx.gz"), bytes);
-  expect_contains(error_of([&] { read_idx(path("x.idx.gz"), 3); }),
+  expect_contains(error_of<DataError>([&] { read_idx(path("x.idx.gz"), 3); }),
                   {path("x.idx.gz"), "expected 60 bytes of data after the header, found 62"});
 }
 
@@ -203,7 +185,7 @@ TEST_F(IdxTest, CutOffGzipStream) {
   ASSERT_GT(gz.size(), 20000u);
   gz.resize(gz.size() / 2);
   write_raw(path("c.idx.gz"), gz);
-  const std::string msg = error_of([&] { read_idx(path("c.idx.gz"), 1); });
+  const std::string msg = error_of<DataError>([&] { read_idx(path("c.idx.gz"), 1); });
   expect_contains(msg, {path("c.idx.gz"), "gzip", "unexpected end of file"});
 }
 
@@ -212,7 +194,7 @@ TEST_F(IdxTest, GzipChecksumMismatch) {
   auto gz = read_all(path("k.idx.gz"));
   gz[gz.size() - 8] ^= 0xFF;  // first byte of the CRC-32 trailer
   write_raw(path("k.idx.gz"), gz);
-  const std::string msg = error_of([&] { read_idx(path("k.idx.gz"), 1); });
+  const std::string msg = error_of<DataError>([&] { read_idx(path("k.idx.gz"), 1); });
   expect_contains(msg, {path("k.idx.gz"), "gzip", "incorrect data check"});
 }
 
@@ -222,7 +204,7 @@ TEST_F(IdxTest, GarbageDeflateData) {
   // 0xFF... after the 10-byte gzip header is an invalid deflate block type (BTYPE=11).
   for (size_t i = 10; i < 20; ++i) gz[i] = 0xFF;
   write_raw(path("g.idx.gz"), gz);
-  const std::string msg = error_of([&] { read_idx(path("g.idx.gz"), 1); });
+  const std::string msg = error_of<DataError>([&] { read_idx(path("g.idx.gz"), 1); });
   expect_contains(msg, {path("g.idx.gz"), "gzip", "zlib:"});
 }
 
@@ -240,7 +222,7 @@ TEST_F(IdxTest, GarbageAfterAWholeGzipMemberIsRejected) {
     auto bytes = gz;
     bytes.insert(bytes.end(), tail.begin(), tail.end());
     write_raw(path("tail.gz"), bytes);
-    const std::string msg = error_of([&] { read_idx(path("tail.gz"), 1); });
+    const std::string msg = error_of<DataError>([&] { read_idx(path("tail.gz"), 1); });
     expect_contains(msg, {path("tail.gz"), "trailing bytes after the gzip data",
                           "at byte " + std::to_string(gz.size())});
   }
@@ -267,12 +249,13 @@ TEST_F(IdxTest, ConcatenatedGzipMembersReadAsOneStream) {
   const auto one = read_all(path("one.gz"));
   both.insert(both.end(), one.begin(), one.end());
   write_raw(path("abc.gz"), both);
-  expect_contains(error_of([&] { read_idx(path("abc.gz"), 1); }),
+  expect_contains(error_of<DataError>([&] { read_idx(path("abc.gz"), 1); }),
                   {path("abc.gz"), "expected 5000 bytes of data after the header, found 5001"});
   // A second member cut off is a truncated stream.
   both.resize(both.size() - 3);
   write_raw(path("abc.gz"), both);
-  expect_contains(error_of([&] { read_idx(path("abc.gz"), 1); }), {path("abc.gz"), "gzip", "unexpected end of file"});
+  expect_contains(error_of<DataError>([&] { read_idx(path("abc.gz"), 1); }),
+                  {path("abc.gz"), "gzip", "unexpected end of file"});
 }
 
 TEST_F(IdxTest, LoadMnistDirGz) {
@@ -317,14 +300,14 @@ TEST_F(IdxTest, GzPreferredOverRaw) {
 TEST_F(IdxTest, WrongImageSize) {
   write_mnist(3, 2);
   write_gz(path("t10k-images-idx3-ubyte.gz"), idx_bytes(0x803, {2, 27, 28}, pattern(2 * 27 * 28, 5)));
-  const std::string msg = error_of([&] { load_mnist_dir(dir_, "mnist"); });
+  const std::string msg = error_of<DataError>([&] { load_mnist_dir(dir_, "mnist"); });
   expect_contains(msg, {"t10k-images-idx3-ubyte.gz", "expected 28x28", "found 27x28"});
 }
 
 TEST_F(IdxTest, LabelCountMismatch) {
   write_mnist(3, 2);
   write_gz(path("train-labels-idx1-ubyte.gz"), idx_bytes(0x801, {4}, {1, 2, 3, 4}));
-  const std::string msg = error_of([&] { load_mnist_dir(dir_, "mnist"); });
+  const std::string msg = error_of<DataError>([&] { load_mnist_dir(dir_, "mnist"); });
   expect_contains(
       msg, {path("train-images-idx3-ubyte.gz"), path("train-labels-idx1-ubyte.gz"), "3 images", "4 labels"});
 }
@@ -332,7 +315,7 @@ TEST_F(IdxTest, LabelCountMismatch) {
 TEST_F(IdxTest, LabelOutOfRange) {
   write_mnist(3, 4);
   write_gz(path("t10k-labels-idx1-ubyte.gz"), idx_bytes(0x801, {4}, {1, 2, 10, 4}));
-  const std::string msg = error_of([&] { load_mnist_dir(dir_, "mnist"); });
+  const std::string msg = error_of<DataError>([&] { load_mnist_dir(dir_, "mnist"); });
   expect_contains(msg, {path("t10k-labels-idx1-ubyte.gz"), "index 2", "is 10", "[0, 10)"});
 }
 
@@ -341,28 +324,28 @@ TEST_F(IdxTest, TruncatedImagesInDir) {
   auto b = read_all(path("train-images-idx3-ubyte"));
   b.resize(b.size() - 100);
   write_raw(path("train-images-idx3-ubyte"), b);
-  const std::string msg = error_of([&] { load_mnist_dir(dir_, "mnist"); });
+  const std::string msg = error_of<DataError>([&] { load_mnist_dir(dir_, "mnist"); });
   expect_contains(msg, {path("train-images-idx3-ubyte"), "expected 2352 bytes", "found 2252"});
 }
 
 TEST_F(IdxTest, MissingFileInDir) {
   write_mnist(3, 2);
   fs::remove(path("t10k-labels-idx1-ubyte.gz"));
-  const std::string fm = error_of([&] { load_mnist_dir(dir_, "fashion-mnist"); });
+  const std::string fm = error_of<DataError>([&] { load_mnist_dir(dir_, "fashion-mnist"); });
   expect_contains(fm, {path("t10k-labels-idx1-ubyte.gz"), "dataset-fashion-mnist", "--data-dir"});
-  const std::string m = error_of([&] { load_mnist_dir(dir_, "mnist"); });
+  const std::string m = error_of<DataError>([&] { load_mnist_dir(dir_, "mnist"); });
   expect_contains(m, {path("t10k-labels-idx1-ubyte.gz"), "--data-dir"});
   EXPECT_EQ(m.find("dataset-fashion-mnist"), std::string::npos) << m;
 }
 
 TEST_F(IdxTest, MissingDirectory) {
   const std::string missing = path("no/such/dir");
-  const std::string fm = error_of([&] { load_mnist_dir(missing, "fashion-mnist"); });
+  const std::string fm = error_of<DataError>([&] { load_mnist_dir(missing, "fashion-mnist"); });
   expect_contains(
       fm, {missing, "does not exist", "install the Debian package dataset-fashion-mnist", "--data-dir"});
-  const std::string m = error_of([&] { load_mnist_dir(missing, "mnist"); });
+  const std::string m = error_of<DataError>([&] { load_mnist_dir(missing, "mnist"); });
   expect_contains(m, {missing, "does not exist", "--data-dir"});
-  const std::string ld = error_of([&] { load_dataset("fashion-mnist", missing, 0); });
+  const std::string ld = error_of<DataError>([&] { load_dataset("fashion-mnist", missing, 0); });
   expect_contains(ld, {missing, "dataset-fashion-mnist"});
 }
 
@@ -370,9 +353,9 @@ TEST(LoadDataset, NamesAndDefaults) {
   EXPECT_EQ(default_data_dir("fashion-mnist"), "/usr/share/datasets/fashion-mnist");
   EXPECT_EQ(default_data_dir("mnist"), "");
   EXPECT_EQ(default_data_dir("gaussian"), "");
-  expect_contains(error_of([] { load_dataset("mnist", "", 0); }), {"mnist", "--data-dir"});
-  expect_contains(error_of([] { load_dataset("cifar10", "", 0); }), {"cifar10", "--data-dir"});
-  expect_contains(error_of([] { load_dataset("imagenet", "", 0); }),
+  expect_contains(error_of<DataError>([] { load_dataset("mnist", "", 0); }), {"mnist", "--data-dir"});
+  expect_contains(error_of<DataError>([] { load_dataset("cifar10", "", 0); }), {"cifar10", "--data-dir"});
+  expect_contains(error_of<DataError>([] { load_dataset("imagenet", "", 0); }),
                   {"imagenet", "fashion-mnist", "mnist", "cifar10", "gaussian", "teacher"});
 }
 

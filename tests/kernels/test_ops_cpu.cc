@@ -17,6 +17,12 @@
 #include "kernels/ops.h"
 #include "tests/support/test_util.h"
 
+namespace adasync::cpu {
+// Test names and failure messages show the path by name (gtest finds this by
+// argument-dependent lookup, so it lives in CpuPath's namespace).
+inline void PrintTo(CpuPath p, std::ostream* os) { *os << cpu_path_name(p); }
+}  // namespace adasync::cpu
+
 namespace adasync {
 namespace {
 
@@ -71,6 +77,11 @@ std::vector<double> conv_ref(const ConvShape& s, const std::vector<double>& x, c
 struct ConvCase {
   int n, c, h, w, k, r, pad, stride;
 };
+// CTest names each case by its printed parameter.
+void PrintTo(const ConvCase& c, std::ostream* os) {
+  *os << "n" << c.n << "c" << c.c << "h" << c.h << "w" << c.w << "k" << c.k << "r" << c.r << "pad" << c.pad << "stride"
+      << c.stride;
+}
 
 class ConvOps : public ::testing::TestWithParam<std::tuple<ConvCase, int, CpuPath>> {};
 

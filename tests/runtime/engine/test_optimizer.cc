@@ -51,6 +51,11 @@ struct OptCase {
   bool bias;
   double wd;
 };
+// CTest names each case by its printed parameter.
+void PrintTo(const OptCase& c, std::ostream* os) {
+  *os << c.name << " momentum " << c.momentum << (c.nesterov ? " nesterov" : "") << (c.bias ? "" : " no bias") << " wd "
+      << c.wd;
+}
 
 class Optimizers : public ::testing::TestWithParam<OptCase> {};
 

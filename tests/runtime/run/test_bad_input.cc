@@ -6,25 +6,21 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "runtime/checkpoint.h"
 #include "runtime/output.h"
 #include "runtime/run/trace.h"
 #include "runtime/run/trainer.h"
+#include "tests/support/files.h"
 #include "tests/support/small_data.h"
 
 namespace adasync {
 namespace {
+using test::expect_contains;
+using test::fresh_dir;
+using test::names;
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string fresh_dir(const std::string& name) {
-  const std::string d = ::testing::TempDir() + "/bad_input_" + name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
 
 std::string write_lines(const std::string& path, const std::vector<json>& lines) {
   std::ofstream f(path);
@@ -51,10 +47,6 @@ std::string trace_error(const std::string& path) {
   return "";
 }
 
-void expect_contains(const std::string& msg, const std::vector<std::string>& parts) {
-  for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
-}
-
 // A small whole trace: two workers, three updates (the first of two
 // gradients), then the end record.
 std::vector<json> good_trace() {
@@ -70,7 +62,7 @@ std::vector<json> good_trace() {
 }
 
 TEST(TraceReader, AWholeTraceReadsBack) {
-  const std::string path = write_lines(fresh_dir("good") + "/t.jsonl", good_trace());
+  const std::string path = write_lines(fresh_dir("bad_input_good") + "/t.jsonl", good_trace());
   const Trace t = read_trace(path);
   ASSERT_EQ(t.entries.size(), 4u);
   EXPECT_EQ(t.header["workers"], 2);
@@ -81,18 +73,18 @@ TEST(TraceReader, AWholeTraceReadsBack) {
   EXPECT_EQ(t.entries[1].worker, 1);
   // An empty run is a whole trace too: header and end record.
   const std::string empty =
-      write_lines(fresh_dir("good0") + "/t.jsonl", {good_trace()[0], trace_footer(0, 0, "0000000000000000")});
+      write_lines(fresh_dir("bad_input_good0") + "/t.jsonl", {good_trace()[0], trace_footer(0, 0, "0000000000000000")});
   EXPECT_TRUE(read_trace(empty).entries.empty());
   EXPECT_EQ(read_trace(path).checksum, "0123456789abcdef");
   // Format 2 (no checksum) still reads; format 3 must carry one.
   auto v2 = good_trace();
   v2[0]["trace"] = 2;
   v2.back().erase("checksum");
-  EXPECT_EQ(read_trace(write_lines(fresh_dir("good2") + "/t.jsonl", v2)).checksum, "");
+  EXPECT_EQ(read_trace(write_lines(fresh_dir("bad_input_good2") + "/t.jsonl", v2)).checksum, "");
   auto v3 = good_trace();
   v3.back().erase("checksum");
   try {
-    read_trace(write_lines(fresh_dir("bad3") + "/t.jsonl", v3));
+    read_trace(write_lines(fresh_dir("bad_input_bad3") + "/t.jsonl", v3));
     ADD_FAILURE() << "a format-3 end record without its checksum was accepted";
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find("\"checksum\": 16 hexadecimal digits"), std::string::npos) << e.what();
@@ -128,7 +120,7 @@ TEST_P(TraceBadValue, IsAUsageErrorNamingFileLineExpectedAndFound) {
   } else {
     j[b.key] = b.value;
   }
-  const std::string path = write_lines(fresh_dir(b.name) + "/t.jsonl", lines);
+  const std::string path = write_lines(fresh_dir(std::string("bad_input_") + b.name) + "/t.jsonl", lines);
   const std::string msg = trace_error(path);
   std::vector<std::string> parts = b.mentions;
   parts.push_back(path + ":" + std::to_string(b.line) + ": expected ");
@@ -175,7 +167,7 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(TraceReader, ACutOffOrHeaderOnlyTraceIsTruncated) {
-  const std::string dir = fresh_dir("cut");
+  const std::string dir = fresh_dir("bad_input_cut");
   auto lines = good_trace();
   lines.pop_back();  // cut at a line boundary: every line whole, the end record missing
   const std::string cut = write_lines(dir + "/cut.jsonl", lines);
@@ -192,7 +184,7 @@ TEST(TraceReader, ACutOffOrHeaderOnlyTraceIsTruncated) {
 }
 
 TEST(TraceReader, BadLinesAndFilesAreNamed) {
-  const std::string dir = fresh_dir("lines");
+  const std::string dir = fresh_dir("bad_input_lines");
   auto lines = good_trace();
   lines.push_back(lines[1]);  // after the end record
   const std::string after = write_lines(dir + "/after.jsonl", lines);
@@ -253,7 +245,7 @@ std::vector<json> with_footer(const std::string& path) {
 }
 
 TEST(TraceReplay, EveryVariantsTraceIsAcceptedAndAWholeOneReplaysBitForBit) {
-  const std::string dir = fresh_dir("record");
+  const std::string dir = fresh_dir("bad_input_record");
   for (const std::string variant : {"async", "k-async", "k-batch-async", "sync", "k-sync", "k-batch-sync"}) {
     for (const std::string rule : {"const", "staleness"}) {
       if (rule != "const" && variant.find("sync") != std::string::npos && variant.find("async") == std::string::npos)
@@ -279,7 +271,7 @@ TEST(TraceReplay, EveryVariantsTraceIsAcceptedAndAWholeOneReplaysBitForBit) {
 // with a step schedule: replay recomputes every gradient with its batch's
 // statistics, masks and crops, and folds the buffers as the run did.
 TEST(TraceReplay, AResidualRunWithBatchNormReplaysBitForBit) {
-  const std::string dir = fresh_dir("record_residual");
+  const std::string dir = fresh_dir("bad_input_record_residual");
   auto images = std::make_shared<DataSplit>(*test::small_data());
   for (Dataset* d : {&images->train, &images->test}) d->c = 1, d->h = 4, d->w = 4;
   for (const std::string model : {"conv3x3-4,bn,relu,res8-s2,drop20,gap,fc", "resnet20"}) {
@@ -304,7 +296,7 @@ TEST(TraceReplay, AResidualRunWithBatchNormReplaysBitForBit) {
 // The trainer binary's view: a damaged trace ends with exit code 2 and the
 // reason on stderr, before any update is applied.
 TEST(TraceReplay, DamagedTracesExitWithCodeTwo) {
-  const std::string dir = fresh_dir("exit2");
+  const std::string dir = fresh_dir("bad_input_exit2");
   TrainConfig c = record_config("k-async", dir + "/rec.jsonl");
   Trainer(c, test::small_data()).run();
   const auto whole = with_footer(c.trace);
@@ -351,17 +343,10 @@ Checkpoint checkpoint_of(int64_t version) {
   return c;
 }
 
-std::vector<std::string> names(const std::string& dir) {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 std::string at(const std::string& dir, int64_t v) { return dir + "/" + checkpoint_name(v); }
 
 TEST(CheckpointDir, StaleTemporariesOfAKilledWriteAreRemovedAndNothingElse) {
-  const std::string dir = fresh_dir("tmp");
+  const std::string dir = fresh_dir("bad_input_tmp");
   save_checkpoint(dir, 10, checkpoint_of(10), 3, "--checkpoint-dir");
   // What write_file_atomic leaves when the writer dies between create and
   // rename: the rename fails here (a directory is in the way), as a kill
@@ -392,7 +377,7 @@ TEST(CheckpointDir, StaleTemporariesOfAKilledWriteAreRemovedAndNothingElse) {
 }
 
 TEST(CheckpointDir, PruningCountsOnlyValidCheckpointsAndNeverDeletesOthers) {
-  const std::string dir = fresh_dir("prune");
+  const std::string dir = fresh_dir("bad_input_prune");
   save_checkpoint(dir, 10, checkpoint_of(10), 2, "--checkpoint-dir");
   save_checkpoint(dir, 20, checkpoint_of(20), 2, "--checkpoint-dir");
   // Foreign and damaged files with checkpoint names, all "newer" by name.
@@ -422,7 +407,7 @@ TEST(CheckpointDir, PruningCountsOnlyValidCheckpointsAndNeverDeletesOthers) {
 }
 
 TEST(CheckpointDir, TheCheckpointJustWrittenIsKeptWhateverNewerOnesLieAround) {
-  const std::string dir = fresh_dir("keep_new");
+  const std::string dir = fresh_dir("bad_input_keep_new");
   save_checkpoint(dir, 100, checkpoint_of(100), 1, "--checkpoint-dir");
   // A damaged body under a good header (resume skipped it and went back).
   fs::resize_file(at(dir, 100), fs::file_size(at(dir, 100)) - 10);
@@ -434,7 +419,7 @@ TEST(CheckpointDir, TheCheckpointJustWrittenIsKeptWhateverNewerOnesLieAround) {
 }
 
 TEST(CheckpointDir, SavingRequiresTheHeaderToHoldTheVersion) {
-  const std::string dir = fresh_dir("mismatch");
+  const std::string dir = fresh_dir("bad_input_mismatch");
   EXPECT_THROW(save_checkpoint(dir, 11, checkpoint_of(10), 2, "--checkpoint-dir"), Error);
   Checkpoint none;
   EXPECT_THROW(save_checkpoint(dir, 11, none, 2, "--checkpoint-dir"), Error);
@@ -442,7 +427,7 @@ TEST(CheckpointDir, SavingRequiresTheHeaderToHoldTheVersion) {
 }
 
 TEST(CheckpointDir, HeaderReadsCheckMagicFormatAndLengths) {
-  const std::string dir = fresh_dir("header");
+  const std::string dir = fresh_dir("bad_input_header");
   save_checkpoint(dir, 5, checkpoint_of(5), 1, "--checkpoint-dir");
   EXPECT_EQ(read_checkpoint_header(at(dir, 5))["version"], 5);
   std::string bytes = read_text(at(dir, 5));
@@ -473,7 +458,7 @@ TEST(CheckpointDir, HeaderReadsCheckMagicFormatAndLengths) {
 // Resume takes the newest checkpoint by the version inside, not the highest
 // file name: a copy of an old checkpoint under a higher number is left alone.
 TEST(CheckpointDir, ResumeIgnoresACopiedCheckpointWithAHigherName) {
-  const std::string dir = fresh_dir("resume_copy");
+  const std::string dir = fresh_dir("bad_input_resume_copy");
   TrainConfig c = record_config("k-async", "");
   c.max_updates = 60;
   c.checkpoint_dir = dir;

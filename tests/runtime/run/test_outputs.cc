@@ -25,40 +25,24 @@
 #include "runtime/checkpoint.h"
 #include "runtime/output.h"
 #include "runtime/run/trainer.h"
+#include "tests/support/files.h"
 
 namespace adasync {
 namespace {
+using test::fresh_dir;
+using test::names;
+using test::read_all;
+using test::trainer_path;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string fresh_dir(const std::string& name) {
-  const std::string d = ::testing::TempDir() + "/outputs_" + name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
-
-std::vector<std::string> names(const std::string& dir) {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 bool has_temporaries(const std::string& dir) {
   for (const auto& n : names(dir))
     if (n.find(".tmp") != std::string::npos) return true;
   return false;
 }
-
-std::string trainer_path() { return std::string(ADASYNC_BINARY_DIR) + "/trainer"; }
 
 // The flags every run here shares (the model `linear` unless one is given).
 std::vector<std::string> small(const std::vector<std::string>& args) {
@@ -138,7 +122,7 @@ Exit run_here(std::vector<std::string> args) {
 TEST(Outputs, AFullDiskOnTheMetricsOrTheTraceIsOneErrorAndThePreviousFileStays) {
   SKIP_WITHOUT_TRAINER();
   for (const std::string flag : {"--metrics", "--trace"}) {
-    const std::string dir = fresh_dir("full_stream");
+    const std::string dir = fresh_dir("outputs_full_stream");
     const std::string out = dir + "/out.jsonl";
     write_text(out, "the previous run's complete file\n");
     const Exit e = run_process({"--workers", "2", "--variant", "async", "--max-updates", "3000", "--eval-every", "1",
@@ -153,7 +137,7 @@ TEST(Outputs, AFullDiskOnTheMetricsOrTheTraceIsOneErrorAndThePreviousFileStays) 
 
 TEST(Outputs, AFullDiskAtARealClockCheckpointStopsTheRunAndKeepsTheLastCheckpoint) {
   SKIP_WITHOUT_TRAINER();
-  const std::string dir = fresh_dir("full_ckpt") + "/ck";
+  const std::string dir = fresh_dir("outputs_full_ckpt") + "/ck";
   Exit e = run_process({"--max-updates", "20", "--eval-every", "0", "--checkpoint-dir", dir});
   ASSERT_EQ(e.code, 0) << e.log;
   const auto before = list_checkpoints(dir);
@@ -173,7 +157,7 @@ TEST(Outputs, AFullDiskAtARealClockCheckpointStopsTheRunAndKeepsTheLastCheckpoin
 
 TEST(Outputs, AFailedFinalSaveLeavesNoTemporaryAndAnUnwritableOneIsRefusedFirst) {
   SKIP_WITHOUT_TRAINER();
-  const std::string dir = fresh_dir("full_save");
+  const std::string dir = fresh_dir("outputs_full_save");
   const Exit e = run_process({"--model", "mlp", "--max-updates", "5", "--eval-every", "0", "--save-model",
                               dir + "/m.safetensors"},
                              4 << 10);
@@ -189,7 +173,7 @@ TEST(Outputs, AFailedFinalSaveLeavesNoTemporaryAndAnUnwritableOneIsRefusedFirst)
 
 // ------------------------------------------------------------------ shared paths and special files
 TEST(Outputs, TwoOutputsOrAnOutputAndAnInputOnOneFileAreRefused) {
-  const std::string dir = fresh_dir("shared");
+  const std::string dir = fresh_dir("outputs_shared");
   const std::string ckpt = dir + "/ck";
   ASSERT_EQ(run_here({"--max-updates", "5", "--eval-every", "0", "--checkpoint-dir", ckpt, "--save-model",
                       dir + "/m.safetensors"})
@@ -225,7 +209,7 @@ TEST(Outputs, TwoOutputsOrAnOutputAndAnInputOnOneFileAreRefused) {
 }
 
 TEST(Outputs, SpecialFilesAreRefusedAndASymlinkIsWrittenThrough) {
-  const std::string dir = fresh_dir("special");
+  const std::string dir = fresh_dir("outputs_special");
   ASSERT_EQ(mkfifo((dir + "/fifo").c_str(), 0644), 0);
   fs::create_directories(dir + "/d");
   for (const auto& [path, kind] : std::vector<std::pair<std::string, std::string>>{
@@ -252,7 +236,7 @@ TEST(Outputs, SpecialFilesAreRefusedAndASymlinkIsWrittenThrough) {
 // so the file is one run's whole record, never a mix.
 TEST(Outputs, TwoConcurrentRunsOnOneMetricsFileLeaveOneWholeRecord) {
   SKIP_WITHOUT_TRAINER();
-  const std::string dir = fresh_dir("concurrent");
+  const std::string dir = fresh_dir("outputs_concurrent");
   const std::string out = dir + "/m.jsonl";
   std::vector<std::string> args =
       small({"--max-updates", "400", "--eval-every", "5", "--eval-samples", "20", "--metrics", out});
@@ -307,7 +291,7 @@ std::vector<json> records(const std::string& path) {
 }
 
 TEST(Outputs, ACheckpointDirectoryBelongsToOneRun) {
-  const std::string dir = fresh_dir("owned") + "/ck";
+  const std::string dir = fresh_dir("outputs_owned") + "/ck";
   auto run_id = [&] { return read_checkpoint_header(list_checkpoints(dir)[0]).value("run_id", std::string()); };
   ASSERT_EQ(run_here({"--max-updates", "10", "--eval-every", "0", "--checkpoint-dir", dir}).code, 0);
   const std::string first = run_id();
@@ -336,7 +320,7 @@ TEST(Outputs, ACheckpointDirectoryBelongsToOneRun) {
 TEST(Outputs, ARunEndingOnItsLastCheckpointWritesItOnce) {
   for (const char* variant : {"k-async", "k-sync", "k-batch-async"})
     for (const char* limit : {"60", "70"}) {
-      const std::string dir = fresh_dir(std::string("once-") + variant + limit);
+      const std::string dir = fresh_dir(std::string("outputs_once-") + variant + limit);
       ASSERT_EQ(run_here({"--variant", variant, "--workers", "2", "--max-updates", limit, "--eval-every", "0",
                           "--checkpoint-dir", dir + "/ck", "--checkpoint-every", "20", "--metrics", dir + "/m.jsonl"})
                     .code,
@@ -355,7 +339,7 @@ TEST(Outputs, ARunEndingOnItsLastCheckpointWritesItOnce) {
 // checkpoint it continues, from the file or from the temporary a killed run
 // left, then its own. On the virtual clock they are the uninterrupted run's.
 TEST(Outputs, AResumedRunsMetricsHoldTheWholeRun) {
-  const std::string dir = fresh_dir("resumed_metrics");
+  const std::string dir = fresh_dir("outputs_resumed_metrics");
   const std::vector<std::string> run = {"--clock",     "virtual",    "--workers",  "4",       "--variant",    "k-async",
                                         "--straggler", "exp:mean=1", "--schedule", "adasync", "--eval-every", "20"};
   auto with = [&](std::vector<std::string> more) {
@@ -445,7 +429,7 @@ TEST(Outputs, AResumedRunsMetricsHoldTheWholeRun) {
 }
 
 TEST(Outputs, PruningCountsOnlyWholeCheckpointsOfThisRun) {
-  const std::string dir = fresh_dir("prune");
+  const std::string dir = fresh_dir("outputs_prune");
   auto ck = [](int64_t v, const std::string& run) {
     Checkpoint c;
     c.header = json{{"version", v}, {"run_id", run}};
@@ -473,7 +457,7 @@ TEST(Outputs, PruningCountsOnlyWholeCheckpointsOfThisRun) {
 
 // ------------------------------------------------------------------ hostile model files
 TEST(Outputs, InitFromReadsABoundedHeaderAndRefusesSpecialFilesAndNonFiniteWeights) {
-  const std::string dir = fresh_dir("init");
+  const std::string dir = fresh_dir("outputs_init");
   ASSERT_EQ(mkfifo((dir + "/fifo").c_str(), 0644), 0);
   for (const auto& [path, says] : std::vector<std::pair<std::string, std::string>>{
            {dir + "/fifo", "expected a regular file, found a FIFO"},
@@ -528,7 +512,7 @@ TEST(Outputs, InitFromReadsABoundedHeaderAndRefusesSpecialFilesAndNonFiniteWeigh
 
 // ------------------------------------------------------------------ traces
 TEST(Outputs, ATraceEndsWithTheFinalChecksumAndAnEditedOneIsCaught) {
-  const std::string dir = fresh_dir("trace");
+  const std::string dir = fresh_dir("outputs_trace");
   const std::string trace = dir + "/t.jsonl";
   ASSERT_EQ(run_here({"--workers", "3", "--variant", "k-async", "--k", "2", "--clock", "virtual", "--straggler",
                       "exp:mean=1", "--max-updates", "30", "--eval-every", "0", "--trace", trace})
@@ -594,7 +578,7 @@ TEST(Outputs, FlagEdgesAreErrors) {
 }
 
 TEST(Outputs, AnEquivalentLayerListResumes) {
-  const std::string dir = fresh_dir("layers") + "/ck";
+  const std::string dir = fresh_dir("outputs_layers") + "/ck";
   ASSERT_EQ(run_here({"--model", "linear", "--max-updates", "5", "--eval-every", "0", "--checkpoint-dir", dir}).code, 0);
   const Exit e = run_here({"--model", "fc", "--max-updates", "10", "--eval-every", "0", "--checkpoint-dir", dir,
                            "--resume"});
@@ -606,7 +590,7 @@ TEST(Outputs, AnEquivalentLayerListResumes) {
 }
 
 TEST(Outputs, RealClockEvaluationsEveryNUpdatesSkipNone) {
-  const std::string dir = fresh_dir("evals");
+  const std::string dir = fresh_dir("outputs_evals");
   ASSERT_EQ(run_here({"--workers", "2", "--variant", "async", "--max-updates", "300", "--eval-every", "3",
                       "--eval-samples", "20", "--metrics", dir + "/m.jsonl"})
                 .code,
@@ -622,7 +606,7 @@ TEST(Outputs, RealClockEvaluationsEveryNUpdatesSkipNone) {
 }
 
 TEST(Outputs, RealClockDelaysBeyondTheClocksRangeDoNotWrapToZero) {
-  const std::string dir = fresh_dir("delays");
+  const std::string dir = fresh_dir("outputs_delays");
   const Exit e = run_here({"--workers", "2", "--variant", "async", "--straggler", "const:value=1e10s", "--time-budget",
                            "1s", "--eval-every", "0", "--metrics", dir + "/m.jsonl"});
   ASSERT_EQ(e.code, 0) << e.log;
@@ -633,7 +617,7 @@ TEST(Outputs, RealClockDelaysBeyondTheClocksRangeDoNotWrapToZero) {
 }
 
 TEST(Outputs, AnAdaSyncChangeCappedByAFailedWorkerIsLoggedOnce) {
-  const std::string dir = fresh_dir("kcap");
+  const std::string dir = fresh_dir("outputs_kcap");
   const Exit e = run_here({"--workers", "4", "--variant", "k-sync", "--schedule", "adasync", "--straggler",
                            "exp:mean=2ms", "--inject", "throw@1:3", "--max-updates", "600", "--eval-every", "0",
                            "--schedule-every", "0.02s", "--metrics", dir + "/m.jsonl"});

@@ -21,12 +21,16 @@
 
 #include "runtime/checkpoint.h"
 #include "runtime/run/trainer.h"
+#include "tests/support/files.h"
 #include "tests/support/small_data.h"
 
 extern char** environ;
 
 namespace adasync {
 namespace {
+using test::read_all;
+using test::removed_path;
+using test::trainer_path;
 namespace fs = std::filesystem;
 
 std::shared_ptr<const DataSplit> data() { return test::small_data(); }
@@ -46,12 +50,6 @@ TrainConfig base(const std::string& variant, const std::string& clock) {
   c.progress = Progress::None;
   c.devices = Devices::Cpu;
   return c;
-}
-
-std::string fresh_dir(const std::string& name) {
-  const std::string d = ::testing::TempDir() + "/" + name;
-  fs::remove_all(d);
-  return d;
 }
 
 struct ResumeCase {
@@ -89,7 +87,7 @@ TEST_P(VirtualResume, ContinuesExactlyLikeAnUninterruptedRun) {
   whole.max_updates = 300;
   const RunSummary a = Trainer(whole, data()).run();
 
-  const std::string dir = fresh_dir(std::string("resume_") + rc.variant + rc.extra);
+  const std::string dir = removed_path(std::string("resume_") + rc.variant + rc.extra);
   TrainConfig first = configure(base(rc.variant, "virtual"));
   first.max_updates = 130;
   first.checkpoint_dir = dir;
@@ -201,7 +199,7 @@ TEST(Augmentation, ChangesTheRunAndResumesExactly) {
   const RunSummary plain = Trainer(configure(false), images).run();
   const RunSummary whole = Trainer(configure(true), images).run();
   EXPECT_NE(plain.checksum, whole.checksum);
-  const std::string dir = fresh_dir("augment_resume");
+  const std::string dir = removed_path("augment_resume");
   TrainConfig first = configure(true);
   first.max_updates = 50;
   first.checkpoint_dir = dir;
@@ -249,7 +247,7 @@ TEST(SwarmResume, ContinuesExactlyLikeAnUninterruptedRun) {
     else whole.max_updates = 400;
     const RunSummary a = Trainer(whole, data()).run();
 
-    const std::string dir = fresh_dir(std::string("swarm_resume_") + k.mode + std::to_string(k.bits));
+    const std::string dir = removed_path(std::string("swarm_resume_") + k.mode + std::to_string(k.bits));
     TrainConfig first = configure(base("swarm", "virtual"));
     if (k.by_budget) first.time_budget = 31.7;
     else first.max_updates = 170;
@@ -279,7 +277,7 @@ TEST(SwarmResume, FaultsBeforeAndAfterTheCheckpointResumeExactly) {
   whole.max_updates = 400;
   testing::internal::CaptureStderr();
   const RunSummary a = Trainer(whole, data()).run();
-  const std::string dir = fresh_dir("swarm_resume_faults");
+  const std::string dir = removed_path("swarm_resume_faults");
   TrainConfig first = whole;
   first.max_updates = 170;
   first.checkpoint_dir = dir;
@@ -313,7 +311,7 @@ TEST(VirtualResume, ARunStoppedBetweenUpdatesResumesFromItsLastQuietPoint) {
   TrainConfig whole = base("k-async", "virtual");
   whole.time_budget = 90;
   const RunSummary a = Trainer(whole, data()).run();
-  const std::string dir = fresh_dir("resume_budget");
+  const std::string dir = removed_path("resume_budget");
   TrainConfig first = base("k-async", "virtual");
   first.time_budget = 37.3;  // stops between two updates
   first.checkpoint_dir = dir;
@@ -327,7 +325,7 @@ TEST(VirtualResume, ARunStoppedBetweenUpdatesResumesFromItsLastQuietPoint) {
 }
 
 TEST(Checkpoints, DamagedOnesAreRefusedWithAClearErrorAndThePreviousOneIsUsed) {
-  const std::string dir = fresh_dir("damaged");
+  const std::string dir = removed_path("damaged");
   TrainConfig c = base("k-async", "virtual");
   c.max_updates = 60;
   c.checkpoint_dir = dir;
@@ -371,7 +369,7 @@ TEST(Checkpoints, DamagedOnesAreRefusedWithAClearErrorAndThePreviousOneIsUsed) {
   EXPECT_EQ(s.updates, 80);
   EXPECT_NE(err.find("skipping"), std::string::npos) << err;
   // A directory with nothing readable is a usage error.
-  const std::string empty = fresh_dir("empty_ckpt");
+  const std::string empty = removed_path("empty_ckpt");
   fs::create_directories(empty);
   TrainConfig e = base("k-async", "virtual");
   e.checkpoint_dir = empty;
@@ -380,7 +378,7 @@ TEST(Checkpoints, DamagedOnesAreRefusedWithAClearErrorAndThePreviousOneIsUsed) {
 }
 
 TEST(Checkpoints, ResumeRefusesACheckpointOfADifferentRun) {
-  const std::string dir = fresh_dir("mismatch");
+  const std::string dir = removed_path("mismatch");
   TrainConfig c = base("k-async", "virtual");
   c.max_updates = 20;
   c.checkpoint_dir = dir;
@@ -398,7 +396,7 @@ TEST(Checkpoints, ResumeRefusesACheckpointOfADifferentRun) {
 }
 
 TEST(Checkpoints, ResumeRefusesAnotherAdaSyncRuleOrPsTime) {
-  const std::string dir = fresh_dir("mismatch_rule");
+  const std::string dir = removed_path("mismatch_rule");
   TrainConfig c = base("k-async", "virtual");
   c.schedule = ScheduleKind::AdaSync;
   c.adasync_rule = AdaRule::Plateau;
@@ -509,9 +507,6 @@ TEST(Warnings, MoreRealClockCpuWorkersThanThreadsAreReported) {
   EXPECT_EQ(stderr_of("virtual", 1).find("warning:"), std::string::npos);
 }
 
-// ------------------------------------------------------------------ processes
-std::string trainer_path() { return std::string(ADASYNC_BINARY_DIR) + "/trainer"; }
-
 pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -541,7 +536,7 @@ std::vector<std::string> trainer_args(const std::string& dir, const std::string&
 TEST(Processes, KilledWithSigkillThenResumedEndsWithValidResults) {
   struct stat st;
   if (stat(trainer_path().c_str(), &st) != 0) GTEST_SKIP() << "trainer binary not built at " << trainer_path();
-  const std::string dir = fresh_dir("sigkill");
+  const std::string dir = removed_path("sigkill");
   const pid_t pid = spawn(trainer_args(dir, "100000"), dir + ".log");
   // Wait for at least two checkpoints, then kill without warning.
   for (int i = 0; i < 600 && list_checkpoints(dir).size() < 2; ++i)
@@ -564,7 +559,7 @@ TEST(Processes, KilledWithSigkillThenResumedEndsWithValidResults) {
 TEST(Processes, SigintStopsCleanlyWritesACheckpointAndExitsZero) {
   struct stat st;
   if (stat(trainer_path().c_str(), &st) != 0) GTEST_SKIP() << "trainer binary not built at " << trainer_path();
-  const std::string dir = fresh_dir("sigint");
+  const std::string dir = removed_path("sigint");
   auto args = trainer_args(dir, "1000000");
   args[std::find(args.begin(), args.end(), "--checkpoint-every") - args.begin() + 1] = "0";
   const pid_t pid = spawn(args, dir + ".log");
@@ -594,11 +589,6 @@ int wait_exit_within(pid_t pid, double seconds) {
   return -1;
 }
 
-std::string read_all(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 // k-batch workers never wait for the PS: at the end, queued pushes held every
 // slot while the workers waited for one and the PS for the workers. Twenty
 // runs of each k-batch variant, stopped by SIGTERM and by their update limit,
@@ -619,7 +609,8 @@ TEST(Processes, KBatchRunsWithCheckpointsNeverHangAtTheEnd) {
   for (const char* variant : {"k-batch-async", "k-batch-sync"})
     for (int i = 0; i < 20; i += kStride)
       for (bool signal : {true, false}) {
-        const std::string dir = fresh_dir(std::string("kbatch-") + variant + std::to_string(i) + (signal ? "s" : "n"));
+        const std::string dir =
+            removed_path(std::string("kbatch-") + variant + std::to_string(i) + (signal ? "s" : "n"));
         const pid_t pid = spawn({trainer_path(), "--dataset", "gaussian", "--model", "mlp", "--workers", "4",
                                  "--variant", variant, "--k", "2", "--max-updates", signal ? "1000000" : "60",
                                  "--time-budget", "60s", "--eval-every", "0", "--progress", "plain", "--devices",
@@ -656,7 +647,7 @@ TEST(Processes, EveryMetricsLineParsesUnderConcurrentWriters) {
 #else
   constexpr int kUpdates = 1500;
 #endif
-  const std::string dir = fresh_dir("metrics-stress");
+  const std::string dir = removed_path("metrics-stress");
   const pid_t pid = spawn({trainer_path(), "--dataset", "gaussian", "--model", "linear", "--workers", "4", "--variant",
                            "k-async", "--k", "2", "--max-updates", std::to_string(kUpdates), "--checkpoint-dir", dir,
                            "--checkpoint-every", "1", "--eval-every", "1", "--eval-samples", "1", "--metrics",
@@ -682,7 +673,7 @@ TEST(Processes, EveryMetricsLineParsesUnderConcurrentWriters) {
 TEST(Processes, ASecondRunOnACheckpointDirectoryInUseIsRefused) {
   struct stat st;
   if (stat(trainer_path().c_str(), &st) != 0) GTEST_SKIP() << "trainer binary not built at " << trainer_path();
-  const std::string dir = fresh_dir("locked");
+  const std::string dir = removed_path("locked");
   const pid_t first = spawn(trainer_args(dir, "1000000"), dir + ".first.log");
   for (int i = 0; i < 600 && list_checkpoints(dir).empty(); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -710,7 +701,7 @@ TEST(Supervised, RealClockRunsOfEveryModeWithEvaluationsCheckpointsAndFaults) {
     c.max_updates = 60;
     c.eval_every = "3";
     c.eval_samples = 50;
-    c.checkpoint_dir = fresh_dir(std::string("supervised-") + v);
+    c.checkpoint_dir = removed_path(std::string("supervised-") + v);
     c.checkpoint_every = "4";
     c.inject = "nan@1:3,hang@2:5:20ms";
     Trainer t(c, data());
@@ -740,7 +731,7 @@ TEST(Faults, ARunOfNonFiniteGradientsStopsAtTheLimit) {
 
 // A resumed run already at its limit stops at once: no update, no new checkpoint.
 TEST(Checkpoints, ResumingAtTheUpdateLimitStopsAtOnce) {
-  const std::string dir = fresh_dir("resume_at_limit");
+  const std::string dir = removed_path("resume_at_limit");
   TrainConfig c = base("k-async", "virtual");
   c.max_updates = 40;
   c.checkpoint_dir = dir;
@@ -757,7 +748,7 @@ TEST(Checkpoints, ResumingAtTheUpdateLimitStopsAtOnce) {
 // A run killed mid-write leaves ckpt-N.bin.tmp; the next run on the
 // directory removes it (under the directory's lock) and nothing else.
 TEST(Checkpoints, StaleTemporariesAreRemovedAtTheStart) {
-  const std::string dir = fresh_dir("stale_tmp");
+  const std::string dir = removed_path("stale_tmp");
   fs::create_directories(dir);
   std::ofstream(dir + "/ckpt-000000000005.bin.tmp") << "half a checkpoint";
   std::ofstream(dir + "/notes.txt") << "the user's";
@@ -772,7 +763,7 @@ TEST(Checkpoints, StaleTemporariesAreRemovedAtTheStart) {
 
 // --k on --resume cannot change K: the run says so and goes on at the checkpoint's.
 TEST(Checkpoints, AnotherKOnResumeGetsANotice) {
-  const std::string dir = fresh_dir("resume_k");
+  const std::string dir = removed_path("resume_k");
   TrainConfig c = base("k-async", "virtual");
   c.max_updates = 20;
   c.checkpoint_dir = dir;
@@ -848,7 +839,7 @@ TEST(Processes, UnwritableOutputsAreRefusedBeforeTraining) {
   if (stat(trainer_path().c_str(), &st) != 0) GTEST_SKIP() << "trainer binary not built at " << trainer_path();
   const uid_t nobody = 65534;
   if (geteuid() != 0 && access("/", W_OK) == 0) GTEST_SKIP() << "cannot drop privileges to test permissions";
-  const std::string ro = fresh_dir("readonly");
+  const std::string ro = removed_path("readonly");
   fs::create_directories(ro);
   fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read | fs::perms::group_exec |
                           fs::perms::others_read | fs::perms::others_exec);
@@ -884,6 +875,10 @@ struct BadFlag {
   std::vector<std::string> args;
   const char* mentions;
 };
+// CTest names each case by its printed parameter: the flags.
+void PrintTo(const BadFlag& b, std::ostream* os) {
+  for (size_t i = 0; i < b.args.size(); ++i) *os << (i ? " " : "") << b.args[i];
+}
 
 class BadFlags : public ::testing::TestWithParam<BadFlag> {};
 

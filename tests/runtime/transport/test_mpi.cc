@@ -12,26 +12,19 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "runtime/transport/mpi/mpi.h"
+#include "tests/support/files.h"
 
 namespace adasync {
 namespace {
+using test::read_all;
+using test::trainer_path;
 namespace fs = std::filesystem;
-
-std::string trainer() { return std::string(ADASYNC_BINARY_DIR) + "/trainer"; }
-
-std::string read_all(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 class Mpi : public ::testing::Test {
  protected:
@@ -64,7 +57,7 @@ class Mpi : public ::testing::Test {
   }
   // mpirun -np `np` trainer --transport mpi <common flags> `flags`.
   Result mpirun(int np, const std::string& flags, int limit_s = 120) {
-    return sh("mpirun --oversubscribe -np " + std::to_string(np) + " " + trainer() +
+    return sh("mpirun --oversubscribe -np " + std::to_string(np) + " " + trainer_path() +
                   " --transport mpi --dataset gaussian --model mlp --threads 1 --devices cpu --progress plain " +
                   (flags.find("--eval-every") == std::string::npos ? "--eval-every 0 " : "") + flags,
               limit_s);
@@ -120,7 +113,7 @@ TEST_F(Mpi, ATraceRecordedOverMpiReplaysBitForBitInOneProcess) {
     ASSERT_EQ(r.code, 0) << r.out;
     const std::string sum = field(r.out, "params checksum ([0-9a-f]+)");
     ASSERT_FALSE(sum.empty()) << r.out;
-    const Result replay = sh(trainer() + " --replay " + trace + " --threads 1 --devices cpu");
+    const Result replay = sh(trainer_path() + " --replay " + trace + " --threads 1 --devices cpu");
     ASSERT_EQ(replay.code, 0) << replay.out;
     EXPECT_EQ(field(replay.out, "params checksum ([0-9a-f]+)"), sum) << v << "\n" << replay.out;
     EXPECT_NE(replay.out.find("replayed 60 updates"), std::string::npos) << replay.out;
@@ -163,7 +156,7 @@ TEST_F(Mpi, SigtermToTheJobStopsWithACheckpoint) {
   const std::string ck = path("ck");
   const std::string log = path("sigterm.log");
   // mpirun forwards SIGTERM to every rank; rank 0 stops, checkpoints, tells the others.
-  const std::string cmd = "mpirun --oversubscribe -np 3 " + trainer() +
+  const std::string cmd = "mpirun --oversubscribe -np 3 " + trainer_path() +
                           " --transport mpi --dataset gaussian --model mlp --threads 1 --devices cpu --progress plain "
                           "--eval-every 0 --workers 2 --variant async --time-budget 120s --checkpoint-every 20 --checkpoint-dir " + ck;
   const Result r = sh("bash -c '" + cmd + " & pid=$!; for i in $(seq 200); do ls " + ck +
@@ -183,7 +176,7 @@ TEST_F(Mpi, AKilledWorkerRankEndsTheJobWithACheckpointToResumeFrom) {
   const std::string flags = "--workers 4 --variant async --checkpoint-dir " + ck;
   const std::string lost_metrics = path("lost.jsonl");
   // Rank 0 gets 10 s between mpirun's SIGTERM and its SIGKILL (the default is 1 s).
-  const std::string cmd = "mpirun --mca odls_base_sigkill_timeout 10 --oversubscribe -np 3 " + trainer() +
+  const std::string cmd = "mpirun --mca odls_base_sigkill_timeout 10 --oversubscribe -np 3 " + trainer_path() +
                           " --transport mpi --dataset gaussian --model mlp --threads 1 --devices cpu --progress plain "
                           "--eval-every 0 --time-budget 120s --checkpoint-every 50 --metrics " + lost_metrics + " " + flags;
   const std::string kill_rank2 =
@@ -228,7 +221,7 @@ TEST_F(Mpi, AKilledWorkerRankEndsTheJobWithACheckpointToResumeFrom) {
 TEST_F(Mpi, AKilledSwarmRankIsReportedAndTheRunEndsWithASummary) {
   const std::string ck = path("swarm-ck");
   const std::string metrics = path("swarm-lost.jsonl");
-  const std::string cmd = "mpirun --mca odls_base_sigkill_timeout 10 --oversubscribe -np 3 " + trainer() +
+  const std::string cmd = "mpirun --mca odls_base_sigkill_timeout 10 --oversubscribe -np 3 " + trainer_path() +
                           " --transport mpi --dataset gaussian --model mlp --threads 1 --devices cpu --progress plain "
                           "--variant swarm --workers 4 --straggler const:value=2ms --eval-every 0 --time-budget 120s "
                           "--checkpoint-every 50 --checkpoint-dir " + ck + " --metrics " + metrics;
@@ -390,7 +383,7 @@ TEST_F(Mpi, SwarmFaultsOnWorkerRanksAreReportedAndSurviveAResume) {
 
 TEST_F(Mpi, BadSetUpsGetOneClearErrorBeforeTraining) {
   // Not under mpirun: one process.
-  Result r = sh(trainer() + " --transport mpi --dataset gaussian --model mlp --max-updates 5");
+  Result r = sh(trainer_path() + " --transport mpi --dataset gaussian --model mlp --max-updates 5");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("expected 2 or more processes"), std::string::npos) << r.out;
   // Fewer workers than worker ranks.
@@ -404,12 +397,12 @@ TEST_F(Mpi, BadSetUpsGetOneClearErrorBeforeTraining) {
   // Ranks started with different flags (MPMD).
   const std::string common =
       " --transport mpi --dataset gaussian --model mlp --threads 1 --devices cpu --progress none --max-updates 5";
-  r = sh("mpirun --oversubscribe -np 2 " + trainer() + common + " --workers 2 : -np 1 " + trainer() + common +
+  r = sh("mpirun --oversubscribe -np 2 " + trainer_path() + common + " --workers 2 : -np 1 " + trainer_path() + common +
          " --workers 3");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("rank(s) 2 got other flags than rank 0"), std::string::npos) << r.out;
   // A rank that cannot set up (here every rank: a missing data directory) stops them all.
-  r = sh("mpirun --oversubscribe -np 3 " + trainer() +
+  r = sh("mpirun --oversubscribe -np 3 " + trainer_path() +
          " --transport mpi --dataset fashion-mnist --data-dir /nonexistent --workers 2 --progress none");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("/nonexistent"), std::string::npos) << r.out;
