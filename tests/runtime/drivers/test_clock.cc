@@ -9,10 +9,12 @@
 #include "runtime/drivers/simulate.h"
 #include "runtime/engine/theory.h"
 #include "runtime/run/trainer.h"
+#include "tests/support/files.h"
 #include "tests/support/small_data.h"
 
 namespace adasync {
 namespace {
+using test::read_all;
 
 TEST(Theory, HarmonicNumbersAndTheWorkedExample) {
   EXPECT_DOUBLE_EQ(theory::harmonic(0), 0);
@@ -141,11 +143,6 @@ INSTANTIATE_TEST_SUITE_P(Clocks, EveryVariant,
                            return n;
                          });
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 TEST(VirtualClock, SameSeedSameMetricsDifferentSeedDifferentRun) {
   const std::string dir = ::testing::TempDir();
   auto run = [&](uint64_t seed, const std::string& name) {
@@ -177,9 +174,9 @@ TEST(VirtualClock, SameSeedSameMetricsDifferentSeedDifferentRun) {
     }
     return out;
   };
-  const std::string ma = strip(slurp(dir + "/a.jsonl"));
+  const std::string ma = strip(read_all(dir + "/a.jsonl"));
   EXPECT_GT(std::count(ma.begin(), ma.end(), '\n'), 5);
-  EXPECT_EQ(ma, strip(slurp(dir + "/b.jsonl")));
+  EXPECT_EQ(ma, strip(read_all(dir + "/b.jsonl")));
 }
 
 TEST(RealClock, EvaluationsRunWhileWorkersTrain) {

@@ -10,10 +10,12 @@
 #include "models/safetensors.h"
 #include "runtime/run/model_io.h"
 #include "runtime/run/trainer.h"
+#include "tests/support/files.h"
 #include "tests/support/small_data.h"
 
 namespace adasync {
 namespace {
+using test::removed_path;
 namespace fs = std::filesystem;
 
 TrainConfig base() {
@@ -33,16 +35,10 @@ TrainConfig base() {
   return c;
 }
 
-std::string temp(const std::string& name) {
-  const std::string p = ::testing::TempDir() + "/" + name;
-  fs::remove_all(p);
-  return p;
-}
-
 TEST(ModelIo, SaveThenInitFromStartsFromTheSavedParameters) {
   TrainConfig a = base();
   a.max_updates = 40;
-  a.save_model = temp("saved.safetensors");
+  a.save_model = removed_path("saved.safetensors");
   const RunSummary sa = Trainer(a, test::small_data()).run();
   EXPECT_EQ(sa.saved_model, a.save_model);
   ASSERT_TRUE(fs::exists(a.save_model));
@@ -52,7 +48,7 @@ TEST(ModelIo, SaveThenInitFromStartsFromTheSavedParameters) {
   TrainConfig b = base();
   b.init_from = a.save_model;
   b.time_budget = 1e-9;
-  b.save_model = temp("again.safetensors");
+  b.save_model = removed_path("again.safetensors");
   const RunSummary sb = Trainer(b, test::small_data()).run();
   EXPECT_EQ(sb.updates, 0);
   EXPECT_EQ(sb.params, sa.params);
@@ -82,16 +78,16 @@ TEST(ModelIo, SaveThenInitFromStartsFromTheSavedParameters) {
 }
 
 TEST(ModelIo, ExportWritesACheckpointsParametersAsTheRunSavedThem) {
-  const std::string dir = temp("export_ckpt");
+  const std::string dir = removed_path("export_ckpt");
   TrainConfig a = base();
   a.max_updates = 30;
   a.checkpoint_dir = dir;
-  a.save_model = temp("final.safetensors");
+  a.save_model = removed_path("final.safetensors");
   // The export loads the dataset by name, so the run uses the named one too.
   const RunSummary s = Trainer(a).run();
   const auto ckpts = list_checkpoints(dir);
   ASSERT_FALSE(ckpts.empty());
-  const std::string out = temp("exported.safetensors");
+  const std::string out = removed_path("exported.safetensors");
   const std::string line = export_checkpoint(ckpts[0], out);
   EXPECT_NE(line.find("update " + std::to_string(s.updates)), std::string::npos) << line;
   const SafetensorsFile saved = read_safetensors(a.save_model), exported = read_safetensors(out);
@@ -117,7 +113,7 @@ int run_main(std::vector<std::string> args, std::string* err) {
 }
 
 TEST(ModelIo, BadInputsExitTwoWithOneClearMessage) {
-  const std::string saved = temp("mlp.safetensors");
+  const std::string saved = removed_path("mlp.safetensors");
   std::string err;
   ASSERT_EQ(run_main({"--model", "mlp", "--max-updates", "2", "--save-model", saved}, &err), 0) << err;
 
@@ -127,7 +123,7 @@ TEST(ModelIo, BadInputsExitTwoWithOneClearMessage) {
   EXPECT_EQ(run_main({"--model", "linear", "--init-from", saved, "--max-updates", "1"}, &err), 2);
   EXPECT_NE(err.find("tensor 'fc1.weight': expected shape [10, 32], found [256, 32]"), std::string::npos) << err;
 
-  const std::string cut = temp("cut.safetensors");
+  const std::string cut = removed_path("cut.safetensors");
   fs::copy_file(saved, cut);
   fs::resize_file(cut, fs::file_size(saved) - 4);
   EXPECT_EQ(run_main({"--model", "mlp", "--init-from", cut}, &err), 2);
@@ -143,7 +139,7 @@ TEST(ModelIo, BadInputsExitTwoWithOneClearMessage) {
   EXPECT_NE(err.find("--init-from with --resume"), std::string::npos) << err;
   EXPECT_EQ(run_main({"--export", "ckpt.bin"}, &err), 2);
   EXPECT_NE(err.find("--export ckpt.bin: expected --save-model"), std::string::npos) << err;
-  EXPECT_EQ(run_main({"--export", "/nonexistent.bin", "--save-model", temp("x.safetensors")}, &err), 2);
+  EXPECT_EQ(run_main({"--export", "/nonexistent.bin", "--save-model", removed_path("x.safetensors")}, &err), 2);
   EXPECT_NE(err.find("--export: /nonexistent.bin: cannot open: No such file or directory"), std::string::npos) << err;
   EXPECT_EQ(run_main({"--model", "conv5x5-8-p0,fc"}, &err), 2);  // gaussian inputs are 1x1x32
   EXPECT_NE(err.find("layer 1 'conv5x5-8-p0' does not fit its input 1x1x32"), std::string::npos) << err;
