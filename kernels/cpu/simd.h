@@ -17,6 +17,12 @@
 #include <cstdint>
 #include <string>
 
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer's range checks (its runtime's interface; gemm_panel's use).
+extern "C" void __tsan_read_range(void* addr, unsigned long size);
+extern "C" void __tsan_write_range(void* addr, unsigned long size);
+#endif
+
 namespace adasync::cpu {
 
 enum class CpuPath { scalar = 0, avx2 = 1, avx512 = 2 };

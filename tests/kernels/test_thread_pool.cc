@@ -1,13 +1,19 @@
 // The pool's two ways of cutting a loop: fixed shares (parallel_for and
 // parallel_chunks, whose boundaries reductions rely on) and pieces taken as
-// threads come free (parallel_pieces).
+// threads come free (parallel_pieces). And ThreadSanitizer's view of the
+// products the pool's threads compute.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/thread_pool.h"
 
 namespace adasync {
@@ -65,6 +71,38 @@ TEST(ThreadPool, ParallelForSharesDependOnTheCountsAlone) {
   pool.parallel_chunks(10, 1, [&](int c, size_t b, size_t e) { got[size_t(c)] = {b, e}; });
   for (int c = 0; c < 3; ++c)
     EXPECT_EQ(got[size_t(c)], std::make_pair(ThreadPool::chunk_begin(10, 3, c), ThreadPool::chunk_begin(10, 3, c + 1)));
+}
+
+// Under ThreadSanitizer the GEMM tiles are not instrumented and gemm_panel
+// reports what it reads and writes as ranges (simd_kernels.inc): a product
+// racing a write to its input, in a child process, must be named there.
+TEST(RaceChecks, AProductRacingAWriteIsReportedUnderThreadSanitizer) {
+#if !defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "needs a ThreadSanitizer build (-DADASYNC_SANITIZE=thread)";
+#else
+  const auto& kern = cpu::simd::kernels();
+  if (kern.gemm_panel == nullptr) GTEST_SKIP() << "no SIMD GEMM on this CPU path (OpenBLAS's)";
+  if (std::getenv("ADASYNC_RACE_CHILD") != nullptr) {  // the child: the race
+    std::vector<float> a(32 * 64, 1.f), b(64 * 32, 1.f), c(32 * 32);
+    const cpu::simd::GemmPanel p{0, 32, 0, 32, 64, 64, a.data(), 64, 1, b.data(), 32, c.data(), 32, false};
+    std::thread writer([&] { a[100] = 2.f; });  // unordered with the product's reads
+    kern.gemm_panel(p);
+    writer.join();
+    return;
+  }
+  const std::string cmd = "ADASYNC_RACE_CHILD=1 TSAN_OPTIONS=halt_on_error=0 '" +
+                          std::filesystem::read_symlink("/proc/self/exe").string() +
+                          "' --gtest_filter=RaceChecks.AProductRacingAWriteIsReportedUnderThreadSanitizer 2>&1";
+  std::string out;
+  FILE* f = popen(cmd.c_str(), "r");
+  ASSERT_NE(f, nullptr);
+  char buf[4096];
+  for (size_t got; (got = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, got);
+  const int status = pclose(f);
+  EXPECT_NE(status, 0) << out;
+  EXPECT_NE(out.find("WARNING: ThreadSanitizer: data race"), std::string::npos) << out;
+  EXPECT_NE(out.find("gemm_panel"), std::string::npos) << "the race is named at the product\n" << out;
+#endif
 }
 
 }  // namespace

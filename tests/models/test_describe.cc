@@ -115,6 +115,8 @@ struct BadDescription {
   std::string message;  // the whole message, so that each stays clear
 };
 
+void PrintTo(const BadDescription& b, std::ostream* os) { *os << "--model '" << b.model << "'"; }  // CTest's name
+
 class BadDescriptions : public ::testing::TestWithParam<BadDescription> {};
 
 TEST_P(BadDescriptions, AreOneClearError) {
@@ -179,6 +181,8 @@ struct BadJson {
   std::string text;
   std::string message;  // after "--model FILE"
 };
+
+void PrintTo(const BadJson& b, std::ostream* os) { *os << b.text; }
 
 class BadJsonFiles : public ::testing::TestWithParam<BadJson> {};
 

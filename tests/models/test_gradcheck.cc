@@ -10,6 +10,8 @@
 #include "tests/support/test_util.h"
 
 namespace adasync {
+inline void PrintTo(const Shape& s, std::ostream* os) { *os << to_string(s); }  // CTest's name for the case
+
 namespace {
 
 using test::random_vector;

@@ -82,6 +82,8 @@ struct BadFile {
   std::string message;  // after "m.safetensors: "
 };
 
+void PrintTo(const BadFile& b, std::ostream* os) { *os << b.label; }  // CTest's name for the case
+
 class BadFiles : public ::testing::TestWithParam<BadFile> {};
 
 TEST_P(BadFiles, AreOneClearError) {
@@ -154,6 +156,8 @@ struct BadModelFile {
   std::string header;
   std::string message;
 };
+
+void PrintTo(const BadModelFile& b, std::ostream* os) { *os << b.label; }
 
 class BadModelFiles : public ::testing::TestWithParam<BadModelFile> {};
 

@@ -13,6 +13,9 @@
 #include "tests/support/small_data.h"
 
 namespace adasync {
+// CTest shows a case by its printed parameter: the variant's name, not its bytes.
+inline void PrintTo(Variant v, std::ostream* os) { *os << to_string(v); }
+
 namespace {
 using test::read_all;
 

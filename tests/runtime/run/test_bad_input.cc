@@ -109,6 +109,9 @@ struct BadValue {
   std::vector<std::string> mentions;
 };
 
+// CTest shows each case by its printed parameter (raw bytes otherwise).
+void PrintTo(const BadValue& b, std::ostream* os) { *os << b.name; }
+
 class TraceBadValue : public ::testing::TestWithParam<BadValue> {};
 
 TEST_P(TraceBadValue, IsAUsageErrorNamingFileLineExpectedAndFound) {

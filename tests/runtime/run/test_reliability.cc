@@ -61,6 +61,8 @@ struct ResumeCase {
 // (masks keyed by the batch) on the gaussian set's 1x1x32 inputs.
 constexpr const char* kResidual = "conv1x1-8,bn,relu,res8,drop10,res16-s2,gap,fc";
 
+void PrintTo(const ResumeCase& r, std::ostream* os) { *os << r.variant << (*r.extra ? " " : "") << r.extra; }
+
 class VirtualResume : public ::testing::TestWithParam<ResumeCase> {};
 
 TEST_P(VirtualResume, ContinuesExactlyLikeAnUninterruptedRun) {
