@@ -205,8 +205,8 @@ nlohmann::json MpiSwarm::save(Checkpoint* c) {
   std::lock_guard<std::mutex> lk(m.mu);
   AbortUnlessDone guard(m.world);
   if (!m.lost.empty())
-    throw OutputError("checkpoint: worker rank " + std::to_string(m.lost.front()) +
-                      " is lost with its nodes' state; no checkpoint can hold every node");
+    throw OutputError("no checkpoint written: worker rank " + std::to_string(m.lost.front()) +
+                      " is lost with its nodes' state, so none can hold every node");
   for (int r = 1; r < m.world.size(); ++r) send_small(WordMsg{0, -1}, r, kSwSave);
   SwarmStats total = m.base;
   std::vector<uint64_t> positions;
@@ -216,8 +216,8 @@ nlohmann::json MpiSwarm::save(Checkpoint* c) {
     if (!text) {
       m.lose(r);
       guard.done();
-      throw OutputError("checkpoint: worker rank " + std::to_string(r) +
-                        " did not send its nodes' state (the job is stopping); no checkpoint written");
+      throw OutputError("no checkpoint written: worker rank " + std::to_string(r) +
+                        " did not send its nodes' state (the job is stopping)");
     }
     const nlohmann::json j = nlohmann::json::parse(*text);
     total += j.at("stats").get<SwarmStats>();
@@ -228,8 +228,8 @@ nlohmann::json MpiSwarm::save(Checkpoint* c) {
     if (!receive_or_give_up(&state, r, kSwStateData, g_data, "state")) {
       m.lose(r);
       guard.done();
-      throw OutputError("checkpoint: worker rank " + std::to_string(r) +
-                        " stopped sending its nodes' state (the job is stopping); no checkpoint written");
+      throw OutputError("no checkpoint written: worker rank " + std::to_string(r) +
+                        " stopped sending its nodes' state (the job is stopping)");
     }
     for (int i = first; i < last; ++i) {
       const float* s = state.data() + size_t(i - first) * m.per_node();
