@@ -9,6 +9,7 @@ workers, one thread each. The ratio is MPI / in-process: what moving the
 workers into other processes costs (on one host, through shared memory).
 
   python3 bench/scripts/mpi_throughput.py --trainer build/trainer [--model mlp] [--rounds 3] [--extra '...']
+      [--mpi-also '--no-shared-memory']   (a second MPI run in each round, with these flags)
 """
 import argparse
 import json
@@ -45,22 +46,33 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", default="1,2,3")
     ap.add_argument("--extra", default="", help="more trainer flags for both sides, e.g. '--local-steps 1000'")
+    ap.add_argument("--mpi-also", default="", help="a second MPI run in each round with these flags added")
     a = ap.parse_args()
     env = dict(os.environ, **MPI_ENV)
     flags = ["--model", a.model, "--dataset", a.dataset, "--variant", a.variant, "--max-updates", str(a.updates),
              "--threads", "1", "--devices", "cpu", "--progress", "none", "--eval-every", "0"] + a.extra.split()
     print(f"{a.model} on {a.dataset}, {a.variant}, {a.updates} updates, CPU workers (1 thread each), "
           f"{os.cpu_count()} cores, medians of {a.rounds} alternating rounds")
-    print(f"{'workers':>8} {'in-process samples/s':>22} {'MPI samples/s':>15} {'MPI / in-process':>18}   rounds (local / mpi)")
+    also = a.mpi_also.split()
+    head = f"{'workers':>8} {'in-process samples/s':>22} {'MPI samples/s':>15} {'MPI / in-process':>18}"
+    if also:
+        head += f" {'with ' + a.mpi_also:>30}"
+    print(head + "   rounds (local / mpi" + (" / with" if also else "") + ")")
     for P in [int(x) for x in a.workers.split(",")]:
-        local, mpi = [], []
+        local, mpi, mpi2 = [], [], []
+        mpirun = ["mpirun", "--oversubscribe", "-np", str(P + 1), a.trainer, "--transport", "mpi", "--workers", str(P)]
         for _ in range(a.rounds):
             local.append(run([a.trainer, "--workers", str(P)] + flags, env))
-            mpi.append(run(["mpirun", "--oversubscribe", "-np", str(P + 1), a.trainer, "--transport", "mpi",
-                            "--workers", str(P)] + flags, env))
+            mpi.append(run(mpirun + flags, env))
+            if also:
+                mpi2.append(run(mpirun + flags + also, env))
         l, m = statistics.median(local), statistics.median(mpi)
-        rounds = " ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(local, mpi))
-        print(f"{P:>8} {l:>22.0f} {m:>15.0f} {m / l:>17.2f}x   {rounds}")
+        cols = [local, mpi] + ([mpi2] if also else [])
+        rounds = " ".join("/".join(f"{c[i]:.0f}" for c in cols) for i in range(a.rounds))
+        line = f"{P:>8} {l:>22.0f} {m:>15.0f} {m / l:>17.2f}x"
+        if also:
+            line += f" {statistics.median(mpi2) / l:>29.2f}x"
+        print(f"{line}   {rounds}")
 
 
 if __name__ == "__main__":

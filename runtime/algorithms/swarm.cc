@@ -4,10 +4,12 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <utility>
 
 #include "datasets/rng.h"
 #include "kernels/context.h"
+#include "runtime/algorithms/swarm_node.h"
 #include "runtime/engine/optimizer.h"
 
 namespace adasync {
@@ -21,6 +23,7 @@ int64_t SwarmStats::bytes_total() const {
 SwarmStats& SwarmStats::operator+=(const SwarmStats& o) {
   local_steps += o.local_steps;
   interactions += o.interactions;
+  by_message += o.by_message;
   out_of_range += o.out_of_range;
   coordinates_sent += o.coordinates_sent;
   blocks_sent += o.blocks_sent;
@@ -36,21 +39,8 @@ SwarmStats& SwarmStats::operator+=(const SwarmStats& o) {
   return *this;
 }
 
-struct SwarmEngine::Node {
-  std::mutex mu;  // real clock: guards x, pub, dist and the interaction scratch (tmp_a, tmp_b, bound, d_*, io)
-  Buffer<float> x, pub, grad, tmp_a, tmp_b;
-  // Adaptive step: the last max |x - partner| per block this node learnt, and scratch.
-  std::vector<float> dist, bound, d_in, d_out;
-  TransferScratch io;
-  Rng rng;
-  std::unique_ptr<HostOptimizer> opt;  // plain SGD: the apply every algorithm shares
-  int steps_left = 0;
-  InFlight step;                    // virtual clock
-  std::atomic<uint64_t> position{0};
-};
-
 SwarmEngine::SwarmEngine(const SwarmConfig& cfg, const float* init, size_t n, int nodes, int first, int last,
-                         SwarmPeers* peers)
+                         SwarmPeers* peers, const std::vector<SwarmSharedNode>* shared)
     : cfg_(cfg),
       n_(n),
       graph_(GossipGraph::make(cfg.graph, nodes, cfg.degree, cfg.seed)),
@@ -69,14 +59,25 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, const float* init, size_t n, in
   stats_.bytes_sent.assign(size_t(nodes), 0);
   stats_.steps_by_node.assign(size_t(nodes), 0);
   stats_.taken_by_node.assign(size_t(nodes), 0);
+  EXPECTS(shared == nullptr || shared->size() == size_t(nodes),
+          "shared memory for " << (shared ? shared->size() : 0) << " nodes of " << nodes);
+  auto in_shared = [&](int i) { return shared != nullptr && (*shared)[size_t(i)].lock != nullptr; };
   for (int i = first_; i < last_; ++i) {
     auto nd = std::make_unique<Node>();
-    for (Buffer<float>* b : {&nd->x, &nd->pub, &nd->grad, &nd->tmp_a, &nd->tmp_b}) {
-      *b = Buffer<float>(MemKind::Pinned, n);
+    for (Buffer<float>* b : {&nd->grad, &nd->tmp_a, &nd->tmp_b}) *b = Buffer<float>(MemKind::Pinned, n);
+    for (auto* v : {&nd->bound, &nd->d_in, &nd->d_out}) v->assign(blocks_, 0.f);
+    if (in_shared(i)) {
+      const SwarmSharedNode& s = (*shared)[size_t(i)];
+      nd->mu.shared = s.lock;
+      nd->x = s.x, nd->pub = s.pub, nd->dist = s.dist;
+      std::fill(nd->dist, nd->dist + blocks_, 0.f);
+    } else {
+      for (Buffer<float>* b : {&nd->own_x, &nd->own_pub}) *b = Buffer<float>(MemKind::Pinned, n);
+      nd->own_dist.assign(blocks_, 0.f);
+      nd->x = nd->own_x.data(), nd->pub = nd->own_pub.data(), nd->dist = nd->own_dist.data();
     }
-    std::memcpy(nd->x.data(), init, n * sizeof(float));
-    std::memcpy(nd->pub.data(), init, n * sizeof(float));
-    for (auto* v : {&nd->dist, &nd->bound, &nd->d_in, &nd->d_out}) v->assign(blocks_, 0.f);
+    std::memcpy(nd->x, init, n * sizeof(float));
+    std::memcpy(nd->pub, init, n * sizeof(float));
     nd->io.msg.resize(codec_.message_bytes(n));
     nd->io.failed.resize(blocks_);
     nd->rng.reseed(cfg.seed, 0x5a12 + uint64_t(i));
@@ -88,17 +89,31 @@ SwarmEngine::SwarmEngine(const SwarmConfig& cfg, const float* init, size_t n, in
   }
   for (int i = first_; i < last_; ++i) node(i).steps_left = draw_steps(i);
   live_ = last_ - first_;
+  views_.resize(size_t(nodes));
+  for (int j = 0; j < nodes; ++j) {
+    if ((first_ <= j && j < last_) || !in_shared(j)) continue;
+    auto v = std::make_unique<Node>();  // the arrays and the lock: an initiator's scratch is its own node's
+    const SwarmSharedNode& s = (*shared)[size_t(j)];
+    v->mu.shared = s.lock;
+    v->x = s.x, v->pub = s.pub, v->dist = s.dist;
+    views_[size_t(j)] = std::move(v);
+  }
+}
+
+SwarmEngine::Node* SwarmEngine::near(int j) {
+  if (first_ <= j && j < last_) return &node(j);
+  return views_[size_t(j)].get();
 }
 
 SwarmEngine::~SwarmEngine() = default;
 
 // ------------------------------------------------------------ a node's step
-const float* SwarmEngine::model(int i) { return node(i).x.data(); }
+const float* SwarmEngine::model(int i) { return node(i).x; }
 
 void SwarmEngine::copy_model(int i, float* out) {
   Node& nd = node(i);
-  std::lock_guard<std::mutex> lk(nd.mu);
-  std::memcpy(out, nd.x.data(), n_ * sizeof(float));
+  std::lock_guard<NodeLock> lk(nd.mu);
+  std::memcpy(out, nd.x, n_ * sizeof(float));
 }
 
 float* SwarmEngine::gradient(int i) { return node(i).grad.data(); }
@@ -108,10 +123,10 @@ void SwarmEngine::apply(int i, bool finite) {
   if (finite) {
     // x -= lr g over the parameters; the batch statistics the gradient
     // carries fold into the buffers (ALGORITHMS.md section 8).
-    std::lock_guard<std::mutex> lk(nd.mu);
+    std::lock_guard<NodeLock> lk(nd.mu);
     const float* g = nd.grad.data();
     const float one = 1.f;
-    nd.opt->step(nd.x.data(), nd.x.data(), &g, &one, 1, cfg_.lr);
+    nd.opt->step(nd.x, nd.x, &g, &one, 1, cfg_.lr);
   }
   std::lock_guard<std::mutex> lk(stats_mu_);
   ++(finite ? stats_.local_steps : stats_.nonfinite);
@@ -149,8 +164,8 @@ int SwarmEngine::draw_steps(int i) {
 // that falls short costs that block a NACK and a full-precision resend, never
 // a wrong decode. The caller holds the sender's lock.
 void SwarmEngine::estimate_bound(const Node& s, float* bound) const {
-  const float* x = s.x.data();
-  const float* p = s.pub.data();
+  const float* x = s.x;
+  const float* p = s.pub;
   const size_t B = codec_.block();
   for (size_t k = 0, off = 0; k < blocks_; ++k, off += B) {
     const size_t end = std::min(n_, off + B);
@@ -198,34 +213,51 @@ void SwarmEngine::interact(int i) {
   const int j = draw_partner(i);
   if (j < 0) return;  // alone: its neighbours have left
   const bool adaptive = codec_.adaptive();
-  if (j < first_ || j >= last_) {
+  if (near(j) == nullptr) {
     interact_far(i, j);
     std::lock_guard<std::mutex> lk(stats_mu_);
     ++stats_.interactions;
+    ++stats_.by_message;
     return;
   }
-  Node& b = node(j);
+  Node& b = *near(j);
   if (cfg_.blocking) {
-    // Both models change: lock in index order (as average() does).
-    std::unique_lock<std::mutex> l1(node(std::min(i, j)).mu, std::defer_lock);
-    std::unique_lock<std::mutex> l2(node(std::max(i, j)).mu, std::defer_lock);
+    // Both models change: lock in index order (as average() does; over
+    // shared memory, every process does).
+    std::unique_lock<NodeLock> l1(near(std::min(i, j))->mu, std::defer_lock);
+    std::unique_lock<NodeLock> l2(near(std::max(i, j))->mu, std::defer_lock);
     l1.lock();
     l2.lock();
+    if (codec_.bits() == 0) {
+      // Full precision: Q is the identity and both sides hold (x_i + x_j) / 2,
+      // bit for bit what the transfers below would give, in one pass.
+      const TransferCount t = full_precision();
+      account(t, i, j);
+      account(t, j, i);
+      float *xa = a.x, *xb = b.x, *pa = a.pub, *pb = b.pub;
+      for (size_t k = 0; k < n_; ++k) {
+        const float m = 0.5f * (xa[k] + xb[k]);
+        xa[k] = xb[k] = pa[k] = pb[k] = m;
+      }
+      std::lock_guard<std::mutex> lk(stats_mu_);
+      ++stats_.interactions;
+      return;
+    }
     // i speaks first with its guess; j, having decoded x_i, knows a true
     // bound on max |x_i - x_j| per block and replies with it (never fails).
     if (adaptive) estimate_bound(a, a.bound.data());
-    const TransferCount t1 = transfer(codec_, a.x.data(), b.x.data(), n_, a.bound.data(), a.tmp_a.data(),
-                                      a.d_in.data(), &a.io);  // Q(x_i) at j
-    const TransferCount t2 = transfer(codec_, b.x.data(), a.x.data(), n_, a.d_in.data(), a.tmp_b.data(),
-                                      a.d_out.data(), &a.io);  // Q(x_j) at i
+    const TransferCount t1 =
+        transfer(codec_, a.x, b.x, n_, a.bound.data(), a.tmp_a.data(), a.d_in.data(), &a.io);  // Q(x_i) at j
+    const TransferCount t2 =
+        transfer(codec_, b.x, a.x, n_, a.d_in.data(), a.tmp_b.data(), a.d_out.data(), &a.io);  // Q(x_j) at i
     account(t1, i, j);
     account(t2, j, i);
     if (adaptive) {
-      b.dist = a.d_in;
-      a.dist = a.d_out;
+      std::copy(a.d_in.begin(), a.d_in.end(), b.dist);
+      std::copy(a.d_out.begin(), a.d_out.end(), a.dist);
     }
-    float* xa = a.x.data();
-    float* xb = b.x.data();
+    float* xa = a.x;
+    float* xb = b.x;
     const float* qa = a.tmp_a.data();
     const float* qb = a.tmp_b.data();
     for (size_t k = 0; k < n_; ++k) {
@@ -233,21 +265,26 @@ void SwarmEngine::interact(int i) {
       xa[k] = na;
       xb[k] = nbv;
     }
-    std::memcpy(a.pub.data(), xa, n_ * sizeof(float));
-    std::memcpy(b.pub.data(), xb, n_ * sizeof(float));
+    std::memcpy(a.pub, xa, n_ * sizeof(float));
+    std::memcpy(b.pub, xb, n_ * sizeof(float));
   } else {
     // Non-blocking: the partner's last published copy, the partner untouched;
     // the partner guesses the bound, as it cannot know x_i.
     {
-      std::lock_guard<std::mutex> lk(b.mu);
-      std::memcpy(a.tmp_a.data(), b.pub.data(), n_ * sizeof(float));
+      std::lock_guard<NodeLock> lk(b.mu);
+      std::memcpy(a.tmp_a.data(), b.pub, n_ * sizeof(float));
       if (adaptive) estimate_bound(b, a.bound.data());
     }
-    std::lock_guard<std::mutex> lk(a.mu);
-    const TransferCount t = transfer(codec_, a.tmp_a.data(), a.x.data(), n_, a.bound.data(), a.tmp_b.data(),
-                                     a.d_in.data(), &a.io);
-    account(t, j, i);
-    adopt(a);
+    std::lock_guard<NodeLock> lk(a.mu);
+    if (codec_.bits() == 0) {  // full precision: the copy is Q(p_j)
+      account(full_precision(), j, i);
+      adopt(a, a.tmp_a.data());
+    } else {
+      const TransferCount t =
+          transfer(codec_, a.tmp_a.data(), a.x, n_, a.bound.data(), a.tmp_b.data(), a.d_in.data(), &a.io);
+      account(t, j, i);
+      adopt(a, a.tmp_b.data());
+    }
   }
   std::lock_guard<std::mutex> lk(stats_mu_);
   ++stats_.interactions;
@@ -264,8 +301,8 @@ void SwarmEngine::interact_far(int i, int j) {
   TransferCount to_j, from_j;
   if (cfg_.blocking) {
     {
-      std::lock_guard<std::mutex> lk(a.mu);
-      std::memcpy(a.tmp_a.data(), a.x.data(), n_ * sizeof(float));
+      std::lock_guard<NodeLock> lk(a.mu);
+      std::memcpy(a.tmp_a.data(), a.x, n_ * sizeof(float));
       if (adaptive) estimate_bound(a, a.bound.data());
     }
     peers_->exchange(i, j, a.tmp_a.data(), a.bound.data(), a.tmp_b.data(), a.d_out.data(), &to_j, &from_j);
@@ -275,20 +312,25 @@ void SwarmEngine::interact_far(int i, int j) {
     return;
   }
   // Non-blocking: only this thread writes x_i, so it is read unlocked here.
-  peers_->fetch(i, j, a.x.data(), a.tmp_b.data(), a.d_in.data(), &from_j);
+  peers_->fetch(i, j, a.x, a.tmp_b.data(), a.d_in.data(), &from_j);
   account(from_j, j, i);
-  std::lock_guard<std::mutex> lk(a.mu);
-  adopt(a);
+  std::lock_guard<NodeLock> lk(a.mu);
+  adopt(a, a.tmp_b.data());
+}
+
+TransferCount SwarmEngine::full_precision() const {
+  TransferCount t;
+  t.sender_bytes = int64_t(codec_.message_bytes(n_));
+  return t;
 }
 
 // Non-blocking, the initiator's side: x <- (s + q) / 2 + (x - s) with s its
-// published copy and q the partner's decoded into tmp_b; x is published. The
-// caller holds a's lock.
-void SwarmEngine::adopt(Node& a) {
-  if (codec_.adaptive()) a.dist = a.d_in;
-  float* x = a.x.data();
-  float* s = a.pub.data();
-  const float* q = a.tmp_b.data();
+// published copy and q the partner's, decoded; x is published. The caller
+// holds a's lock.
+void SwarmEngine::adopt(Node& a, const float* q) {
+  if (codec_.adaptive()) std::copy(a.d_in.begin(), a.d_in.end(), a.dist);
+  float* x = a.x;
+  float* s = a.pub;
   for (size_t k = 0; k < n_; ++k) {
     x[k] = 0.5f * (s[k] + q[k]) + (x[k] - s[k]);
     s[k] = x[k];
@@ -297,175 +339,18 @@ void SwarmEngine::adopt(Node& a) {
 
 void SwarmEngine::far_state(int j, bool published, float* copy, float* bound) {
   Node& b = node(j);
-  std::lock_guard<std::mutex> lk(b.mu);
-  std::memcpy(copy, (published ? b.pub : b.x).data(), n_ * sizeof(float));
+  std::lock_guard<NodeLock> lk(b.mu);
+  std::memcpy(copy, (published ? b.pub : b.x), n_ * sizeof(float));
   if (published && bound != nullptr && codec_.adaptive()) estimate_bound(b, bound);
 }
 
 void SwarmEngine::far_average(int i, const float* s, const float* q, const float* d) {
   Node& a = node(i);
-  std::lock_guard<std::mutex> lk(a.mu);
-  float* x = a.x.data();
+  std::lock_guard<NodeLock> lk(a.mu);
+  float* x = a.x;
   for (size_t k = 0; k < n_; ++k) x[k] += 0.5f * (s[k] + q[k]) - s[k];
-  std::memcpy(a.pub.data(), x, n_ * sizeof(float));
-  if (codec_.adaptive()) std::copy(d, d + blocks_, a.dist.begin());
+  std::memcpy(a.pub, x, n_ * sizeof(float));
+  if (codec_.adaptive()) std::copy(d, d + blocks_, a.dist);
 }
-
-void SwarmEngine::node_state(int i, float* x, float* pub, float* dist) {
-  Node& nd = node(i);
-  std::lock_guard<std::mutex> lk(nd.mu);
-  std::memcpy(x, nd.x.data(), n_ * sizeof(float));
-  std::memcpy(pub, nd.pub.data(), n_ * sizeof(float));
-  std::copy(nd.dist.begin(), nd.dist.end(), dist);
-}
-
-void SwarmEngine::set_node_state(int i, const float* x, const float* pub, const float* dist) {
-  Node& nd = node(i);
-  std::lock_guard<std::mutex> lk(nd.mu);
-  std::memcpy(nd.x.data(), x, n_ * sizeof(float));
-  std::memcpy(nd.pub.data(), pub, n_ * sizeof(float));
-  std::copy(dist, dist + blocks_, nd.dist.begin());
-}
-
-std::vector<float> SwarmEngine::copy_models() {
-  for (auto& nd : nodes_) nd->mu.lock();
-  std::vector<float> out;
-  for (int i = first_; i < last_; ++i)
-    if (!gone(i)) out.insert(out.end(), node(i).x.data(), node(i).x.data() + n_);
-  for (auto& nd : nodes_) nd->mu.unlock();
-  return out;
-}
-
-void SwarmEngine::set_failed(int i) {
-  if (gone_[size_t(i)].exchange(true)) return;
-  ++gone_count_;
-  if (first_ <= i && i < last_) --live_;
-}
-
-void SwarmEngine::set_model(int i, const float* x) {
-  Node& nd = node(i);
-  std::lock_guard<std::mutex> lk(nd.mu);
-  std::memcpy(nd.x.data(), x, n_ * sizeof(float));
-  std::memcpy(nd.pub.data(), x, n_ * sizeof(float));
-}
-
-void SwarmEngine::average(float* out, double* consensus) {
-  for (auto& nd : nodes_) nd->mu.lock();
-  // A failed node's model stopped learning: not part of the answer (unless
-  // every node failed).
-  std::vector<const float*> xs;
-  for (int i = first_; i < last_; ++i)
-    if (!gone(i)) xs.push_back(node(i).x.data());
-  if (xs.empty())
-    for (auto& nd : nodes_) xs.push_back(nd->x.data());
-  const double inv = 1.0 / double(xs.size());
-  for (size_t k = 0; k < n_; ++k) {
-    double s = 0;
-    for (const float* x : xs) s += x[k];
-    out[k] = float(s * inv);
-  }
-  double c = 0;
-  for (const float* x : xs)
-    for (size_t k = 0; k < n_; ++k) {
-      const double d = double(x[k]) - double(out[k]);
-      c += d * d;
-    }
-  *consensus = c * inv;
-  for (auto& nd : nodes_) nd->mu.unlock();
-}
-
-SwarmStats SwarmEngine::stats() {
-  std::lock_guard<std::mutex> lk(stats_mu_);
-  return stats_;
-}
-
-std::vector<uint64_t> SwarmEngine::positions() {
-  std::vector<uint64_t> p;
-  for (const auto& nd : nodes_) p.push_back(nd->position.load(std::memory_order_relaxed));
-  return p;
-}
-
-nlohmann::json SwarmEngine::save(Checkpoint* c) {
-  nlohmann::json nodes = nlohmann::json::array();
-  for (size_t i = 0; i < nodes_.size(); ++i) {
-    Node& nd = *nodes_[i];
-    std::lock_guard<std::mutex> lk(nd.mu);
-    const std::string k = std::to_string(i);
-    c->put_floats("swarm:x:" + k, nd.x.data(), n_);
-    c->put_floats("swarm:pub:" + k, nd.pub.data(), n_);
-    c->put_floats("swarm:dist:" + k, nd.dist.data(), nd.dist.size());
-    const bool failed = gone(first_ + int(i));
-    nlohmann::json j{{"has_event", false}, {"failed", failed}};
-    if (vc_.on) {
-      uint64_t st[4];
-      nd.rng.get_state(st);
-      const InFlight& f = nd.step;
-      j = {{"rng", std::vector<uint64_t>(st, st + 4)},
-           {"steps_left", nd.steps_left},
-           {"loss", f.loss},
-           {"finite", f.finite},
-           {"computations", f.computations},
-           {"failed", failed},
-           {"has_event", f.has_event},
-           {"due", f.due},
-           {"seq", f.seq}};
-      if (f.has_event) c->put_floats("swarm:grad:" + k, nd.grad.data(), n_);
-    }
-    nodes.push_back(j);
-  }
-  return nlohmann::json{{"virtual", vc_.on},       {"now", vc_.now},  {"seq", vc_.seq},
-                        {"pending", vc_.pending}, {"nodes", nodes}, {"stats", stats()}};
-}
-
-void SwarmEngine::restore(const nlohmann::json& j, const Checkpoint& c) {
-  const auto& nodes = j.at("nodes");
-  if (nodes.size() != nodes_.size())
-    throw CheckpointError("SwarmSGD state for " + std::to_string(nodes.size()) + " nodes, this run has " +
-                          std::to_string(nodes_.size()));
-  const bool exact = j.at("virtual").get<bool>();
-  for (size_t i = 0; i < nodes_.size(); ++i) {
-    Node& nd = *nodes_[i];
-    const std::string k = std::to_string(i);
-    auto put = [&](const std::string& name, float* out, size_t n) {
-      const std::vector<float> v = c.floats(name);
-      if (v.size() != n) throw CheckpointError(name + ": expected " + std::to_string(n) + " values, found " + std::to_string(v.size()));
-      std::copy(v.begin(), v.end(), out);
-    };
-    put("swarm:x:" + k, nd.x.data(), n_);
-    put("swarm:pub:" + k, nd.pub.data(), n_);
-    put("swarm:dist:" + k, nd.dist.data(), nd.dist.size());
-    const auto& nj = nodes[i];
-    gone_[size_t(first_) + i] = nj.value("failed", false);  // (older checkpoints: none failed)
-    if (!exact) continue;
-    const auto rng = nj.at("rng").get<std::vector<uint64_t>>();
-    if (rng.size() != 4) throw CheckpointError("SwarmSGD node " + k + ": RNG state of " + std::to_string(rng.size()) + " words");
-    nd.rng.set_state(rng.data());
-    nd.steps_left = nj.at("steps_left");
-    InFlight& f = nd.step;
-    f.loss = nj.at("loss");
-    f.finite = nj.value("finite", true);
-    f.computations = nj.value("computations", int64_t(0));
-    f.has_event = nj.at("has_event");
-    f.due = nj.at("due");
-    f.seq = nj.at("seq");
-    if (f.has_event) put("swarm:grad:" + k, nd.grad.data(), n_);
-  }
-  live_ = 0;
-  for (int i = first_; i < last_; ++i) live_ += gone(i) ? 0 : 1;
-  gone_count_ = 0;
-  for (int i = 0; i < graph_.nodes(); ++i) gone_count_ += gone(i) ? 1 : 0;
-  if (exact) {
-    vc_.now = j.at("now");
-    vc_.seq = j.at("seq");
-    vc_.pending = j.at("pending");
-    vc_.resumed = true;
-  }
-  SwarmStats st = j.at("stats").get<SwarmStats>();
-  st.steps_by_node.resize(size_t(graph_.nodes()), 0);  // (older checkpoints have none)
-  st.taken_by_node.resize(size_t(graph_.nodes()), 0);
-  std::lock_guard<std::mutex> lk(stats_mu_);
-  stats_ = std::move(st);
-}
-
 
 }  // namespace adasync

@@ -28,6 +28,8 @@
 #include <string>
 #include <vector>
 
+#include <pthread.h>
+
 #include <nlohmann/json.hpp>
 
 #include "models/layout.h"
@@ -55,6 +57,7 @@ struct SwarmConfig {
 
 struct SwarmStats {
   int64_t local_steps = 0, interactions = 0;
+  int64_t by_message = 0;         // interactions with a node reached through messages (over MPI, another host)
   int64_t out_of_range = 0;       // decoded coordinates off by more than e/2
   int64_t coordinates_sent = 0;
   int64_t blocks_sent = 0, fallback_blocks = 0;  // quantised blocks; those sent again at full precision
@@ -71,7 +74,7 @@ struct SwarmStats {
 // (A key missing from an older checkpoint keeps its default.)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(SwarmStats, local_steps, interactions, out_of_range, coordinates_sent,
                                                 blocks_sent, fallback_blocks, fallback_bytes, bytes_sent, nonfinite,
-                                                steps_by_node, taken_by_node)
+                                                steps_by_node, taken_by_node, by_message)
 
 // The far side of exchanges with nodes on other processes (SwarmSGD over
 // MPI): the whole protocol of transfer() in each direction, the bytes counted
@@ -86,6 +89,17 @@ class SwarmPeers {
                         TransferCount* from_j) = 0;
   // Non-blocking: Q(p_j), node j's last published copy, decoded relative to b.
   virtual void fetch(int i, int j, const float* b, float* q, float* d, TransferCount* from_j) = 0;
+};
+
+// A node's arrays in memory that other processes map too (SwarmSGD over MPI,
+// ranks on one host): its model, published copy and learnt distances, and a
+// process-shared, robust lock guarding them. An exchange with such a node,
+// here or on another process, averages in place as in one process.
+struct SwarmSharedNode {
+  pthread_mutex_t* lock = nullptr;  // null: the node is in no shared memory here
+  float* x = nullptr;
+  float* pub = nullptr;
+  float* dist = nullptr;  // SwarmCodec::blocks(n) floats
 };
 
 // What a run reads of SwarmSGD's nodes: the engine in one process, or rank 0
@@ -129,9 +143,11 @@ class SwarmListener {
 class SwarmEngine : public SwarmState {
  public:
   // Over MPI a process holds nodes [first, last) of the graph's `nodes` and
-  // reaches the others through `peers`; in one process, every node.
+  // reaches the others through `peers`, or, for nodes with a lock in
+  // `shared` (indexed by node, its local ones included), in place; in one
+  // process, every node.
   SwarmEngine(const SwarmConfig& cfg, const float* init, size_t n, int nodes, int first = 0, int last = -1,
-              SwarmPeers* peers = nullptr);
+              SwarmPeers* peers = nullptr, const std::vector<SwarmSharedNode>* shared = nullptr);
   ~SwarmEngine();
 
   // --- a node's step, for the drivers ---
@@ -219,11 +235,13 @@ class SwarmEngine : public SwarmState {
 
  private:
   struct Node;
+  class NodeLock;
   int draw_steps(int i);
   int draw_partner(int i);  // -1: every neighbour has left
   void interact(int i);
   void interact_far(int i, int j);
-  void adopt(Node& a);
+  void adopt(Node& a, const float* q);
+  TransferCount full_precision() const;  // what a transfer at full precision counts
   void estimate_bound(const Node& sender, float* bound) const;
   void account(const TransferCount& t, int sender, int receiver);
 
@@ -234,6 +252,8 @@ class SwarmEngine : public SwarmState {
   size_t blocks_;
   double margin_;
   std::vector<std::unique_ptr<Node>> nodes_;
+  // Nodes of other processes in shared memory (by node; null elsewhere).
+  std::vector<std::unique_ptr<Node>> views_;
   std::mutex stats_mu_;
   SwarmStats stats_;
   VirtualClock vc_;
@@ -245,6 +265,8 @@ class SwarmEngine : public SwarmState {
   std::unique_ptr<std::atomic<bool>[]> gone_;
   std::atomic<int> gone_count_{0};
   Node& node(int i) { return *nodes_[size_t(i - first_)]; }
+  // A partner reached in place: local, or in shared memory; null otherwise.
+  Node* near(int j);
 };
 
 }  // namespace adasync

@@ -193,6 +193,10 @@ void add_trainer_flags(CLI::App& app, TrainConfig& c, CliText& t) {
       ->capture_default_str()->group(g_eng);
   app.add_flag("--no-cuda-graphs", t.no_graphs, "CUDA: launch each step's kernels one by one instead of as a captured graph")
       ->group(g_eng);
+  app.add_flag("--no-shared-memory", t.no_shared_memory,
+               "MPI, --variant swarm: exchanges between ranks on one host travel as messages (as between hosts) "
+               "instead of averaging the models in place in an MPI shared-memory window")
+      ->group(g_eng);
   app.add_flag("--deterministic", c.deterministic, "CUDA: deterministic cuDNN algorithms only (bit-stable replays)")->group(g_eng);
 
   auto* g_rel = "Checkpoints and faults";
@@ -251,7 +255,7 @@ void resolve_flags(const CLI::App& app, const CliText& t, TrainConfig& c) {
                     &ps_time = t.ps_time, &schedule_every = t.schedule_every, &schedule_points = t.schedule_points,
                     &watchdog = t.watchdog, &inject = t.inject, &straggler = t.straggler, &slowdown = t.slowdown,
                     &seed = t.seed;
-  const bool no_bias_correction = t.no_bias_correction, no_graphs = t.no_graphs;
+  const bool no_bias_correction = t.no_bias_correction, no_graphs = t.no_graphs, no_shm = t.no_shared_memory;
   // Given is given: an empty value is not "left out", and no number is infinite or NaN.
   for (const CLI::Option* o : app.get_options()) {
     if (o->count() == 0 || o->get_type_size_max() == 0) continue;
@@ -338,6 +342,7 @@ void resolve_flags(const CLI::App& app, const CliText& t, TrainConfig& c) {
   c.checkpoint_every = Cadence::parse(checkpoint_every, "--checkpoint-every");
   c.opt.bias_correction = !no_bias_correction;
   c.cuda_graphs = !no_graphs;
+  c.shared_memory = !no_shm;
   c.opt.name = parse_enum<OptimizerKind>(t.optimizer, "--optimizer");  // momentum: sgd
   if (!time_budget.empty()) c.time_budget = parse_seconds(time_budget, "--time-budget");
   if (!base_time.empty()) c.base_time = parse_seconds(base_time, "--base-time");

@@ -22,6 +22,7 @@ struct CliText {
   std::string ps_time;
   std::string schedule_every, schedule_points;
   bool no_graphs = false;
+  bool no_shared_memory = false;
   std::string watchdog, inject, straggler = "none", slowdown;
   std::string k0 = "auto";
   std::string seed;  // the default: TrainConfig's, set by add_trainer_flags

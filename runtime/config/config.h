@@ -163,6 +163,7 @@ struct TrainConfig {
   TransportKind transport = TransportKind::Local;
   bool deterministic = false;    // deterministic cuDNN algorithms only
   bool cuda_graphs = true;       // capture each worker's step as a CUDA graph
+  bool shared_memory = true;     // MPI SwarmSGD: ranks on one host average in place (a shared-memory window)
   // reliability
   std::string checkpoint_dir;        // where checkpoints go ("" = none)
   Cadence checkpoint_every = "0";    // 0: only at the end

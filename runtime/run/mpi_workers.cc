@@ -120,6 +120,7 @@ int run_worker_rank(const TrainConfig& cfg, MpiWorld& world) {
       g.straggler = straggler.get();
       g.faults = faults.empty() ? nullptr : &faults;
       g.params = local->size();
+      g.shared_memory = c.shared_memory;
       serve_swarm_group(g, world);
     } else {
       WorkerGroup g;

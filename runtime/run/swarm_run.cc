@@ -169,13 +169,17 @@ class SwarmAlgorithm : public Algorithm {
     if (extra != nullptr) *extra = keys(consensus);
     if (r_.cfg.progress != Progress::None) {
       const SwarmStats st = stats();
-      const std::string range = far_ ? std::string("decoded values outside the safe range not counted over MPI")
-                                     : std::to_string(st.out_of_range) + " decoded values outside the safe range";
+      const std::string range = st.by_message > 0
+                                    ? std::string("decoded values outside the safe range not counted through messages")
+                                    : std::to_string(st.out_of_range) + " decoded values outside the safe range";
+      const std::string how = !far_           ? ""
+                              : st.by_message ? " (" + std::to_string(st.by_message) + " through messages)"
+                                              : " (all in place, in shared memory)";
       std::printf(
-          "swarm: %lld interactions, %.1f MB sent per worker (mean), consensus distance %.3g, %lld of %lld "
+          "swarm: %lld interactions%s, %.1f MB sent per worker (mean), consensus distance %.3g, %lld of %lld "
           "blocks sent again at full precision, %s\n",
-          static_cast<long long>(st.interactions), double(st.bytes_total()) / r_.workers() / 1e6, consensus,
-          static_cast<long long>(st.fallback_blocks), static_cast<long long>(st.blocks_sent), range.c_str());
+          static_cast<long long>(st.interactions), how.c_str(), double(st.bytes_total()) / r_.workers() / 1e6,
+          consensus, static_cast<long long>(st.fallback_blocks), static_cast<long long>(st.blocks_sent), range.c_str());
     }
     return r_.ps->latest();
   }
@@ -248,6 +252,7 @@ class SwarmAlgorithm : public Algorithm {
         {"bytes_per_worker", double(st.bytes_total()) / P},
         {"bytes_per_worker_max", worst},
         {"interactions", st.interactions},
+        {"interactions_by_message", st.by_message},
         {"local_steps", st.local_steps},
         {"steps_by_node", st.steps_by_node},
         {"bytes_by_node", st.bytes_sent},
@@ -258,8 +263,9 @@ class SwarmAlgorithm : public Algorithm {
         {"fallback_fraction", st.blocks_sent ? double(st.fallback_blocks) / double(st.blocks_sent) : 0.0},
         {"fallback_bytes", st.fallback_bytes}};
     // Counting values decoded outside the safe range needs both ends of a
-    // transfer: one process has them, MPI ranks do not.
-    if (far_) j.erase("out_of_range"), j.erase("out_of_range_fraction");
+    // transfer: one process has them, and so do ranks that share memory;
+    // messages between ranks do not.
+    if (st.by_message > 0) j.erase("out_of_range"), j.erase("out_of_range_fraction");
     return j;
   }
 

@@ -92,6 +92,10 @@ MpiWorld::MpiWorld() {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm_dup(MPI_COMM_WORLD, &g_data);  // takes the error handler with it
   MPI_Comm_dup(MPI_COMM_WORLD, &g_swarm);
+  MPI_Comm host = MPI_COMM_NULL;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &host);
+  MPI_Comm_split(host, rank_ == 0 ? MPI_UNDEFINED : 0, rank_, &g_host_workers);
+  MPI_Comm_free(&host);
   char name[MPI_MAX_PROCESSOR_NAME];
   int len = 0;
   MPI_Get_processor_name(name, &len);
@@ -110,6 +114,7 @@ MpiWorld::~MpiWorld() {
   }
   if (g_data != MPI_COMM_NULL) MPI_Comm_free(&g_data);
   if (g_swarm != MPI_COMM_NULL) MPI_Comm_free(&g_swarm);
+  if (g_host_workers != MPI_COMM_NULL) MPI_Comm_free(&g_host_workers);
   MPI_Finalize();
 }
 

@@ -138,6 +138,7 @@ struct SwarmGroup {
   Straggler* straggler = nullptr;
   const FaultPlan* faults = nullptr;  // --inject (node i is worker i)
   size_t params = 0;
+  bool shared_memory = true;  // nodes of ranks on this host: averaged in place, not through messages
 };
 // Waits for rank 0's start, runs its nodes until rank 0 says stop, and serves
 // the other ranks' exchanges until rank 0 releases it.

@@ -41,6 +41,9 @@ constexpr int kPushData = 1000;
 inline MPI_Comm g_data = MPI_COMM_NULL;
 // SwarmSGD's exchanges between worker ranks (mpi_swarm_rank.cc) on theirs.
 inline MPI_Comm g_swarm = MPI_COMM_NULL;
+// The worker ranks on this host (null on rank 0): SwarmSGD's nodes share
+// memory among them.
+inline MPI_Comm g_host_workers = MPI_COMM_NULL;
 
 // How long rank 0 waits on a worker rank at the end of a run (its stop
 // confirmation, a gather's part) before it reports the rank lost. Live ranks

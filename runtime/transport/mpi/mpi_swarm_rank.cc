@@ -14,6 +14,11 @@
 // lock held across a message, so two ranks exchanging with each other at once
 // cannot wait on each other. Bytes are counted by the initiator, as transfer()
 // counts them in one process (the verdict that names no block is free there).
+//
+// Ranks on one host skip the messages: their nodes' arrays and locks live in
+// an MPI shared-memory window (SharedNodes), and an initiator averages with a
+// partner of another rank in place, as in one process, without the partner's
+// rank having to wake and answer. Ranks on other hosts exchange as above.
 #include <mpi.h>
 
 #include <algorithm>
@@ -26,7 +31,9 @@
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -36,6 +43,7 @@
 #include "runtime/stop_request.h"  // the drain is short once the job is going down
 #include "runtime/transport/mpi/mpi.h"
 #include "runtime/transport/mpi/mpi_internal.h"
+#include "runtime/transport/mpi/shared_nodes.h"
 namespace adasync {
 using namespace mpi_detail;
 namespace {
@@ -372,9 +380,17 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
   } catch (const std::exception& e) {
     abort_job(world, e);  // rank 0 may be sending this rank its start
   }
+  std::optional<SharedNodes> shared;  // outlives the engine whose nodes live in it
+  if (g.shared_memory && g_host_workers != MPI_COMM_NULL) {
+    try {
+      shared.emplace(world, g.nodes, n, codec.blocks(n), g.first, last);
+    } catch (const std::exception& e) {
+      abort_job(world, e);
+    }
+  }
   StepReporter reporter(2 * int64_t(g.workers.size()));  // outlives the nodes that call it
   MpiSwarmPeers peers(world, codec, n, g.nodes);
-  SwarmEngine eng(*g.cfg, init.data(), n, g.nodes, g.first, last, &peers);
+  SwarmEngine eng(*g.cfg, init.data(), n, g.nodes, g.first, last, &peers, shared ? &shared->nodes() : nullptr);
   SwarmThreads nodes(eng, SwarmSetup{g.workers, g.samplers, g.straggler, g.faults});
   peers.attach(&eng);
   for (int i = g.first; i < last && !resumed.empty(); ++i) {
@@ -384,6 +400,7 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
   for (int i : failed) eng.set_failed(i);  // this rank's nodes and the others' alike
   bool stopping = false, done = false;
   try {
+    if (shared) shared->ready();
     nodes.start(reporter);
     // This thread answers the other ranks' exchanges while their node
     // threads wait: short sleeps when idle (the parameter server's 200 us
@@ -463,10 +480,11 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
         throw std::runtime_error("MPI: unexpected tag " + std::to_string(st.MPI_TAG) + " from rank 0");
       }
     }
+    nodes.stop();
+    if (shared) shared->close();  // every rank of the host got here: none uses another's nodes now
   } catch (const std::exception& e) {
     abort_job(world, e);
   }
-  nodes.stop();
 }
 
 }  // namespace adasync

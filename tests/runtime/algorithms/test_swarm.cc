@@ -2,11 +2,13 @@
 // exact answers, and end-to-end runs on both clocks.
 #include <atomic>
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <cmath>
 #include <set>
 #include <fstream>
 #include <sys/stat.h>
+#include <thread>
 
 #include "runtime/algorithms/swarm.h"
 #include "runtime/drivers/swarm_drivers.h"
@@ -549,6 +551,103 @@ TEST(Gossip, AdaptiveStepReachesConsensusAtTheMinimumWithFewResends) {
     EXPECT_GT(s.fallback_blocks, 0);  // the first exchanges cannot know the spread
     EXPECT_LT(double(s.fallback_blocks), 0.05 * double(s.blocks_sent)) << blocking;
   }
+}
+
+// Nodes in shared memory (SwarmSGD over MPI, ranks on one host): two
+// engines holding nodes [0, 3) and [3, 6) of one graph, their arrays and
+// process-shared robust locks in memory both reach, average in place exactly
+// as one engine holding all six does: the same calls give the same models
+// bit for bit, in both modes, at full precision and quantised.
+struct SharedArrays {
+  SharedArrays(int P, size_t n, size_t blocks) : locks(size_t(P)), data(size_t(P) * (2 * n + blocks)) {
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    for (int i = 0; i < P; ++i) {
+      pthread_mutex_init(&locks[size_t(i)], &a);
+      float* x = data.data() + size_t(i) * (2 * n + blocks);
+      nodes.push_back(SwarmSharedNode{&locks[size_t(i)], x, x + n, x + 2 * n});
+    }
+    pthread_mutexattr_destroy(&a);
+  }
+  std::vector<pthread_mutex_t> locks;
+  std::vector<float> data;
+  std::vector<SwarmSharedNode> nodes;
+};
+
+TEST(SwarmSharedMemory, TwoEnginesAverageInPlaceBitForBitAsOne) {
+  const int P = 6;
+  const size_t n = 700;
+  for (bool blocking : {true, false})
+    for (int bits : {0, 8}) {
+      SwarmConfig cfg;
+      cfg.blocking = blocking;
+      cfg.bits = bits;
+      cfg.quant_block = 256;
+      cfg.local_steps = 2;
+      cfg.geometric = true;
+      cfg.lr = 0.1f;
+      const std::vector<float> zero(n, 0.f);
+      SwarmEngine one(cfg, zero.data(), n, P);
+      SharedArrays mem(P, n, SwarmCodec(bits, 0, 256).blocks(n));
+      SwarmEngine lo(cfg, zero.data(), n, P, 0, 3, nullptr, &mem.nodes);
+      SwarmEngine hi(cfg, zero.data(), n, P, 3, P, nullptr, &mem.nodes);
+      auto owner = [&](int i) -> SwarmEngine& { return i < 3 ? lo : hi; };
+      for (int i = 0; i < P; ++i) {
+        const auto x = test::random_vector<float>(n, 50 + uint64_t(i), -1, 1);
+        one.set_model(i, x.data());
+        owner(i).set_model(i, x.data());
+      }
+      for (int t = 0; t < 40; ++t)
+        for (int i = 0; i < P; ++i) {
+          const auto g = test::random_vector<float>(n, 1000 + uint64_t(t * P + i), -1, 1);
+          for (SwarmEngine* e : {&one, &owner(i)}) {
+            std::copy(g.begin(), g.end(), e->gradient(i));
+            e->apply(i, true);
+            e->after_step(i);
+          }
+        }
+      const SwarmStats a = one.stats();
+      SwarmStats b = lo.stats();
+      b += hi.stats();
+      ASSERT_GT(a.interactions, 50);
+      EXPECT_EQ(b.interactions, a.interactions);
+      EXPECT_EQ(b.by_message, 0);
+      EXPECT_EQ(b.bytes_sent, a.bytes_sent);
+      EXPECT_EQ(b.fallback_blocks, a.fallback_blocks);
+      const size_t nb = one.blocks();
+      std::vector<float> x1(n), p1(n), d1(nb), x2(n), p2(n), d2(nb);
+      for (int i = 0; i < P; ++i) {
+        one.node_state(i, x1.data(), p1.data(), d1.data());
+        owner(i).node_state(i, x2.data(), p2.data(), d2.data());
+        ASSERT_EQ(x1, x2) << "node " << i << (blocking ? " blocking " : " non-blocking ") << bits << " bits";
+        ASSERT_EQ(p1, p2) << "node " << i;
+        ASSERT_EQ(d1, d2) << "node " << i;
+      }
+    }
+}
+
+// A process killed while it held a node's lock (a lost rank) leaves it to
+// the next owner: the exchange goes on instead of waiting for ever.
+TEST(SwarmSharedMemory, ALockWhoseHolderDiedIsTakenOn) {
+  const size_t n = 64;
+  SwarmConfig cfg;
+  cfg.graph = GraphKind::Ring;
+  cfg.local_steps = 1;
+  cfg.lr = 0;
+  const std::vector<float> zero(n, 0.f), one_v(n, 1.f);
+  SharedArrays mem(2, n, 0);
+  SwarmEngine a(cfg, zero.data(), n, 2, 0, 1, nullptr, &mem.nodes);
+  SwarmEngine b(cfg, one_v.data(), n, 2, 1, 2, nullptr, &mem.nodes);
+  std::thread([&] { pthread_mutex_lock(mem.nodes[1].lock); }).join();  // ends holding node 1's lock
+  std::fill(a.gradient(0), a.gradient(0) + n, 0.f);
+  a.apply(0, true);
+  a.after_step(0);  // node 0 averages with node 1, in place
+  EXPECT_EQ(a.stats().interactions, 1);
+  std::vector<float> x(n), p(n), d;
+  b.node_state(1, x.data(), p.data(), d.data());
+  for (float v : x) ASSERT_EQ(v, 0.5f);
 }
 
 using test::small_data;

@@ -264,6 +264,8 @@ nlohmann::json final_of(const std::string& metrics) {
 // graph both join nodes across ranks): each node averages once every H local
 // steps, every exchange's bytes are counted exactly as in one process, and
 // averaging holds the nodes together (no averaging lets them drift apart).
+// Exchanges between the ranks go in place through shared memory, or as
+// messages (--no-shared-memory, as between hosts): each way in each mode.
 // Every step takes 2 ms: on a loaded machine a starved rank would otherwise
 // take few steps, and averaging with its stale models says nothing of MPI.
 TEST_F(Mpi, SwarmSgdAveragesAcrossRanksAtItsExpectedRate) {
@@ -281,9 +283,11 @@ TEST_F(Mpi, SwarmSgdAveragesAcrossRanksAtItsExpectedRate) {
       apart = f["consensus_distance"].get<double>();
     }
     for (const std::string graph : {"ring", "complete"}) {
+      const bool messages = (graph == "ring") == (mode == "blocking");
       const std::string metrics = path(mode + graph + ".jsonl");
       const Result r = mpirun(3, "--workers 4 --variant swarm --graph " + graph + " --swarm-mode " + mode +
-                                     " --local-steps 4 --lr 0.2 --max-updates 400 --straggler const:value=2ms --metrics " + metrics);
+                                     " --local-steps 4 --lr 0.2 --max-updates 400 --straggler const:value=2ms --metrics " +
+                                     metrics + (messages ? " --no-shared-memory" : ""));
       ASSERT_EQ(r.code, 0) << mode << " " << graph << "\n" << r.out;
       EXPECT_NE(r.out.find("SwarmSGD nodes on 2 rank(s)"), std::string::npos) << r.out;
       EXPECT_NE(r.out.find("stop reason: updates"), std::string::npos) << r.out;
@@ -302,12 +306,23 @@ TEST_F(Mpi, SwarmSgdAveragesAcrossRanksAtItsExpectedRate) {
       EXPECT_EQ(f["fallback_bytes"].get<int64_t>(), 0);
       EXPECT_LT(f["consensus_distance"].get<double>(), apart / 10) << mode << " " << graph;
       EXPECT_GT(f["test_accuracy"].get<double>(), 0.9);
+      // Nodes 0-1 on rank 1, 2-3 on rank 2: messages carry the exchanges across ranks only.
+      const int64_t by_message = f["interactions_by_message"].get<int64_t>();
+      if (messages) {
+        EXPECT_GT(by_message, 0) << mode << " " << graph;
+        EXPECT_LT(by_message, met) << mode << " " << graph;
+        EXPECT_FALSE(f.contains("out_of_range"));  // it needs both ends of a transfer
+      } else {
+        EXPECT_EQ(by_message, 0) << mode << " " << graph;
+        EXPECT_NE(r.out.find("interactions (all in place, in shared memory)"), std::string::npos) << r.out;
+        EXPECT_EQ(f["out_of_range"].get<int64_t>(), 0);  // both ends in reach: counted, as in one process
+      }
     }
   }
-  // Quantised: blocks that cannot be decoded cross again at full precision, both ways.
+  // Quantised, as messages: blocks that cannot be decoded cross again at full precision, both ways.
   const std::string metrics = path("quantised.jsonl");
   const Result r = mpirun(4, "--workers 5 --variant swarm --quantize 8 --quant-step 1e-4 --lr 0.2 --max-updates 400 "
-                                 "--straggler const:value=2ms --metrics " +
+                                 "--straggler const:value=2ms --no-shared-memory --metrics " +
                                  metrics);
   ASSERT_EQ(r.code, 0) << r.out;
   const nlohmann::json f = final_of(metrics);
