@@ -295,24 +295,28 @@ void receiver_bounds(const SwarmCodec& c, const unsigned char* msg, const unsign
   }
 }
 
+TransferCount count_transfer(const SwarmCodec& c, size_t n, const unsigned char* failed, size_t bad) {
+  TransferCount t;
+  t.sender_bytes = int64_t(c.message_bytes(n));
+  t.blocks = int64_t(c.blocks(n));
+  if (bad == 0) return t;
+  const int64_t resent = int64_t(failed_values(c, failed, n) * sizeof(float));
+  t.receiver_bytes = int64_t(c.nack_bytes(n));
+  t.fallback_blocks = int64_t(bad);
+  t.sender_bytes += resent;
+  t.fallback_bytes = t.receiver_bytes + resent;
+  return t;
+}
+
 TransferCount transfer(const SwarmCodec& c, const float* x, const float* b, size_t n, const float* bound, float* out,
                        float* dist, TransferScratch* s) {
-  TransferCount t;
   const size_t bytes = c.message_bytes(n);
   if (s->msg.size() < bytes) s->msg.resize(bytes);
   const size_t nb = c.blocks(n);
   if (s->failed.size() < nb) s->failed.resize(nb);
   c.encode(x, n, bound, s->msg.data());
   const size_t bad = c.decode(s->msg.data(), b, n, out, s->failed.data());
-  t.sender_bytes = int64_t(bytes);
-  t.blocks = int64_t(nb);
-  if (bad > 0) {
-    t.receiver_bytes = int64_t(c.nack_bytes(n));
-    t.fallback_blocks = int64_t(bad);
-    const int64_t resent = int64_t(failed_values(c, s->failed.data(), n) * sizeof(float));
-    t.sender_bytes += resent;
-    t.fallback_bytes = t.receiver_bytes + resent;
-  }
+  TransferCount t = count_transfer(c, n, s->failed.data(), bad);
   const size_t B = c.block();
   for (size_t k = 0, off = 0; off < n && nb > 0; ++k, off += B) {
     const size_t len = std::min(B, n - off);

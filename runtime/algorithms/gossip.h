@@ -102,6 +102,11 @@ struct TransferCount {
   int64_t blocks = 0, fallback_blocks = 0, fallback_bytes = 0, out_of_range = 0;
 };
 
+// What one direction of an exchange counts: the message, and for `bad`
+// failed blocks (flagged in `failed`; null when bad is 0) the NACK and the
+// values sent again. transfer() and SwarmSGD over MPI count with it.
+TransferCount count_transfer(const SwarmCodec& c, size_t n, const unsigned char* failed, size_t bad);
+
 // Scratch for transfer(), sized on first use.
 struct TransferScratch {
   std::vector<unsigned char> msg, failed;

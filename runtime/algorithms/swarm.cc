@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <system_error>
 #include <utility>
 
 #include "datasets/rng.h"
@@ -37,6 +38,16 @@ SwarmStats& SwarmStats::operator+=(const SwarmStats& o) {
     for (size_t i = 0; i < theirs->size(); ++i) (*mine)[i] += (*theirs)[i];
   }
   return *this;
+}
+
+void init_shared_lock(pthread_mutex_t* m) {
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+  const int r = pthread_mutex_init(m, &a);
+  pthread_mutexattr_destroy(&a);
+  if (r != 0) throw std::system_error(r, std::generic_category(), "SwarmSGD: a node lock in shared memory");
 }
 
 SwarmEngine::SwarmEngine(const SwarmConfig& cfg, const float* init, size_t n, int nodes, int first, int last,
@@ -231,7 +242,7 @@ void SwarmEngine::interact(int i) {
     if (codec_.bits() == 0) {
       // Full precision: Q is the identity and both sides hold (x_i + x_j) / 2,
       // bit for bit what the transfers below would give, in one pass.
-      const TransferCount t = full_precision();
+      const TransferCount t = count_transfer(codec_, n_, nullptr, 0);
       account(t, i, j);
       account(t, j, i);
       float *xa = a.x, *xb = b.x, *pa = a.pub, *pb = b.pub;
@@ -277,7 +288,7 @@ void SwarmEngine::interact(int i) {
     }
     std::lock_guard<NodeLock> lk(a.mu);
     if (codec_.bits() == 0) {  // full precision: the copy is Q(p_j)
-      account(full_precision(), j, i);
+      account(count_transfer(codec_, n_, nullptr, 0), j, i);
       adopt(a, a.tmp_a.data());
     } else {
       const TransferCount t =
@@ -316,12 +327,6 @@ void SwarmEngine::interact_far(int i, int j) {
   account(from_j, j, i);
   std::lock_guard<NodeLock> lk(a.mu);
   adopt(a, a.tmp_b.data());
-}
-
-TransferCount SwarmEngine::full_precision() const {
-  TransferCount t;
-  t.sender_bytes = int64_t(codec_.message_bytes(n_));
-  return t;
 }
 
 // Non-blocking, the initiator's side: x <- (s + q) / 2 + (x - s) with s its

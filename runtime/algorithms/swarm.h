@@ -101,6 +101,9 @@ struct SwarmSharedNode {
   float* pub = nullptr;
   float* dist = nullptr;  // SwarmCodec::blocks(n) floats
 };
+// Makes *m a SwarmSharedNode's lock: process-shared, and robust (a killed
+// holder leaves it to the next owner). Throws std::system_error.
+void init_shared_lock(pthread_mutex_t* m);
 
 // What a run reads of SwarmSGD's nodes: the engine in one process, or rank 0
 // gathering from the worker ranks (MpiSwarm).
@@ -241,7 +244,6 @@ class SwarmEngine : public SwarmState {
   void interact(int i);
   void interact_far(int i, int j);
   void adopt(Node& a, const float* q);
-  TransferCount full_precision() const;  // what a transfer at full precision counts
   void estimate_bound(const Node& sender, float* bound) const;
   void account(const TransferCount& t, int sender, int receiver);
 

@@ -5,13 +5,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <climits>
 #include <condition_variable>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
@@ -255,42 +256,49 @@ std::vector<uint64_t> MpiSwarm::positions() {
 double MpiSwarm::run(SwarmListener& l) {
   Impl& m = *impl_;
   WallTimer clock;
-  Backoff backoff;
   double tick = 0;
-  for (;;) {
+  std::vector<StepMsg> steps;
+  bool going = true;
+  while (going) {
     if (clock.seconds() - tick >= 0.02) {  // a stream of steps must not hold off time limits
       tick = clock.seconds();
       if (!l.on_time(tick)) break;
     }
     MPI_Message msg;
     MPI_Status st;
-    if (probe(MPI_ANY_SOURCE, &msg, &st, kSwStep)) {
-      backoff.reset();
-      const StepMsg s = receive_small<StepMsg>(&msg, st, "step");
-      if (s.node < 0 || s.node >= m.nodes || m.world.rank_of(s.node, m.nodes) != st.MPI_SOURCE)
-        throw std::runtime_error("MPI: rank " + std::to_string(st.MPI_SOURCE) + " reported a step of node " +
+    if (!probe(MPI_ANY_SOURCE, &msg, &st, kSwStep)) {
+      std::this_thread::sleep_for(kSwarmPoll);  // the ranks send what their nodes did meanwhile at once
+      continue;
+    }
+    const int r = st.MPI_SOURCE;
+    const int bytes = message_bytes(st);
+    if (bytes <= 0 || bytes % int(sizeof(StepMsg)) != 0)
+      throw std::runtime_error("MPI: malformed steps message from rank " + std::to_string(r) + " (" +
+                               std::to_string(bytes) + " bytes)");
+    steps.resize(size_t(bytes) / sizeof(StepMsg));
+    check(MPI_Mrecv(steps.data(), bytes, MPI_BYTE, &msg, MPI_STATUS_IGNORE), "steps");
+    for (const StepMsg& s : steps) {
+      if (s.node < 0 || s.node >= m.nodes || m.world.rank_of(s.node, m.nodes) != r)
+        throw std::runtime_error("MPI: rank " + std::to_string(r) + " reported a step of node " +
                                  std::to_string(s.node));
       if (s.kind == kStepFailed) {
-        const std::string what = receive_text(st.MPI_SOURCE, kSwFailedText);
+        const std::string what = receive_text(r, kSwFailedText);
         int alive = 0;
         {
           std::lock_guard<std::mutex> lk(m.mu);
           m.failed[size_t(s.node)] = 1;
           for (char f : m.failed) alive += f ? 0 : 1;
         }
-        const bool go_on = l.node_failed(s.node, what, alive, clock.seconds());
-        send_small(WordMsg{0, s.node}, st.MPI_SOURCE, kSwAck);
+        going = l.node_failed(s.node, what, alive, clock.seconds());
         // The other ranks' nodes stop picking it as a partner.
-        for (int r = 1; r < m.world.size(); ++r)
-          if (r != st.MPI_SOURCE) send_small(WordMsg{kWordNodeFailed, s.node}, r, kWord);
-        if (!go_on) break;
-        continue;
+        for (int o = 1; o < m.world.size(); ++o)
+          if (o != r) send_small(WordMsg{kWordNodeFailed, s.node}, o, kWord);
+      } else {
+        going = l.after_step(s.node, s.loss, s.kind == kStepTaken, clock.seconds());
       }
-      if (!l.after_step(s.node, s.loss, s.kind == kStepTaken, clock.seconds())) break;
-      send_small(WordMsg{0, s.node}, st.MPI_SOURCE, kSwAck);
-      continue;
+      if (!going) break;  // the rest are steps past the stop: not counted
     }
-    backoff.idle();
+    if (going) send_small(WordMsg{0, int32_t(steps.size())}, r, kSwAck);
   }
   const double end = clock.seconds();
   // No gather meanwhile: this loop takes any message.

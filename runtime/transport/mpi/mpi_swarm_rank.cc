@@ -21,18 +21,14 @@
 // rank having to wake and answer. Ranks on other hosts exchange as above.
 #include <mpi.h>
 
-#include <algorithm>
-#include <atomic>
-#include <climits>
 #include <condition_variable>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <string>
-#include <tuple>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -124,19 +120,6 @@ int32_t kind_of(const Bytes& b) {
   return k;
 }
 
-
-// One direction's counts, as transfer() keeps them.
-void count_sent(const SwarmCodec& c, size_t n, const unsigned char* failed, size_t bad, TransferCount* t) {
-  t->sender_bytes = int64_t(c.message_bytes(n));
-  t->blocks = int64_t(c.blocks(n));
-  if (bad == 0) return;
-  const int64_t resent = int64_t(failed_values(c, failed, n) * sizeof(float));
-  t->receiver_bytes = int64_t(c.nack_bytes(n));
-  t->fallback_blocks = int64_t(bad);
-  t->sender_bytes += resent;
-  t->fallback_bytes = t->receiver_bytes + resent;
-}
-
 size_t count_failed(const Bytes& failed) {
   size_t bad = 0;
   for (unsigned char f : failed) bad += f != 0;
@@ -159,8 +142,8 @@ class MpiSwarmPeers : public SwarmPeers {
       send_idle(&h, sizeof h, B, kSwRequest);
       send_idle(s, n_ * sizeof(float), B, resend_tag(i));
       receive_floats_idle(B, reply_tag(i), q, n_);
-      count_sent(codec_, n_, nullptr, 0, to_j);
-      count_sent(codec_, n_, nullptr, 0, from_j);
+      *to_j = count_transfer(codec_, n_, nullptr, 0);
+      *from_j = count_transfer(codec_, n_, nullptr, 0);
       return;
     }
     Bytes& req = scratch_[size_t(i)].req;  // node i's thread alone uses its scratch
@@ -180,7 +163,7 @@ class MpiSwarmPeers : public SwarmPeers {
       send_idle(packed.data(), packed.size() * sizeof(float), B, resend_tag(i));
       receive_idle(B, reply_tag(i), &m);
     }
-    count_sent(codec_, n_, nack.data(), count_failed(nack), to_j);
+    *to_j = count_transfer(codec_, n_, nack.data(), count_failed(nack));
     receive_reply(i, B, m, s, q, d, from_j);
   }
 
@@ -190,7 +173,7 @@ class MpiSwarmPeers : public SwarmPeers {
     send_idle(&h, sizeof h, B, kSwRequest);
     if (raw()) {
       receive_floats_idle(B, reply_tag(i), q, n_);
-      count_sent(codec_, n_, nullptr, 0, from_j);
+      *from_j = count_transfer(codec_, n_, nullptr, 0);
       return;
     }
     Bytes& m = scratch_[size_t(i)].reply;
@@ -280,7 +263,7 @@ class MpiSwarmPeers : public SwarmPeers {
         throw std::runtime_error("MPI: malformed SwarmSGD resend");
       unpack_failed(codec_, reinterpret_cast<const float*>(packed.data()), failed.data(), n_, q);
     }
-    count_sent(codec_, n_, failed.data(), bad, t);
+    *t = count_transfer(codec_, n_, failed.data(), bad);
     if (nb_ > 0) receiver_bounds(codec_, msg, failed.data(), q, b, n_, d);
   }
 
@@ -301,36 +284,48 @@ class MpiSwarmPeers : public SwarmPeers {
   std::vector<Scratch> scratch_;  // each initiating node's (its thread's)
 };
 
-// A worker rank's nodes report their steps to rank 0, at most `window` (twice
-// the rank's nodes) ahead of its count: nodes stop within a few steps of the
-// limit, not a message queue's worth after it.
+// A worker rank's nodes report their steps to rank 0 through the rank's main
+// thread, which sends what has queued since its last poll as one message:
+// the messages and rank 0's wake-ups follow the polls, not the steps. A node
+// runs at most `window` steps ahead of rank 0's acknowledged count, so nodes
+// stop within a few steps of the limit.
 class StepReporter : public SwarmListener {
  public:
   explicit StepReporter(int64_t window) : window_(window) {}
   bool on_time(double) override { return true; }
   bool after_step(int node, float loss, bool finite, double) override {
-    return report(StepMsg{node, loss, finite ? kStepTaken : kStepNonfinite}, nullptr);
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [&] { return unacked_ + int64_t(queue_.size()) < window_ || stopping_; });
+    if (stopping_) return false;
+    queue_.push_back(StepMsg{node, loss, finite ? kStepTaken : kStepNonfinite});
+    return true;
   }
   // The node has left this rank's graph; rank 0 reports it, decides, and
   // tells the other ranks, whose nodes stop picking it. The rank's other
   // nodes go on.
   bool node_failed(int node, const std::string& what, int, double) override {
-    report(StepMsg{node, 0.f, kStepFailed}, &what);
-    return true;
-  }
-  bool report(const StepMsg& m, const std::string* what) {
-    std::unique_lock<std::mutex> lk(mu_);
-    cv_.wait(lk, [&] { return sent_ - acked_ < window_ || stopping_; });
-    if (stopping_) return false;
-    ++sent_;
-    lk.unlock();
-    send_small(m, 0, kSwStep);
-    if (what != nullptr) send_text(*what, 0, kSwFailedText);
-    return true;
-  }
-  void acked() {
     std::lock_guard<std::mutex> lk(mu_);
-    ++acked_;
+    queue_.push_back(StepMsg{node, 0.f, kStepFailed});
+    texts_.push_back(what);
+    return true;
+  }
+  // The main thread: the queued steps as one message, each failure's text after it.
+  void flush() {
+    std::vector<StepMsg> batch;
+    std::vector<std::string> texts;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (queue_.empty() || stopping_) return;
+      batch.swap(queue_);
+      texts.swap(texts_);
+      unacked_ += int64_t(batch.size());
+    }
+    check(MPI_Send(batch.data(), int(batch.size() * sizeof(StepMsg)), MPI_BYTE, 0, kSwStep, MPI_COMM_WORLD), "steps");
+    for (const std::string& t : texts) send_text(t, 0, kSwFailedText);
+  }
+  void acked(int64_t steps) {
+    std::lock_guard<std::mutex> lk(mu_);
+    unacked_ -= steps;
     cv_.notify_all();
   }
   void stop() {
@@ -342,7 +337,9 @@ class StepReporter : public SwarmListener {
  private:
   std::mutex mu_;
   std::condition_variable cv_;
-  int64_t window_, sent_ = 0, acked_ = 0;
+  int64_t window_, unacked_ = 0;
+  std::vector<StepMsg> queue_;
+  std::vector<std::string> texts_;
   bool stopping_ = false;
 };
 
@@ -388,7 +385,8 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
       abort_job(world, e);
     }
   }
-  StepReporter reporter(2 * int64_t(g.workers.size()));  // outlives the nodes that call it
+  // 16 steps a node: a step of 0.1 ms does not wait on rank 0's polls (kSwarmPoll at both ends).
+  StepReporter reporter(16 * int64_t(g.workers.size()));  // outlives the nodes that call it
   MpiSwarmPeers peers(world, codec, n, g.nodes);
   SwarmEngine eng(*g.cfg, init.data(), n, g.nodes, g.first, last, &peers, shared ? &shared->nodes() : nullptr);
   SwarmThreads nodes(eng, SwarmSetup{g.workers, g.samplers, g.straggler, g.faults});
@@ -402,11 +400,16 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
   try {
     if (shared) shared->ready();
     nodes.start(reporter);
-    // This thread answers the other ranks' exchanges while their node
-    // threads wait: short sleeps when idle (the parameter server's 200 us
-    // cost the mlp 0.83x -> 0.87x of one process here).
+    // This thread answers the exchanges of nodes not in shared memory while
+    // they wait: short sleeps when idle (the parameter server's 200 us cost
+    // the mlp 0.83x -> 0.87x of one process). With every node in shared
+    // memory none comes: it carries the step reports and rank 0's words, and
+    // sleeps a poll period.
+    bool answers = !shared;
+    for (int j = 0; shared && j < g.nodes; ++j) answers = answers || shared->nodes()[size_t(j)].lock == nullptr;
     Backoff backoff(20);
     for (;;) {
+      reporter.flush();
       MPI_Message msg;
       MPI_Status st;
       if (probe(MPI_ANY_SOURCE, &msg, &st, kSwRequest, g_swarm)) {
@@ -423,7 +426,10 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
         done = true;
       }
       if (!probe(0, &msg, &st)) {
-        backoff.idle();
+        if (answers)
+          backoff.idle();
+        else
+          std::this_thread::sleep_for(kSwarmPoll);
         continue;
       }
       backoff.reset();
@@ -470,8 +476,7 @@ void serve_swarm_group(SwarmGroup& g, MpiWorld& world) {
                   kSwState);
         check(MPI_Send(state.data(), int(state.size() * sizeof(float)), MPI_BYTE, 0, kSwStateData, g_data), "state");
       } else if (st.MPI_TAG == kSwAck) {
-        receive_small<WordMsg>(&msg, st, "ack");
-        reporter.acked();
+        reporter.acked(receive_small<WordMsg>(&msg, st, "ack").worker);
       } else if (st.MPI_TAG == kFin) {
         receive_small<WordMsg>(&msg, st, "fin");
         break;

@@ -1,9 +1,6 @@
 #include "runtime/transport/mpi/shared_nodes.h"
 
-#include <pthread.h>
-
 #include <string>
-#include <system_error>
 
 #include "runtime/transport/mpi/mpi_internal.h"
 
@@ -43,14 +40,8 @@ SharedNodes::SharedNodes(MpiWorld& world, int nodes, size_t n, size_t blocks, in
                                           x + 2 * model_bytes / sizeof(float)};
     }
   }
-  pthread_mutexattr_t a;
-  pthread_mutexattr_init(&a);
-  pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-  pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);  // a killed rank's lock is not held for ever
-  for (int j = first; j < last; ++j)
-    if (const int r = pthread_mutex_init(nodes_[size_t(j)].lock, &a); r != 0)
-      throw std::system_error(r, std::generic_category(), "SwarmSGD: a node lock in shared memory");
-  pthread_mutexattr_destroy(&a);
+  // Robust: a killed rank's lock is not held for ever.
+  for (int j = first; j < last; ++j) init_shared_lock(nodes_[size_t(j)].lock);
 }
 
 void SharedNodes::ready() { check(MPI_Barrier(g_host_workers), "shared memory"); }

@@ -560,16 +560,11 @@ TEST(Gossip, AdaptiveStepReachesConsensusAtTheMinimumWithFewResends) {
 // bit for bit, in both modes, at full precision and quantised.
 struct SharedArrays {
   SharedArrays(int P, size_t n, size_t blocks) : locks(size_t(P)), data(size_t(P) * (2 * n + blocks)) {
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
     for (int i = 0; i < P; ++i) {
-      pthread_mutex_init(&locks[size_t(i)], &a);
+      init_shared_lock(&locks[size_t(i)]);
       float* x = data.data() + size_t(i) * (2 * n + blocks);
       nodes.push_back(SwarmSharedNode{&locks[size_t(i)], x, x + n, x + 2 * n});
     }
-    pthread_mutexattr_destroy(&a);
   }
   std::vector<pthread_mutex_t> locks;
   std::vector<float> data;

@@ -295,9 +295,9 @@ TEST_F(Mpi, SwarmSgdAveragesAcrossRanksAtItsExpectedRate) {
       ASSERT_FALSE(f.is_null()) << r.out;
       const int64_t steps = f["local_steps"].get<int64_t>(), met = f["interactions"].get<int64_t>();
       // Past the limit: steps reported ahead of rank 0's count (a rank's
-      // window: two per node), and each node's step in hand at the stop.
+      // window: 16 per node), and each node's step in hand at the stop.
       EXPECT_GE(steps, 400);
-      EXPECT_LE(steps, 400 + 3 * P) << mode << " " << graph;
+      EXPECT_LE(steps, 400 + 17 * P) << mode << " " << graph;
       // Node i has had floor(s_i / H) exchanges after its s_i steps.
       EXPECT_LE(met * H, steps) << mode << " " << graph;
       EXPECT_GE(met * H, steps - P * (H - 1)) << mode << " " << graph;
