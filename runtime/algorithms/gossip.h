@@ -73,6 +73,8 @@ class SwarmCodec {
  public:
   SwarmCodec(int bits, double fixed_step, size_t block);
   int bits() const { return bits_; }
+  // Full precision: Q is the identity, the message is the floats, nothing can fail to decode.
+  bool exact() const { return bits_ == 0; }
   bool adaptive() const { return bits_ != 0 && fixed_ == 0; }
   double fixed_step() const { return fixed_; }
   size_t block() const { return block_; }

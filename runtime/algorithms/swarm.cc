@@ -239,7 +239,7 @@ void SwarmEngine::interact(int i) {
     std::unique_lock<NodeLock> l2(near(std::max(i, j))->mu, std::defer_lock);
     l1.lock();
     l2.lock();
-    if (codec_.bits() == 0) {
+    if (codec_.exact()) {
       // Full precision: Q is the identity and both sides hold (x_i + x_j) / 2,
       // bit for bit what the transfers below would give, in one pass.
       const TransferCount t = count_transfer(codec_, n_, nullptr, 0);
@@ -287,7 +287,7 @@ void SwarmEngine::interact(int i) {
       if (adaptive) estimate_bound(b, a.bound.data());
     }
     std::lock_guard<NodeLock> lk(a.mu);
-    if (codec_.bits() == 0) {  // full precision: the copy is Q(p_j)
+    if (codec_.exact()) {  // full precision: the copy is Q(p_j)
       account(count_transfer(codec_, n_, nullptr, 0), j, i);
       adopt(a, a.tmp_a.data());
     } else {

@@ -137,7 +137,7 @@ class MpiSwarmPeers : public SwarmPeers {
   void exchange(int i, int j, const float* s, const float* bound, float* q, float* d, TransferCount* to_j,
                 TransferCount* from_j) override {
     const int B = world_.rank_of(j, nodes_);
-    if (raw()) {  // the header, then the model itself: no copy into a message on either side
+    if (codec_.exact()) {  // the header, then the model itself: no copy into a message on either side
       const RequestHeader h{kBlocking, i, j, 0};
       send_idle(&h, sizeof h, B, kSwRequest);
       send_idle(s, n_ * sizeof(float), B, resend_tag(i));
@@ -171,7 +171,7 @@ class MpiSwarmPeers : public SwarmPeers {
     const int B = world_.rank_of(j, nodes_);
     const RequestHeader h{kFetch, i, j, 0};
     send_idle(&h, sizeof h, B, kSwRequest);
-    if (raw()) {
+    if (codec_.exact()) {
       receive_floats_idle(B, reply_tag(i), q, n_);
       *from_j = count_transfer(codec_, n_, nullptr, 0);
       return;
@@ -196,7 +196,7 @@ class MpiSwarmPeers : public SwarmPeers {
     x_.resize(n_);
     q_.resize(n_);
     bound_.assign(nb_, 0.f);
-    if (raw()) {  // full precision: the model follows the header, x_j goes back as it is
+    if (codec_.exact()) {  // full precision: the model follows the header, x_j goes back as it is
       if (req.size() != sizeof h || (h.kind != kBlocking && h.kind != kFetch))
         throw std::runtime_error("MPI: malformed SwarmSGD request");
       if (h.kind == kBlocking) {
@@ -266,9 +266,6 @@ class MpiSwarmPeers : public SwarmPeers {
     *t = count_transfer(codec_, n_, failed.data(), bad);
     if (nb_ > 0) receiver_bounds(codec_, msg, failed.data(), q, b, n_, d);
   }
-
-  // Full precision: messages are the models themselves (see exchange()).
-  bool raw() const { return codec_.bits() == 0; }
 
   MpiWorld& world_;
   const SwarmCodec& codec_;
